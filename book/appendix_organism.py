@@ -1,0 +1,146 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # The model organism
+#
+# Llava-1.5-7B and Vicuna-7B cannot be downloaded on the machines that build this book, and there is no GPU.
+# So the book runs on a **model organism**: a toy Vicuna and a toy Llava built from the *same Hugging Face
+# classes* (`LlamaForCausalLM`, `CLIPModel`, `LlavaForConditionalGeneration`), trained *the same way* the real
+# ones were, here, on a toy world with the paper's task. Every `llavamech` call in this book runs unchanged on
+# the real models.
+
+# %% tags=["parameters"]
+model = "toy-llava"
+text_model = "toy-vicuna"
+device = "cpu"
+n_examples = 100      # fresh held-out examples for the live check below
+seed = 0
+
+# %% tags=["remove-cell"]
+import sys, subprocess  # noqa: E401  (Colab has neither lib/ nor data/: fetch the repository once)
+if "google.colab" in sys.modules and subprocess.run([sys.executable, "-c", "import llavamech"]).returncode:
+    subprocess.run("git clone --depth 1 https://github.com/llavamech/llavamech /content/llavamech && "
+                   "pip install -q -e /content/llavamech", shell=True, check=True)
+    sys.path.insert(0, "/content/llavamech/lib")
+
+# %%
+import random
+
+import pandas as pd
+from IPython.display import Image
+
+import llavamech
+from llavamech import organism, plots
+from llavamech.models import model_card
+from llavamech.paths import MODELS_DIR
+from llavamech.world import load_world, make_scene
+
+llava, vicuna = llavamech.load(model, device=device), llavamech.load(text_model, device=device)
+print(llava, vicuna, sep="\n")
+
+# %% [markdown]
+# ## The world
+#
+# Ten animals (emoji glyphs from Noto Color Emoji, rendered once into sprites under `data/sprites/`) in ten
+# colours, 1–3 per scene, distinct animals in distinct colours, each 30–50 % of the canvas, anywhere, on a grey
+# background (`data/world.json`). The processor resizes any canvas to 64×64 px, which the 8-px patches cut into
+# an 8×8 grid: 64 image tokens, where llava-1.5 has 576.
+
+# %%
+rng = random.Random(seed)
+scenes = [make_scene(rng, size=rng.choice([64, 96, 128])) for _ in range(8)]
+fig = plots.image_grid([s.image for s in scenes],
+                       [", ".join(f"{a.colour} {a.name}" for a in s.animals) for s in scenes])
+
+# %% [markdown]
+# ## How each model was trained, and how that mirrors Llava
+#
+# | model | class | Llava's recipe | ours |
+# |---|---|---|---|
+# | toy-vicuna | `LlamaForCausalLM` (RMSNorm, RoPE, SwiGLU, untied head) | Llama-2 pretraining, then Vicuna chat tuning | from scratch: 75 % TQA prompts (2–4 facts, loss on the answer), 25 % **induction warm-up** (`<s> s s`, loss on the copy) |
+# | toy-clip | `CLIPModel` | contrastive on 400 M web (image, text) pairs | contrastive on (scene, caption) pairs **plus two animal-recognition losses** on the layer −2 patch features |
+# | toy-llava | `LlavaForConditionalGeneration` | CLIP tower (layer −2, CLS dropped) + 2-layer GELU projector + Vicuna; stage 1 trains the projector on captions, stage 2 the projector and LM on visual instructions; tower frozen | the same, with stage 2 on the VQA prompt of the paper and TQA prompts mixed in at weight 0.5 |
+#
+# ```{margin} Where the toy departs from Llava
+# Two departures, each measured as necessary on this machine (see the model cards). Without the induction
+# warm-up, a small Llama stays on the shortcut "name some colour from the context" (TQA ≈ 0.35). Without the
+# animal-recognition losses, a small contrastive CLIP sees colours but hardly animals, and the toy Llava
+# answers at chance among the colours present. The labels stand in for what web-scale pretraining gives the
+# real CLIP: it already knows what a dog looks like.
+# ```
+#
+# Prompts are exactly the paper's, so the answer is the next token after "The color of the dog is".
+# Evaluation never touches training data: each prompt's key (its facts and the asked animal) is hashed, one key
+# in ten is never trained on, and only those keys are evaluated, on scenes drawn from separate seeds.
+
+# %% [markdown]
+# ## Training curves
+#
+# Loss and held-out accuracy per stage, as logged while training the shipped models.
+
+# %%
+Image(filename=str(MODELS_DIR / "training-curves.png"))
+
+# %% [markdown]
+# The text model sits on the shortcut plateau (≈ 1/3, the chance of picking the right one of 2–4 colours in the
+# context) for hundreds of steps before binding appears abruptly; the eye's animal probe climbs steadily.
+#
+# ## Accuracy
+#
+# Measured on fresh held-out samples when the shipped weights were written (`data/models/*/card.json`), beside
+# the bars the organism must clear.
+
+# %%
+card = model_card(model)
+bars = {"toy-vicuna TQA": 0.95, "toy-llava VQA": 0.90, "toy-llava TQA": 0.90}
+table = pd.DataFrame({"accuracy": {k: card[k] for k in bars}, "bar": bars})
+table["clears"] = table["accuracy"] >= table["bar"]
+table.loc["toy-llava tower probe (animal)"] = [card["toy-llava tower probe"]["animal"], 0.95,
+                                               card["toy-llava tower probe"]["animal"] >= 0.95]
+table.loc["top patch on the asked animal"] = [card["top patch on asked animal"], float("nan"), None]
+print(f"held-out sample: {card['n']} examples each (evaluation seed {card['eval_seed']})")
+table
+
+# %% [markdown]
+# And a live check, on `n_examples` fresh held-out examples drawn now with this notebook's seed:
+
+# %%
+live = {"toy-vicuna TQA": organism.tqa_accuracy(vicuna.hf, vicuna.tokenizer, n_examples, seed + 7),
+        "toy-llava VQA": organism.vqa_accuracy(llava.hf, llava.processor, n_examples, seed + 7),
+        "toy-llava TQA": organism.tqa_accuracy(llava.hf, llava.tokenizer, n_examples, seed + 7)}
+pd.DataFrame({"accuracy": live, "n": n_examples})
+
+# %% [markdown]
+# ## One example, explained
+#
+# The paper's tool on the organism: the best head's per-patch scores over the image as the model saw it.
+
+# %%
+scene = make_scene(random.Random(seed + 1), size=128, n_animals=3)
+asked = scene.animals[0]
+result = llava.explain(scene.image, question=f"What is the color of the {asked.name}?")
+print(f"truth: {asked.colour}; answer: {result.answer} (p = {result.answer_prob:.2f})")
+fig = plots.patch_overlay(result)
+
+# %% [markdown]
+# ## What a toy can and cannot stand in for
+#
+# **Can**: the architecture (the same classes, norms, rotary embeddings, projector, feature layer, image-token
+# expansion), the training stages, the prompts, and — because it genuinely solved the task on held-out data —
+# a mechanism worth dissecting. Every identity and every score is computed exactly as it would be on the 7B
+# model.
+#
+# **Cannot**: scale (4 layers × 8 heads instead of 32 × 32; 64 patches instead of 576; a 38-word vocabulary),
+# the diversity of real images and language, and anything the real Llava learned from data the toy never saw.
+# Numbers from the toy sit beside the paper's, never in place of them; where they agree, it is evidence that
+# the mechanism is generic, not proof that the 7B model has it.

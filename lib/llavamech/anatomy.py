@@ -1,0 +1,56 @@
+"""Where things live inside a Llama-family language model (alone, or inside a Llava), read from the modules
+and the config: no hard-coded sizes. Grouped-query attention aware."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Anatomy:
+    layers: nn.ModuleList        # decoder layers
+    final_norm: nn.Module        # RMSNorm before lm_head
+    embed: nn.Embedding          # E: input embeddings [vocab, d]
+    lm_head: nn.Linear           # W_U: [vocab, d]
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    d_model: int
+    eps: float                   # RMSNorm eps, from the config (llava-1.5 says 1e-5; the paper's code used 1e-6)
+    image_token_id: int | None   # None for a text-only model
+
+    @classmethod
+    def of(cls, model: nn.Module) -> "Anatomy":
+        config = model.config
+        text_config = getattr(config, "text_config", config)
+        lm = model.model.language_model if hasattr(model.model, "language_model") else model.model
+        attn = lm.layers[0].self_attn
+        n_heads = text_config.num_attention_heads
+        head_dim = getattr(attn, "head_dim", None) or text_config.hidden_size // n_heads
+        return cls(layers=lm.layers, final_norm=lm.norm, embed=lm.embed_tokens, lm_head=model.lm_head,
+                   n_heads=n_heads, n_kv_heads=getattr(text_config, "num_key_value_heads", None) or n_heads,
+                   head_dim=head_dim, d_model=text_config.hidden_size, eps=text_config.rms_norm_eps,
+                   image_token_id=getattr(config, "image_token_id", None))
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def n_neurons(self) -> int:
+        return self.layers[0].mlp.down_proj.in_features
+
+    def kv_head(self, head: int) -> int:
+        """The key/value head that query head `head` reads under grouped-query attention."""
+        return head // (self.n_heads // self.n_kv_heads)
+
+    def o_slices(self, layer: int) -> torch.Tensor:
+        """W_O per head: [heads, head_dim, d] so that a head's output is v_weighted @ W_O[h]."""
+        w = self.layers[layer].self_attn.o_proj.weight  # [d, heads * head_dim]
+        return w.T.reshape(self.n_heads, self.head_dim, self.d_model)
+
+    def rms(self, x: torch.Tensor) -> torch.Tensor:
+        """RMS over the last dimension with the model's eps, as its RMSNorm computes it: [..., 1]."""
+        return torch.sqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)

@@ -1,0 +1,103 @@
+"""The paper's importance score (shared/PAPER.md §3): log-probability increase under a frozen-norm readout.
+
+z(x) = W_U (g * x / s), with g the final norm's gain and s the RMS of the final residual h^L_T, frozen once per
+example. Imp(v) = log softmax(z(base + v))_w - log softmax(z(base))_w. Since z is linear,
+z(base + v) = z(base) + z(v): one readout per scored vector, one for the base.
+
+All functions are pure readouts over a Trace. `token` defaults to the model's own top-1 next token.
+"""
+from __future__ import annotations
+
+import torch
+
+from .trace import Trace
+
+
+def readout(trace: Trace, x: torch.Tensor) -> torch.Tensor:
+    """Frozen-norm logits of residual-space vectors: [..., d] -> [..., V]."""
+    a = trace.anatomy
+    s = a.rms(trace.final_resid)  # frozen: the final residual's RMS, not x's own
+    g = a.final_norm.weight.detach().float()
+    return (g * x / s) @ a.lm_head.weight.detach().float().T
+
+
+def log_prob_increase(trace: Trace, base: torch.Tensor, vectors: torch.Tensor, token: int | None = None,
+                      chunk: int = 512) -> torch.Tensor:
+    """Imp of each vector in `vectors` [..., d] added to `base` [d]: [...] (chunked over vectors: a 7B vocabulary
+    is 32k logits per vector)."""
+    token = trace.top_token if token is None else token
+    z0 = readout(trace, base)
+    lp0 = torch.log_softmax(z0, -1)[token]
+    flat = vectors.reshape(-1, vectors.shape[-1])
+    out = torch.cat([torch.log_softmax(z0 + readout(trace, flat[i:i + chunk]), -1)[:, token] - lp0
+                     for i in range(0, len(flat), chunk)])
+    return out.reshape(vectors.shape[:-1])
+
+
+def logit_contribution(trace: Trace, vectors: torch.Tensor, token: int | None = None) -> torch.Tensor:
+    """The linear (direct) logit contribution z(v)_w of each vector: [..., d] -> [...]. Additive, unlike Imp."""
+    token = trace.top_token if token is None else token
+    return readout(trace, vectors)[..., token]
+
+
+# ---- decompositions (shared/PAPER.md §2) ----
+def head_outputs(trace: Trace, layer: int) -> torch.Tensor:
+    """a^{l,h} = sum_j alpha_{T,j} v_j W_O^{l,h} for every head: [H, d]. Sums to A^l_T."""
+    return position_contributions(trace, layer).sum(1)
+
+
+def position_contributions(trace: Trace, layer: int, head: int | None = None) -> torch.Tensor:
+    """u^{l,h}_j = alpha_{T,j} v_j W_O^{l,h}: [S, d] for one head, or [H, S, d] for all heads (head=None)."""
+    a = trace.anatomy
+    heads = range(a.n_heads) if head is None else [head]
+    kv = torch.tensor([a.kv_head(h) for h in heads])
+    v = trace.values[layer][:, kv]                                    # [S, h, hd]
+    weighted = trace.attn_weights[layer][list(heads)].T[..., None] * v  # [S, h, hd]
+    w_o = a.o_slices(layer).detach().float()[list(heads)]              # [h, hd, d]
+    u = torch.einsum("shk,hkd->hsd", weighted, w_o)
+    return u[0] if head is not None else u
+
+
+def neuron_contributions(trace: Trace, layer: int) -> torch.Tensor:
+    """c^l_k W_down[:, k] for every FFN neuron k: [I, d]. Sums to F^l_T."""
+    w_down = trace.anatomy.layers[layer].mlp.down_proj.weight.detach().float()  # [d, I]
+    return trace.neuron_acts[layer][:, None] * w_down.T
+
+
+# ---- scores ----
+def layer_scores(trace: Trace, token: int | None = None) -> dict[str, torch.Tensor]:
+    """Imp of every attention layer (base h^{l-1}_T, v = A^l_T) and FFN layer (base m^l_T, v = F^l_T): [L] each."""
+    attn = torch.stack([log_prob_increase(trace, trace.resid_in[l], trace.attn_out[l], token)
+                        for l in range(trace.anatomy.n_layers)])
+    ffn = torch.stack([log_prob_increase(trace, trace.mid[l], trace.mlp_out[l], token)
+                       for l in range(trace.anatomy.n_layers)])
+    return {"attn": attn, "ffn": ffn}
+
+
+def head_scores(trace: Trace, token: int | None = None) -> torch.Tensor:
+    """Imp of every head (base h^{l-1}_T, v = a^{l,h}): [L, H]."""
+    return torch.stack([log_prob_increase(trace, trace.resid_in[l], head_outputs(trace, l), token)
+                        for l in range(trace.anatomy.n_layers)])
+
+
+def head_logit_contributions(trace: Trace, token: int | None = None) -> torch.Tensor:
+    """Linear logit contribution of every head: [L, H]."""
+    return torch.stack([logit_contribution(trace, head_outputs(trace, l), token) for l in range(trace.anatomy.n_layers)])
+
+
+def position_scores(trace: Trace, layer: int, head: int, token: int | None = None) -> torch.Tensor:
+    """Imp of every source position j inside head (layer, head) (base h^{l-1}_T, v = u_j): [S]."""
+    return log_prob_increase(trace, trace.resid_in[layer], position_contributions(trace, layer, head), token)
+
+
+def neuron_scores(trace: Trace, layer: int, token: int | None = None) -> torch.Tensor:
+    """Imp of every FFN neuron of a layer (base m^l_T): [I]."""
+    return log_prob_increase(trace, trace.mid[layer], neuron_contributions(trace, layer), token)
+
+
+def top_heads(scores: torch.Tensor, k: int = 10) -> list[dict]:
+    """The k best heads of a [L, H] score table as [{layer, head, score}], best first."""
+    flat = scores.flatten()
+    idx = flat.argsort(descending=True)[:k]
+    n_heads = scores.shape[1]
+    return [{"layer": int(i) // n_heads, "head": int(i) % n_heads, "score": float(flat[i])} for i in idx]

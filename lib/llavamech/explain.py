@@ -1,0 +1,85 @@
+"""The paper's patch tool (shared/PAPER.md §6) behind the public contract of shared/DESIGN.md.
+
+One fp32 forward pass; Imp of every head; the best head's per-position Imp at the image positions, min-max
+normalised then divided by the sum, reshaped row-major to the patch grid.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from . import attribution
+from .imaging import load_image, model_view
+
+
+def normalise_map(scores: torch.Tensor) -> torch.Tensor:
+    """Min-max normalise, then divide by the sum (the paper's code). A constant map becomes uniform."""
+    span = scores.max() - scores.min()
+    unit = (scores - scores.min()) / span if span > 0 else torch.ones_like(scores)
+    return unit / unit.sum()
+
+
+@dataclass
+class Explanation:
+    answer: str
+    answer_token_id: int
+    answer_prob: float
+    top_heads: list[dict]             # [{layer, head, score}], best first
+    patch_grid: list[list[float]]     # [rows][cols]; [] for text-only input
+    grid_shape: list[int]             # [rows, cols]; [0, 0] for text-only input
+    seconds: dict[str, float]         # timing of the phases
+    model: str
+    question: str
+    head_scores: torch.Tensor = field(repr=False, default=None)   # [L, H], not part of the JSON contract
+    view: object = field(repr=False, default=None)                # PIL image as the model saw it, or None
+    trace: object = field(repr=False, default=None)
+
+    CONTRACT = ("answer", "answer_token_id", "answer_prob", "top_heads", "patch_grid", "grid_shape", "seconds",
+                "model", "question")
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps({k: getattr(self, k) for k in self.CONTRACT}))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def save_map(self, path, title: str | None = None) -> None:
+        """The patch map over the image as the model saw it (PNG)."""
+        from .plots import patch_overlay
+        import matplotlib.pyplot as plt
+
+        fig = patch_overlay(self, title=title)
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+        plt.close(fig)
+
+
+def explain(model, image=None, question: str = "", context: str | None = None, top_k: int = 10,
+            map_heads: int = 1) -> Explanation:
+    """Answer + head scores + per-patch map of the `map_heads` best heads (1 = the paper's tool; more sums their
+    normalised maps, our top-k variant)."""
+    t0 = time.perf_counter()
+    pil = load_image(image) if image is not None else None
+    trace = model.trace(pil, question, context)
+    t1 = time.perf_counter()
+    scores = attribution.head_scores(trace)
+    heads = attribution.top_heads(scores, top_k)
+    grid, shape = [], [0, 0]
+    if len(trace.positions.image_positions):
+        image_pos = trace.positions.image_positions
+        maps = [normalise_map(attribution.position_scores(trace, h["layer"], h["head"])[image_pos])
+                for h in heads[:map_heads]]
+        rows, cols = trace.positions.grid_shape
+        grid = normalise_map(torch.stack(maps).sum(0)).reshape(rows, cols).tolist() if map_heads > 1 \
+            else maps[0].reshape(rows, cols).tolist()
+        shape = [rows, cols]
+    t2 = time.perf_counter()
+    token = trace.top_token
+    return Explanation(
+        answer=model.tokenizer.decode([token]).strip(), answer_token_id=token,
+        answer_prob=float(torch.softmax(trace.logits, -1)[token]), top_heads=heads, patch_grid=grid,
+        grid_shape=shape, seconds={"forward": t1 - t0, "scores": t2 - t1, "total": t2 - t0},
+        model=model.name, question=question, head_scores=scores,
+        view=model_view(pil, model.processor.image_processor) if pil is not None else None, trace=trace)

@@ -1,0 +1,173 @@
+"""`load(name)` -> a Model: the Hugging Face model, its tokenizer/processor, its anatomy, and prompt building.
+
+Shipped names need no network: `toy-llava` / `toy-vicuna` (the trained model organism under data/models/),
+`tiny-random-llava` / `tiny-random-vicuna` (built from configs, seeded; for tests and demos). Anything else is a
+Hugging Face id or a local folder of a Llava-family or Llama-family model, loaded from local files only.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from pathlib import Path
+
+import torch
+import transformers
+
+from . import build
+from .anatomy import Anatomy
+from .errors import LlavamechError
+from .imaging import load_image
+from .paths import MODELS_DIR
+from .trace import Trace, run_trace
+
+SHIPPED = ("toy-llava", "toy-vicuna", "tiny-random-llava", "tiny-random-vicuna")
+COLOUR_QUESTION = re.compile(r"^What is the colou?r of the ([\w ]+?)\?$")
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence transformers' load-time chatter (e.g. the image processor's no-torchvision fallback notice)."""
+    level = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(level)
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise LlavamechError(f"device '{device}' was asked for but no GPU is available here; use --device cpu")
+    if device not in ("cpu",) and not device.startswith(("cuda", "mps")):
+        raise LlavamechError(f"unknown device '{device}'; use cpu, cuda, cuda:N or auto")
+    return device
+
+
+class Model:
+    """A loaded model ready for tracing. `processor` is None for a text-only (Llama-family) model."""
+
+    def __init__(self, name: str, hf, tokenizer, processor=None, device: str = "cpu"):
+        self.name, self.hf, self.tokenizer, self.processor = name, hf.eval(), tokenizer, processor
+        self.device = device
+        self.anatomy = Anatomy.of(hf)
+
+    def __repr__(self):
+        a = self.anatomy
+        kind = "Llava" if self.is_multimodal else "Llama"
+        return (f"Model({self.name!r}: {kind}, {a.n_layers} layers x {a.n_heads} heads "
+                f"({a.n_kv_heads} kv) of {a.head_dim}, d={a.d_model}, vocab {a.lm_head.out_features})")
+
+    @property
+    def is_multimodal(self) -> bool:
+        return self.processor is not None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.anatomy.lm_head.weight.dtype
+
+    # ---- prompts ----
+    def prompt(self, question: str, context: str | None = None, image: bool = False) -> str:
+        """The paper's prompt (shared/PAPER.md §4). A colour question gets the answer prefix
+        'The color of the X is' so that the answer is the next token."""
+        question = (question or "").strip()
+        if not question:
+            raise LlavamechError("the question is empty; ask e.g. --question 'What is the color of the dog?'")
+        match = COLOUR_QUESTION.match(question)
+        answer = f" The color of the {match.group(1)} is" if match else ""
+        head = ("<image>\n" if image else "") + (f"{context.strip()}\n" if context and context.strip() else "")
+        return f"USER: {head}{question}\nASSISTANT:{answer}"
+
+    def inputs(self, image=None, question: str = "", context: str | None = None) -> dict:
+        """Tokenised model inputs (batch of one) on the model's device."""
+        if image is not None and not self.is_multimodal:
+            raise LlavamechError(f"{self.name} is a text-only model and cannot take an image; "
+                                 "use a Llava model or give the facts as --context")
+        text = self.prompt(question, context, image=image is not None)
+        if image is not None:
+            enc = self.processor(images=load_image(image), text=text, return_tensors="pt")
+        else:
+            enc = self.tokenizer(text, return_tensors="pt")
+        self._check_vocabulary(text, enc["input_ids"])
+        enc = {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "pixel_values")}
+        if "pixel_values" in enc:
+            enc["pixel_values"] = enc["pixel_values"].to(self.dtype)
+        return enc
+
+    def _check_vocabulary(self, text: str, input_ids: torch.Tensor) -> None:
+        unk = self.tokenizer.unk_token_id
+        if unk is None or not (input_ids == unk).any():
+            return
+        vocab = self.tokenizer.get_vocab()
+        for special in self.tokenizer.all_special_tokens:
+            text = text.replace(special, " ")
+        words = [w for w, _ in self.tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(text) if w not in vocab]
+        raise LlavamechError(f"'{words[0] if words else '?'}' is out of {self.name}'s vocabulary; "
+                             "use words of its world (data/world.json lists the animals and colours)")
+
+    def token_id(self, word: str) -> int:
+        """The id of `word` as the answer token (for Llama's SentencePiece: the '▁word' piece)."""
+        ids = self.tokenizer(" " + word, add_special_tokens=False)["input_ids"]
+        ids = [i for i in ids if self.tokenizer.convert_ids_to_tokens(i) not in ("▁", "")]
+        if not ids:
+            raise LlavamechError(f"'{word}' has no token in {self.name}'s vocabulary")
+        return ids[0]
+
+    # ---- analysis entry points ----
+    def trace(self, image=None, question: str = "", context: str | None = None, all_positions: bool = False) -> Trace:
+        """One hooked forward pass at the last prompt position (see llavamech.trace)."""
+        return run_trace(self.hf, self.anatomy, self.inputs(image, question, context), self.tokenizer, all_positions)
+
+    def explain(self, image=None, question: str = "", context: str | None = None, **options):
+        """The paper's tool: answer, head scores, and the best head's per-patch map (see llavamech.explain)."""
+        from .explain import explain
+        return explain(self, image=image, question=question, context=context, **options)
+
+
+def load(name: str = "toy-llava", device: str = "cpu", dtype: torch.dtype | str = torch.float32) -> Model:
+    """Load a model by name (see the module docstring). fp32 by default, as the paper; dtype for GPUs."""
+    device = resolve_device(device)
+    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    with _quiet():
+        if name == "tiny-random-llava":
+            hf, tok, proc = build.tiny_llava()
+            model = Model(name, hf, tok, proc, device)
+        elif name == "tiny-random-vicuna":
+            hf, tok = build.tiny_vicuna()
+            model = Model(name, hf, tok, None, device)
+        else:
+            folder = MODELS_DIR / name if name in SHIPPED else Path(name).expanduser()
+            if name in SHIPPED and not folder.exists():
+                raise LlavamechError(f"{name} is not in {MODELS_DIR}; train it with "
+                                     "`python -m llavamech train-organism --out data/models`")
+            model = _from_pretrained(name, folder if folder.exists() else name, device)
+    model.hf.to(device=device, dtype=dtype)
+    return model
+
+
+def _from_pretrained(name: str, source, device: str) -> Model:
+    try:
+        config = transformers.AutoConfig.from_pretrained(source, local_files_only=True)
+    except (OSError, ValueError):
+        if "/" not in str(name):
+            raise LlavamechError(f"unknown model '{name}'; use one of {', '.join(SHIPPED)}, a local folder, "
+                                 "or a Hugging Face id such as llava-hf/llava-1.5-7b-hf") from None
+        raise LlavamechError(f"'{name}' is not available offline; download it once with "
+                             f"`huggingface-cli download {name}` (needs network) or pass a local folder") from None
+    kwargs = dict(local_files_only=True, attn_implementation="eager", dtype=torch.float32)
+    if config.model_type == "llava":
+        hf = transformers.LlavaForConditionalGeneration.from_pretrained(source, **kwargs)
+        processor = transformers.AutoProcessor.from_pretrained(source, local_files_only=True)
+        return Model(name, hf, processor.tokenizer, processor, device)
+    if config.model_type == "llama":
+        hf = transformers.LlamaForCausalLM.from_pretrained(source, **kwargs)
+        tok = transformers.AutoTokenizer.from_pretrained(source, local_files_only=True)
+        return Model(name, hf, tok, None, device)
+    raise LlavamechError(f"'{name}' is a {config.model_type} model; llavamech reads Llava- and Llama-family models")
+
+
+def model_card(name: str) -> dict:
+    """The shipped organism's measured numbers (data/models/NAME/card.json), for the book."""
+    return json.loads((MODELS_DIR / name / "card.json").read_text())

@@ -1,0 +1,109 @@
+"""The explain contract and the CLI's answers to bad input: one line, exit 2, no traceback."""
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from llavamech.cli import main
+from llavamech.explain import Explanation
+
+Q = "What is the color of the dog?"
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture
+def png(tmp_path, scene):
+    path = tmp_path / "scene.png"
+    scene.image.save(path)
+    return path
+
+
+def test_json_contract(capsys, png):
+    code, out, err = run(capsys, "explain", str(png), "--question", Q, "--model", "tiny-random-llava", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert list(data) == list(Explanation.CONTRACT)
+    rows, cols = data["grid_shape"]
+    assert (rows, cols) == (4, 4) and len(data["patch_grid"]) == rows and all(len(r) == cols for r in data["patch_grid"])
+    assert abs(sum(map(sum, data["patch_grid"])) - 1) < 1e-5
+    scores = [h["score"] for h in data["top_heads"]]
+    assert scores == sorted(scores, reverse=True) and set(data["top_heads"][0]) == {"layer", "head", "score"}
+    assert 0 < data["answer_prob"] <= 1 and data["model"] == "tiny-random-llava" and data["question"] == Q
+    assert set(data["seconds"]) == {"forward", "scores", "total"}
+
+
+def test_json_equals_to_json_of_the_library(capsys, png):
+    import llavamech
+    lib = llavamech.load("tiny-random-llava").explain(str(png), question=Q).to_dict()
+    _, out, _ = run(capsys, "explain", str(png), "--question", Q, "--model", "tiny-random-llava", "--json")
+    cli = json.loads(out)
+    for d in (lib, cli):
+        d.pop("seconds")
+    assert cli == lib
+
+
+def test_out_writes_a_png(capsys, png, tmp_path):
+    out_png = tmp_path / "map.png"
+    code, out, err = run(capsys, "explain", str(png), "--question", Q, "--model", "tiny-random-llava", "--out", str(out_png))
+    assert code == 0, err
+    assert Image.open(out_png).size[0] > 100 and "->" in out
+
+
+def test_text_only_question_on_a_text_model(capsys):
+    code, out, err = run(capsys, "explain", "--question", Q, "--context", "The dog is white. The cat is black.",
+                         "--model", "tiny-random-vicuna", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["patch_grid"] == [] and data["grid_shape"] == [0, 0]
+
+
+@pytest.mark.parametrize("mode,size", [("L", (50, 40)), ("RGBA", (64, 64)), ("P", (30, 30)), ("RGB", (3, 5)),
+                                       ("RGB", (2400, 1600))], ids=["grey", "rgba", "palette", "tiny", "large"])
+def test_unusual_images_are_valid(capsys, tmp_path, mode, size):
+    path = tmp_path / f"img.png"
+    Image.new(mode, size, 120).save(path)
+    code, out, err = run(capsys, "explain", str(path), "--question", Q, "--model", "tiny-random-llava", "--json")
+    assert code == 0, err
+    assert json.loads(out)["grid_shape"] == [4, 4]
+
+
+def bad_inputs(tmp_path, png):
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "notes.png").write_text("not an image at all")
+    return {
+        "missing image": ([str(tmp_path / "nope.png"), "--question", Q, "--model", "tiny-random-llava"], "not found"),
+        "not an image": ([str(tmp_path / "notes.png"), "--question", Q, "--model", "tiny-random-llava"], "not a readable image"),
+        "empty file": ([str(tmp_path / "empty.png"), "--question", Q, "--model", "tiny-random-llava"], "empty"),
+        "empty question": ([str(png), "--question", "  ", "--model", "tiny-random-llava"], "question is empty"),
+        "unknown model": ([str(png), "--question", Q, "--model", "gpt-17"], "unknown model"),
+        "hub id offline": ([str(png), "--question", Q, "--model", "nobody/llava-nonexistent"], "not available offline"),
+        "image to text model": ([str(png), "--question", Q, "--model", "tiny-random-vicuna"], "text-only"),
+        "no gpu": ([str(png), "--question", Q, "--model", "tiny-random-llava", "--device", "cuda"], "no GPU"),
+        "out of vocabulary": ([str(png), "--question", "What is the color of the giraffe?", "--model",
+                               "tiny-random-llava"], "'giraffe' is out of"),
+        "neither image nor context": (["--question", Q, "--model", "tiny-random-vicuna"], "give an IMAGE"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing image", "not an image", "empty file", "empty question", "unknown model",
+                                  "hub id offline", "image to text model", "no gpu", "out of vocabulary",
+                                  "neither image nor context"])
+def test_bad_input_gets_one_line_and_exit_2(capsys, tmp_path, png, case):
+    argv, expected = bad_inputs(tmp_path, png)[case]
+    code, out, err = run(capsys, "explain", *argv)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("llavamech: error: ") and expected in err, err
+
+
+def test_the_installed_command_prints_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "llavamech", "explain", str(tmp_path / "missing.png"),
+                           "--question", Q, "--model", "tiny-random-llava"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("llavamech: error: image not found")

@@ -1,0 +1,54 @@
+"""The training recipe runs end to end, its losses fall, and the held-out split is never trained on."""
+import random
+
+import pytest
+
+from llavamech import organism
+from llavamech.models import Model
+
+
+def test_held_out_keys_are_never_sampled_for_training():
+    rng = random.Random(0)
+    for _ in range(500):
+        facts, asked = organism.sample_split(rng, rng.randint(1, 4), held_out=False)
+        assert not organism.is_held_out(facts, asked)
+    held = [organism.sample_split(rng, 3, held_out=True) for _ in range(50)]
+    assert all(organism.is_held_out(f, a) for f, a in held)
+
+
+def test_about_one_key_in_ten_is_held_out():
+    from llavamech.world import sample_facts
+    rng = random.Random(1)
+    keys = [(facts, rng.choice(facts)[0]) for facts in (sample_facts(rng, rng.randint(1, 4)) for _ in range(4000))]
+    share = sum(organism.is_held_out(f, a) for f, a in keys) / len(keys)
+    assert 0.08 < share < 0.12
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("organism")
+    recipe = organism.smoke_recipe(seed=0)
+    organism.run("all", out, recipe)
+    return out, recipe.history
+
+
+def mean(xs):
+    return sum(xs) / len(xs)
+
+
+def test_every_stage_runs_and_its_loss_falls(smoke):
+    _, history = smoke
+    for stage in ("vicuna", "clip", "stage1", "stage2"):
+        losses = [r["loss"] for r in history if r["stage"] == stage]
+        k = max(2, len(losses) // 4)
+        assert mean(losses[-k:]) < mean(losses[:k]), (stage, losses)
+
+
+def test_smoke_models_save_and_load_through_llavamech(smoke):
+    import llavamech
+    out, _ = smoke
+    llava = llavamech.load(str(out / "toy-llava"))
+    vicuna = llavamech.load(str(out / "toy-vicuna"))
+    assert isinstance(llava, Model) and llava.is_multimodal and not vicuna.is_multimodal
+    assert llava.anatomy.n_layers == vicuna.anatomy.n_layers == 4
+    assert llava.hf.config.vision_feature_layer == -2 and llava.hf.config.vision_feature_select_strategy == "default"

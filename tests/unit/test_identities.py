@@ -1,0 +1,111 @@
+"""Every decomposition of shared/PAPER.md §2–3, each checked against an independent computation, float32 to 1e-5."""
+import torch
+
+from llavamech import attribution as A
+
+ATOL = 1e-5
+
+
+def close(a, b, atol=ATOL):
+    assert torch.allclose(a, b, atol=atol, rtol=0), f"max error {float((a - b).abs().max()):.2e}"
+
+
+def capture_o_proj_inputs(model, kwargs):
+    """The concatenated per-head attention outputs entering o_proj at T, read with the test's own hooks."""
+    seen = []
+    hooks = [layer.self_attn.o_proj.register_forward_pre_hook(lambda m, a: seen.append(a[0][0, -1].clone()))
+             for layer in model.anatomy.layers]
+    try:
+        with torch.no_grad():
+            model.hf(**model.inputs(**kwargs))
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+def brute_imp(model, trace, base, v, token):
+    """Imp through the model's own modules: final_norm(h_L) / h_L rescales any x by g/s with s frozen."""
+    a = model.anatomy
+    with torch.no_grad():
+        scale = a.final_norm(trace.final_resid) / trace.final_resid
+        z = lambda x: a.lm_head(scale * x)
+        return (torch.log_softmax(z(base + v), -1)[token] - torch.log_softmax(z(base), -1)[token]).item()
+
+
+def test_heads_sum_to_attention_output(model, example):
+    trace = model.trace(**example)
+    for l in range(model.anatomy.n_layers):
+        close(A.head_outputs(trace, l).sum(0), trace.attn_out[l])
+
+
+def test_positions_sum_to_head_output(model, example):
+    trace = model.trace(**example)
+    o_in = capture_o_proj_inputs(model, example)
+    a = model.anatomy
+    for l in range(a.n_layers):
+        w_o = a.layers[l].self_attn.o_proj.weight
+        for h in range(a.n_heads):
+            sl = slice(h * a.head_dim, (h + 1) * a.head_dim)
+            close(A.position_contributions(trace, l, h).sum(0), w_o[:, sl] @ o_in[l][sl])
+
+
+def test_neurons_sum_to_ffn_output(model, example):
+    trace = model.trace(**example)
+    for l in range(model.anatomy.n_layers):
+        close(A.neuron_contributions(trace, l).sum(0), trace.mlp_out[l])
+
+
+def test_residual_stream_bookkeeping(model, example):
+    trace = model.trace(**example)
+    close(trace.resid_in + trace.attn_out, trace.mid)
+    close(trace.mid[:-1] + trace.mlp_out[:-1], trace.resid_in[1:])
+    close(trace.mid[-1] + trace.mlp_out[-1], trace.final_resid)
+
+
+def test_frozen_norm_readout_of_final_residual_is_the_logits(model, example):
+    trace = model.trace(**example)
+    close(A.readout(trace, trace.final_resid), trace.logits, atol=1e-4 * float(trace.logits.abs().max()) + ATOL)
+
+
+def test_layer_imp_matches_brute_force(model, example):
+    trace = model.trace(**example)
+    scores = A.layer_scores(trace)
+    w = trace.top_token
+    for l in range(model.anatomy.n_layers):
+        assert abs(scores["attn"][l].item() - brute_imp(model, trace, trace.resid_in[l], trace.attn_out[l], w)) < ATOL
+        assert abs(scores["ffn"][l].item() - brute_imp(model, trace, trace.mid[l], trace.mlp_out[l], w)) < ATOL
+
+
+def test_head_position_and_neuron_imp_match_brute_force(model, example):
+    trace = model.trace(**example)
+    o_in = capture_o_proj_inputs(model, example)
+    a = model.anatomy
+    w = 9  # a token other than the top-1: the score is defined for any target
+    heads = A.head_scores(trace, token=w)
+    for l in range(a.n_layers):
+        w_o = a.layers[l].self_attn.o_proj.weight
+        for h in range(a.n_heads):
+            sl = slice(h * a.head_dim, (h + 1) * a.head_dim)
+            expected = brute_imp(model, trace, trace.resid_in[l], w_o[:, sl] @ o_in[l][sl], w)
+            assert abs(heads[l, h].item() - expected) < ATOL
+    pos = A.position_scores(trace, a.n_layers - 1, 0, token=w)
+    u = A.position_contributions(trace, a.n_layers - 1, 0)
+    for j in (0, trace.seq_len // 2, trace.seq_len - 1):
+        assert abs(pos[j].item() - brute_imp(model, trace, trace.resid_in[-1], u[j], w)) < ATOL
+    neurons = A.neuron_scores(trace, 0, token=w)
+    c = A.neuron_contributions(trace, 0)
+    assert abs(neurons[3].item() - brute_imp(model, trace, trace.mid[0], c[3], w)) < ATOL
+
+
+def test_logit_contribution_is_additive(model, example):
+    trace = model.trace(**example)
+    contrib = A.head_logit_contributions(trace)
+    layer = A.logit_contribution(trace, trace.attn_out)
+    close(contrib.sum(1), layer, atol=1e-4)
+
+
+def test_eps_comes_from_the_config(model):
+    text_config = getattr(model.hf.config, "text_config", model.hf.config)
+    assert model.anatomy.eps == text_config.rms_norm_eps
+    assert model.anatomy.final_norm.variance_epsilon == model.anatomy.eps

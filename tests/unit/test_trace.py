@@ -1,0 +1,67 @@
+"""The trace's side conditions: hooks gone, outputs unchanged, positions map right."""
+import torch
+
+from llavamech.trace import run_trace
+
+
+def all_hooks(module):
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in module.modules())
+
+
+def test_trace_leaves_the_model_unchanged(model, example):
+    inputs = model.inputs(**example)
+    with torch.no_grad():
+        before = model.hf(**inputs).logits[0, -1]
+    hooks_before = all_hooks(model.hf)
+    trace = model.trace(**example)
+    with torch.no_grad():
+        after = model.hf(**inputs).logits[0, -1]
+    assert all_hooks(model.hf) == hooks_before
+    assert torch.equal(before, after)
+    assert torch.allclose(trace.logits, before, atol=1e-6)
+
+
+def test_hooks_are_removed_when_the_forward_fails(model, example):
+    inputs = model.inputs(**example)
+    inputs["input_ids"] = torch.cat([inputs["input_ids"], inputs["input_ids"]])  # batch 2 is refused
+    hooks_before = all_hooks(model.hf)
+    try:
+        run_trace(model.hf, model.anatomy, inputs, model.tokenizer)
+    except ValueError:
+        pass
+    bad = dict(model.inputs(**example))
+    bad["input_ids"] = bad["input_ids"] + 10_000  # out of vocabulary: the forward itself raises
+    try:
+        run_trace(model.hf, model.anatomy, bad, model.tokenizer)
+    except (IndexError, RuntimeError):
+        pass
+    assert all_hooks(model.hf) == hooks_before
+
+
+def test_image_positions_match_the_processor_expansion(model, example):
+    if not model.is_multimodal:
+        trace = model.trace(**example)
+        assert len(trace.positions.image_positions) == 0 and trace.positions.grid_shape == (0, 0)
+        return
+    text = model.prompt(example["question"], image=True)
+    unexpanded = model.tokenizer(text)["input_ids"]
+    at = unexpanded.index(model.anatomy.image_token_id)
+    vision = model.hf.config.vision_config
+    side = vision.image_size // vision.patch_size
+    trace = model.trace(**example)
+    assert trace.positions.grid_shape == (side, side)
+    assert trace.positions.image_positions.tolist() == list(range(at, at + side * side))
+    assert trace.seq_len == len(unexpanded) - 1 + side * side
+    for k in (0, side + 1, side * side - 1):
+        assert trace.positions.row_col(at + k) == divmod(k, side)
+    assert trace.positions.row_col(0) is None
+
+
+def test_all_positions_agree_with_the_last_position(model, example):
+    lean = model.trace(**example)
+    full = model.trace(**example, all_positions=True)
+    assert torch.equal(full.resid_in_all[:-1, -1], lean.resid_in)
+    assert torch.equal(full.resid_in_all[-1, -1], lean.final_resid)
+    assert torch.equal(full.attn_out_all[:, -1], lean.attn_out)
+    assert torch.equal(full.mlp_out_all[:, -1], lean.mlp_out)
+    assert full.resid_in_all.shape == (model.anatomy.n_layers + 1, lean.seq_len, model.anatomy.d_model)
