@@ -21,7 +21,7 @@ $(STAMP): requirements.txt pyproject.toml
 # Execute each chapter with papermill on CPU (working directory book/), then build with warnings as errors.
 book/%.ipynb: book/%.py $(STAMP) $(wildcard lib/llavamech/*.py)
 	$(VENV)/bin/jupytext --to ipynb --output $@.src.ipynb $<
-	cd book && ../$(VENV)/bin/papermill --cwd . -k python3 -p device cpu $(notdir $@).src.ipynb $(notdir $@) --log-level ERROR
+	cd book && ../$(VENV)/bin/papermill --cwd . -k python3 $(notdir $@).src.ipynb $(notdir $@) --log-level ERROR
 	rm -f $@.src.ipynb
 
 execute: $(NOTEBOOKS)

@@ -79,7 +79,7 @@ print(m)
 # modules (the input of `o_proj` captured by a separate hook, the model's own final norm). The errors are
 # float32 rounding.
 
-# %%
+# %% tags=["volatile"]
 errors = identity_errors(m, picture, question)
 pd.DataFrame({"max |error|": errors}).style.format("{:.1e}")
 

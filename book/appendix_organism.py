@@ -41,6 +41,7 @@ from IPython.display import Image
 
 import llavamech
 from llavamech import organism, plots
+from llavamech.card import accuracy_table
 from llavamech.models import model_card
 from llavamech.paths import MODELS_DIR
 from llavamech.world import load_world, make_scene
@@ -102,14 +103,8 @@ Image(filename=str(MODELS_DIR / "training-curves.png"))
 
 # %%
 card = model_card(model)
-bars = {"toy-vicuna TQA": 0.95, "toy-llava VQA": 0.90, "toy-llava TQA": 0.90}
-table = pd.DataFrame({"accuracy": {k: card[k] for k in bars}, "bar": bars})
-table["clears"] = table["accuracy"] >= table["bar"]
-table.loc["toy-llava tower probe (animal)"] = [card["toy-llava tower probe"]["animal"], 0.95,
-                                               card["toy-llava tower probe"]["animal"] >= 0.95]
-table.loc["top patch on the asked animal"] = [card["top patch on asked animal"], float("nan"), None]
-print(f"held-out sample: {card['n']} examples each (evaluation seed {card['eval_seed']})")
-table
+print(f"held-out sample: {card['n']} examples each (evaluation seed {card['eval_seed']}); top patch: 200 scenes")
+accuracy_table(card)
 
 # %% [markdown]
 # And a live check, on `n_examples` fresh held-out examples drawn now with this notebook's seed:

@@ -47,20 +47,23 @@ def measure(models_dir: Path = MODELS_DIR, n: int = 500, seed: int = EVAL_SEED) 
 
 def plot_curves(history: list[dict], path: Path) -> None:
     """Training losses and held-out accuracies per stage."""
-    stages = list(dict.fromkeys(r["stage"] for r in history))
+    order = ["vicuna", "clip", "stage1", "stage2"]
+    stages = sorted(dict.fromkeys(r["stage"] for r in history), key=order.index)
     fig, axes = plt.subplots(1, len(stages), figsize=(3.3 * len(stages), 2.8))
     for ax, stage in zip(np.atleast_1d(axes), stages):
         rows = [r for r in history if r["stage"] == stage]
-        ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=0.6, label="loss")
+        ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=0.6, color="grey")
+        ax.set_ylabel("training loss", fontsize=8)
         ax.set_title(stage)
         ax.set_xlabel("step")
-        acc = ax.twinx()
-        for key in ("tqa", "vqa", "probe_animal"):
-            pts = [(r["step"], r[key]) for r in rows if key in r]
-            if pts:
-                acc.plot(*zip(*pts), "o-", ms=3, label=f"held-out {key}")
-        acc.set_ylim(0, 1.02)
-        acc.legend(fontsize=7, loc="center right")
+        curves = {key: [(r["step"], r[key]) for r in rows if key in r] for key in ("tqa", "vqa", "probe_animal")}
+        curves = {k: v for k, v in curves.items() if v}
+        if curves:
+            acc = ax.twinx()
+            for i, (key, pts) in enumerate(curves.items()):
+                acc.plot(*zip(*pts), "o-", ms=3, color=f"C{i}", label=f"held-out {key}")
+            acc.set_ylim(0, 1.02)
+            acc.legend(fontsize=7, loc="center right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -73,7 +76,81 @@ def write_cards(models_dir: Path = MODELS_DIR, n: int = 500) -> dict:
     numbers = measure(models_dir, n)
     numbers["training seconds"] = seconds
     numbers["training seed"] = next(iter(logs.values()))["seed"] if logs else None
+    write_files(models_dir, numbers, history)
+    return numbers
+
+
+def write_files(models_dir: Path, numbers: dict, history: list[dict]) -> None:
     plot_curves(history, models_dir / "training-curves.png")
     for name in ("toy-vicuna", "toy-llava"):
         (models_dir / name / "card.json").write_text(json.dumps(numbers, indent=2))
-    return numbers
+        (models_dir / name / "README.md").write_text(render_card(name, numbers, history))
+
+
+def _size(folder: Path) -> str:
+    from safetensors import safe_open
+    with safe_open(folder / "model.safetensors", "pt") as f:
+        n = sum(int(np.prod(f.get_slice(k).get_shape())) for k in f.keys())
+    return f"{n / 1e6:.2f} M parameters, {(folder / 'model.safetensors').stat().st_size / 1e6:.1f} MB"
+
+
+def render_card(name: str, numbers: dict, history: list[dict]) -> str:
+    """The model card: recipe, sizes, training time, held-out accuracies (from `numbers`), curves."""
+    secs = numbers["training seconds"]
+    steps = {stage: max((r["step"] for r in history if r["stage"] == stage), default=0)
+             for stage in ("vicuna", "clip", "stage1", "stage2")}
+    probe = numbers["toy-llava tower probe"]
+    folder = MODELS_DIR / name
+    what = {"toy-vicuna": "`LlamaForCausalLM` trained from scratch on text: the model organism's Vicuna.",
+            "toy-llava": "`LlavaForConditionalGeneration` = toy-clip's vision tower (feature layer -2, CLS dropped) "
+                         "+ a 2-layer GELU projector + toy-vicuna: the model organism's Llava."}[name]
+    return f"""# {name}
+
+{what} Built with the same Hugging Face classes as `lmsys/vicuna-7b-v1.5` / `llava-hf/llava-1.5-7b-hf`,
+trained on 2 CPU cores by `python -m llavamech train-organism --seed {numbers['training seed']}`
+(`llavamech.organism`). Size: {_size(folder)}.
+
+## Recipe (seed {numbers['training seed']})
+| stage | steps | what | seconds (1 CPU thread) |
+|---|---|---|---|
+| toy-vicuna | {steps['vicuna']} | 4 layers x 8 heads of 16, d=128, MLP 512, word-level vocabulary of the toy world; batches of 64: 75 % TQA prompts with 2–4 facts (loss on the answer), 25 % induction warm-up `<s> s s` (loss on the copy), one token-mean loss; AdamW 3e-3, wd 0.1; trained until held-out TQA >= 0.98 (at least 800 steps) | {secs.get('vicuna', float('nan')):.0f} |
+| toy-clip | {steps['clip']} | `CLIPModel`, 64 px, patch 8, 4 layers, d=128; contrastive (scene, caption) loss + per-patch animal classes + per-animal pooled classes on the layer -2 patch features (classifier heads discarded); AdamW 1e-3 | {secs.get('clip', float('nan')):.0f} |
+| toy-llava stage 1 | {steps['stage1']} | projector only, on captions ("a brown dog and a red cat .") | {secs.get('llava', float('nan')):.0f} (both stages) |
+| toy-llava stage 2 | {steps['stage2']} | projector + language model on the paper's VQA prompt, TQA mixed in at weight 0.5; vision tower frozen | |
+
+Where it departs from Llava's recipe, and why: the induction warm-up (without it a small Llama stays on "name
+some colour from the context", TQA ≈ 0.35) and the animal-recognition losses for the eye (a small contrastive
+CLIP sees colours but hardly animals; the labels stand in for web-scale pretraining). See shared/ORGANISM.md
+and the book's appendix "The model organism".
+
+## Held-out accuracy
+Keys (facts + asked animal) are hashed; one in ten is never trained on, and only those are evaluated, on
+scenes drawn from a separate seed ({numbers['eval_seed']}), n = {numbers['n']} each:
+
+| measure | accuracy | bar |
+|---|---|---|
+| toy-vicuna TQA (2–4 facts) | {numbers['toy-vicuna TQA']:.3f} | 0.95 |
+| toy-llava VQA (1–3 animals, canvases 64–128 px) | {numbers['toy-llava VQA']:.3f} | 0.90 |
+| toy-llava TQA (text skill after visual tuning) | {numbers['toy-llava TQA']:.3f} | 0.90 |
+| vision tower linear probe, animal / colour | {probe['animal']:.3f} / {probe['colour']:.3f} | animal 0.95 |
+| explain()'s top patch on the asked animal (n = 200) | {numbers['top patch on asked animal']:.3f} | (no bar) |
+
+![training curves](../training-curves.png)
+"""
+
+
+BARS = {"toy-vicuna TQA": 0.95, "toy-llava VQA": 0.90, "toy-llava TQA": 0.90}
+
+
+def accuracy_table(numbers: dict):
+    """The card's held-out accuracies beside their bars, as a DataFrame for the book."""
+    import pandas as pd
+
+    rows = [(k, numbers[k], bar) for k, bar in BARS.items()]
+    rows += [("tower probe: animal", numbers["toy-llava tower probe"]["animal"], 0.95),
+             ("tower probe: colour", numbers["toy-llava tower probe"]["colour"], None),
+             ("explain()'s top patch on the asked animal", numbers["top patch on asked animal"], None)]
+    table = pd.DataFrame(rows, columns=["measure", "accuracy", "bar"]).set_index("measure")
+    table["clears the bar"] = [("yes" if acc >= bar else "NO") if bar else "" for _, acc, bar in rows]
+    table["bar"] = table["bar"].map(lambda b: "" if pd.isna(b) else f"{b:.2f}")
+    return table

@@ -24,6 +24,13 @@ def capture_o_proj_inputs(model, kwargs):
     return seen
 
 
+def direct_head_output(model, o_in, layer, head):
+    """Head `head`'s slice of o_proj applied to its slice of o_proj's input: a^{l,h} without the library."""
+    a = model.anatomy
+    sl = slice(head * a.head_dim, (head + 1) * a.head_dim)
+    return a.layers[layer].self_attn.o_proj.weight[:, sl] @ o_in[layer][sl]
+
+
 def brute_imp(model, trace, base, v, token):
     """Imp through the model's own modules: final_norm(h_L) / h_L rescales any x by g/s with s frozen."""
     a = model.anatomy
@@ -44,10 +51,8 @@ def test_positions_sum_to_head_output(model, example):
     o_in = capture_o_proj_inputs(model, example)
     a = model.anatomy
     for l in range(a.n_layers):
-        w_o = a.layers[l].self_attn.o_proj.weight
         for h in range(a.n_heads):
-            sl = slice(h * a.head_dim, (h + 1) * a.head_dim)
-            close(A.position_contributions(trace, l, h).sum(0), w_o[:, sl] @ o_in[l][sl])
+            close(A.position_contributions(trace, l, h).sum(0), direct_head_output(model, o_in, l, h))
 
 
 def test_neurons_sum_to_ffn_output(model, example):
@@ -84,10 +89,8 @@ def test_head_position_and_neuron_imp_match_brute_force(model, example):
     w = 9  # a token other than the top-1: the score is defined for any target
     heads = A.head_scores(trace, token=w)
     for l in range(a.n_layers):
-        w_o = a.layers[l].self_attn.o_proj.weight
         for h in range(a.n_heads):
-            sl = slice(h * a.head_dim, (h + 1) * a.head_dim)
-            expected = brute_imp(model, trace, trace.resid_in[l], w_o[:, sl] @ o_in[l][sl], w)
+            expected = brute_imp(model, trace, trace.resid_in[l], direct_head_output(model, o_in, l, h), w)
             assert abs(heads[l, h].item() - expected) < ATOL
     pos = A.position_scores(trace, a.n_layers - 1, 0, token=w)
     u = A.position_contributions(trace, a.n_layers - 1, 0)
