@@ -21,17 +21,12 @@ def readout(trace: Trace, x: torch.Tensor) -> torch.Tensor:
     return (g * x / s) @ a.lm_head.weight.detach().float().T
 
 
-def log_prob_increase(trace: Trace, base: torch.Tensor, vectors: torch.Tensor, token: int | None = None,
-                      chunk: int = 512) -> torch.Tensor:
-    """Imp of each vector in `vectors` [..., d] added to `base` [d]: [...] (chunked over vectors: a 7B vocabulary
-    is 32k logits per vector)."""
+def log_prob_increase(trace: Trace, base: torch.Tensor, vectors: torch.Tensor, token: int | None = None) -> torch.Tensor:
+    """Imp of each vector in `vectors` [..., d] added to `base` [..., d] (broadcast against each other): [...]."""
     token = trace.top_token if token is None else token
     z0 = readout(trace, base)
-    lp0 = torch.log_softmax(z0, -1)[token]
-    flat = vectors.reshape(-1, vectors.shape[-1])
-    out = torch.cat([torch.log_softmax(z0 + readout(trace, flat[i:i + chunk]), -1)[:, token] - lp0
-                     for i in range(0, len(flat), chunk)])
-    return out.reshape(vectors.shape[:-1])
+    return (torch.log_softmax(z0 + readout(trace, vectors), -1)[..., token]
+            - torch.log_softmax(z0, -1)[..., token])
 
 
 def logit_contribution(trace: Trace, vectors: torch.Tensor, token: int | None = None) -> torch.Tensor:
@@ -42,8 +37,11 @@ def logit_contribution(trace: Trace, vectors: torch.Tensor, token: int | None = 
 
 # ---- decompositions (shared/PAPER.md §2) ----
 def head_outputs(trace: Trace, layer: int) -> torch.Tensor:
-    """a^{l,h} = sum_j alpha_{T,j} v_j W_O^{l,h} for every head: [H, d]. Sums to A^l_T."""
-    return position_contributions(trace, layer).sum(1)
+    """a^{l,h} = (sum_j alpha_{T,j} v_j) W_O^{l,h} for every head: [H, d]. Sums to A^l_T."""
+    a = trace.anatomy
+    v = trace.values[layer][:, [a.kv_head(h) for h in range(a.n_heads)]]    # [S, H, hd]
+    mixed = torch.einsum("hs,shk->hk", trace.attn_weights[layer], v)        # [H, hd]
+    return torch.einsum("hk,hkd->hd", mixed, a.o_slices(layer).detach().float())
 
 
 def position_contributions(trace: Trace, layer: int, head: int | None = None) -> torch.Tensor:
@@ -67,22 +65,23 @@ def neuron_contributions(trace: Trace, layer: int) -> torch.Tensor:
 # ---- scores ----
 def layer_scores(trace: Trace, token: int | None = None) -> dict[str, torch.Tensor]:
     """Imp of every attention layer (base h^{l-1}_T, v = A^l_T) and FFN layer (base m^l_T, v = F^l_T): [L] each."""
-    attn = torch.stack([log_prob_increase(trace, trace.resid_in[l], trace.attn_out[l], token)
-                        for l in range(trace.anatomy.n_layers)])
-    ffn = torch.stack([log_prob_increase(trace, trace.mid[l], trace.mlp_out[l], token)
-                       for l in range(trace.anatomy.n_layers)])
-    return {"attn": attn, "ffn": ffn}
+    return {"attn": log_prob_increase(trace, trace.resid_in, trace.attn_out, token),
+            "ffn": log_prob_increase(trace, trace.mid, trace.mlp_out, token)}
+
+
+def all_head_outputs(trace: Trace) -> torch.Tensor:
+    """a^{l,h} for every layer and head: [L, H, d]."""
+    return torch.stack([head_outputs(trace, l) for l in range(trace.anatomy.n_layers)])
 
 
 def head_scores(trace: Trace, token: int | None = None) -> torch.Tensor:
-    """Imp of every head (base h^{l-1}_T, v = a^{l,h}): [L, H]."""
-    return torch.stack([log_prob_increase(trace, trace.resid_in[l], head_outputs(trace, l), token)
-                        for l in range(trace.anatomy.n_layers)])
+    """Imp of every head (base h^{l-1}_T, v = a^{l,h}): [L, H]. One batched readout ([L, H, V] logits)."""
+    return log_prob_increase(trace, trace.resid_in[:, None], all_head_outputs(trace), token)
 
 
 def head_logit_contributions(trace: Trace, token: int | None = None) -> torch.Tensor:
     """Linear logit contribution of every head: [L, H]."""
-    return torch.stack([logit_contribution(trace, head_outputs(trace, l), token) for l in range(trace.anatomy.n_layers)])
+    return logit_contribution(trace, all_head_outputs(trace), token)
 
 
 def position_scores(trace: Trace, layer: int, head: int, token: int | None = None) -> torch.Tensor:
@@ -90,9 +89,10 @@ def position_scores(trace: Trace, layer: int, head: int, token: int | None = Non
     return log_prob_increase(trace, trace.resid_in[layer], position_contributions(trace, layer, head), token)
 
 
-def neuron_scores(trace: Trace, layer: int, token: int | None = None) -> torch.Tensor:
-    """Imp of every FFN neuron of a layer (base m^l_T): [I]."""
-    return log_prob_increase(trace, trace.mid[layer], neuron_contributions(trace, layer), token)
+def neuron_scores(trace: Trace, layer: int, token: int | None = None, chunk: int = 1024) -> torch.Tensor:
+    """Imp of every FFN neuron of a layer (base m^l_T): [I]. Chunked: 7B has 11008 neurons x 32k logits."""
+    c = neuron_contributions(trace, layer)
+    return torch.cat([log_prob_increase(trace, trace.mid[layer], c[i:i + chunk], token) for i in range(0, len(c), chunk)])
 
 
 def top_heads(scores: torch.Tensor, k: int = 10) -> list[dict]:

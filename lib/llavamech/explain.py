@@ -34,11 +34,17 @@ class Explanation:
     model: str
     question: str
     head_scores: torch.Tensor = field(repr=False, default=None)   # [L, H], not part of the JSON contract
-    view: object = field(repr=False, default=None)                # PIL image as the model saw it, or None
+    image: object = field(repr=False, default=None)               # the input as a PIL image, or None
+    image_processor: object = field(repr=False, default=None)
     trace: object = field(repr=False, default=None)
 
     CONTRACT = ("answer", "answer_token_id", "answer_prob", "top_heads", "patch_grid", "grid_shape", "seconds",
                 "model", "question")
+
+    @property
+    def view(self):
+        """The image as the model saw it (resized, centre-cropped), or None for text-only input."""
+        return None if self.image is None else model_view(self.image, self.image_processor)
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps({k: getattr(self, k) for k in self.CONTRACT}))
@@ -81,5 +87,5 @@ def explain(model, image=None, question: str = "", context: str | None = None, t
         answer=model.tokenizer.decode([token]).strip(), answer_token_id=token,
         answer_prob=float(torch.softmax(trace.logits, -1)[token]), top_heads=heads, patch_grid=grid,
         grid_shape=shape, seconds={"forward": t1 - t0, "scores": t2 - t1, "total": t2 - t0},
-        model=model.name, question=question, head_scores=scores,
-        view=model_view(pil, model.processor.image_processor) if pil is not None else None, trace=trace)
+        model=model.name, question=question, head_scores=scores, image=pil,
+        image_processor=model.processor.image_processor if pil is not None else None, trace=trace)
