@@ -107,6 +107,12 @@ print(f"held-out sample: {card['n']} examples each (evaluation seed {card['eval_
 accuracy_table(card)
 
 # %% [markdown]
+# The last column is the same recipe trained with a second seed, measured the same way (its weights are not
+# shipped). Both seeds clear every bar, but look at the last row: how often the paper's tool puts its top patch
+# on the asked animal differs sharply between the two. Answering correctly does not by itself make the single
+# best head's map a good pointer; chapter 5 measures the tool against causal intervention for exactly this
+# reason.
+#
 # And a live check, on `n_examples` fresh held-out examples drawn now with this notebook's seed:
 
 # %%

@@ -135,8 +135,21 @@ scenes drawn from a separate seed ({numbers['eval_seed']}), n = {numbers['n']} e
 | vision tower linear probe, animal / colour | {probe['animal']:.3f} / {probe['colour']:.3f} | animal 0.95 |
 | explain()'s top patch on the asked animal (n = 200) | {numbers['top patch on asked animal']:.3f} | (no bar) |
 
+{_replicate(numbers)}
 ![training curves](../training-curves.png)
 """
+
+
+def _replicate(numbers: dict) -> str:
+    """The same recipe with another seed (not shipped), measured the same way, where it was run."""
+    rep = numbers.get("replicate")
+    if not rep:
+        return ""
+    return (f"Second seed (same recipe, seed {rep['training seed']}, not shipped; same held-out measure): "
+            f"toy-vicuna TQA {rep['toy-vicuna TQA']:.3f} (plateau left at step ~{rep['vicuna plateau step']}, "
+            f"stopped at {rep['vicuna steps']}), toy-llava VQA {rep['toy-llava VQA']:.3f}, toy-llava TQA "
+            f"{rep['toy-llava TQA']:.3f}, tower probe animal {rep['toy-llava tower probe']['animal']:.3f}, "
+            f"top patch on the asked animal {rep['top patch on asked animal']:.3f}.\n")
 
 
 BARS = {"toy-vicuna TQA": 0.95, "toy-llava VQA": 0.90, "toy-llava TQA": 0.90}
@@ -152,5 +165,10 @@ def accuracy_table(numbers: dict):
              ("explain()'s top patch on the asked animal", numbers["top patch on asked animal"], None)]
     table = pd.DataFrame(rows, columns=["measure", "accuracy", "bar"]).set_index("measure")
     table["clears the bar"] = [("yes" if acc >= bar else "NO") if bar else "" for _, acc, bar in rows]
+    if "replicate" in numbers:  # the same recipe with a second seed, measured the same way (not shipped)
+        rep = numbers["replicate"]
+        table[f"seed {rep['training seed']} (not shipped)"] = [
+            rep[k] for k in BARS] + [rep["toy-llava tower probe"]["animal"], rep["toy-llava tower probe"]["colour"],
+                                     rep["top patch on asked animal"]]
     table["bar"] = table["bar"].map(lambda b: "" if pd.isna(b) else f"{b:.2f}")
     return table
