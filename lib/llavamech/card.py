@@ -28,7 +28,7 @@ def top_patch_on_animal(model, n: int = 200, seed: int = EVAL_SEED) -> float:
         labels = patch_labels(scene, grid.shape[0])
         r, c = np.unravel_index(grid.argmax(), grid.shape)
         hits += labels[r, c] == [a.name for a in scene.animals].index(asked)
-    return hits / n
+    return float(hits / n)
 
 
 def measure(models_dir: Path = MODELS_DIR, n: int = 500, seed: int = EVAL_SEED) -> dict:
@@ -84,7 +84,7 @@ def write_files(models_dir: Path, numbers: dict, history: list[dict]) -> None:
     plot_curves(history, models_dir / "training-curves.png")
     for name in ("toy-vicuna", "toy-llava"):
         (models_dir / name / "card.json").write_text(json.dumps(numbers, indent=2))
-        (models_dir / name / "README.md").write_text(render_card(name, numbers, history))
+        (models_dir / name / "README.md").write_text(render_card(models_dir / name, numbers, history))
 
 
 def _size(folder: Path) -> str:
@@ -94,13 +94,13 @@ def _size(folder: Path) -> str:
     return f"{n / 1e6:.2f} M parameters, {(folder / 'model.safetensors').stat().st_size / 1e6:.1f} MB"
 
 
-def render_card(name: str, numbers: dict, history: list[dict]) -> str:
+def render_card(folder: Path, numbers: dict, history: list[dict]) -> str:
     """The model card: recipe, sizes, training time, held-out accuracies (from `numbers`), curves."""
     secs = numbers["training seconds"]
     steps = {stage: max((r["step"] for r in history if r["stage"] == stage), default=0)
              for stage in ("vicuna", "clip", "stage1", "stage2")}
     probe = numbers["toy-llava tower probe"]
-    folder = MODELS_DIR / name
+    name = folder.name
     what = {"toy-vicuna": "`LlamaForCausalLM` trained from scratch on text: the model organism's Vicuna.",
             "toy-llava": "`LlavaForConditionalGeneration` = toy-clip's vision tower (feature layer -2, CLS dropped) "
                          "+ a 2-layer GELU projector + toy-vicuna: the model organism's Llava."}[name]

@@ -27,13 +27,16 @@ COLOUR_QUESTION = re.compile(r"^What is the colou?r of the ([\w ]+?)\?$")
 
 @contextlib.contextmanager
 def _quiet():
-    """Silence transformers' load-time chatter (e.g. the image processor's no-torchvision fallback notice)."""
-    level = transformers.logging.get_verbosity()
+    """Silence transformers' load-time chatter (the image processor's no-torchvision fallback notice, progress bars)."""
+    level, bars = transformers.logging.get_verbosity(), transformers.logging.is_progress_bar_enabled()
     transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()  # "Loading weights" bars: noise for a 10 MB model and in the CLI
     try:
         yield
     finally:
         transformers.logging.set_verbosity(level)
+        if bars:
+            transformers.logging.enable_progress_bar()
 
 
 def resolve_device(device: str) -> str:

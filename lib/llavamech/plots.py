@@ -8,9 +8,10 @@ from PIL import Image
 
 
 def upsample(grid, size: tuple[int, int]) -> np.ndarray:
-    """A [rows, cols] map resized bicubically to `size` (width, height), as the paper draws it."""
+    """A [rows, cols] map resized bicubically to `size` (width, height), as the paper draws it; the cubic's
+    overshoot below zero is clipped (scores are normalised to be non-negative)."""
     arr = np.asarray(grid, dtype=np.float32)
-    return np.asarray(Image.fromarray(arr, mode="F").resize(size, Image.BICUBIC))
+    return np.clip(np.asarray(Image.fromarray(arr, mode="F").resize(size, Image.BICUBIC)), 0, None)
 
 
 def patch_overlay(explanation, title: str | None = None, ax=None):
