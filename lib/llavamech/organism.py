@@ -101,7 +101,7 @@ def tqa_batch(rng, tok, n: int, held_out=False):
 
 def induction_batch(rng, tok, n: int):
     """`<s> s s` with s 6–14 random word tokens, loss on the second copy (ORGANISM.md: what unlocks binding)."""
-    words = [i for t, i in tok.get_vocab().items() if t not in build.SPECIAL]
+    words = sorted(i for t, i in tok.get_vocab().items() if t not in build.SPECIAL)  # dict order varies per run
     seqs, labels = [], []
     for _ in range(n):
         s = [rng.choice(words) for _ in range(rng.randint(6, 14))]

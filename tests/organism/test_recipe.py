@@ -52,3 +52,13 @@ def test_smoke_models_save_and_load_through_llavamech(smoke):
     assert isinstance(llava, Model) and llava.is_multimodal and not vicuna.is_multimodal
     assert llava.anatomy.n_layers == vicuna.anatomy.n_layers == 4
     assert llava.hf.config.vision_feature_layer == -2 and llava.hf.config.vision_feature_select_strategy == "default"
+
+
+def test_training_is_deterministic_under_a_seed():
+    def losses(seed):
+        recipe = organism.Recipe(seed=seed, vicuna_steps=4, vicuna_max_steps=4, batch=8, eval_every=10_000, eval_n=8)
+        organism.train_vicuna(recipe)
+        return [r["loss"] for r in recipe.history]
+
+    assert losses(3) == losses(3)
+    assert losses(3) != losses(4)

@@ -1,0 +1,54 @@
+"""Projections of residual-space vectors into the vocabulary.
+
+`onto="embed"`: dot products with the input embedding matrix E (the paper's reading of visual embeddings:
+projector outputs compared with word embeddings). `onto="unembed"`: the logit lens, W_U applied after the final
+norm with the vector's own RMS (for the final residual this is exactly the model's logits).
+"""
+from __future__ import annotations
+
+import torch
+
+from .anatomy import Anatomy
+
+
+def vocab_scores(anatomy: Anatomy, vectors: torch.Tensor, onto: str = "embed") -> torch.Tensor:
+    """[..., d] -> [..., V] scores of every vocabulary token."""
+    with torch.no_grad():
+        if onto == "embed":
+            return vectors @ anatomy.embed.weight.detach().float().T
+        if onto == "unembed":
+            return anatomy.lm_head(anatomy.final_norm(vectors.to(anatomy.lm_head.weight.dtype))).float()
+    raise ValueError(f"onto must be 'embed' or 'unembed', not {onto!r}")
+
+
+def top_tokens(anatomy: Anatomy, tokenizer, vectors: torch.Tensor, onto: str = "embed", k: int = 5):
+    """The k best tokens of each vector: a (nested) list over the leading dims of [(token, score), ...]."""
+    scores, ids = vocab_scores(anatomy, vectors, onto).topk(k, dim=-1)
+
+    def convert(s, i):
+        if s.dim() == 1:
+            return list(zip(tokenizer.convert_ids_to_tokens(i.tolist()), s.tolist()))
+        return [convert(a, b) for a, b in zip(s, i)]
+
+    return convert(scores, ids)
+
+
+def token_ranks(anatomy: Anatomy, vectors: torch.Tensor, token: int, onto: str = "embed") -> torch.Tensor:
+    """1-based rank of `token` among the vocabulary for each vector: [...] (1 = top; for reciprocal ranks)."""
+    scores = vocab_scores(anatomy, vectors, onto)
+    return (scores > scores[..., token:token + 1]).sum(-1) + 1
+
+
+def patch_top_tokens(model, trace, layer: int = 0, onto: str = "embed") -> list[list[str]]:
+    """The top token of the residual input of `layer` at every image patch, on the patch grid [rows][cols].
+    layer=0 reads the visual embeddings (the projector's outputs). Needs a trace with all_positions=True."""
+    if trace.resid_in_all is None:
+        raise ValueError("patch_top_tokens needs model.trace(..., all_positions=True)")
+    positions = trace.positions
+    if not len(positions.image_positions):
+        raise ValueError("this trace has no image positions")
+    vectors = trace.resid_in_all[layer, positions.image_positions]
+    ids = vocab_scores(model.anatomy, vectors, onto).argmax(-1)
+    tokens = model.tokenizer.convert_ids_to_tokens(ids.tolist())
+    rows, cols = positions.grid_shape
+    return [tokens[r * cols:(r + 1) * cols] for r in range(rows)]
