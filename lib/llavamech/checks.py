@@ -37,7 +37,7 @@ def identity_errors(model, image=None, question: str = "", context: str | None =
         head_direct = torch.stack([torch.stack([
             a.layers[l].self_attn.o_proj.weight[:, h * a.head_dim:(h + 1) * a.head_dim].float()
             @ o_in[l][h * a.head_dim:(h + 1) * a.head_dim] for h in range(a.n_heads)]) for l in range(a.n_layers)])
-        heads = torch.stack([A.head_outputs(trace, l) for l in range(a.n_layers)])
+        heads = A.all_head_outputs(trace)
         layers = A.layer_scores(trace)
         err = lambda x, y: float((x - y).abs().max())
         return {

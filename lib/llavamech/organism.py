@@ -54,8 +54,8 @@ class Recipe:
 
 def smoke_recipe(seed: int = 0) -> Recipe:
     """A few steps of every stage: for CI, to show the recipe runs and its losses fall."""
-    return Recipe(seed=seed, vicuna_steps=30, vicuna_max_steps=30, clip_steps=20, stage1_steps=10, stage2_steps=20, batch=16,
-                  lr=3e-3, eval_every=10_000, eval_n=32)
+    return Recipe(seed=seed, vicuna_steps=30, vicuna_max_steps=30, clip_steps=20, stage1_steps=10,
+                  stage2_steps=20, batch=16, lr=3e-3, eval_every=10_000, eval_n=32)
 
 
 # ---- held-out split ----
