@@ -11,7 +11,7 @@ import time
 import torch
 
 import llavamech
-from llavamech.world import make_scene
+from llavamech.organism.world import make_scene
 
 
 def tensor_bytes(obj) -> int:

@@ -43,7 +43,7 @@ import pandas as pd
 import llavamech
 from llavamech import attribution, plots
 from llavamech.checks import identity_errors
-from llavamech.world import make_scene
+from llavamech.organism.world import make_scene
 
 m = llavamech.load(model, device=device)
 picture = image if image is not None else make_scene(random.Random(seed), size=96).image

@@ -40,11 +40,12 @@ import pandas as pd
 from IPython.display import Image
 
 import llavamech
-from llavamech import organism, plots
-from llavamech.card import accuracy_table
+from llavamech import plots
+from llavamech.organism import recipe
+from llavamech.organism.card import accuracy_table
 from llavamech.models import model_card
 from llavamech.paths import MODELS_DIR
-from llavamech.world import load_world, make_scene
+from llavamech.organism.world import load_world, make_scene
 
 llava, vicuna = llavamech.load(model, device=device), llavamech.load(text_model, device=device)
 print(llava, vicuna, sep="\n")
@@ -116,9 +117,9 @@ accuracy_table(card)
 # And a live check, on `n_examples` fresh held-out examples drawn now with this notebook's seed:
 
 # %%
-live = {"toy-vicuna TQA": organism.tqa_accuracy(vicuna.hf, vicuna.tokenizer, n_examples, seed + 7),
-        "toy-llava VQA": organism.vqa_accuracy(llava.hf, llava.processor, n_examples, seed + 7),
-        "toy-llava TQA": organism.tqa_accuracy(llava.hf, llava.tokenizer, n_examples, seed + 7)}
+live = {"toy-vicuna TQA": recipe.tqa_accuracy(vicuna.hf, vicuna.tokenizer, n_examples, seed + 7),
+        "toy-llava VQA": recipe.vqa_accuracy(llava.hf, llava.processor, n_examples, seed + 7),
+        "toy-llava TQA": recipe.tqa_accuracy(llava.hf, llava.tokenizer, n_examples, seed + 7)}
 pd.DataFrame({"accuracy": live, "n": n_examples})
 
 # %% [markdown]

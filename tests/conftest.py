@@ -3,9 +3,9 @@ import random
 import pytest
 import torch
 
-from llavamech import build
+from llavamech.organism import build
 from llavamech.models import Model
-from llavamech.world import make_scene
+from llavamech.organism.world import make_scene
 
 torch.set_num_threads(2)
 

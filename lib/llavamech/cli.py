@@ -55,8 +55,8 @@ def _explain(args) -> int:
 
 
 def _train(args) -> int:
-    from .organism import Recipe, run, smoke_recipe
-    from .card import write_cards
+    from .organism.recipe import Recipe, run, smoke_recipe
+    from .organism.card import write_cards
 
     recipe = smoke_recipe(args.seed) if args.smoke else Recipe(seed=args.seed)
     run(args.stage, args.out, recipe)

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import transformers
 
-from . import build
+from .organism import build
 from .anatomy import Anatomy
 from .errors import LlavamechError
 from .imaging import load_image

@@ -3,33 +3,33 @@ import random
 
 import pytest
 
-from llavamech import organism
+from llavamech.organism import recipe
 from llavamech.models import Model
 
 
 def test_held_out_keys_are_never_sampled_for_training():
     rng = random.Random(0)
     for _ in range(500):
-        facts, asked = organism.sample_split(rng, rng.randint(1, 4), held_out=False)
-        assert not organism.is_held_out(facts, asked)
-    held = [organism.sample_split(rng, 3, held_out=True) for _ in range(50)]
-    assert all(organism.is_held_out(f, a) for f, a in held)
+        facts, asked = recipe.sample_split(rng, rng.randint(1, 4), held_out=False)
+        assert not recipe.is_held_out(facts, asked)
+    held = [recipe.sample_split(rng, 3, held_out=True) for _ in range(50)]
+    assert all(recipe.is_held_out(f, a) for f, a in held)
 
 
 def test_about_one_key_in_ten_is_held_out():
-    from llavamech.world import sample_facts
+    from llavamech.organism.world import sample_facts
     rng = random.Random(1)
     keys = [(facts, rng.choice(facts)[0]) for facts in (sample_facts(rng, rng.randint(1, 4)) for _ in range(4000))]
-    share = sum(organism.is_held_out(f, a) for f, a in keys) / len(keys)
+    share = sum(recipe.is_held_out(f, a) for f, a in keys) / len(keys)
     assert 0.08 < share < 0.12
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("organism")
-    recipe = organism.smoke_recipe(seed=0)
-    organism.run("all", out, recipe)
-    return out, recipe.history
+    plan = recipe.smoke_recipe(seed=0)
+    recipe.run("all", out, plan)
+    return out, plan.history
 
 
 def mean(xs):
@@ -56,9 +56,9 @@ def test_smoke_models_save_and_load_through_llavamech(smoke):
 
 def test_training_is_deterministic_under_a_seed():
     def losses(seed):
-        recipe = organism.Recipe(seed=seed, vicuna_steps=4, vicuna_max_steps=4, batch=8, eval_every=10_000, eval_n=8)
-        organism.train_vicuna(recipe)
-        return [r["loss"] for r in recipe.history]
+        plan = recipe.Recipe(seed=seed, vicuna_steps=4, vicuna_max_steps=4, batch=8, eval_every=10_000, eval_n=8)
+        recipe.train_vicuna(plan)
+        return [r["loss"] for r in plan.history]
 
     assert losses(3) == losses(3)
     assert losses(3) != losses(4)

@@ -5,8 +5,8 @@ import random
 import pytest
 
 import llavamech
-from llavamech import organism
-from llavamech.world import load_world, make_scene
+from llavamech.organism import recipe
+from llavamech.organism.world import load_world, make_scene
 
 FRESH_SEED = 31337
 N = 300
@@ -23,15 +23,15 @@ def vicuna():
 
 
 def test_toy_vicuna_tqa_bar(vicuna):
-    assert organism.tqa_accuracy(vicuna.hf, vicuna.tokenizer, N, FRESH_SEED) >= 0.95
+    assert recipe.tqa_accuracy(vicuna.hf, vicuna.tokenizer, N, FRESH_SEED) >= 0.95
 
 
 def test_toy_llava_vqa_bar(llava):
-    assert organism.vqa_accuracy(llava.hf, llava.processor, N, FRESH_SEED) >= 0.90
+    assert recipe.vqa_accuracy(llava.hf, llava.processor, N, FRESH_SEED) >= 0.90
 
 
 def test_toy_llava_tqa_bar(llava):
-    assert organism.tqa_accuracy(llava.hf, llava.tokenizer, N, FRESH_SEED) >= 0.90
+    assert recipe.tqa_accuracy(llava.hf, llava.tokenizer, N, FRESH_SEED) >= 0.90
 
 
 def test_the_shipped_models_are_the_real_classes(llava, vicuna):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from llavamech.paths import WORLD_JSON
-from llavamech.world import load_world, make_scene, patch_labels, tqa_prompt, vqa_prompt
+from llavamech.organism.world import load_world, make_scene, patch_labels, tqa_prompt, vqa_prompt
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "world" / "world.json"
 

@@ -12,7 +12,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
-from .paths import SPRITES_DIR, WORLD_JSON
+from ..paths import SPRITES_DIR, WORLD_JSON
 
 SPRITE_PX = 96  # sprites are stored at this size and scaled down when painted
 

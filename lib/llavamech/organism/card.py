@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import organism
-from .models import load
-from .paths import MODELS_DIR
+from . import recipe
+from ..models import load
+from ..paths import MODELS_DIR
 from .world import make_scene, patch_labels, sample_facts
 
 EVAL_SEED = 2024  # evaluation streams are seeded apart from every training stream, on held-out keys only
@@ -22,7 +22,7 @@ def top_patch_on_animal(model, n: int = 200, seed: int = EVAL_SEED) -> float:
     """Share of held-out scenes where explain()'s highest-scoring patch lies on the asked animal."""
     rng, hits = random.Random(f"{seed}:top-patch"), 0
     for _ in tqdm(range(n), desc="top patch on the asked animal", leave=False):
-        facts, asked = organism.sample_split(rng, rng.randint(1, 3), held_out=True)
+        facts, asked = recipe.sample_split(rng, rng.randint(1, 3), held_out=True)
         scene = make_scene(rng, size=rng.choice([64, 96, 128]), pairs=facts)
         grid = np.asarray(model.explain(scene.image, f"What is the color of the {asked}?").patch_grid)
         labels = patch_labels(scene, grid.shape[0])
@@ -37,10 +37,10 @@ def measure(models_dir: Path = MODELS_DIR, n: int = 500, seed: int = EVAL_SEED) 
     with torch.no_grad():
         return {
             "n": n, "eval_seed": seed,
-            "toy-vicuna TQA": organism.tqa_accuracy(vicuna.hf, vicuna.tokenizer, n, seed),
-            "toy-llava VQA": organism.vqa_accuracy(llava.hf, llava.processor, n, seed),
-            "toy-llava TQA": organism.tqa_accuracy(llava.hf, llava.tokenizer, n, seed),
-            "toy-llava tower probe": organism.probe_accuracy(llava.hf.model.vision_tower, seed=seed),
+            "toy-vicuna TQA": recipe.tqa_accuracy(vicuna.hf, vicuna.tokenizer, n, seed),
+            "toy-llava VQA": recipe.vqa_accuracy(llava.hf, llava.processor, n, seed),
+            "toy-llava TQA": recipe.tqa_accuracy(llava.hf, llava.tokenizer, n, seed),
+            "toy-llava tower probe": recipe.probe_accuracy(llava.hf.model.vision_tower, seed=seed),
             "top patch on asked animal": top_patch_on_animal(llava, n=200, seed=seed),
         }
 
