@@ -52,3 +52,47 @@ def patch_top_tokens(model, trace, layer: int = 0, onto: str = "embed") -> list[
     tokens = model.tokenizer.convert_ids_to_tokens(ids.tolist())
     rows, cols = positions.grid_shape
     return [tokens[r * cols:(r + 1) * cols] for r in range(rows)]
+
+
+# ---- positions: the paper's important positions, random ones of the same kind, and ranks there ----
+def positions_of_kind(trace, kind: str) -> torch.Tensor:
+    """Sequence positions of one kind: "image" (the patches, row-major) or "text" (every other position but the
+    scored last one): [P]."""
+    image = trace.positions.image_positions
+    if kind == "image":
+        return image
+    if kind == "text":
+        is_text = torch.ones(trace.seq_len, dtype=torch.bool)
+        is_text[image] = False
+        is_text[-1] = False
+        return is_text.nonzero().reshape(-1)
+    raise ValueError(f"kind must be 'image' or 'text', not {kind!r}")
+
+
+def important_positions(trace, heads: list[tuple[int, int]], k: int, kind: str, token: int | None = None) -> torch.Tensor:
+    """The paper's important positions: the k positions of `kind` with the highest per-position Imp, summed over
+    `heads` [(layer, head), ...] (one head: that head's own top positions): [k], best first."""
+    from .attribution import position_scores
+
+    candidates = positions_of_kind(trace, kind)
+    if len(candidates) < k:
+        raise ValueError(f"asked for {k} {kind} positions but the prompt has {len(candidates)}")
+    scores = sum(position_scores(trace, layer, head, token) for layer, head in heads)[candidates]
+    return candidates[scores.argsort(descending=True)[:k]]
+
+
+def random_positions(trace, k: int, kind: str, generator: torch.Generator) -> torch.Tensor:
+    """k distinct positions of `kind` drawn uniformly: the baseline of important_positions: [k]."""
+    candidates = positions_of_kind(trace, kind)
+    return candidates[torch.randperm(len(candidates), generator=generator)[:k]]
+
+
+def position_ranks(model, trace, positions: torch.Tensor, token: int, onto: str = "unembed",
+                   layers=None) -> torch.Tensor:
+    """Rank (1 = top) of `token` in the residual stream at `positions`, at the input of each layer in `layers`
+    (default all, 0 = the embeddings, L = the final residual): [layers, positions]. Needs all_positions=True."""
+    if trace.resid_in_all is None:
+        raise ValueError("position_ranks needs model.trace(..., all_positions=True)")
+    layers = range(trace.resid_in_all.shape[0]) if layers is None else layers
+    vectors = trace.resid_in_all[list(layers)][:, positions]
+    return token_ranks(model.anatomy, vectors, token, onto)

@@ -110,6 +110,11 @@ class Model:
         raise LlavamechError(f"'{words[0] if words else '?'}' is out of {self.name}'s vocabulary; "
                              "use words of its world (data/world.json lists the animals and colours)")
 
+    def knows(self, word: str) -> bool:
+        """Whether `word` is in the vocabulary (a word-level tokenizer maps unknown words to <unk>)."""
+        ids = self.tokenizer(" " + word, add_special_tokens=False)["input_ids"]
+        return bool(ids) and self.tokenizer.unk_token_id not in ids
+
     def token_id(self, word: str) -> int:
         """The id of `word` as the answer token (for Llama's SentencePiece: the '▁word' piece)."""
         ids = self.tokenizer(" " + word, add_special_tokens=False)["input_ids"]

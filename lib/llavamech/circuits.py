@@ -1,0 +1,97 @@
+"""How the deep heads answer (shared/PAPER.md §5): query-key matching of the animal, value-output carrying the colour.
+
+Per trace, at a head (layer l, head h) and source positions j:
+- `stream_parts`: the layer input h^{l-1}_j split as embedding + "key input" (sum of earlier attention outputs,
+  Σ_{l'<l} A^{l'}_j) + "value input" (sum of earlier FFN outputs, Σ_{l'<l} F^{l'}_j) — the paper's names;
+- `value_output`: u_j = α_{T,j} v_j W_O, what the head writes from j;
+- `ov_output`: v_j W_O, what it would write from j with all its attention there (for the OV logit difference);
+- `attention_mass`: Σ_j α_{T,j}.
+`measure` runs them over an example set for chosen heads, with the baselines each needs.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import attribution, lens
+from .examples import Example
+
+PARTS = ("layer input", "key input", "value input", "value output")
+
+
+def stream_parts(trace, layer: int, positions: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The input of `layer` at `positions` and its two halves: {part: [k, d]}; layer input = embedding + key
+    input + value input exactly. Needs all_positions=True."""
+    if trace.resid_in_all is None:
+        raise ValueError("stream_parts needs model.trace(..., all_positions=True)")
+    return {"layer input": trace.resid_in_all[layer, positions],
+            "key input": trace.attn_out_all[:layer, positions].sum(0),
+            "value input": trace.mlp_out_all[:layer, positions].sum(0)}
+
+
+def value_output(trace, layer: int, head: int, positions: torch.Tensor) -> torch.Tensor:
+    """u_j = α_{T,j} v_j W_O^{l,h} at `positions`: [k, d]."""
+    return attribution.position_contributions(trace, layer, head)[positions]
+
+
+def ov_output(trace, layer: int, head: int, positions: torch.Tensor) -> torch.Tensor:
+    """v_j W_O^{l,h} at `positions` (u_j without the attention weight): [k, d]."""
+    a = trace.anatomy
+    v = trace.values[layer][positions, a.kv_head(head)]               # [k, hd]
+    return v @ a.o_slices(layer).detach().float()[head]
+
+
+def attention_mass(trace, layer: int, head: int, positions: torch.Tensor) -> float:
+    """Share of head (layer, head)'s attention from the last position that lands on `positions`."""
+    return float(trace.attn_weights[layer, head, positions].sum())
+
+
+def rankings(model, trace, layer: int, head: int, positions: torch.Tensor, tokens: dict[str, int]) -> dict:
+    """Rank (1 = top) of each token in each part at each position, every vector read through the final norm and
+    W_U: {(part, token name): [k]}."""
+    vectors = dict(stream_parts(trace, layer, positions), **{"value output": value_output(trace, layer, head, positions)})
+    return {(part, name): lens.token_ranks(model.anatomy, vectors[part], token, "unembed")
+            for part in PARTS for name, token in tokens.items()}
+
+
+def measure(model, examples: list[Example], heads: list[tuple[int, int]], k: int, mode: str,
+            colours: list[str], seed: int = 0) -> dict[str, np.ndarray]:
+    """Every §5 measure over an example set, for each head in `heads` at its own k important positions (by its
+    per-position Imp for the model's answer) and at k random positions of the same kind. Arrays [n, heads]:
+
+    - `MRR <part> <colour|animal>` and `random MRR ...`: mean reciprocal rank over the k positions;
+    - `attention same` / `attention different`: the head's attention mass on its important positions when the
+      question names the asked animal / another animal of the scene (important positions found with the first);
+      NaN where the scene has no other animal;
+    - `OV logit difference`: readout of v_j W_O, true colour minus a random other colour, mean over positions;
+    - `correct`: [n] whether the model answered the true colour.
+    """
+    kind = "image" if mode == "vqa" else "text"
+    rng = np.random.default_rng(seed)
+    generator = torch.Generator().manual_seed(seed)
+    colour_ids = {c: model.token_id(c) for c in colours}
+    rows = []
+    for example in tqdm(examples, desc=f"{model.name} {mode.upper()} circuit", leave=False):
+        trace = model.trace(**example.inputs(mode), all_positions=True)
+        true = model.token_id(example.colour) if example.colour else trace.top_token
+        other = colour_ids[rng.choice([c for c in colours if colour_ids[c] != true])]
+        tokens = {"colour": true, "animal": model.token_id(example.animal)}
+        different = None
+        if example.distractors:
+            different = model.trace(**example.asking(rng.choice(example.distractors)).inputs(mode))
+        row = {"correct": float(trace.top_token == true) if example.colour else np.nan}
+        for layer, head in heads:
+            top = lens.important_positions(trace, [(layer, head)], k, kind)
+            chance = lens.random_positions(trace, k, kind, generator)
+            for prefix, where in (("", top), ("random ", chance)):
+                for (part, name), ranks in rankings(model, trace, layer, head, where, tokens).items():
+                    row.setdefault(f"{prefix}MRR {part} {name}", []).append(float((1.0 / ranks.float()).mean()))
+            row.setdefault("attention same", []).append(attention_mass(trace, layer, head, top))
+            row.setdefault("attention different", []).append(
+                attention_mass(different, layer, head, top) if different is not None else np.nan)
+            z = attribution.readout(trace, ov_output(trace, layer, head, top))
+            row.setdefault("OV logit difference", []).append(float((z[:, true] - z[:, other]).mean()))
+            row.setdefault("uniform attention", []).append(k / trace.seq_len)
+        rows.append(row)
+    return {key: np.array([r[key] for r in rows], dtype=np.float64) for key in rows[0]}

@@ -1,0 +1,207 @@
+"""Causal checks: run the model with parts of it ablated, through forward hooks removed on exit (the model is
+unchanged afterwards), and measure what the answer loses.
+
+Ablations: heads (their slice of o_proj's input), whole attention or FFN layers, and image patches (their visual
+embeddings, the projector's outputs). `how="zero"` sets the part to zero; `how="mean"` to its mean over the
+positions of a reference example set (`activation_means`), which keeps the activations in their usual range.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .examples import Example
+from .stats import bootstrap
+
+
+@dataclass
+class Means:
+    """Mean activations over every position of a reference set: what mean ablation puts in place of a part."""
+    o_proj_in: torch.Tensor    # [L, H * head_dim] the heads' outputs before o_proj
+    attn: torch.Tensor         # [L, d] attention outputs
+    ffn: torch.Tensor          # [L, d] FFN outputs
+    visual: torch.Tensor | None  # [d] visual embeddings (projector outputs); None for a text-only model
+
+
+def _projector(model):
+    return model.hf.model.multi_modal_projector if model.is_multimodal else None
+
+
+def activation_means(model, examples: list[Example], mode: str) -> Means:
+    """Means of every ablatable part over all positions of `examples` (run in `mode`)."""
+    a = model.anatomy
+    sums: dict = {}
+
+    def add(name, x):
+        x = x.detach().float().reshape(-1, x.shape[-1])
+        total, count = sums.get(name, (0.0, 0))
+        sums[name] = (total + x.sum(0), count + len(x))
+
+    modules = [(f"o{l}", layer.self_attn.o_proj, True) for l, layer in enumerate(a.layers)]
+    modules += [(f"a{l}", layer.self_attn, False) for l, layer in enumerate(a.layers)]
+    modules += [(f"f{l}", layer.mlp, False) for l, layer in enumerate(a.layers)]
+    if _projector(model) is not None:
+        modules.append(("visual", _projector(model), False))
+    hooks = []
+    try:
+        for name, module, pre in modules:
+            if pre:
+                hooks.append(module.register_forward_pre_hook(lambda m, args, name=name: add(name, args[0])))
+            else:
+                hooks.append(module.register_forward_hook(
+                    lambda m, args, out, name=name: add(name, out[0] if isinstance(out, tuple) else out)))
+        with torch.no_grad():
+            for example in tqdm(examples, desc="activation means", leave=False):
+                model.hf(**model.inputs(**example.inputs(mode)), use_cache=False)
+    finally:
+        for h in hooks:
+            h.remove()
+    mean = lambda name: sums[name][0] / sums[name][1]
+    return Means(torch.stack([mean(f"o{l}") for l in range(a.n_layers)]),
+                 torch.stack([mean(f"a{l}") for l in range(a.n_layers)]),
+                 torch.stack([mean(f"f{l}") for l in range(a.n_layers)]),
+                 mean("visual") if "visual" in sums else None)
+
+
+@contextlib.contextmanager
+def ablated(model, heads=(), attn_layers=(), ffn_layers=(), patches=None, how: str = "zero",
+            means: Means | None = None):
+    """Within the block, the model runs with the given parts ablated.
+
+    heads: [(layer, head), ...]; attn_layers / ffn_layers: [layer, ...]; patches: patch indices (row-major) ablated
+    in every batch row, or one list per batch row (to ablate a different patch in each copy of an image)."""
+    if how not in ("zero", "mean"):
+        raise ValueError(f"how must be 'zero' or 'mean', not {how!r}")
+    if how == "mean" and means is None:
+        raise ValueError("mean ablation needs means=activation_means(model, reference_examples, mode)")
+    a = model.anatomy
+    hd = a.head_dim
+
+    def fill(x, value):
+        return torch.zeros_like(x) if how == "zero" else value.to(x.dtype).expand_as(x).clone()
+
+    def heads_hook(layer, chosen):
+        def hook(module, args):
+            x = args[0].clone()
+            for h in chosen:
+                sl = slice(h * hd, (h + 1) * hd)
+                x[..., sl] = fill(x[..., sl], None if how == "zero" else means.o_proj_in[layer, sl])
+            return (x,) + args[1:]
+        return hook
+
+    def output_hook(value):
+        def hook(module, args, out):
+            if isinstance(out, tuple):
+                return (fill(out[0], value),) + out[1:]
+            return fill(out, value)
+        return hook
+
+    def patches_hook(module, args, out):
+        out = out.clone()
+        rows = patches if patches and isinstance(patches[0], (list, tuple, range, np.ndarray, torch.Tensor)) \
+            else [patches] * len(out)
+        if len(rows) != len(out):
+            raise ValueError(f"{len(rows)} patch lists for a batch of {len(out)} images")
+        for r, chosen in enumerate(rows):
+            idx = torch.as_tensor(list(chosen), dtype=torch.long)
+            if len(idx):
+                out[r, idx] = fill(out[r, idx], None if how == "zero" else means.visual)
+        return out
+
+    hooks = []
+    try:
+        by_layer: dict[int, list[int]] = {}
+        for layer, head in heads:
+            by_layer.setdefault(layer, []).append(head)
+        for layer, chosen in by_layer.items():
+            hooks.append(a.layers[layer].self_attn.o_proj.register_forward_pre_hook(heads_hook(layer, chosen)))
+        for layer in attn_layers:
+            hooks.append(a.layers[layer].self_attn.register_forward_hook(
+                output_hook(None if how == "zero" else means.attn[layer])))
+        for layer in ffn_layers:
+            hooks.append(a.layers[layer].mlp.register_forward_hook(
+                output_hook(None if how == "zero" else means.ffn[layer])))
+        if patches is not None and len(patches):
+            if _projector(model) is None:
+                raise ValueError(f"{model.name} is text-only: it has no image patches to ablate")
+            hooks.append(_projector(model).register_forward_hook(patches_hook))
+        yield model
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def batches(model, examples: list[Example], mode: str, size: int = 64):
+    """Model inputs for `examples` in batches of equal sequence length (no padding, so each row is computed as it
+    would be alone): yields (indices into examples, batched inputs)."""
+    encoded = [model.inputs(**e.inputs(mode)) for e in examples]
+    groups: dict[int, list[int]] = {}
+    for i, enc in enumerate(encoded):
+        groups.setdefault(enc["input_ids"].shape[1], []).append(i)
+    for indices in groups.values():
+        for start in range(0, len(indices), size):
+            chunk = indices[start:start + size]
+            yield chunk, {key: torch.cat([encoded[i][key] for i in chunk]) for key in encoded[chunk[0]]}
+
+
+@torch.no_grad()
+def answer_scores(model, examples: list[Example], mode: str, **ablation) -> dict[str, np.ndarray]:
+    """Per example, under the ablation given as keyword arguments of `ablated`: `log p` of the true colour and
+    `correct` (top-1 is the true colour): arrays [n]. Every example needs its colour."""
+    missing = [e.source for e in examples if e.colour is None]
+    if missing:
+        raise ValueError(f"causal checks need the true colour; {missing[0]} has none")
+    targets = torch.tensor([model.token_id(e.colour) for e in examples])
+    logp, correct = np.zeros(len(examples)), np.zeros(len(examples))
+    with ablated(model, **ablation):
+        for chunk, inputs in batches(model, examples, mode):
+            logits = model.hf(**inputs, use_cache=False).logits[:, -1].float()
+            t = targets[chunk]
+            logp[chunk] = torch.log_softmax(logits, -1)[torch.arange(len(chunk)), t].numpy()
+            correct[chunk] = (logits.argmax(-1) == t).float().numpy()
+    return {"log p": logp, "correct": correct}
+
+
+def effect(clean: dict, ablated_scores: dict) -> dict[str, np.ndarray]:
+    """Per-example change from the clean run: `Δ log p` and `Δ accuracy` (negative = the ablation hurt)."""
+    return {"Δ log p": ablated_scores["log p"] - clean["log p"],
+            "Δ accuracy": ablated_scores["correct"] - clean["correct"]}
+
+
+def head_ablation_test(model, examples: list[Example], mode: str, ranked_heads: list[tuple[int, int]],
+                       ks=(1, 3, 5), draws: int = 20, how: str = "mean", means: Means | None = None,
+                       seed: int = 0) -> pd.DataFrame:
+    """Ablate the top-k heads of `ranked_heads`, and k heads drawn at random (from all the others) `draws` times.
+    One row per k: the top-k effect with its bootstrap interval over examples, the random draws' mean effect and
+    the 2.5–97.5 % range over draws, and the share of draws that hurt log p at least as much as the top k."""
+    a = model.anatomy
+    everyone = [(l, h) for l in range(a.n_layers) for h in range(a.n_heads)]
+    rng = np.random.default_rng(seed)
+    clean = answer_scores(model, examples, mode)
+    rows = []
+    for k in tqdm(ks, desc="top-k vs random heads", leave=False):
+        top = list(ranked_heads[:k])
+        hit = effect(clean, answer_scores(model, examples, mode, heads=top, how=how, means=means))
+        others = [h for h in everyone if h not in top]
+        random_effects = [effect(clean, answer_scores(
+            model, examples, mode, heads=[others[i] for i in rng.choice(len(others), k, replace=False)],
+            how=how, means=means)) for _ in range(draws)]
+        rand_logp = np.array([r["Δ log p"].mean() for r in random_effects])
+        rand_acc = np.array([r["Δ accuracy"].mean() for r in random_effects])
+        top_logp, top_acc = bootstrap(hit["Δ log p"], seed=seed), bootstrap(hit["Δ accuracy"], seed=seed)
+        rows.append({"k": k, "heads": ", ".join(f"{l}_{h}" for l, h in top),
+                     "top-k Δ accuracy": top_acc, "random Δ accuracy": _spread(rand_acc),
+                     "top-k Δ log p": top_logp, "random Δ log p": _spread(rand_logp),
+                     "random draws hurting as much": float((rand_logp <= top_logp.mean).mean()),
+                     "draws": draws, "n": len(examples), "_random log p": rand_logp})
+    return pd.DataFrame(rows).set_index("k")
+
+
+def _spread(values: np.ndarray) -> str:
+    low, high = np.percentile(values, [2.5, 97.5])
+    return f"{values.mean():.3g} ({low:.3g} to {high:.3g})"

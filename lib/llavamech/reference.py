@@ -1,0 +1,62 @@
+"""The paper's reported numbers (data/reference/paper.csv) laid beside ours: paper | here (n, 95 % CI) | agrees?
+
+"Agrees" tests the paper's claim, not its number: the organism has 38 words and 32 heads where Llava has 32,064
+and 1,024, so absolute values (an MRR, above all) are not comparable, while the claimed ordering is.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import pandas as pd
+
+from .paths import DATA_DIR
+from .stats import Estimate
+
+PAPER_CSV = DATA_DIR / "reference" / "paper.csv"
+SHORT = {"revised paper": "reported (secondary)", "code": "authors' code"}
+
+
+@lru_cache(maxsize=None)
+def paper_numbers() -> pd.DataFrame:
+    """Every reported number, indexed by key (see data/reference/README.md for the columns)."""
+    return pd.read_csv(PAPER_CSV, dtype=str, keep_default_na=False).set_index("key")
+
+
+def agreement(estimate: Estimate, relation: str, baseline: Estimate | float) -> str:
+    """Whether our estimate stands in the paper's relation (">" or "<") to its baseline: "yes" when the 95 %
+    intervals are apart, "direction only" when only the means are ordered so, "no" otherwise."""
+    sign = 1 if relation == ">" else -1
+    base_mean = baseline.mean if isinstance(baseline, Estimate) else baseline
+    base_low, base_high = (baseline.low, baseline.high) if isinstance(baseline, Estimate) else (baseline, baseline)
+    if sign * (estimate.mean - base_mean) <= 0:
+        return "no"
+    apart = estimate.low > base_high if sign > 0 else estimate.high < base_low
+    return "yes" if apart else "direction only"
+
+
+def compare(estimates: dict[str, Estimate], keys: list[str] | None = None,
+            chance: dict[str, float] | None = None) -> pd.DataFrame:
+    """One row per paper key in `keys` (default: every key with an estimate): the claim, the measure, the paper's
+    number with its provenance, ours with n and the 95 % interval, chance where given, and whether the claim holds
+    here."""
+    table = paper_numbers()
+    keys = keys if keys is not None else [k for k in table.index if k in estimates]
+    unknown = [k for k in keys if k not in table.index]
+    if unknown:
+        raise KeyError(f"{unknown[0]} is not in {PAPER_CSV.name}")
+    rows = []
+    for key in keys:
+        ref = table.loc[key]
+        ours = estimates.get(key)
+        row = {"claim": ref["claim"], "measure": ref["measure"],
+               "paper": f"{float(ref['value']):.4g} ({SHORT.get(ref['provenance'], ref['provenance'])})",
+               "here (95 % CI)": f"{ours} (n={ours.n})" if ours is not None else "not measured"}
+        if chance is not None:
+            row["chance here"] = f"{chance[key]:.3g}" if key in chance else ""
+        verdict = ""
+        if ours is not None and ref["relation"]:
+            baseline = 0.0 if ref["versus"] == "0" else estimates.get(ref["versus"])
+            verdict = agreement(ours, ref["relation"], baseline) if baseline is not None else "no baseline"
+        row["claim holds here?"] = verdict
+        rows.append(row)
+    return pd.DataFrame(rows, index=pd.Index(keys, name="key"))

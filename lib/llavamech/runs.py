@@ -1,0 +1,94 @@
+"""Dataset-level runs: trace every example once, keep only what the readouts return (memory stays bounded: no
+trace outlives its example), and summarise with bootstrap intervals.
+
+    out = collect(model, examples, {"heads": head_imp, "layers": layer_imp}, mode="vqa")
+    bootstrap(out["heads"])   # mean head Imp [L, H] with its 95 % interval
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import attribution
+from .examples import Example
+from .trace import Trace
+
+
+@dataclass
+class Item:
+    """What a readout sees for one example: the model, the example, its trace, and the answer tokens."""
+    model: object
+    example: Example
+    trace: Trace
+    mode: str
+
+    @property
+    def answer(self) -> int:
+        """The model's own top-1 next token (the paper scores this one)."""
+        return self.trace.top_token
+
+    @property
+    def colour_id(self) -> int | None:
+        return None if self.example.colour is None else self.model.token_id(self.example.colour)
+
+    @property
+    def animal_id(self) -> int:
+        return self.model.token_id(self.example.animal)
+
+    @property
+    def correct(self) -> float:
+        """1.0 if the answer is the true colour, 0.0 if not, NaN when the true colour is unknown."""
+        return float("nan") if self.colour_id is None else float(self.answer == self.colour_id)
+
+
+Readout = Callable[[Item], object]
+
+
+def collect(model, examples: list[Example], readouts: dict[str, Readout], mode: str = "vqa",
+            all_positions: bool = False, desc: str | None = None) -> dict[str, list]:
+    """Run every readout on every example's trace; {name: [one value per example]}. Values that are tensors or
+    numbers of one shape are stacked into an array [n, ...]."""
+    kept = {name: [] for name in readouts}
+    for example in tqdm(examples, desc=desc or f"{model.name} {mode.upper()}", leave=False):
+        trace = model.trace(**example.inputs(mode), all_positions=all_positions)
+        item = Item(model, example, trace, mode)
+        for name, readout in readouts.items():
+            kept[name].append(readout(item))
+        del trace, item
+    return {name: _stack(values) for name, values in kept.items()}
+
+
+def _stack(values: list):
+    try:
+        arrays = [v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v, dtype=np.float64)
+                  for v in values]
+        if len({a.shape for a in arrays}) == 1:
+            return np.stack(arrays)
+    except (TypeError, ValueError):
+        pass
+    return values
+
+
+# ---- the readouts every chapter uses (token: the model's own answer, as the paper) ----
+def head_imp(item: Item) -> torch.Tensor:
+    """Imp of every head for the model's answer: [L, H]."""
+    return attribution.head_scores(item.trace)
+
+
+def layer_imp(item: Item) -> torch.Tensor:
+    """Imp of every attention layer and FFN layer for the model's answer: [2, L] (row 0 attention, row 1 FFN)."""
+    scores = attribution.layer_scores(item.trace)
+    return torch.stack([scores["attn"], scores["ffn"]])
+
+
+def correct(item: Item) -> float:
+    return item.correct
+
+
+def top_heads_of(mean_scores, k: int) -> list[tuple[int, int]]:
+    """The k heads with the highest mean score, as (layer, head), best first."""
+    return [(h["layer"], h["head"]) for h in attribution.top_heads(torch.as_tensor(mean_scores), k)]

@@ -1,0 +1,55 @@
+"""Means over examples with percentile-bootstrap 95 % intervals, and the chance levels the chapters quote."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A mean over n examples with its 95 % interval; `mean`, `low`, `high` are arrays for array-valued means."""
+    mean: np.ndarray | float
+    low: np.ndarray | float
+    high: np.ndarray | float
+    n: int
+
+    def __str__(self) -> str:
+        if np.ndim(self.mean):
+            return f"Estimate(shape {np.shape(self.mean)}, n={self.n})"
+        return f"{self.mean:.3g} [{self.low:.3g}, {self.high:.3g}]"
+
+    def __getitem__(self, index) -> "Estimate":
+        """One element of an array-valued estimate, e.g. `heads[layer, head]`."""
+        return Estimate(np.asarray(self.mean)[index], np.asarray(self.low)[index], np.asarray(self.high)[index], self.n)
+
+    def excludes(self, value: float) -> bool:
+        """Whether the 95 % interval lies wholly above or below `value`."""
+        return bool(self.low > value or self.high < value)
+
+
+def bootstrap(values, n_boot: int = 2000, seed: int = 0) -> Estimate:
+    """Mean over the first axis of `values` ([n, ...]: one row per example) with a percentile-bootstrap 95 %
+    interval; examples are resampled together, so array-valued means keep their correlations. NaN rows (an
+    example where the measure is undefined) are left out, element by element."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim == 0 or len(x) == 0:
+        raise ValueError("bootstrap needs at least one example")
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(x), size=(n_boot, len(x)))
+    means = np.stack([np.nanmean(x[d], axis=0) for d in draws])
+    low, high = np.nanpercentile(means, [2.5, 97.5], axis=0)
+    n = int(np.isfinite(x.reshape(len(x), -1)).all(axis=1).sum())
+    mean = np.nanmean(x, axis=0)
+    unwrap = (lambda a: float(a)) if x.ndim == 1 else (lambda a: a)
+    return Estimate(unwrap(mean), unwrap(low), unwrap(high), n)
+
+
+def chance_mrr(vocab_size: int) -> float:
+    """Expected reciprocal rank of a token whose rank is uniform over the vocabulary: H_V / V."""
+    return float(np.sum(1.0 / np.arange(1, vocab_size + 1)) / vocab_size)
+
+
+def scaled_k(k_paper: int, n_positions: int, n_paper: int = 576) -> int:
+    """The paper's k of n_paper positions scaled to n_positions (same share, at least 1): 20 of 576 -> 2 of 64."""
+    return max(1, round(k_paper * n_positions / n_paper))

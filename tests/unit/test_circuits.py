@@ -1,0 +1,61 @@
+"""The §5 decompositions are exact (float32, 1e-5) on tiny random Llava and Llama, with and without GQA."""
+import torch
+
+from llavamech import attribution, circuits, lens
+
+ATOL = 1e-5
+
+
+def test_layer_input_is_embedding_plus_key_input_plus_value_input(model, example):
+    trace = model.trace(**example, all_positions=True)
+    positions = torch.arange(trace.seq_len)
+    for layer in range(model.anatomy.n_layers + 1):
+        parts = circuits.stream_parts(trace, layer, positions)
+        rebuilt = trace.resid_in_all[0] + parts["key input"] + parts["value input"]
+        assert torch.allclose(parts["layer input"], rebuilt, atol=ATOL)
+
+
+def test_value_outputs_are_attention_weighted_ov_outputs_and_sum_to_the_head(model, example):
+    trace = model.trace(**example, all_positions=True)
+    everywhere = torch.arange(trace.seq_len)
+    layer, head = model.anatomy.n_layers - 1, model.anatomy.n_heads - 1
+    u = circuits.value_output(trace, layer, head, everywhere)
+    ov = circuits.ov_output(trace, layer, head, everywhere)
+    assert torch.allclose(u, trace.attn_weights[layer, head][:, None] * ov, atol=ATOL)
+    assert torch.allclose(u.sum(0), attribution.head_outputs(trace, layer)[head], atol=ATOL)
+    assert abs(circuits.attention_mass(trace, layer, head, everywhere) - 1.0) < ATOL
+
+
+def test_important_positions_are_the_best_of_their_kind(model, example):
+    trace = model.trace(**example)
+    kind = "image" if model.is_multimodal else "text"
+    candidates = set(lens.positions_of_kind(trace, kind).tolist())
+    heads = [(0, 0), (model.anatomy.n_layers - 1, 1)]
+    top = lens.important_positions(trace, heads, 3, kind)
+    scores = sum(attribution.position_scores(trace, l, h) for l, h in heads)
+    assert set(top.tolist()) <= candidates and trace.seq_len - 1 not in top.tolist()
+    assert scores[top].tolist() == sorted(scores[top].tolist(), reverse=True)
+    assert scores[top[-1]] >= max(scores[j] for j in candidates - set(top.tolist()))
+    drawn = lens.random_positions(trace, 3, kind, torch.Generator().manual_seed(0))
+    assert len(set(drawn.tolist())) == 3 and set(drawn.tolist()) <= candidates
+
+
+def test_ranks_at_the_final_layer_are_the_ranks_in_the_logits(model, example):
+    trace = model.trace(**example, all_positions=True)
+    token = 9
+    ranks = lens.position_ranks(model, trace, torch.tensor([trace.seq_len - 1]), token, layers=[model.anatomy.n_layers])
+    assert int(ranks) == int((trace.logits > trace.logits[token]).sum()) + 1
+    found = circuits.rankings(model, trace, 1, 0, torch.tensor([1, 2]), {"w": token})
+    assert set(found) == {(part, "w") for part in circuits.PARTS} and all(len(r) == 2 for r in found.values())
+
+
+def test_measure_returns_one_row_per_example_and_head(tmp_path):
+    from llavamech import load
+    from llavamech.examples import toy_examples
+    model = load("tiny-random-llava")
+    out = circuits.measure(model, toy_examples(4, seed=1), [(1, 0), (1, 2)], k=2, mode="vqa",
+                           colours=["red", "blue", "green"], seed=0)
+    assert out["correct"].shape == (4,)
+    assert out["attention same"].shape == out["MRR value output colour"].shape == (4, 2)
+    assert ((out["attention same"] >= 0) & (out["attention same"] <= 1)).all()
+    assert ((out["random MRR key input animal"] > 0) & (out["random MRR key input animal"] <= 1)).all()

@@ -1,0 +1,30 @@
+import numpy as np
+import pytest
+
+from llavamech.stats import bootstrap, chance_mrr, scaled_k
+
+
+def test_bootstrap_mean_and_interval():
+    rng = np.random.default_rng(0)
+    x = rng.normal(1.0, 1.0, size=400)
+    e = bootstrap(x)
+    assert e.mean == pytest.approx(x.mean()) and e.n == 400
+    assert e.low < e.mean < e.high
+    half = 1.96 * x.std() / np.sqrt(len(x))  # the normal-theory half-width the percentile interval should match
+    assert e.high - e.low == pytest.approx(2 * half, rel=0.15)
+    assert e.excludes(0.5) and not e.excludes(1.0)
+
+
+def test_bootstrap_of_arrays_and_missing_values():
+    x = np.array([[1.0, np.nan], [3.0, 2.0], [5.0, 4.0]])
+    e = bootstrap(x)
+    assert np.allclose(e.mean, [3.0, 3.0]) and e.n == 2
+    assert e[0].mean == 3.0 and e[0].low <= 3.0 <= e[0].high
+    constant = bootstrap(np.full(10, 0.25))
+    assert constant.low == constant.high == 0.25
+
+
+def test_chance_levels():
+    assert chance_mrr(1) == 1.0 and chance_mrr(2) == 0.75
+    assert chance_mrr(32064) < 0.0004
+    assert scaled_k(20, 576) == 20 and scaled_k(20, 64) == 2 and scaled_k(20, 4) == 1
