@@ -19,9 +19,10 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $@
 
 # Execute each chapter with papermill on CPU (working directory book/), then build with warnings as errors.
-book/%.ipynb: book/%.py $(STAMP) $(wildcard lib/llavamech/*.py)
+book/%.ipynb: book/%.py $(STAMP) $(wildcard lib/llavamech/*.py lib/llavamech/*/*.py data/reference/*.csv)
 	$(VENV)/bin/jupytext --to ipynb --output $@.src.ipynb $<
-	cd book && ../$(VENV)/bin/papermill --cwd . -k python3 $(notdir $@).src.ipynb $(notdir $@) --log-level ERROR
+	cd book && TQDM_DISABLE=1 ../$(VENV)/bin/papermill --cwd . -k python3 $(notdir $@).src.ipynb $(notdir $@) --log-level ERROR
+	$(PY) -m llavamech.report $@   # stable cell ids, no timestamps: an unchanged rebuild leaves git clean
 	rm -f $@.src.ipynb
 
 execute: $(NOTEBOOKS)

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from . import attribution, lens
 from .examples import Example
+from .report import progress
 
 PARTS = ("layer input", "key input", "value input", "value output")
 
@@ -72,7 +72,7 @@ def measure(model, examples: list[Example], heads: list[tuple[int, int]], k: int
     generator = torch.Generator().manual_seed(seed)
     colour_ids = {c: model.token_id(c) for c in colours}
     rows = []
-    for example in tqdm(examples, desc=f"{model.name} {mode.upper()} circuit", leave=False):
+    for example in progress(examples, f"{model.name} {mode.upper()} circuit"):
         trace = model.trace(**example.inputs(mode), all_positions=True)
         true = model.token_id(example.colour) if example.colour else trace.top_token
         other = colour_ids[rng.choice([c for c in colours if colour_ids[c] != true])]
@@ -95,3 +95,33 @@ def measure(model, examples: list[Example], heads: list[tuple[int, int]], k: int
             row.setdefault("uniform attention", []).append(k / trace.seq_len)
         rows.append(row)
     return {key: np.array([r[key] for r in rows], dtype=np.float64) for key in rows[0]}
+
+
+def paper_estimates(measures: dict[str, np.ndarray], mode: str, seed: int = 0) -> dict:
+    """The measures of `measure` (averaged over the heads, bootstrapped over examples) under the keys of
+    data/reference/paper.csv, with the random-position baselines the claims are tested against."""
+    from .stats import bootstrap
+
+    def est(key):
+        return bootstrap(np.nanmean(measures[key], axis=1), seed=seed)
+
+    return {f"circuit.colour_mrr.{mode}": est("MRR value output colour"),
+            f"circuit.colour_mrr_random.{mode}": est("random MRR value output colour"),
+            f"circuit.animal_mrr.{mode}": est("MRR key input animal"),
+            f"circuit.animal_mrr_random.{mode}": est("random MRR key input animal"),
+            f"qk.attention_same.{mode}": est("attention same"),
+            f"qk.attention_different.{mode}": est("attention different"),
+            f"ov.logit_difference.{mode}": est("OV logit difference")}
+
+
+def rankings_table(measures: dict[str, np.ndarray], seed: int = 0):
+    """The four token rankings as a table: rows the parts, columns colour / animal MRR at the important and at
+    random positions (mean over heads, 95 % interval over examples)."""
+    import pandas as pd
+    from .stats import bootstrap
+
+    cell = lambda key: str(bootstrap(np.nanmean(measures[key], axis=1), seed=seed))
+    return pd.DataFrame({f"{word} MRR, {where}": [cell(f"{prefix}MRR {part} {word}") for part in PARTS]
+                         for word in ("colour", "animal")
+                         for where, prefix in (("important", ""), ("random", "random "))},
+                        index=pd.Index(PARTS, name="vector read through the final norm and W_U"))

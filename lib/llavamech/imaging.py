@@ -44,3 +44,21 @@ def model_view(image: Image.Image, image_processor) -> Image.Image:
     left = (resized.width - crop["width"]) // 2
     top = (resized.height - crop["height"]) // 2
     return resized.crop((left, top, left + crop["width"], top + crop["height"]))
+
+
+def box_mask(box, image_size: tuple[int, int], image_processor, grid_shape: tuple[int, int]):
+    """[rows, cols] booleans: which patches of the model's view have their centre inside `box` (x0, y0, x1, y1 in
+    the original image's pixels), following the processor's resize and centre crop."""
+    import numpy as np
+
+    crop = image_processor.crop_size
+    short = image_processor.size.get("shortest_edge", min(crop["height"], crop["width"]))
+    w, h = image_size
+    scale = short / min(w, h)
+    left = (round(w * scale) - crop["width"]) // 2
+    top = (round(h * scale) - crop["height"]) // 2
+    rows, cols = grid_shape
+    ys = (np.arange(rows) + 0.5) * crop["height"] / rows + top    # patch centres in resized pixels
+    xs = (np.arange(cols) + 0.5) * crop["width"] / cols + left
+    x0, y0, x1, y1 = (v * scale for v in box)
+    return (ys[:, None] >= y0) & (ys[:, None] < y1) & (xs[None, :] >= x0) & (xs[None, :] < x1)

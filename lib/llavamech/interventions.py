@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from .examples import Example
+from .report import progress
 from .stats import bootstrap
 
 
@@ -56,7 +56,7 @@ def activation_means(model, examples: list[Example], mode: str) -> Means:
                 hooks.append(module.register_forward_hook(
                     lambda m, args, out, name=name: add(name, out[0] if isinstance(out, tuple) else out)))
         with torch.no_grad():
-            for example in tqdm(examples, desc="activation means", leave=False):
+            for example in progress(examples, "activation means"):
                 model.hf(**model.inputs(**example.inputs(mode)), use_cache=False)
     finally:
         for h in hooks:
@@ -184,7 +184,7 @@ def head_ablation_test(model, examples: list[Example], mode: str, ranked_heads: 
     rng = np.random.default_rng(seed)
     clean = answer_scores(model, examples, mode)
     rows = []
-    for k in tqdm(ks, desc="top-k vs random heads", leave=False):
+    for k in progress(ks, "top-k vs random heads"):
         top = list(ranked_heads[:k])
         hit = effect(clean, answer_scores(model, examples, mode, heads=top, how=how, means=means))
         others = [h for h in everyone if h not in top]

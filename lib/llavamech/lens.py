@@ -96,3 +96,20 @@ def position_ranks(model, trace, positions: torch.Tensor, token: int, onto: str 
     layers = range(trace.resid_in_all.shape[0]) if layers is None else layers
     vectors = trace.resid_in_all[list(layers)][:, positions]
     return token_ranks(model.anatomy, vectors, token, onto)
+
+
+def word_ranks_at_patches(model, trace, words: dict[str, int], k: int, generator: torch.Generator,
+                          heads: list[tuple[int, int]] | None = None) -> dict[str, torch.Tensor]:
+    """Chapter 1's readout: reciprocal rank of each word, averaged over the k important patches (per-position Imp
+    in `heads`, default the trace's own top head) and over k random patches, at the input of every layer, read
+    onto E and onto W_U: {"<important|random> <embed|unembed> <word>": [L+1]}. Needs all_positions=True."""
+    from .attribution import head_scores, top_heads
+
+    if heads is None:
+        best = top_heads(head_scores(trace), 1)[0]
+        heads = [(best["layer"], best["head"])]
+    where = {"important": important_positions(trace, heads, k, "image"),
+             "random": random_positions(trace, k, "image", generator)}
+    vectors = {name: trace.resid_in_all[:, positions] for name, positions in where.items()}  # [L+1, k, d]
+    return {f"{name} {onto} {word}": (1.0 / token_ranks(model.anatomy, vectors[name], token, onto).float()).mean(-1)
+            for name in where for onto in ("embed", "unembed") for word, token in words.items()}

@@ -39,8 +39,9 @@ def head_heatmap(scores: torch.Tensor, title: str, label: str = "log-prob increa
     """A layers x heads heat map of head scores, layer 0 at the bottom."""
     fig, ax = plt.subplots(figsize=(max(4, scores.shape[1] * 0.35 + 2), max(2.5, scores.shape[0] * 0.35 + 1.2))) \
         if ax is None else (ax.figure, ax)
-    lim = float(scores.abs().max()) or 1.0
-    im = ax.imshow(scores.numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim, origin="lower", aspect="auto")
+    scores = np.asarray(scores)
+    lim = float(np.abs(scores).max()) or 1.0
+    im = ax.imshow(scores, cmap="RdBu_r", vmin=-lim, vmax=lim, origin="lower", aspect="auto")
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
     ax.set_xticks(range(scores.shape[1]))
@@ -50,13 +51,16 @@ def head_heatmap(scores: torch.Tensor, title: str, label: str = "log-prob increa
     return fig
 
 
-def layer_bars(scores: dict[str, torch.Tensor], title: str, ax=None):
-    """Attention and FFN layer scores side by side per layer."""
+def layer_bars(scores: dict, title: str, ax=None, errors=None):
+    """Attention and FFN layer scores side by side per layer; `errors` = (low, high), each [2, L] (row 0
+    attention, row 1 FFN), draws 95 % intervals."""
     fig, ax = plt.subplots(figsize=(6, 3)) if ax is None else (ax.figure, ax)
     n = len(scores["attn"])
     x = np.arange(n)
-    ax.bar(x - 0.2, scores["attn"].numpy(), 0.4, label="attention")
-    ax.bar(x + 0.2, scores["ffn"].numpy(), 0.4, label="FFN")
+    for row, (name, label, shift) in enumerate((("attn", "attention", -0.2), ("ffn", "FFN", 0.2))):
+        y = np.asarray(scores[name])
+        err = None if errors is None else np.abs(np.stack([y - errors[0][row], errors[1][row] - y]))
+        ax.bar(x + shift, y, 0.4, yerr=err, capsize=2, label=label)
     ax.axhline(0, color="k", lw=0.5)
     ax.set_xticks(x)
     ax.set_xlabel("layer")
@@ -75,4 +79,108 @@ def image_grid(images: list, captions: list[str], cols: int = 4, size: float = 2
     for ax, im, cap in zip(np.atleast_1d(axes).flat, images, captions):
         ax.imshow(im)
         ax.set_title(cap, fontsize=8)
+    return fig
+
+
+def token_grid(image, tokens: list[list[str]], title: str, ax=None):
+    """The image with each patch's token written on it (a [rows][cols] grid of strings)."""
+    fig, ax = plt.subplots(figsize=(4.2, 4.2)) if ax is None else (ax.figure, ax)
+    ax.imshow(image)
+    rows, cols = len(tokens), len(tokens[0])
+    w, h = image.size
+    for r in range(rows):
+        for c in range(cols):
+            ax.text((c + 0.5) * w / cols, (r + 0.5) * h / rows, tokens[r][c], ha="center", va="center",
+                    fontsize=6, color="white", bbox=dict(boxstyle="round,pad=0.1", fc="black", alpha=0.55, lw=0))
+    for i in range(1, rows):
+        ax.axhline(i * h / rows - 0.5, color="white", lw=0.3, alpha=0.6)
+    for i in range(1, cols):
+        ax.axvline(i * w / cols - 0.5, color="white", lw=0.3, alpha=0.6)
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+    return fig
+
+
+def estimate_bars(estimates: dict, title: str, ylabel: str, chance: float | None = None, ax=None, colors=None):
+    """Bars of means with their 95 % intervals ({label: Estimate}), and a dashed chance line."""
+    fig, ax = plt.subplots(figsize=(max(3.5, 0.9 * len(estimates) + 1.5), 3)) if ax is None else (ax.figure, ax)
+    labels = list(estimates)
+    means = np.array([estimates[k].mean for k in labels])
+    err = np.array([[estimates[k].mean - estimates[k].low for k in labels],
+                    [estimates[k].high - estimates[k].mean for k in labels]])
+    ax.bar(range(len(labels)), means, yerr=err, capsize=3, color=colors or [f"C{i % 10}" for i in range(len(labels))])
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, fontsize=8)
+    if chance is not None:
+        ax.axhline(chance, color="k", ls="--", lw=0.8, label=f"chance {chance:.3g}")
+        ax.legend(fontsize=7)
+    ax.axhline(0, color="k", lw=0.4)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    return fig
+
+
+def by_layer(curves: dict, title: str, ylabel: str, chance: float | None = None, ax=None):
+    """Line per label of an array-valued Estimate over layers ({label: Estimate [L+1]}), with its 95 % band."""
+    fig, ax = plt.subplots(figsize=(5, 3)) if ax is None else (ax.figure, ax)
+    for i, (label, est) in enumerate(curves.items()):
+        x = np.arange(len(est.mean))
+        ax.plot(x, est.mean, "o-", ms=3, color=f"C{i}", label=label)
+        ax.fill_between(x, est.low, est.high, color=f"C{i}", alpha=0.2)
+    if chance is not None:
+        ax.axhline(chance, color="k", ls="--", lw=0.8, label="chance")
+    ax.set_xticks(x)
+    ax.set_xticklabels(["emb"] + [str(l) for l in x[1:-1]] + ["final"] if len(x) > 2 else list(map(str, x)), fontsize=8)
+    ax.set_xlabel("input of layer (emb = the embeddings, final = the last residual)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def token_bars(tokens: list[str], scores: dict, title: str, ax=None):
+    """Per-position scores over a prompt's tokens, one bar series per label ({label: [S]})."""
+    fig, ax = plt.subplots(figsize=(max(6, 0.22 * len(tokens)), 2.8)) if ax is None else (ax.figure, ax)
+    width = 0.8 / len(scores)
+    for i, (label, values) in enumerate(scores.items()):
+        ax.bar(np.arange(len(tokens)) + (i - (len(scores) - 1) / 2) * width, np.asarray(values), width, label=label)
+    ax.set_xticks(range(len(tokens)))
+    ax.set_xticklabels(tokens, rotation=90, fontsize=7)
+    ax.axhline(0, color="k", lw=0.4)
+    ax.set_ylabel("per-position Imp")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def map_grid(views: list, grids: list, captions: list[str], cols: int = 4, size: float = 2.4):
+    """Several patch maps, each bicubically upsampled over the image the model saw."""
+    rows = -(-len(views) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * size, rows * size * 1.15))
+    for ax in np.atleast_1d(axes).flat:
+        ax.axis("off")
+    for ax, view, grid, cap in zip(np.atleast_1d(axes).flat, views, grids, captions):
+        ax.imshow(view)
+        ax.imshow(upsample(grid, view.size), cmap="jet", alpha=0.5)
+        ax.set_title(cap, fontsize=7)
+    return fig
+
+
+def ablation_strip(table, title: str, ax=None):
+    """Per k: Δ log p of each random draw of k heads (grey dots) against the top-k heads (red, 95 % interval)."""
+    fig, ax = plt.subplots(figsize=(4.5, 3)) if ax is None else (ax.figure, ax)
+    rng = np.random.default_rng(0)
+    for i, (k, row) in enumerate(table.iterrows()):
+        draws = row["_random log p"]
+        ax.scatter(i + rng.uniform(-0.15, 0.15, len(draws)), draws, s=10, color="grey", alpha=0.7,
+                   label="k random heads (each draw)" if i == 0 else None)
+        est = row["top-k Δ log p"]
+        ax.errorbar(i, est.mean, yerr=[[est.mean - est.low], [est.high - est.mean]], fmt="o", color="C3", capsize=4,
+                    label="top-k heads (95 % CI)" if i == 0 else None)
+    ax.set_xticks(range(len(table)))
+    ax.set_xticklabels([f"k = {k}" for k in table.index])
+    ax.axhline(0, color="k", lw=0.4)
+    ax.set_ylabel("Δ log p(true colour)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
     return fig

@@ -11,10 +11,10 @@ from typing import Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from . import attribution
 from .examples import Example
+from .report import progress
 from .trace import Trace
 
 
@@ -51,9 +51,9 @@ Readout = Callable[[Item], object]
 def collect(model, examples: list[Example], readouts: dict[str, Readout], mode: str = "vqa",
             all_positions: bool = False, desc: str | None = None) -> dict[str, list]:
     """Run every readout on every example's trace; {name: [one value per example]}. Values that are tensors or
-    numbers of one shape are stacked into an array [n, ...]."""
+    numbers of one shape are stacked into an array [n, ...]; a readout returning a dict gives a dict of those."""
     kept = {name: [] for name in readouts}
-    for example in tqdm(examples, desc=desc or f"{model.name} {mode.upper()}", leave=False):
+    for example in progress(examples, desc or f"{model.name} {mode.upper()}"):
         trace = model.trace(**example.inputs(mode), all_positions=all_positions)
         item = Item(model, example, trace, mode)
         for name, readout in readouts.items():
@@ -63,6 +63,8 @@ def collect(model, examples: list[Example], readouts: dict[str, Readout], mode: 
 
 
 def _stack(values: list):
+    if values and all(isinstance(v, dict) for v in values):  # a readout returning several named values
+        return {key: _stack([v[key] for v in values]) for key in values[0]}
     try:
         arrays = [v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v, dtype=np.float64)
                   for v in values]

@@ -32,3 +32,30 @@ def test_patch_top_tokens_lie_on_the_grid(model, example):
     assert len(grid) == rows and all(len(r) == cols for r in grid)
     first = trace.resid_in_all[0, trace.positions.image_positions[cols + 1]]
     assert grid[1][1] == model.tokenizer.convert_ids_to_tokens(int((first @ model.anatomy.embed.weight.T).argmax()))
+
+
+def test_box_mask_follows_resize_and_centre_crop():
+    import numpy as np
+    from types import SimpleNamespace
+    from llavamech.imaging import box_mask
+    proc = SimpleNamespace(crop_size={"height": 64, "width": 64}, size={"shortest_edge": 64})
+    square = box_mask((0, 0, 32, 32), (64, 64), proc, (8, 8))
+    assert square[:4, :4].all() and square.sum() == 16
+    wide = box_mask((32, 0, 64, 32), (128, 64), proc, (8, 8))  # the crop drops 32 px on each side
+    assert np.array_equal(wide, square)
+    big = box_mask((0, 0, 64, 64), (128, 128), proc, (8, 8))    # halved by the resize
+    assert np.array_equal(big, square)
+
+
+def test_word_ranks_at_patches_shapes_and_range():
+    import torch
+    from llavamech import load
+    from llavamech.lens import word_ranks_at_patches
+    from llavamech.organism.world import make_scene
+    import random
+    model = load("tiny-random-llava")
+    trace = model.trace(make_scene(random.Random(1), size=64).image, "What is the color of the dog?", all_positions=True)
+    out = word_ranks_at_patches(model, trace, {"colour": model.token_id("red")}, 2, torch.Generator().manual_seed(0))
+    assert set(out) == {f"{w} {o} colour" for w in ("important", "random") for o in ("embed", "unembed")}
+    for value in out.values():
+        assert value.shape == (model.anatomy.n_layers + 1,) and ((value > 0) & (value <= 1)).all()

@@ -1,0 +1,244 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 2 · The text-QA circuit
+#
+# Before Llava can see, Vicuna can read. Given the facts as text,
+#
+# ```text
+# USER: The dog is brown. The cat is black.
+# What is the color of the dog?
+# ASSISTANT: The color of the dog is
+# ```
+#
+# it answers `brown` by an in-context lookup. The paper finds the lookup in deep attention heads whose
+# **query–key** side matches the asked animal and whose **value–output** side carries that animal's colour to the
+# last position. This chapter locates the heads on the organism's Vicuna, `toy-vicuna`, reads what they move,
+# tests the query–key and value–output claims, and checks causally that the heads matter.
+
+# %% tags=["parameters"]
+model = "toy-vicuna"       # any Llama-family name llavamech.load accepts, e.g. lmsys/vicuna-7b-v1.5
+device = "cpu"             # "cuda" or "auto" on a GPU
+examples = "toy"           # "toy" or a JSONL path whose items carry "facts"
+n_examples = 200
+seed = 0
+n_heads = 3                # top heads whose mechanism is read
+k = 1                      # important positions per head (the colour word is one token)
+ks = [1, 3, 5]             # sizes of the causal check
+draws = 20                 # random head sets per size
+ablation = "mean"          # "mean" or "zero"
+
+# %% tags=["remove-cell"]
+import sys, subprocess  # noqa: E401  (Colab has neither lib/ nor data/: fetch the repository once)
+if "google.colab" in sys.modules and subprocess.run([sys.executable, "-c", "import llavamech"]).returncode:
+    subprocess.run("git clone --depth 1 https://github.com/llavamech/llavamech /content/llavamech && "
+                   "pip install -q -e /content/llavamech", shell=True, check=True)
+    sys.path.insert(0, "/content/llavamech/lib")
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+import llavamech
+from llavamech import attribution, circuits, interventions, plots, runs
+from llavamech.examples import load_examples
+from llavamech.reference import compare
+from llavamech.report import glue
+from llavamech.stats import bootstrap, chance_mrr
+
+MODE = "tqa"
+m = llavamech.load(model, device=device)
+items = load_examples(examples, n_examples, seed, model=m)
+colours = sorted({c for e in items for _, c in e.facts})
+print(m)
+print(f"{len(items)} examples, e.g.\n{m.prompt(items[0].question, items[0].context)}")
+
+# %% [markdown]
+# ## The answer is written by the attention layers, and by a few heads
+#
+# Mean log-probability increase of the model's own answer over the example set, with 95 % bootstrap
+# intervals: attention and FFN layers, then every head.
+
+# %%
+scores = runs.collect(m, items, {"heads": runs.head_imp, "layers": runs.layer_imp, "correct": runs.correct}, mode=MODE)
+accuracy = bootstrap(scores["correct"], seed=seed)
+heads = bootstrap(scores["heads"], seed=seed)
+layers = bootstrap(scores["layers"], seed=seed)
+ranked = runs.top_heads_of(heads.mean, m.anatomy.n_layers * m.anatomy.n_heads)
+top = ranked[:n_heads]
+glue("accuracy", str(accuracy))
+glue("n", len(items))
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), gridspec_kw={"width_ratios": [1, 1.3]})
+plots.layer_bars({"attn": layers.mean[0], "ffn": layers.mean[1]}, f"{m.name} TQA: mean layer Imp (n = {len(items)})",
+                 ax=axes[0], errors=(layers.low, layers.high))
+plots.head_heatmap(heads.mean, f"{m.name} TQA: mean head Imp", ax=axes[1])
+fig.tight_layout()
+
+# %%
+table = pd.DataFrame([{"head": f"{l}_{h}", "mean Imp (95 % CI)": str(heads[l, h]),
+                       "share of examples where it is the top head": float(
+                           (scores["heads"].reshape(len(items), -1).argmax(1) == l * m.anatomy.n_heads + h).mean())}
+                      for l, h in ranked[:5]]).set_index("head")
+glue("top_head", table.index[0])
+glue("attn_layer_imp", float(layers.mean[0].max()))
+glue("ffn_layer_imp", float(layers.mean[1].max()))
+table
+
+# %% [markdown]
+# `toy-vicuna` answers {glue:text}`accuracy` of these held-out prompts (n = {glue:text}`n`). As in the paper, the
+# answer comes from attention, not from the FFNs: the best attention layer adds
+# {glue:text}`attn_layer_imp:.2f` to the log probability of the answer, the best FFN layer
+# {glue:text}`ffn_layer_imp:.2f`. Within it, the answer is spread over the heads of one layer: the top head,
+# {glue:text}`top_head`, is the single best head on only some of the examples, and several heads of the same
+# layer score nearly as high.
+
+# %% [markdown]
+# ## Where the top heads read from: the colour word
+#
+# Per-position Imp of the top heads on one prompt: which source tokens each head's output comes from.
+
+# %%
+example = items[0]
+trace = m.trace(**example.inputs(MODE))
+per_position = {f"head {l}_{h}": attribution.position_scores(trace, l, h) for l, h in top}
+fig = plots.token_bars(trace.positions.tokens, per_position,
+                       f"{m.name}: per-position Imp of the top heads, asked about the {example.animal} "
+                       f"(answer {m.tokenizer.decode([trace.top_token]).strip()!r})")
+
+# %% [markdown]
+# Each top head takes nearly all of its contribution from a single source token: the colour word of the fact
+# about the asked animal. That position is the head's *important position* below.
+
+# %% [markdown]
+# ## What the heads move: four readings at the important positions
+#
+# At each top head's important position $j$ (its highest per-position Imp), the paper reads four vectors
+# through the final norm and $W_U$: the **layer input** $h^{l-1}_j$; the **key input**, the part of it written by
+# earlier attention layers ($\sum_{l'<l} A^{l'}_j$); the **value input**, the part written by earlier FFN layers
+# ($\sum_{l'<l} F^{l'}_j$); and the head's **value output** from $j$, $u_j = \alpha_{T,j} v_j W_O$. The layer input
+# is exactly the embedding plus the key and value inputs (a unit test checks it). MRR of the true colour and of
+# the asked animal, at the important positions and at random text positions:
+
+# %%
+measures = circuits.measure(m, items, top, k, MODE, colours, seed=seed)
+ours = circuits.paper_estimates(measures, MODE, seed=seed)
+chance = chance_mrr(m.anatomy.lm_head.out_features)
+glue("chance", chance)
+for key, est in ours.items():
+    glue(key.replace(".", "_"), float(est.mean))
+    glue(key.replace(".", "_") + "_ci", f"[{est.low:.3f}, {est.high:.3f}]")
+circuits.rankings_table(measures, seed=seed)
+
+# %% [markdown]
+# The **value output** reads as the colour: MRR {glue:text}`circuit_colour_mrr_tqa:.3f`
+# {glue:text}`circuit_colour_mrr_tqa_ci` at the important positions (chance {glue:text}`chance:.3f`) — the
+# value–output side carries the colour, as the paper says. The other three readings are *below* their random
+# baseline for both words. That is what $W_U$ does at a word's own position: the residual stream there predicts
+# the *next* token (after "brown" comes "."), so the word itself is pushed down the ranking.
+#
+# ```{margin} A non-replication
+# The paper reads the animal in the key input (MRR 0.756 in Vicuna). Through the final norm and $W_U$ the
+# organism's key input at the colour word ranks the asked animal *below* chance
+# ({glue:text}`circuit_animal_mrr_tqa:.3f`). Whatever earlier heads write there for the query to match, it is
+# not in a direction $W_U$ reads. The attention test below shows that the matching itself happens.
+# ```
+
+# %% [markdown]
+# ## Query–key: the heads find the animal that was asked about
+#
+# The share of each top head's attention (from the last position) on its important positions, when the question
+# names the asked animal, and when — same facts — it names another animal of the context. Dashed: the share a
+# head attending uniformly would put there.
+
+# %%
+uniform = float(np.nanmean(measures["uniform attention"]))
+fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+plots.estimate_bars({"same animal": ours[f"qk.attention_same.{MODE}"],
+                     "another animal": ours[f"qk.attention_different.{MODE}"]},
+                    f"{m.name}: attention on the important positions", "attention mass", chance=uniform, ax=axes[0],
+                    colors=["C3", "grey"])
+plots.estimate_bars({"true − other colour": ours[f"ov.logit_difference.{MODE}"]},
+                    f"{m.name}: value–output logit difference", "logit difference", chance=0.0, ax=axes[1],
+                    colors=["C2"])
+fig.tight_layout()
+glue("uniform", uniform)
+
+# %% [markdown]
+# The query–key claim holds, strongly: asked about the animal, the top heads put
+# {glue:text}`qk_attention_same_tqa:.3f` {glue:text}`qk_attention_same_tqa_ci` of their attention on its colour
+# word; asked about another animal of the same context, {glue:text}`qk_attention_different_tqa:.3f`
+# {glue:text}`qk_attention_different_tqa_ci` (uniform attention: {glue:text}`uniform:.3f`). The value–output
+# vectors from there favour the true colour over a random other colour by {glue:text}`ov_logit_difference_tqa:.2f`
+# {glue:text}`ov_logit_difference_tqa_ci` logits (the paper: 2.56 in Vicuna).
+
+# %% [markdown]
+# ## Causal check: ablating the top heads breaks the answer; random heads do not
+#
+# Direct-effect scores can mislead (a head can score high while others would do its job). So: replace the
+# top-$k$ heads' outputs by their mean over the example set and measure the loss in accuracy and in log
+# probability of the true colour, against the same ablation of $k$ heads drawn at random from all the others,
+# {glue:text}`draws` times.
+
+# %%
+means = interventions.activation_means(m, items, MODE)
+causal = interventions.head_ablation_test(m, items, MODE, ranked, ks=ks, draws=draws, how=ablation, means=means,
+                                          seed=seed)
+glue("draws", draws)
+fig = plots.ablation_strip(causal, f"{m.name}: {ablation}-ablating heads (n = {len(items)})")
+causal.drop(columns=["_random log p"])
+
+# %%
+largest = causal.iloc[-1]
+glue("k_max", int(causal.index[-1]))
+glue("top_k_dacc", str(largest["top-k Δ accuracy"]))
+glue("random_dacc", largest["random Δ accuracy"])
+glue("share_as_bad", float(largest["random draws hurting as much"]))
+glue("top_1_dlogp", str(causal.iloc[0]["top-k Δ log p"]))
+
+# %% [markdown]
+# ```{margin} Mean, not zero, ablation
+# We replace a head's output (its slice of `o_proj`'s input) by its mean over every position of the example set.
+# Zeroing pushes a layer's output somewhere it never goes; the mean keeps it in range, so the loss measures the
+# missing *information*. `ablation = "zero"` in the parameters reruns the check the other way.
+# ```
+#
+# Ablating the single top head costs almost nothing (Δ log p {glue:text}`top_1_dlogp`): the other heads of its
+# layer do the same job. Ablating the top {glue:text}`k_max` costs {glue:text}`top_k_dacc` in accuracy, against
+# {glue:text}`random_dacc` for random sets of the same size (mean and 2.5–97.5 % range over draws); yet a
+# share of {glue:text}`share_as_bad:.2f` of the random draws hurt as much — those that happened to take several
+# heads of the same layer. The causal picture matches the scores: the lookup lives in one layer's heads, spread
+# over several of them, rather than in a single head.
+
+# %% [markdown]
+# ## Paper and organism, side by side
+
+# %%
+compare(ours, chance={f"circuit.colour_mrr.{MODE}": chance, f"circuit.animal_mrr.{MODE}": chance,
+                      f"qk.attention_same.{MODE}": uniform, f"ov.logit_difference.{MODE}": 0.0}).style  # a Styler shows every column in full
+
+# %% [markdown]
+# ## What the organism shows, and what it cannot
+#
+# **Shows.** A Llama trained only on the task (plus an induction warm-up, see the appendix) solves it with the
+# paper's mechanism: attention, not FFNs; heads whose query side finds the asked animal's fact and whose value
+# side carries its colour; and removing those heads removes the answer while random heads mostly do not.
+#
+# **Does not replicate.** The paper's reading of the animal in the *key input* through $W_U$. On the organism the
+# matching is visible in the attention pattern but not in that projection. The paper's numbers come from a
+# 7B model whose residual stream at a word also carries that word for many layers; a 4-layer model has no room
+# for that, so this is a limit of the reading as much as a fact about the mechanism.
+#
+# **Cannot.** Vicuna's circuit spans 32 layers and 1,024 heads, with heads that copy, suppress and correct;
+# the organism has 32 heads in 4 layers, and its one working layer is the whole story. Rerun this page on
+# `lmsys/vicuna-7b-v1.5` with `papermill -p model lmsys/vicuna-7b-v1.5 -p device cuda` to see the real one.

@@ -1,0 +1,50 @@
+"""Helpers for the book's executed pages: `glue` a value for the prose (myst-nb where it is installed; elsewhere,
+e.g. in Colab, the value is only kept), progress bars that the build can turn off, and the normalisation of
+executed notebooks."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+try:
+    from myst_nb import glue as _glue
+except ImportError:  # Colab and plain Jupyter: nothing to render into
+    _glue = None
+
+
+def glue(name: str, value, display: bool = False) -> None:
+    """Make `value` available to the page's prose as {glue:text}`name` (numbers: format it in the role)."""
+    if _glue is not None:
+        _glue(name, value, display=display)
+
+
+
+def progress(iterable, desc: str):
+    """A progress bar for long loops; TQDM_DISABLE=1 turns it off (the book's build does, so that executed pages
+    hold no bars: tqdm's notebook bars ignore that variable on their own)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, leave=False, disable=os.environ.get("TQDM_DISABLE", "") not in ("", "0"))
+
+
+def normalise_notebook(path) -> None:
+    """Make an executed notebook depend only on its content: cell ids from their index, no execution timestamps
+    or durations, no widget state when no widget is shown. Rebuilding an unchanged chapter then changes nothing."""
+    nb = json.loads(Path(path).read_text())
+    nb["metadata"].pop("papermill", None)
+    shows_widgets = any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
+                        for c in nb["cells"] for o in c.get("outputs", []))
+    if not shows_widgets:
+        nb["metadata"].pop("widgets", None)
+    for i, cell in enumerate(nb["cells"]):
+        cell["id"] = f"cell-{i}"
+        for key in ("papermill", "execution"):
+            cell["metadata"].pop(key, None)
+    Path(path).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":  # python -m llavamech.report NOTEBOOK.ipynb ...
+    for notebook in sys.argv[1:]:
+        normalise_notebook(notebook)
