@@ -43,6 +43,7 @@ import pandas as pd
 import llavamech
 from llavamech import attribution, plots
 from llavamech.checks import identity_errors
+from llavamech.report import table
 from llavamech.organism.world import make_scene
 
 m = llavamech.load(model, device=device)
@@ -81,7 +82,7 @@ print(m)
 
 # %% tags=["volatile"]
 errors = identity_errors(m, picture, question)
-pd.DataFrame({"max |error|": errors}).style.format("{:.1e}")
+table(pd.DataFrame({"max |error|": errors}), "identity-errors", "{:.1e}")
 
 # %% [markdown]
 # ## Scores of one example

@@ -49,7 +49,7 @@ from llavamech import lens, plots, runs
 from llavamech.examples import load_examples
 from llavamech.imaging import load_image, model_view
 from llavamech.reference import compare
-from llavamech.report import glue
+from llavamech.report import glue, table
 from llavamech.stats import bootstrap, chance_mrr, scaled_k
 
 m = llavamech.load(model, device=device)
@@ -124,7 +124,7 @@ for key, est in ours.items():
 glue("chance", chance)
 glue("k", k)
 glue("n", len(items))
-compare(ours, chance={key: chance for key in ours}).style  # a Styler shows every column in full
+table(compare(ours, chance={key: chance for key in ours}), "paper-vs-here")
 
 # %% [markdown]
 # On the organism the claim holds, and clearly: at the {glue:text}`k` important patches of each example the

@@ -54,7 +54,7 @@ import llavamech
 from llavamech import attribution, circuits, interventions, plots, runs
 from llavamech.examples import load_examples
 from llavamech.reference import compare
-from llavamech.report import glue
+from llavamech.report import glue, table
 from llavamech.stats import bootstrap, chance_mrr
 
 MODE = "tqa"
@@ -86,14 +86,14 @@ plots.head_heatmap(heads.mean, f"{m.name} TQA: mean head Imp", ax=axes[1])
 fig.tight_layout()
 
 # %%
-table = pd.DataFrame([{"head": f"{l}_{h}", "mean Imp (95 % CI)": str(heads[l, h]),
+top_table = pd.DataFrame([{"head": f"{l}_{h}", "mean Imp (95 % CI)": str(heads[l, h]),
                        "share of examples where it is the top head": float(
                            (scores["heads"].reshape(len(items), -1).argmax(1) == l * m.anatomy.n_heads + h).mean())}
                       for l, h in ranked[:5]]).set_index("head")
-glue("top_head", table.index[0])
+glue("top_head", top_table.index[0])
 glue("attn_layer_imp", float(layers.mean[0].max()))
 glue("ffn_layer_imp", float(layers.mean[1].max()))
-table
+top_table
 
 # %% [markdown]
 # `toy-vicuna` answers {glue:text}`accuracy` of these held-out prompts (n = {glue:text}`n`). As in the paper, the
@@ -224,8 +224,8 @@ glue("top_1_dlogp", str(causal.iloc[0]["top-k Δ log p"]))
 # ## Paper and organism, side by side
 
 # %%
-compare(ours, chance={f"circuit.colour_mrr.{MODE}": chance, f"circuit.animal_mrr.{MODE}": chance,
-                      f"qk.attention_same.{MODE}": uniform, f"ov.logit_difference.{MODE}": 0.0}).style  # a Styler shows every column in full
+table(compare(ours, chance={f"circuit.colour_mrr.{MODE}": chance, f"circuit.animal_mrr.{MODE}": chance,
+                      f"qk.attention_same.{MODE}": uniform, f"ov.logit_difference.{MODE}": 0.0}), "paper-vs-here")
 
 # %% [markdown]
 # ## What the organism shows, and what it cannot

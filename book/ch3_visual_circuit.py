@@ -51,7 +51,7 @@ from llavamech import circuits, interventions, plots, runs
 from llavamech.examples import load_examples
 from llavamech.imaging import box_mask, load_image
 from llavamech.reference import compare
-from llavamech.report import glue
+from llavamech.report import glue, table
 from llavamech.stats import bootstrap, chance_mrr, scaled_k
 
 llava, vicuna = llavamech.load(model, device=device), llavamech.load(text_model, device=device)
@@ -222,8 +222,8 @@ glue("top_1_dlogp", str(causal.iloc[0]["top-k Δ log p"]))
 # ## Paper and organism, side by side
 
 # %%
-compare(ours, chance={"circuit.colour_mrr.vqa": chance, "circuit.animal_mrr.vqa": chance,
-                      "qk.attention_same.vqa": uniform, "ov.logit_difference.vqa": 0.0}).style  # a Styler shows every column in full
+table(compare(ours, chance={"circuit.colour_mrr.vqa": chance, "circuit.animal_mrr.vqa": chance,
+                      "qk.attention_same.vqa": uniform, "ov.logit_difference.vqa": 0.0}), "paper-vs-here")
 
 # %% [markdown]
 # ## What the organism shows, and what it cannot

@@ -1,5 +1,5 @@
 """Helpers for the book's executed pages: `glue` a value for the prose (myst-nb where it is installed; elsewhere,
-e.g. in Colab, the value is only kept), progress bars that the build can turn off, and the normalisation of
+e.g. in Colab, the value is only kept), tables that render the same every time, progress bars that the build can turn off, and the normalisation of
 executed notebooks."""
 from __future__ import annotations
 
@@ -19,6 +19,17 @@ def glue(name: str, value, display: bool = False) -> None:
     if _glue is not None:
         _glue(name, value, display=display)
 
+
+
+def table(frame, name: str, number_format: str | None = None):
+    """A DataFrame shown in full (no truncated cells) as HTML with a fixed table id, so that re-executing a page
+    reproduces it byte for byte (pandas' Styler draws a random id each time)."""
+    from IPython.display import HTML
+
+    styler = frame.style.set_uuid(name)
+    if number_format:
+        styler = styler.format(number_format)
+    return HTML(styler.to_html())
 
 
 def progress(iterable, desc: str):
