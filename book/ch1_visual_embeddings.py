@@ -49,7 +49,7 @@ from llavamech import lens, plots, runs
 from llavamech.examples import load_examples
 from llavamech.imaging import load_image, model_view
 from llavamech.reference import compare
-from llavamech.report import glue, table
+from llavamech.report import glue, glue_estimates, glue_paper, table
 from llavamech.stats import bootstrap, chance_mrr, scaled_k
 
 m = llavamech.load(model, device=device)
@@ -67,9 +67,10 @@ print(f"{len(items)} examples; {n_patches} image patches per example; k = {k} im
 # ```{margin} Our choices
 # **Important patches** are the $k$ image positions with the highest per-position Imp in the example's own top
 # head (the head the paper's tool uses), for the model's own answer. The paper takes 20 of Llava's 576 patches;
-# we keep the share: $k = \mathrm{round}(20 \cdot 64 / 576) = 2$ of the organism's 64. **Random patches** are
+# we keep the share: $k = \mathrm{round}(20 \cdot P / 576)$, {glue:text}`k` of this model's {glue:text}`n_patches`. **Random patches** are
 # $k$ image positions drawn uniformly. **Chance** is the MRR of a word whose rank is uniform over the
-# vocabulary, $H_V / V$: 0.11 for the organism's 38 words, 0.0003 for Llava's 32,064 — which is why the
+# vocabulary, $H_V / V$: {glue:text}`chance:.3f` for the organism's {glue:text}`vocab` words,
+# {glue:text}`chance_llava:.4f` for Llava's 32,064 — which is why the
 # paper's absolute MRRs and ours cannot be compared, only their ordering.
 # ```
 #
@@ -118,11 +119,13 @@ ours = {"vis.colour_mrr.important": at_embedding["important embed colour"],
         "vis.colour_mrr.random": at_embedding["random embed colour"],
         "vis.animal_mrr.important": at_embedding["important embed animal"],
         "vis.animal_mrr.random": at_embedding["random embed animal"]}
-for key, est in ours.items():
-    glue(key.replace(".", "_"), float(est.mean))
-    glue(key.replace(".", "_") + "_ci", f"[{est.low:.3f}, {est.high:.3f}]")
+glue_estimates(ours)
 glue("chance", chance)
+glue("chance_llava", chance_mrr(32064))
+glue("vocab", vocab)
+glue_paper("vis.colour_mrr.important")
 glue("k", k)
+glue("n_patches", n_patches)
 glue("n", len(items))
 table(compare(ours, chance={key: chance for key in ours}), "paper-vs-here")
 
@@ -134,7 +137,7 @@ table(compare(ours, chance={key: chance for key in ours}), "paper-vs-here")
 # {glue:text}`vis_animal_mrr_important_ci` against {glue:text}`vis_animal_mrr_random:.3f` — the paper's ordering
 # (colour far above animal, both above random; n = {glue:text}`n` here). The table's last column tests the
 # paper's *claim* (important above random, 95 % intervals apart), not its number: the organism's vocabulary
-# has 38 words, Llava's 32,064, so an MRR here and there are on different scales.
+# has {glue:text}`vocab` words, Llava's 32,064, so an MRR here and there are on different scales.
 #
 # ## Layer by layer: when does the colour become the answer?
 #
@@ -175,7 +178,9 @@ print("layers where the colour MRR at important patches is above the random patc
 # as in the paper, although the organism's eye was given explicit animal supervision (see the appendix on the
 # model organism) — so the asymmetry is not just the CLIP tower seeing colours more easily than objects.
 #
-# **Cannot.** The organism's vocabulary is 38 words, and its scenes are flat colours on grey: a patch has one
-# colour, where a COCO patch has texture, shading and several objects. The paper's 0.455 is an MRR over 32,064
-# tokens — a far stronger statement than our 0.5 over 38 — and only the real model can make it. Run this page
+# **Cannot.** The organism's vocabulary is {glue:text}`vocab` words, and its scenes are flat colours on grey: a patch has one
+# colour, where a COCO patch has texture, shading and several objects. The paper's
+# {glue:text}`paper_vis_colour_mrr_important:.3f` is an MRR over 32,064 tokens — a far stronger statement than
+# our {glue:text}`vis_colour_mrr_important:.3f` over {glue:text}`vocab` words — and only the real model can make
+# it. Run this page
 # on it with `papermill -p model llava-hf/llava-1.5-7b-hf -p device cuda -p examples my_coco.jsonl`.

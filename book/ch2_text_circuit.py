@@ -54,7 +54,7 @@ import llavamech
 from llavamech import attribution, circuits, interventions, plots, runs
 from llavamech.examples import load_examples
 from llavamech.reference import compare
-from llavamech.report import glue, table
+from llavamech.report import glue, glue_estimates, glue_paper, table
 from llavamech.stats import bootstrap, chance_mrr
 
 MODE = "tqa"
@@ -135,9 +135,8 @@ measures = circuits.measure(m, items, top, k, MODE, colours, seed=seed)
 ours = circuits.paper_estimates(measures, MODE, seed=seed)
 chance = chance_mrr(m.anatomy.lm_head.out_features)
 glue("chance", chance)
-for key, est in ours.items():
-    glue(key.replace(".", "_"), float(est.mean))
-    glue(key.replace(".", "_") + "_ci", f"[{est.low:.3f}, {est.high:.3f}]")
+glue_paper("circuit.animal_mrr.tqa", "ov.logit_difference.tqa")
+glue_estimates(ours)
 circuits.rankings_table(measures, seed=seed)
 
 # %% [markdown]
@@ -148,7 +147,7 @@ circuits.rankings_table(measures, seed=seed)
 # the *next* token (after "brown" comes "."), so the word itself is pushed down the ranking.
 #
 # ```{margin} A non-replication
-# The paper reads the animal in the key input (MRR 0.756 in Vicuna). Through the final norm and $W_U$ the
+# The paper reads the animal in the key input (MRR {glue:text}`paper_circuit_animal_mrr_tqa:.3f` in Vicuna). Through the final norm and $W_U$ the
 # organism's key input at the colour word ranks the asked animal *below* chance
 # ({glue:text}`circuit_animal_mrr_tqa:.3f`). Whatever earlier heads write there for the query to match, it is
 # not in a direction $W_U$ reads. The attention test below shows that the matching itself happens.
@@ -180,7 +179,7 @@ glue("uniform", uniform)
 # word; asked about another animal of the same context, {glue:text}`qk_attention_different_tqa:.3f`
 # {glue:text}`qk_attention_different_tqa_ci` (uniform attention: {glue:text}`uniform:.3f`). The value–output
 # vectors from there favour the true colour over a random other colour by {glue:text}`ov_logit_difference_tqa:.2f`
-# {glue:text}`ov_logit_difference_tqa_ci` logits (the paper: 2.56 in Vicuna).
+# {glue:text}`ov_logit_difference_tqa_ci` logits (the paper: {glue:text}`paper_ov_logit_difference_tqa:.2f` in Vicuna).
 
 # %% [markdown]
 # ## Causal check: ablating the top heads breaks the answer; random heads do not

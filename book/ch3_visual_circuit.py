@@ -51,7 +51,7 @@ from llavamech import circuits, interventions, plots, runs
 from llavamech.examples import load_examples
 from llavamech.imaging import box_mask, load_image
 from llavamech.reference import compare
-from llavamech.report import glue, table
+from llavamech.report import glue, glue_estimates, glue_paper, table
 from llavamech.stats import bootstrap, chance_mrr, scaled_k
 
 llava, vicuna = llavamech.load(model, device=device), llavamech.load(text_model, device=device)
@@ -135,18 +135,20 @@ measures = {name: circuits.measure(m, items, runs.top_heads_of(heads[name].mean,
             for name, (m, mode) in settings.items()}
 ours = circuits.paper_estimates(measures["Llava VQA"], "vqa", seed=seed)
 chance = chance_mrr(llava.anatomy.lm_head.out_features)
-for key, est in ours.items():
-    glue(key.replace(".", "_"), float(est.mean))
-    glue(key.replace(".", "_") + "_ci", f"[{est.low:.3f}, {est.high:.3f}]")
+glue_estimates(ours)
 glue("k", k)
+glue("n_patches", n_patches)
 glue("chance", chance)
+glue_paper("circuit.animal_mrr.vqa", "circuit.animal_mrr.tqa", "qk.attention_same.vqa",
+           "qk.attention_different.vqa", "ov.logit_difference.vqa")
 circuits.rankings_table(measures["Llava VQA"], seed=seed)
 
 # %% [markdown]
 # As on text, the value output is the colour (MRR {glue:text}`circuit_colour_mrr_vqa:.3f`
 # {glue:text}`circuit_colour_mrr_vqa_ci`, chance {glue:text}`chance:.3f`), and the key input at the important
 # patches does not read as the animal through $W_U$ ({glue:text}`circuit_animal_mrr_vqa:.3f`, below the random
-# patches'); the paper reports 0.318 for Llava, lower than its 0.756 for Vicuna, so its own reading weakens on
+# patches'); the paper reports {glue:text}`paper_circuit_animal_mrr_vqa:.3f` for Llava, lower than its
+# {glue:text}`paper_circuit_animal_mrr_tqa:.3f` for Vicuna, so its own reading weakens on
 # images too.
 
 # %% [markdown]
@@ -191,9 +193,10 @@ fig.tight_layout()
 # Asked about the animal, the top heads put {glue:text}`qk_attention_same_vqa:.3f`
 # {glue:text}`qk_attention_same_vqa_ci` of their attention on its top {glue:text}`k` patches; asked about another
 # animal of the same scene, {glue:text}`qk_attention_different_vqa:.3f` {glue:text}`qk_attention_different_vqa_ci`
-# (uniform: {glue:text}`uniform:.3f`). The paper's Llava shifts less (0.807 → 0.564). The value–output vectors
+# (uniform: {glue:text}`uniform:.3f`). The paper's Llava shifts less
+# ({glue:text}`paper_qk_attention_same_vqa:.3f` → {glue:text}`paper_qk_attention_different_vqa:.3f`). The value–output vectors
 # favour the true colour by {glue:text}`ov_logit_difference_vqa:.2f` {glue:text}`ov_logit_difference_vqa_ci`
-# logits, where the paper measured only 0.09 in Llava: in the organism the OV side carries the colour as
+# logits, where the paper measured only {glue:text}`paper_ov_logit_difference_vqa:.2f` in Llava: in the organism the OV side carries the colour as
 # strongly from patches as from words.
 #
 # The top-$k$ heads of Llava VQA, mean-ablated, against $k$ random heads, {glue:text}`draws` draws per $k$.
@@ -236,7 +239,7 @@ table(compare(ours, chance={"circuit.colour_mrr.vqa": chance, "circuit.animal_mr
 # **Differs.** The key-input reading of the animal fails here as in chapter 2. The attention shift between
 # "same" and "another" animal is sharper than the paper's, and the OV logit difference in VQA is large where
 # the paper's is near zero: the organism's scenes are clean (one flat colour per animal), Llava's photographs
-# are not, and 64 patches with 2 chosen are a coarser grain than 576 with 20.
+# are not, and {glue:text}`n_patches` patches with {glue:text}`k` chosen are a coarser grain than 576 with 20.
 #
 # **Cannot.** Everything the real Llava does with texture, context and language priors — a brown dog is
 # brown partly because dogs often are. Rerun the page on the real pair with

@@ -20,6 +20,26 @@ def glue(name: str, value, display: bool = False) -> None:
         _glue(name, value, display=display)
 
 
+def glue_name(key: str) -> str:
+    """The glue name of a dotted measure key: `circuit.colour_mrr.tqa` -> `circuit_colour_mrr_tqa`."""
+    return key.replace(".", "_")
+
+
+def glue_estimates(estimates: dict) -> None:
+    """Glue each estimate's mean under its key's name and its 95 % interval as text under NAME_ci."""
+    for key, est in estimates.items():
+        glue(glue_name(key), float(est.mean))
+        glue(glue_name(key) + "_ci", f"[{est.low:.3f}, {est.high:.3f}]")
+
+
+def glue_paper(*keys: str) -> None:
+    """Glue the paper's value of each key of data/reference/paper.csv as paper_NAME, so prose never types it."""
+    from .reference import paper_numbers
+
+    numbers = paper_numbers()
+    for key in keys:
+        glue("paper_" + glue_name(key), float(numbers.loc[key, "value"]))
+
 
 def table(frame, name: str, number_format: str | None = None):
     """A DataFrame shown in full (no truncated cells) as HTML with a fixed table id, so that re-executing a page

@@ -90,3 +90,14 @@ def test_built_page_shows_the_figures_and_every_glued_number(name):
     source = (ROOT / "book" / f"{name}.py").read_text()
     if "{glue:" in source:
         assert "glue:text" not in html and "could not find" not in html.lower()
+
+
+def test_no_paper_number_is_typed_into_the_prose():
+    """Paper numbers reach the prose only through glue from data/reference/paper.csv (typed copies drift)."""
+    import csv
+    values = {row["value"] for row in csv.DictReader((ROOT / "data" / "reference" / "paper.csv").open())}
+    decimals = {v for v in values if re.fullmatch(r"\d*\.\d+", v)}
+    for name in CHAPTERS:
+        prose = "\n".join(c.source for c in load(name).cells if c.cell_type == "markdown")
+        typed = decimals & set(re.findall(r"\d*\.\d+", prose))
+        assert not typed, f"{name}: paper numbers typed into the prose: {sorted(typed)}"
