@@ -24,6 +24,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     e.add_argument("--json", action="store_true", help="print the explanation as JSON")
     e.add_argument("--out", type=Path, help="write the patch map over the image as the model saw it (PNG)")
+    e.add_argument("--method", default="tool", help="how to score the patches: tool (the paper's, default), top-k, "
+                                                    "attention, ablation, gradient, ig or random")
+    e.add_argument("--heads", type=int, default=3, help="heads summed by --method top-k (default 3)")
     t = sub.add_parser("train-organism", help="train the model organism (toy-vicuna, toy-clip, toy-llava)")
     t.add_argument("--stage", default="all", choices=["vicuna", "clip", "llava", "all"])
     t.add_argument("--out", type=Path, default=Path("data/models"))
@@ -39,8 +42,15 @@ def _explain(args) -> int:
         raise LlavamechError("give an IMAGE, or the facts as --context for a text-only question")
     if args.out and args.image is None:
         raise LlavamechError("--out draws the patch map over the image; give an IMAGE")
+    from .patches import check_method
+
+    check_method(args.method)
+    if args.method != "tool" and args.image is None:
+        raise LlavamechError(f"--method {args.method} scores image patches; give an IMAGE")
     model = load(args.model, device=args.device, dtype=args.dtype)
-    result = model.explain(args.image, question=args.question, context=args.context)
+    check_method(args.method, model, args.heads)
+    result = model.explain(args.image, question=args.question, context=args.context, method=args.method,
+                           heads=args.heads)
     if args.out:
         result.save_map(args.out)
     if args.json:

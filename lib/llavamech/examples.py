@@ -30,6 +30,7 @@ class Example:
     box: tuple[int, int, int, int] | None = None   # the asked animal's box (x0, y0, x1, y1) in image pixels
     facts: tuple[tuple[str, str], ...] = ()        # every (animal, colour) of the scene, the asked one included
     source: str = ""                   # where it came from: "toy seed 0 #3" or "my.jsonl:3"
+    boxes: tuple[tuple[str, tuple[int, int, int, int]], ...] = ()   # every animal's box, where known (toy scenes)
 
     @property
     def question(self) -> str:
@@ -46,8 +47,8 @@ class Example:
         return tuple(a for a, _ in self.facts if a != self.animal)
 
     def asking(self, animal: str) -> "Example":
-        """The same scene, asking about another of its animals (colour and box no longer known unless in facts)."""
-        return replace(self, animal=animal, colour=dict(self.facts).get(animal), box=None)
+        """The same scene, asking about another animal (its colour and box where the facts and boxes know them)."""
+        return replace(self, animal=animal, colour=dict(self.facts).get(animal), box=dict(self.boxes).get(animal))
 
     def inputs(self, mode: str) -> dict:
         """Keyword arguments of Model.trace / Model.inputs: mode "vqa" (image + question) or "tqa" (facts + question)."""
@@ -73,9 +74,21 @@ def toy_examples(n: int, seed: int = 0, animals: tuple[int, int] = (2, 3)) -> li
     for i in range(n):
         facts, asked = sample_split(rng, rng.randint(*animals), held_out=True)
         scene = make_scene(rng, size=rng.choice([64, 96, 128]), pairs=facts)
-        box = next(a.box for a in scene.animals if a.name == asked)
-        out.append(Example(scene.image, asked, dict(facts)[asked], box, tuple(facts), f"toy seed {seed} #{i}"))
+        boxes = tuple((a.name, a.box) for a in scene.animals)
+        out.append(Example(scene.image, asked, dict(facts)[asked], dict(boxes)[asked], tuple(facts),
+                           f"toy seed {seed} #{i}", boxes))
     return out
+
+
+def composed(pairs: list[tuple[str, str]], asked: str, layout: int = 0, size: int = 128) -> Example:
+    """One toy scene with the given (animal, colour) pairs, laid out under the `layout` seed, asking about `asked`
+    (which need not be in the scene)."""
+    from .organism.world import make_scene
+
+    scene = make_scene(random.Random(f"{layout}:layout"), size=size, pairs=list(pairs))
+    boxes = tuple((a.name, a.box) for a in scene.animals)
+    return Example(scene.image, asked, dict(pairs).get(asked), dict(boxes).get(asked), tuple(pairs),
+                   f"composed layout {layout}", boxes)
 
 
 def read_jsonl(path, vocabulary=None) -> list[Example]:

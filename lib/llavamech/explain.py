@@ -22,6 +22,14 @@ def normalise_map(scores: torch.Tensor) -> torch.Tensor:
     return unit / unit.sum()
 
 
+def head_map(trace, heads: list[dict]) -> torch.Tensor:
+    """The map over the image patches [P]: the normalised per-position Imp of one head (the paper's tool), or of
+    several heads summed and normalised again (our top-k variant)."""
+    image_pos = trace.positions.image_positions
+    maps = [normalise_map(attribution.position_scores(trace, h["layer"], h["head"])[image_pos]) for h in heads]
+    return maps[0] if len(maps) == 1 else normalise_map(torch.stack(maps).sum(0))
+
+
 @dataclass
 class Explanation:
     answer: str
@@ -33,13 +41,14 @@ class Explanation:
     seconds: dict[str, float]         # timing of the phases
     model: str
     question: str
+    method: str = "tool"              # how patch_grid was computed (see llavamech.patches)
     head_scores: torch.Tensor = field(repr=False, default=None)   # [L, H], not part of the JSON contract
     image: object = field(repr=False, default=None)               # the input as a PIL image, or None
     image_processor: object = field(repr=False, default=None)
     trace: object = field(repr=False, default=None)
 
     CONTRACT = ("answer", "answer_token_id", "answer_prob", "top_heads", "patch_grid", "grid_shape", "seconds",
-                "model", "question")
+                "model", "question", "method")
 
     @property
     def view(self):
@@ -63,9 +72,12 @@ class Explanation:
 
 
 def explain(model, image=None, question: str = "", context: str | None = None, top_k: int = 10,
-            map_heads: int = 1) -> Explanation:
-    """Answer + head scores + per-patch map of the `map_heads` best heads (1 = the paper's tool; more sums their
-    normalised maps, our top-k variant)."""
+            map_heads: int = 1, method: str = "tool", heads: int = 3, **method_options) -> Explanation:
+    """Answer + head scores + per-patch map. `method="tool"` is the paper's tool: the map of the `map_heads` best
+    heads (1 = the paper; more sums their normalised maps). Any other method of llavamech.patches ("top-k" with
+    `heads`, "attention", "ablation", "gradient", "ig", "random") puts its scores in `patch_grid` instead."""
+    if method != "tool":
+        return _explain_with(model, image, question, context, method, heads, **method_options)
     t0 = time.perf_counter()
     pil = load_image(image) if image is not None else None
     trace = model.trace(pil, question, context)
@@ -74,13 +86,8 @@ def explain(model, image=None, question: str = "", context: str | None = None, t
     heads = attribution.top_heads(scores, top_k)
     grid, shape = [], [0, 0]
     if len(trace.positions.image_positions):
-        image_pos = trace.positions.image_positions
-        maps = [normalise_map(attribution.position_scores(trace, h["layer"], h["head"])[image_pos])
-                for h in heads[:map_heads]]
         rows, cols = trace.positions.grid_shape
-        grid = normalise_map(torch.stack(maps).sum(0)).reshape(rows, cols).tolist() if map_heads > 1 \
-            else maps[0].reshape(rows, cols).tolist()
-        shape = [rows, cols]
+        grid, shape = head_map(trace, heads[:map_heads]).reshape(rows, cols).tolist(), [rows, cols]
     t2 = time.perf_counter()
     token = trace.top_token
     return Explanation(
@@ -89,3 +96,19 @@ def explain(model, image=None, question: str = "", context: str | None = None, t
         grid_shape=shape, seconds={"forward": t1 - t0, "scores": t2 - t1, "total": t2 - t0},
         model=model.name, question=question, head_scores=scores, image=pil,
         image_processor=model.processor.image_processor if pil is not None else None, trace=trace)
+
+
+def _explain_with(model, image, question, context, method, heads, **options) -> Explanation:
+    from .errors import LlavamechError
+    from .patches import check_method, patch_map
+
+    check_method(method, model, heads)
+    if image is None:
+        raise LlavamechError(f"the {method} method scores image patches; give an image")
+    if context:
+        raise LlavamechError("patch methods take an image and a question, without --context")
+    pm = patch_map(model, image, question, method, heads=heads, **options)
+    x = pm.explanation
+    x.patch_grid, x.method = pm.scores.tolist(), method
+    x.seconds = {**x.seconds, "method": pm.seconds - x.seconds["total"], "total": pm.seconds}
+    return x

@@ -195,13 +195,13 @@ def head_ablation_test(model, examples: list[Example], mode: str, ranked_heads: 
         rand_acc = np.array([r["Δ accuracy"].mean() for r in random_effects])
         top_logp, top_acc = bootstrap(hit["Δ log p"], seed=seed), bootstrap(hit["Δ accuracy"], seed=seed)
         rows.append({"k": k, "heads": ", ".join(f"{l}_{h}" for l, h in top),
-                     "top-k Δ accuracy": top_acc, "random Δ accuracy": _spread(rand_acc),
-                     "top-k Δ log p": top_logp, "random Δ log p": _spread(rand_logp),
+                     "top-k Δ accuracy": top_acc, "random Δ accuracy": spread(rand_acc),
+                     "top-k Δ log p": top_logp, "random Δ log p": spread(rand_logp),
                      "random draws hurting as much": float((rand_logp <= top_logp.mean).mean()),
                      "draws": draws, "n": len(examples), "_random log p": rand_logp})
     return pd.DataFrame(rows).set_index("k")
 
 
-def _spread(values: np.ndarray) -> str:
+def spread(values: np.ndarray) -> str:
     low, high = np.percentile(values, [2.5, 97.5])
     return f"{values.mean():.3g} ({low:.3g} to {high:.3g})"

@@ -1,6 +1,7 @@
 """`load(name)` -> a Model: the Hugging Face model, its tokenizer/processor, its anatomy, and prompt building.
 
-Shipped names need no network: `toy-llava` / `toy-vicuna` (the trained model organism under data/models/),
+Shipped names need no network: `toy-llava` / `toy-vicuna` (the trained model organism under data/models/, and
+its other training seeds such as `toy-llava-seed1`),
 `tiny-random-llava` / `tiny-random-vicuna` (built from configs, seeded; for tests and demos). Anything else is a
 Hugging Face id or a local folder of a Llava-family or Llama-family model, loaded from local files only.
 """
@@ -37,6 +38,17 @@ def _quiet():
         transformers.logging.set_verbosity(level)
         if bars:
             transformers.logging.enable_progress_bar()
+
+
+def is_shipped(name: str) -> bool:
+    """The organism's names, including its other training seeds (data/models/toy-llava-seed1, ...)."""
+    return name in SHIPPED or (name.startswith("toy-") and "/" not in name and (MODELS_DIR / name).is_dir())
+
+
+def shipped_variants(prefix: str = "toy-llava") -> list[str]:
+    """The shipped models whose name starts with `prefix`, the main one first (e.g. the toy-llava seeds)."""
+    return sorted((p.name for p in MODELS_DIR.glob(f"{prefix}*") if (p / "config.json").exists()),
+                  key=lambda n: (n != prefix, n))
 
 
 def resolve_device(device: str) -> str:
@@ -146,7 +158,7 @@ def load(name: str = "toy-llava", device: str = "cpu", dtype: torch.dtype | str 
             hf, tok = build.tiny_vicuna()
             model = Model(name, hf, tok, None, device)
         else:
-            folder = MODELS_DIR / name if name in SHIPPED else Path(name).expanduser()
+            folder = MODELS_DIR / name if is_shipped(name) else Path(name).expanduser()
             if name in SHIPPED and not folder.exists():
                 raise LlavamechError(f"{name} is not in {MODELS_DIR}; train it with "
                                      "`python -m llavamech train-organism --out data/models`")

@@ -26,8 +26,9 @@ def patch_overlay(explanation, title: str | None = None, ax=None):
     axes[1].imshow(view)
     im = axes[1].imshow(heat, cmap="jet", alpha=0.5)
     rows, cols = explanation.grid_shape
-    top = explanation.top_heads[0]
-    axes[1].set_title(f"head {top['layer']}_{top['head']} over {rows}x{cols} patches")
+    top, method = explanation.top_heads[0], getattr(explanation, "method", "tool")
+    axes[1].set_title(f"head {top['layer']}_{top['head']} over {rows}x{cols} patches" if method == "tool"
+                      else f"{method} scores over {rows}x{cols} patches")
     for a in axes:
         a.axis("off")
     fig.colorbar(im, ax=axes[1], fraction=0.046, pad=0.04)
@@ -183,4 +184,24 @@ def ablation_strip(table, title: str, ax=None):
     ax.set_ylabel("Δ log p(true colour)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
+    return fig
+
+
+def head_scatter(x, y, xlabel: str, ylabel: str, title: str, label_top: int = 3, ax=None, diagonal: bool = True):
+    """One dot per head ([L, H] arrays or flat), the `label_top` heads furthest above the diagonal (or highest in y
+    without one) named layer_head."""
+    fig, ax = plt.subplots(figsize=(3.8, 3.4)) if ax is None else (ax.figure, ax)
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    cols = x.shape[1] if x.ndim == 2 else 1
+    x, y = x.ravel(), y.ravel()
+    ax.scatter(x, y, s=14, color="C0", alpha=0.75)
+    if diagonal:
+        lo, hi = min(x.min(), y.min()), max(x.max(), y.max())
+        ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
+    for i in np.argsort(-(y - x if diagonal else y))[:label_top]:
+        ax.annotate(f"{i // cols}_{i % cols}" if cols > 1 else str(i), (x[i], y[i]), fontsize=7,
+                    xytext=(3, 3), textcoords="offset points", color="C3")
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.set_title(title, fontsize=9)
     return fig

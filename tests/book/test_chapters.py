@@ -16,7 +16,7 @@ from pytest_notebook.diffing import diff_notebooks, diff_to_string, filter_diff
 
 ROOT = Path(__file__).resolve().parents[2]
 MIN_FIGURES = {"appendix_identities": 3, "appendix_organism": 3, "ch1_visual_embeddings": 3,
-               "ch2_text_circuit": 4, "ch3_visual_circuit": 4}
+               "ch2_text_circuit": 4, "ch3_visual_circuit": 4, "ch4_head_transfer": 2, "ch5_patch_tool": 3}
 CHAPTERS = sorted(p.stem for p in (ROOT / "book").glob("*.py"))
 IGNORED = ["/metadata", "/cells/*/id", "/cells/*/metadata", "/cells/*/execution_count",
            "/cells/*/outputs/*/metadata", "/cells/*/outputs/*/execution_count", "/cells/*/outputs/*/data/image/png"]
@@ -101,3 +101,12 @@ def test_no_paper_number_is_typed_into_the_prose():
         prose = "\n".join(c.source for c in load(name).cells if c.cell_type == "markdown")
         typed = decimals & set(re.findall(r"\d*\.\d+", prose))
         assert not typed, f"{name}: paper numbers typed into the prose: {sorted(typed)}"
+
+
+def test_widgets_render_from_the_vendored_javascript():
+    """The explorer's page loads the widget manager from the book itself, not a CDN, and holds the saved state."""
+    html = (ROOT / "_build" / "html" / "book" / "ch5_patch_tool.html").read_text()
+    assert "_static/widgets/embed-amd.js" in html and "_static/widgets/require.js" in html
+    assert "cdn.jsdelivr" not in html and "cdnjs.cloudflare" not in html
+    assert "application/vnd.jupyter.widget-state+json" in html
+    assert (ROOT / "_build" / "html" / "_static" / "widgets" / "embed-amd.js").stat().st_size > 1e6

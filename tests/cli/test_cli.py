@@ -89,12 +89,23 @@ def bad_inputs(tmp_path, png):
         "out of vocabulary": ([str(png), "--question", "What is the color of the giraffe?", "--model",
                                "tiny-random-llava"], "'giraffe' is out of"),
         "neither image nor context": (["--question", Q, "--model", "tiny-random-vicuna"], "give an IMAGE"),
+        "unknown method": ([str(png), "--question", Q, "--model", "tiny-random-llava", "--method", "saliency"],
+                           "unknown method 'saliency'"),
+        "no heads": ([str(png), "--question", Q, "--model", "tiny-random-llava", "--method", "top-k", "--heads", "0"],
+                     "--heads must be between 1 and"),
+        "too many heads": ([str(png), "--question", Q, "--model", "tiny-random-llava", "--heads", "9999"],
+                           "--heads must be between 1 and"),
+        "ablation of a text model": (["--question", Q, "--context", "The dog is white.", "--model",
+                                      "tiny-random-vicuna", "--method", "ablation"], "give an IMAGE"),
+        "ablation on text-only model with image": ([str(png), "--question", Q, "--model", "tiny-random-vicuna",
+                                                    "--method", "ablation"], "text-only"),
     }
 
 
 @pytest.mark.parametrize("case", ["missing image", "not an image", "empty file", "empty question", "unknown model",
                                   "hub id offline", "image to text model", "no gpu", "out of vocabulary",
-                                  "neither image nor context"])
+                                  "neither image nor context", "unknown method", "no heads", "too many heads",
+                                  "ablation of a text model", "ablation on text-only model with image"])
 def test_bad_input_gets_one_line_and_exit_2(capsys, tmp_path, png, case):
     argv, expected = bad_inputs(tmp_path, png)[case]
     code, out, err = run(capsys, "explain", *argv)
@@ -107,3 +118,16 @@ def test_the_installed_command_prints_no_traceback(tmp_path):
                            "--question", Q, "--model", "tiny-random-llava"], capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().startswith("llavamech: error: image not found")
+
+
+@pytest.mark.parametrize("method", ["top-k", "attention", "ablation", "gradient", "ig", "random"])
+def test_every_method_keeps_the_contract(capsys, png, method):
+    code, out, err = run(capsys, "explain", str(png), "--question", Q, "--model", "tiny-random-llava", "--json",
+                         "--method", method, "--heads", "2")
+    assert code == 0, err
+    data = json.loads(out)
+    assert list(data) == list(Explanation.CONTRACT) and data["method"] == method
+    assert data["grid_shape"] == [4, 4] and len(data["patch_grid"]) == 4
+    tool = json.loads(run(capsys, "explain", str(png), "--question", Q, "--model", "tiny-random-llava", "--json")[1])
+    assert tool["method"] == "tool" and data["answer"] == tool["answer"] and data["top_heads"] == tool["top_heads"]
+    assert data["patch_grid"] != tool["patch_grid"]

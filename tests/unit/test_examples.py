@@ -28,7 +28,9 @@ def test_asking_another_animal_keeps_the_scene():
     e = toy_examples(1, seed=0)[0]
     other = e.asking(e.distractors[0])
     assert other.image is e.image and other.animal == e.distractors[0]
-    assert other.colour == dict(e.facts)[other.animal] and other.box is None
+    assert other.colour == dict(e.facts)[other.animal] and other.box == dict(e.boxes)[other.animal] != e.box
+    absent = e.asking(next(a for a in ("dog", "cat", "horse", "cow", "bird") if a not in dict(e.facts)))
+    assert absent.colour is None and absent.box is None
 
 
 def write(tmp_path, lines, image_size=(40, 30)):

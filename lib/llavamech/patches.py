@@ -1,0 +1,182 @@
+"""Which image patches drove the answer? The paper's tool and its baselines behind one interface:
+
+    patch_map(model, image, question, method) -> PatchMap   # scores [rows, cols], higher = mattered more
+
+Every method scores the model's own answer (its top-1 next token), as the paper does.
+- `tool`: the single best head's per-position Imp over the image patches (the paper's tool, `explain`).
+- `top-k`: the sum of the normalised maps of the k best heads (ours).
+- `attention`: attention from the last position to each patch, averaged over every layer and head (the paper's
+  baseline).
+- `ablation`: the drop in log p(answer) when the patch's visual embedding (the projector's output) is replaced —
+  by the mean visual embedding of a reference set (`means`), or else the mean of the image's own patches. One
+  batched forward pass per patch: the causal ground truth.
+- `gradient`: gradient × input of log p(answer) with respect to the visual embeddings, summed over features.
+- `ig`: integrated gradients (Captum) on the visual embeddings, from the same baseline as `ablation`.
+- `random`: scores drawn uniformly (seeded): the chance level of every evaluation.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .errors import LlavamechError
+from .explain import explain, head_map
+from .interventions import Means
+
+METHODS = ("tool", "top-k", "attention", "ablation", "gradient", "ig", "random")
+DEFAULT_HEADS = 3   # heads summed by `top-k`
+
+
+@dataclass
+class PatchMap:
+    """One method's scores for one image and question."""
+    method: str
+    scores: np.ndarray          # [rows, cols] row-major over the patch grid; higher = mattered more to the answer
+    answer: str
+    answer_token_id: int
+    answer_prob: float
+    seconds: float
+    explanation: object = field(repr=False, default=None)   # the tool's Explanation (its trace, heads, view)
+
+
+def check_method(method: str, model=None, heads: int | None = None) -> None:
+    """One clear error for a method or head count that cannot run on this model."""
+    if method not in METHODS:
+        raise LlavamechError(f"unknown method '{method}'; use one of {', '.join(METHODS)}")
+    if model is not None and not model.is_multimodal and method != "tool":
+        raise LlavamechError(f"{model.name} is a text-only model: it has no image patches for the {method} "
+                             "method; use a Llava model")
+    if model is not None and heads is not None:
+        total = model.anatomy.n_layers * model.anatomy.n_heads
+        if not 1 <= heads <= total:
+            raise LlavamechError(f"--heads must be between 1 and {total} (the model's heads), not {heads}")
+
+
+def patch_maps(model, image, question: str, methods=METHODS, heads: int = DEFAULT_HEADS,
+               means: Means | None = None, ig_steps: int = 32, seed: int = 0) -> dict[str, PatchMap]:
+    """Scores of each method over the patch grid for the model's own answer to `question` about `image`. The
+    methods share one traced forward pass (and one capture of the input embeddings); each map's `seconds` is
+    that shared time plus its own."""
+    for method in methods:
+        check_method(method, model, heads)
+    if not model.is_multimodal:
+        raise LlavamechError(f"{model.name} is a text-only model: it has no image patches to score")
+    t0 = time.perf_counter()
+    x = explain(model, image=image, question=question, top_k=max(10, heads))
+    shared, emb = time.perf_counter() - t0, None
+    maps = {}
+    for method in methods:
+        t = time.perf_counter()
+        if method in ("tool", "top-k"):
+            scores = head_map(x.trace, x.top_heads[:heads if method == "top-k" else 1]).numpy()
+        elif method == "attention":
+            scores = x.trace.attn_weights[:, :, x.trace.positions.image_positions].mean((0, 1)).numpy()
+        elif method == "random":
+            scores = np.random.default_rng(seed).random(x.grid_shape[0] * x.grid_shape[1])
+        else:
+            if emb is None:
+                emb = embed(model, model.inputs(x.image, question))
+            run = {"ablation": ablation_scores, "gradient": gradient_scores, "ig": ig_scores}[method]
+            scores = run(model, emb, x.answer_token_id, means, **({"steps": ig_steps} if method == "ig" else {}))
+        maps[method] = PatchMap(method, np.asarray(scores, dtype=np.float64).reshape(x.grid_shape), x.answer,
+                                x.answer_token_id, x.answer_prob, shared + time.perf_counter() - t, x)
+    return maps
+
+
+def patch_map(model, image, question: str, method: str = "tool", **options) -> PatchMap:
+    """One method's map (see `patch_maps` for the options)."""
+    return patch_maps(model, image, question, (method,), **options)[method]
+
+
+@dataclass
+class Embedded:
+    """An image and question as the language model receives them: the input embeddings with the visual
+    embeddings (the projector's outputs) in place. Patch methods work here, so the vision tower runs once."""
+    embeds: torch.Tensor           # [1, S, d] float32
+    image_positions: torch.Tensor  # [P] sequence indices of the patches, row-major
+
+    @property
+    def visual(self) -> torch.Tensor:
+        return self.embeds[0, self.image_positions]   # [P, d]
+
+
+@torch.no_grad()
+def embed(model, inputs: dict) -> Embedded:
+    """Capture the language model's input embeddings for `inputs` (one forward pass)."""
+    kept = {}
+
+    def keep(module, args, kwargs):
+        kept["embeds"] = kwargs["inputs_embeds"].detach().float().cpu()
+
+    hook = model.hf.model.language_model.register_forward_pre_hook(keep, with_kwargs=True)
+    try:
+        model.hf(**inputs, use_cache=False)
+    finally:
+        hook.remove()
+    positions = (inputs["input_ids"][0] == model.hf.config.image_token_id).nonzero().flatten()
+    return Embedded(kept["embeds"], positions.cpu())
+
+
+def _fill(emb: Embedded, means: Means | None) -> torch.Tensor:
+    """What a removed patch's visual embedding becomes: the mean visual embedding over a reference set (`means`),
+    or without one the mean of this image's own patches (no reference data needed, e.g. in the CLI)."""
+    return emb.visual.mean(0) if means is None else means.visual.float().cpu()
+
+
+def _logprob(model, embeds: torch.Tensor, token: int) -> torch.Tensor:
+    """log p(token) at the last position for a batch of input embeddings [B, S, d]."""
+    logits = model.hf(inputs_embeds=embeds.to(model.device, model.dtype), use_cache=False).logits[:, -1]
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))   # half precision read in float32
+    return torch.log_softmax(logits, -1)[:, token].cpu()
+
+
+@torch.no_grad()
+def answer_logprob(model, emb: Embedded, token: int, removed: list, means: Means | None = None,
+                   batch: int = 64) -> np.ndarray:
+    """log p(token), one value per entry of `removed` (a list of patch indices whose visual embeddings are
+    replaced as `_fill` says)."""
+    fill, out = _fill(emb, means), []
+    for start in range(0, len(removed), batch):
+        rows = removed[start:start + batch]
+        embeds = emb.embeds.repeat(len(rows), 1, 1)
+        for r, patches in enumerate(rows):
+            if len(patches):
+                embeds[r, emb.image_positions[list(patches)]] = fill
+        out.append(_logprob(model, embeds, token).numpy())
+    return np.concatenate(out)
+
+
+def ablation_scores(model, emb: Embedded, token: int, means: Means | None) -> np.ndarray:
+    """Per patch: log p(answer) clean minus with that patch removed (positive = the patch supported the answer)."""
+    logp = answer_logprob(model, emb, token, [[]] + [[p] for p in range(len(emb.image_positions))], means)
+    return logp[0] - logp[1:]
+
+
+def _with_visual(emb: Embedded, visual: torch.Tensor) -> torch.Tensor:
+    """Input embeddings [B, S, d] with the patches' embeddings set to `visual` [B, P, d] (differentiably)."""
+    embeds = emb.embeds.repeat(len(visual), 1, 1)
+    embeds[:, emb.image_positions] = visual
+    return embeds
+
+
+def gradient_scores(model, emb: Embedded, token: int, means: Means | None = None) -> np.ndarray:
+    """Gradient × input of log p(answer) w.r.t. each patch's visual embedding, summed over features."""
+    visual = emb.visual[None].clone().requires_grad_(True)
+    _logprob(model, _with_visual(emb, visual), token).sum().backward()
+    return (visual.grad * visual).sum(-1)[0].detach().numpy()
+
+
+def ig_scores(model, emb: Embedded, token: int, means: Means | None = None, steps: int = 32) -> np.ndarray:
+    """Integrated gradients (Captum) of log p(answer) on the visual embeddings, from the removal baseline (the
+    same replacement as `ablation`), summed over features. Completeness: the scores sum to log p(answer) clean
+    minus with every patch removed, up to the Riemann error of `steps`."""
+    from captum.attr import IntegratedGradients
+
+    visual = emb.visual[None]
+    baseline = _fill(emb, means).expand_as(visual).clone()
+    attributions = IntegratedGradients(lambda v: _logprob(model, _with_visual(emb, v), token)).attribute(
+        visual, baselines=baseline, n_steps=steps, internal_batch_size=steps)
+    return attributions.sum(-1)[0].detach().numpy()

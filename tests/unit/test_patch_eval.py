@@ -1,0 +1,59 @@
+"""The evaluation of patch maps: metrics on hand-made maps, where the right answer is known."""
+import numpy as np
+import pytest
+
+from llavamech import patch_eval as E
+
+
+def test_curve_points_cover_zero_to_all():
+    assert list(E.curve_points(64, 8)) == [0, 8, 16, 24, 32, 40, 48, 56, 64]
+    assert list(E.curve_points(3, 8)) == [0, 1, 2, 3]
+
+
+def test_area_is_the_mean_height_over_the_share_of_patches():
+    points = np.array([0, 32, 64])
+    assert E.area(points, np.array([1.0, 1.0, 1.0])) == pytest.approx(1.0)
+    assert E.area(points, np.array([1.0, 0.5, 0.0])) == pytest.approx(0.5)
+
+
+def test_scene_metrics_reward_a_map_on_the_box():
+    mask = np.zeros((4, 4), bool)
+    mask[:2, :2] = True
+    on_box = np.where(mask, 1.0, 0.0)
+    off_box = np.where(mask, 0.0, 1.0 + np.arange(16).reshape(4, 4) * 1e-3)
+    curve = {"points": np.array([0, 16]), "deletion": np.array([1.0, 0.0]), "insertion": np.array([0.0, 1.0])}
+    good = E.scene_metrics(on_box, mask, on_box, curve)
+    bad = E.scene_metrics(off_box, mask, on_box, curve)
+    assert good["pointing"] == 1.0 and bad["pointing"] == 0.0
+    assert good["mass in box"] == 1.0 and bad["mass in box"] == 0.0
+    assert good["agreement"] > 0.5 > bad["agreement"]
+    assert np.isnan(E.scene_metrics(on_box, None, on_box, curve)["pointing"])
+
+
+def test_evaluate_on_a_tiny_model(tmp_path):
+    from llavamech import interventions as I
+    from llavamech.examples import toy_examples
+    from tests.conftest import tiny
+
+    model = tiny("llava")
+    items = toy_examples(2, seed=3)
+    means = I.activation_means(model, items, "vqa")
+    per_scene = E.evaluate(model, items, methods=("tool", "random"), means=means, steps=4, ig_steps=4)
+    assert len(per_scene) == 4 and set(per_scene["method"]) == {"tool", "random"}
+    assert per_scene[list(E.METRICS)].drop(columns="agreement").notna().all().all()
+    table = E.summary(per_scene)
+    assert list(table.index) == ["tool", "random", "box's share of the patches"]
+
+
+def test_absent_animal_asks_both_questions_of_each_scene():
+    from llavamech.examples import toy_examples
+    from tests.conftest import tiny
+
+    model = tiny("llava")
+    items = toy_examples(3, seed=4)
+    frame = E.absent_animal(model, items, ["dog", "cat", "horse", "cow", "bird", "fish"], ["white", "black"])
+    assert list(frame["asked"]) == ["present", "absent"] * 3
+    absent = frame[frame["asked"] == "absent"]
+    assert all(a not in dict(e.facts) for a, e in zip(absent["animal"], items))
+    assert absent["correct"].isna().all() and frame[frame["asked"] == "present"]["correct"].notna().all()
+    assert ((frame["mass on the animals"] >= 0) & (frame["mass on the animals"] <= 1)).all()
