@@ -126,7 +126,9 @@ for method in methods:
 glue("box_share", float(results.loc["box's share of the patches", "pointing"].mean))
 glue("agreement_tool", str(results.loc["tool", "agreement"]))
 glue("agreement_ig", str(results.loc["ig", "agreement"]) if "ig" in methods else "not run")
-seconds = per_scene.groupby("method")["seconds"].median()
+
+# %% tags=["volatile"]
+seconds = per_scene.groupby("method")["seconds"].median()   # wall-clock: differs from run to run
 glue("ablation_vs_tool", float(seconds["ablation"] / seconds["tool"]))
 
 # %% [markdown]

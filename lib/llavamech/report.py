@@ -73,7 +73,11 @@ def normalise_notebook(path) -> None:
         cell["id"] = f"cell-{i}"
         for key in ("papermill", "execution"):
             cell["metadata"].pop(key, None)
-    Path(path).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    text = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+    state = nb["metadata"].get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    for i, model_id in enumerate(state):   # widget ids are random per run: number them in order instead
+        text = text.replace(model_id, f"{i:032x}")
+    Path(path).write_text(text)
 
 
 if __name__ == "__main__":  # python -m llavamech.report NOTEBOOK.ipynb ...
