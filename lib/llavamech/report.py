@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -73,11 +74,31 @@ def normalise_notebook(path) -> None:
         cell["id"] = f"cell-{i}"
         for key in ("papermill", "execution"):
             cell["metadata"].pop(key, None)
+    order = _widget_order(nb)
+    if order:   # widget ids are random per run: list the models in that order, numbered instead of their ids
+        widgets = nb["metadata"]["widgets"]["application/vnd.jupyter.widget-state+json"]
+        widgets["state"] = {model_id: widgets["state"][model_id] for model_id in order}
     text = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
-    state = nb["metadata"].get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
-    for i, model_id in enumerate(state):   # widget ids are random per run: number them in order instead
+    for i, model_id in enumerate(order):
         text = text.replace(model_id, f"{i:032x}")
     Path(path).write_text(text)
+
+
+def _widget_order(nb) -> list[str]:
+    """Widget model ids in an order that does not depend on the ids: depth first from the displayed views,
+    following each model's references (IPY_MODEL_...) in the order its state lists them."""
+    state = nb["metadata"].get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    roots = [o["data"]["application/vnd.jupyter.widget-view+json"]["model_id"] for c in nb["cells"]
+             for o in c.get("outputs", []) if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    order, stack = [], list(reversed(roots))
+    while stack:
+        model_id = stack.pop()
+        if model_id in order or model_id not in state:
+            continue
+        order.append(model_id)
+        refs = re.findall(r"IPY_MODEL_([0-9a-f]{32})", json.dumps(state[model_id]["state"], sort_keys=True))
+        stack.extend(reversed(refs))
+    return order
 
 
 if __name__ == "__main__":  # python -m llavamech.report NOTEBOOK.ipynb ...
