@@ -39,10 +39,10 @@ linkcheck: html
 	$(VENV)/bin/linkchecker --no-status --ignore-url '^https?://' /tmp/llavamech-html/index.html
 
 unit: $(STAMP)
-	$(PY) -m pytest tests/unit tests/cli tests/organism
+	$(PY) -m pytest tests/unit tests/cli tests/organism tests/gpu -rs   # tests/gpu: skipped, with the reason, without a GPU
 
 test: $(STAMP)
-	$(PY) -m pytest tests/unit tests/cli tests/organism
+	$(PY) -m pytest tests/unit tests/cli tests/organism tests/gpu -rs   # tests/gpu: skipped, with the reason, without a GPU
 	touch $(CHAPTERS)   # re-execute every chapter: tests/book compares the fresh outputs with the committed ones
 	$(MAKE) --no-print-directory execute
 	$(MAKE) --no-print-directory html linkcheck

@@ -18,8 +18,9 @@
 # score, and checks — numerically, on the model named in the parameters below — that each piece is exact.
 #
 # By default it runs on `tiny-random-llava`, a randomly initialised Llava built from the real classes' configs:
-# exactness does not depend on training, so a random model proves the algebra (the unit tests do the same, on
-# Llava and Llama, with and without grouped-query attention, to $10^{-5}$ in float32).
+# exactness does not depend on training, so a random model proves the algebra (the unit tests do the same on every
+# class llavamech reads: Llava and LLaVA-NeXT over Llama, Mistral and Qwen2, and those language models alone, with
+# and without grouped-query attention, to $10^{-5}$ in float32).
 
 # %% tags=["parameters"]
 model = "tiny-random-llava"   # any name llavamech.load accepts
@@ -29,11 +30,10 @@ question = "What is the color of the dog?"
 seed = 0
 
 # %% tags=["remove-cell"]
-import sys, subprocess  # noqa: E401  (Colab has neither lib/ nor data/: fetch the repository once)
-if "google.colab" in sys.modules and subprocess.run([sys.executable, "-c", "import llavamech"]).returncode:
-    subprocess.run("git clone --depth 1 https://github.com/llavamech/llavamech /content/llavamech && "
-                   "pip install -q -e /content/llavamech", shell=True, check=True)
-    sys.path.insert(0, "/content/llavamech/lib")
+import subprocess, sys  # noqa: E401  (Colab has neither lib/ nor data/: install the library, its organism included)
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "llavamech @ git+https://github.com/llavamech/llavamech@main"], check=True)
 
 # %%
 import random
@@ -54,10 +54,10 @@ print(m)
 # ## The pieces
 #
 # Write $h^{l-1}$ for the input of layer $l$ at position $T$, $A^l$ for its attention output,
-# $m^l = h^{l-1} + A^l$, $F^l$ for its FFN output and $h^l = m^l + F^l$. Then, with no biases in Llama:
+# $m^l = h^{l-1} + A^l$, $F^l$ for its FFN output and $h^l = m^l + F^l$. Then (no output biases in Llama, Mistral or Qwen2):
 #
 # - **heads**: $A^l = \sum_h a^{l,h}$ with $a^{l,h} = \sum_j \alpha^{l,h}_{T,j}\, v^{l,h}_j W_O^{l,h}$, where
-#   $v_j = W_V \,\mathrm{RMSNorm}(h^{l-1}_j)$ (values carry no rotary embedding) and $W_O^{l,h}$ is head $h$'s slice of `o_proj`;
+#   $v_j = W_V \,\mathrm{RMSNorm}(h^{l-1}_j) + b_V$ ($b_V = 0$ but in Qwen2; values carry no rotary embedding) and $W_O^{l,h}$ is head $h$'s slice of `o_proj`;
 # - **source positions**: $a^{l,h} = \sum_j u^{l,h}_j$ with $u_j = \alpha_{T,j} v_j W_O^{l,h}$;
 # - **FFN neurons**: $F^l = \sum_k c^l_k\, W_{down}[:,k]$ with $c = \mathrm{SiLU}(W_{gate}x) \odot W_{up}x$.
 #

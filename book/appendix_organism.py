@@ -27,11 +27,10 @@ n_examples = 100      # fresh held-out examples for the live check below
 seed = 0
 
 # %% tags=["remove-cell"]
-import sys, subprocess  # noqa: E401  (Colab has neither lib/ nor data/: fetch the repository once)
-if "google.colab" in sys.modules and subprocess.run([sys.executable, "-c", "import llavamech"]).returncode:
-    subprocess.run("git clone --depth 1 https://github.com/llavamech/llavamech /content/llavamech && "
-                   "pip install -q -e /content/llavamech", shell=True, check=True)
-    sys.path.insert(0, "/content/llavamech/lib")
+import subprocess, sys  # noqa: E401  (Colab has neither lib/ nor data/: install the library, its organism included)
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "llavamech @ git+https://github.com/llavamech/llavamech@main"], check=True)
 
 # %%
 import random

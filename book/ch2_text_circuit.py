@@ -28,7 +28,7 @@
 
 # %% tags=["parameters"]
 model = "toy-vicuna"       # any Llama-family name llavamech.load accepts, e.g. lmsys/vicuna-7b-v1.5
-device = "cpu"             # "cuda" or "auto" on a GPU
+device = "auto"            # a GPU when there is one ("cuda", "cpu" to choose)
 examples = "toy"           # "toy" or a JSONL path whose items carry "facts"
 n_examples = 200
 seed = 0
@@ -39,11 +39,10 @@ draws = 20                 # random head sets per size
 ablation = "mean"          # "mean" or "zero"
 
 # %% tags=["remove-cell"]
-import sys, subprocess  # noqa: E401  (Colab has neither lib/ nor data/: fetch the repository once)
-if "google.colab" in sys.modules and subprocess.run([sys.executable, "-c", "import llavamech"]).returncode:
-    subprocess.run("git clone --depth 1 https://github.com/llavamech/llavamech /content/llavamech && "
-                   "pip install -q -e /content/llavamech", shell=True, check=True)
-    sys.path.insert(0, "/content/llavamech/lib")
+import subprocess, sys  # noqa: E401  (Colab has neither lib/ nor data/: install the library, its organism included)
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "llavamech @ git+https://github.com/llavamech/llavamech@main"], check=True)
 
 # %%
 import matplotlib.pyplot as plt

@@ -23,7 +23,7 @@
 # %% tags=["parameters"]
 model = "toy-llava"        # any Llava-family name llavamech.load accepts, e.g. llava-hf/llava-1.5-7b-hf
 text_model = "toy-vicuna"  # the language model it was tuned from, e.g. lmsys/vicuna-7b-v1.5
-device = "cpu"             # "cuda" or "auto" on a GPU
+device = "auto"            # a GPU when there is one ("cuda", "cpu" to choose)
 examples = "toy"           # "toy" or a JSONL path (items with "facts" also get the TQA settings)
 n_examples = 200
 seed = 0
@@ -35,11 +35,10 @@ ablation = "mean"          # "mean" or "zero"
 n_maps = 8                 # scenes whose maps are drawn
 
 # %% tags=["remove-cell"]
-import sys, subprocess  # noqa: E401  (Colab has neither lib/ nor data/: fetch the repository once)
-if "google.colab" in sys.modules and subprocess.run([sys.executable, "-c", "import llavamech"]).returncode:
-    subprocess.run("git clone --depth 1 https://github.com/llavamech/llavamech /content/llavamech && "
-                   "pip install -q -e /content/llavamech", shell=True, check=True)
-    sys.path.insert(0, "/content/llavamech/lib")
+import subprocess, sys  # noqa: E401  (Colab has neither lib/ nor data/: install the library, its organism included)
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "llavamech @ git+https://github.com/llavamech/llavamech@main"], check=True)
 
 # %%
 import matplotlib.pyplot as plt

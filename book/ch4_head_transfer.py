@@ -24,7 +24,7 @@
 # %% tags=["parameters"]
 model = "toy-llava"        # the Llava, e.g. llava-hf/llava-1.5-7b-hf
 text_model = "toy-vicuna"  # the language model it was tuned from, e.g. lmsys/vicuna-7b-v1.5
-device = "cpu"             # "cuda" or "auto" on a GPU
+device = "auto"            # a GPU when there is one ("cuda", "cpu" to choose)
 examples = "toy"           # "toy" or a JSONL path whose items carry "facts" (both settings need them)
 n_examples = 200
 seed = 0
@@ -33,11 +33,10 @@ n_gainers = 3              # heads that gained most, read and given back their o
 draws = 20                 # random head sets for the transplant control
 
 # %% tags=["remove-cell"]
-import sys, subprocess  # noqa: E401  (Colab has neither lib/ nor data/: fetch the repository once)
-if "google.colab" in sys.modules and subprocess.run([sys.executable, "-c", "import llavamech"]).returncode:
-    subprocess.run("git clone --depth 1 https://github.com/llavamech/llavamech /content/llavamech && "
-                   "pip install -q -e /content/llavamech", shell=True, check=True)
-    sys.path.insert(0, "/content/llavamech/lib")
+import subprocess, sys  # noqa: E401  (Colab has neither lib/ nor data/: install the library, its organism included)
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "llavamech @ git+https://github.com/llavamech/llavamech@main"], check=True)
 
 # %%
 import matplotlib.pyplot as plt

@@ -46,9 +46,18 @@ class Anatomy:
         """The key/value head that query head `head` reads under grouped-query attention."""
         return head // (self.n_heads // self.n_kv_heads)
 
+    @property
+    def readout_device(self) -> torch.device:
+        """Where readouts are computed: the unembedding's device (the last one when a model spans several GPUs)."""
+        return self.lm_head.weight.device
+
+    def weight(self, param: torch.Tensor) -> torch.Tensor:
+        """A weight as readouts use it: float32, on the readout device (whatever the model's dtype and device map)."""
+        return param.detach().to(self.readout_device, torch.float32)
+
     def o_slices(self, layer: int) -> torch.Tensor:
-        """W_O per head: [heads, head_dim, d] so that a head's output is v_weighted @ W_O[h]."""
-        w = self.layers[layer].self_attn.o_proj.weight  # [d, heads * head_dim]
+        """W_O per head in float32: [heads, head_dim, d] so that a head's output is v_weighted @ W_O[h]."""
+        w = self.weight(self.layers[layer].self_attn.o_proj.weight)  # [d, heads * head_dim]
         return w.T.reshape(self.n_heads, self.head_dim, self.d_model)
 
     def rms(self, x: torch.Tensor) -> torch.Tensor:

@@ -17,8 +17,7 @@ def readout(trace: Trace, x: torch.Tensor) -> torch.Tensor:
     """Frozen-norm logits of residual-space vectors: [..., d] -> [..., V]."""
     a = trace.anatomy
     s = a.rms(trace.final_resid)  # frozen: the final residual's RMS, not x's own
-    g = a.final_norm.weight.detach().float()
-    return (g * x / s) @ a.lm_head.weight.detach().float().T
+    return (a.weight(a.final_norm.weight) * x / s) @ a.weight(a.lm_head.weight).T
 
 
 def log_prob_increase(trace: Trace, base: torch.Tensor, vectors: torch.Tensor, token: int | None = None) -> torch.Tensor:
@@ -41,7 +40,7 @@ def head_outputs(trace: Trace, layer: int) -> torch.Tensor:
     a = trace.anatomy
     v = trace.values[layer][:, [a.kv_head(h) for h in range(a.n_heads)]]    # [S, H, hd]
     mixed = torch.einsum("hs,shk->hk", trace.attn_weights[layer], v)        # [H, hd]
-    return torch.einsum("hk,hkd->hd", mixed, a.o_slices(layer).detach().float())
+    return torch.einsum("hk,hkd->hd", mixed, a.o_slices(layer))
 
 
 def position_contributions(trace: Trace, layer: int, head: int | None = None) -> torch.Tensor:
@@ -51,14 +50,14 @@ def position_contributions(trace: Trace, layer: int, head: int | None = None) ->
     kv = torch.tensor([a.kv_head(h) for h in heads])
     v = trace.values[layer][:, kv]                                    # [S, h, hd]
     weighted = trace.attn_weights[layer][list(heads)].T[..., None] * v  # [S, h, hd]
-    w_o = a.o_slices(layer).detach().float()[list(heads)]              # [h, hd, d]
+    w_o = a.o_slices(layer)[list(heads)]              # [h, hd, d]
     u = torch.einsum("shk,hkd->hsd", weighted, w_o)
     return u[0] if head is not None else u
 
 
 def neuron_contributions(trace: Trace, layer: int) -> torch.Tensor:
     """c^l_k W_down[:, k] for every FFN neuron k: [I, d]. Sums to F^l_T."""
-    w_down = trace.anatomy.layers[layer].mlp.down_proj.weight.detach().float()  # [d, I]
+    w_down = trace.anatomy.weight(trace.anatomy.layers[layer].mlp.down_proj.weight)  # [d, I]
     return trace.neuron_acts[layer][:, None] * w_down.T
 
 

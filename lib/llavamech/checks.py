@@ -53,3 +53,25 @@ def identity_errors(model, image=None, question: str = "", context: str | None =
                 torch.stack([brute_imp(trace.resid_in[l], head_direct[l, h]) for h in range(a.n_heads)])
                 for l in range(a.n_layers)])),
         }
+
+
+def dtype_agreement(name: str, examples, dtype: str = "bfloat16", device: str = "cpu"):
+    """The tool in `dtype` against float32 on the same examples (VQA): one row per example with whether the answer
+    and best head agree, and the largest differences in p(answer), head scores (relative to the largest score)
+    and the map."""
+    import numpy as np
+    import pandas as pd
+
+    from .models import load
+
+    full, half = load(name, device=device), load(name, device=device, dtype=dtype)
+    rows = []
+    for ex in examples:
+        a, b = (m.explain(ex.image, question=ex.question) for m in (full, half))
+        best = [(x.top_heads[0]["layer"], x.top_heads[0]["head"]) for x in (a, b)]
+        rows.append({"same answer": a.answer == b.answer, "same best head": best[0] == best[1],
+                     "Δ p(answer)": abs(a.answer_prob - b.answer_prob),
+                     "Δ head score / largest": float((a.head_scores - b.head_scores).abs().max()
+                                                     / a.head_scores.abs().max()),
+                     "Δ map": float(np.abs(np.asarray(a.patch_grid) - np.asarray(b.patch_grid)).max())})
+    return pd.DataFrame(rows)

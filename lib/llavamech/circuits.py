@@ -39,7 +39,7 @@ def ov_output(trace, layer: int, head: int, positions: torch.Tensor) -> torch.Te
     """v_j W_O^{l,h} at `positions` (u_j without the attention weight): [k, d]."""
     a = trace.anatomy
     v = trace.values[layer][positions, a.kv_head(head)]               # [k, hd]
-    return v @ a.o_slices(layer).detach().float()[head]
+    return v @ a.o_slices(layer)[head]
 
 
 def attention_mass(trace, layer: int, head: int, positions: torch.Tensor) -> float:

@@ -1,14 +1,19 @@
-"""Command line: `llavamech explain IMAGE --question Q` and `llavamech train-organism`.
+"""Command line: `llavamech explain`, `run`, `examples`, `coco` and `train-organism`.
 
 Bad input prints one line (`llavamech: error: ...`) and exits 2, never a traceback.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from pathlib import Path
 
 from .errors import LlavamechError
+
+MODELS_HELP = "toy-llava (default), toy-vicuna, tiny-random-llava, a Hugging Face id or a local folder"
+MAP_FORMATS = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -18,36 +23,107 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("image", nargs="?", help="image file (PNG, JPEG, ...); omit for text-only questions with --context")
     e.add_argument("--question", required=True, help="e.g. 'What is the color of the dog?'")
     e.add_argument("--context", help="TQA facts as text, e.g. 'The dog is white. The cat is black.'")
-    e.add_argument("--model", default="toy-llava", help="toy-llava (default), toy-vicuna, tiny-random-llava, "
-                                                        "a Hugging Face id or a local folder")
-    e.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
-    e.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    _model_options(e)
     e.add_argument("--json", action="store_true", help="print the explanation as JSON")
-    e.add_argument("--out", type=Path, help="write the patch map over the image as the model saw it (PNG)")
-    e.add_argument("--method", default="tool", help="how to score the patches: tool (the paper's, default), top-k, "
-                                                    "attention, ablation, gradient, ig or random")
-    e.add_argument("--heads", type=int, default=3, help="heads summed by --method top-k (default 3)")
+    e.add_argument("--out", help="write the patch map over the image as the model saw it (PNG)")
+    _method_options(e)
+
+    r = sub.add_parser("run", help="explain every item of an example set (JSONL), resumably, over one or more "
+                                   "processes (accelerate launch)")
+    r.add_argument("examples", help="example file: JSONL, one item a line (see the README)")
+    _model_options(r)
+    r.add_argument("--out", required=True, help="folder for results.jsonl (one row per item)")
+    _method_options(r)
+    r.add_argument("--maps", action="store_true", help="also write each item's map as maps/NNNNN.png")
+    r.add_argument("--limit", type=int, help="only the first N items")
+    r.add_argument("--force", action="store_true", help="replace the results of a different run in --out")
+
+    x = sub.add_parser("examples", help="write held-out toy scenes as an example file (JSONL + PNGs)")
+    x.add_argument("--n", type=int, default=200)
+    x.add_argument("--seed", type=int, default=0)
+    x.add_argument("--out", required=True, help="the JSONL file; images go to images/ beside it")
+
+    c = sub.add_parser("coco", help="an example file from COCO instance annotations (images with animals, boxes)")
+    c.add_argument("instances", help="e.g. annotations/instances_val2017.json")
+    c.add_argument("--images", required=True, help="the folder of the annotated images, e.g. val2017/")
+    c.add_argument("--out", required=True, help="the JSONL file to write")
+    c.add_argument("--limit", type=int, help="at most N items (the paper used 1,000)")
+    c.add_argument("--min-area", type=float, default=0.02, help="smallest animal box, as a share of the image")
+
     t = sub.add_parser("train-organism", help="train the model organism (toy-vicuna, toy-clip, toy-llava)")
     t.add_argument("--stage", default="all", choices=["vicuna", "clip", "llava", "all"])
-    t.add_argument("--out", type=Path, default=Path("data/models"))
+    t.add_argument("--out", default="data/models")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--smoke", action="store_true", help="a few steps of each stage (checks the recipe runs)")
     return p
 
 
+def _model_options(p) -> None:
+    p.add_argument("--model", default="toy-llava", help=MODELS_HELP)
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--device-map", choices=["auto"], help="spread a model too big for one GPU over all (accelerate)")
+
+
+def _method_options(p) -> None:
+    p.add_argument("--method", default="tool", help="how to score the patches: tool (the paper's, default), top-k, "
+                                                    "attention, ablation, gradient, ig or random")
+    p.add_argument("--heads", type=int, default=3, help="heads summed by --method top-k (default 3)")
+
+
+def _path(value: str | None, what: str) -> Path | None:
+    """A path argument (kept a string by argparse: Path('') would silently become the current folder)."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise LlavamechError(f"{what} is empty; give a path")
+    return Path(value).expanduser()
+
+
+def _writable_file(path: Path, what: str) -> None:
+    """A file we are about to write: its folder must exist and be writable, and it must not be a folder."""
+    if path.is_dir():
+        raise LlavamechError(f"{what} {path} is a folder; give a file name")
+    folder = path.parent
+    if not folder.is_dir():
+        raise LlavamechError(f"{what} {path}: the folder {folder} does not exist; create it first")
+    if not os.access(folder, os.W_OK):
+        raise LlavamechError(f"{what} {path}: the folder {folder} is not writable")
+
+
+def _writable_folder(path: Path, what: str) -> None:
+    """A folder we may create: it is a folder or can be made under a writable existing ancestor."""
+    if path.exists() and not path.is_dir():
+        raise LlavamechError(f"{what} {path} is a file; give a folder")
+    ancestor = path
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not os.access(ancestor, os.W_OK):
+        raise LlavamechError(f"{what} {path}: {ancestor} is not writable")
+
+
+def _positive(value, what: str) -> None:
+    if value is not None and value < 1:
+        raise LlavamechError(f"{what} must be at least 1, got {value}")
+
+
 def _explain(args) -> int:
     from .models import load
-
-    if args.image is None and not args.context:
-        raise LlavamechError("give an IMAGE, or the facts as --context for a text-only question")
-    if args.out and args.image is None:
-        raise LlavamechError("--out draws the patch map over the image; give an IMAGE")
     from .patches import check_method
 
+    args.out = _path(args.out, "--out")
+    if args.image is None and not (args.context or "").strip():
+        raise LlavamechError("give an IMAGE, or the facts as --context for a text-only question")
+    if args.out is not None:
+        if args.image is None:
+            raise LlavamechError("--out draws the patch map over the image; give an IMAGE")
+        _writable_file(args.out, "--out")
+        if args.out.suffix.lower() not in MAP_FORMATS:
+            raise LlavamechError(f"--out {args.out}: give a file ending in {', '.join(MAP_FORMATS)}")
     check_method(args.method)
     if args.method != "tool" and args.image is None:
         raise LlavamechError(f"--method {args.method} scores image patches; give an IMAGE")
-    model = load(args.model, device=args.device, dtype=args.dtype)
+    model = load(args.model, device=args.device, dtype=args.dtype, device_map=args.device_map)
     check_method(args.method, model, args.heads)
     result = model.explain(args.image, question=args.question, context=args.context, method=args.method,
                            heads=args.heads)
@@ -64,10 +140,57 @@ def _explain(args) -> int:
     return 0
 
 
-def _train(args) -> int:
-    from .organism.recipe import Recipe, run, smoke_recipe
-    from .organism.card import write_cards
+def _run(args) -> int:
+    from .jobs import run
 
+    _positive(args.limit, "--limit")
+    args.examples, args.out = _path(args.examples, "EXAMPLES"), _path(args.out, "--out")
+    _writable_folder(args.out, "--out")
+    summary = run(args.examples, args.model, args.out, device=args.device, dtype=args.dtype, method=args.method,
+                  heads=args.heads, maps=args.maps, force=args.force, device_map=args.device_map, limit=args.limit)
+    if "written" in summary:   # the first process speaks for the run
+        print(json.dumps({k: v for k, v in summary.items()}, default=float))
+    return 0
+
+
+def _examples(args) -> int:
+    from .examples import toy_examples, write_jsonl
+
+    _positive(args.n, "--n")
+    args.out = _path(args.out, "--out")
+    _writable_folder(args.out.parent, "--out")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    _writable_file(args.out, "--out")
+    path = write_jsonl(toy_examples(args.n, args.seed), args.out)
+    print(f"{args.n} held-out toy scenes (seed {args.seed}) written to {path}")
+    return 0
+
+
+def _coco(args) -> int:
+    from .examples import from_coco
+
+    _positive(args.limit, "--limit")
+    if not 0 <= args.min_area < 1:
+        raise LlavamechError(f"--min-area is a share of the image, between 0 and 1; got {args.min_area}")
+    args.instances, args.images = _path(args.instances, "INSTANCES"), _path(args.images, "--images")
+    args.out = _path(args.out, "--out")
+    _writable_folder(args.out.parent, "--out")
+    n = from_coco(args.instances, args.images, args.out, min_area=args.min_area, limit=args.limit)
+    print(f"{n} items written to {args.out}")
+    return 0
+
+
+def _train(args) -> int:
+    from .organism.card import write_cards
+    from .organism.recipe import Recipe, run, smoke_recipe
+
+    args.out = _path(args.out, "--out")
+    _writable_folder(args.out, "--out")
+    if args.seed < 0:
+        raise LlavamechError(f"--seed must be 0 or more, got {args.seed}")
+    if args.stage == "llava" and not all((args.out / m / "config.json").exists() for m in ("toy-vicuna", "toy-clip")):
+        raise LlavamechError(f"--stage llava starts from {args.out}/toy-vicuna and {args.out}/toy-clip; train "
+                             "them first (--stage vicuna, --stage clip) or copy them there")
     recipe = smoke_recipe(args.seed) if args.smoke else Recipe(seed=args.seed)
     run(args.stage, args.out, recipe)
     if not args.smoke and args.stage in ("llava", "all"):
@@ -75,10 +198,19 @@ def _train(args) -> int:
     return 0
 
 
+COMMANDS = {"explain": _explain, "run": _run, "examples": _examples, "coco": _coco, "train-organism": _train}
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return _explain(args) if args.command == "explain" else _train(args)
+        return COMMANDS[args.command](args)
     except LlavamechError as e:
         print(f"llavamech: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:   # a file that vanished or a disk that filled up between the checks and the writing
+        print(f"llavamech: error: {e.filename or ''}: {e.strerror or e}".replace(": : ", ": "), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("llavamech: interrupted", file=sys.stderr)
+        return 130

@@ -12,6 +12,7 @@ scene, which the TQA prompt states as text ("The dog is brown. The cat is black.
 from __future__ import annotations
 
 import json
+import os
 import random
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -173,3 +174,70 @@ def load_examples(examples="toy", n_examples: int | None = None, seed: int = 0, 
                              f"lower n_examples to at most {len(items)}")
     return items[:n_examples]
 
+
+
+def write_jsonl(examples: list[Example], path, images: str = "images") -> Path:
+    """Write an example set as a JSONL file that `read_jsonl` and `llavamech run` take; in-memory images (the toy
+    scenes) are saved as PNGs in the folder `images` beside it. Returns the path."""
+    path = Path(path)
+    folder = path.parent / images
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i, ex in enumerate(examples):
+        if isinstance(ex.image, Image.Image):
+            image = folder / f"{i:05d}.png"
+            ex.image.save(image)
+        else:
+            image = Path(ex.image)
+        item = {"image": os.path.relpath(image, path.parent), "animal": ex.animal}
+        item.update({k: v for k, v in (("colour", ex.colour), ("box", list(ex.box) if ex.box else None),
+                                       ("facts", [list(f) for f in ex.facts] or None)) if v is not None})
+        lines.append(json.dumps(item))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+COCO_ANIMALS = "animal"   # COCO's supercategory of bird, cat, dog, horse, sheep, cow, elephant, bear, zebra, giraffe
+
+
+def from_coco(instances, images, out, min_area: float = 0.02, limit: int | None = None) -> int:
+    """An example set from COCO-format instance annotations (e.g. instances_val2017.json): one item per image that
+    holds an animal of a kind it shows only once (so "the dog" names one animal), asking about the largest such
+    animal covering at least `min_area` of the image, with its box. COCO has no colours: items carry none, so
+    runs report answers and maps, not accuracy. Returns the number of items written to `out`."""
+    instances, images, out = Path(instances), Path(images), Path(out)
+    try:
+        coco = json.loads(instances.read_text())
+        categories = {c["id"]: c["name"] for c in coco["categories"] if c.get("supercategory") == COCO_ANIMALS}
+        files = {im["id"]: (im["file_name"], im["width"], im["height"]) for im in coco["images"]}
+        annotations = [a for a in coco["annotations"] if a["category_id"] in categories and not a.get("iscrowd")]
+    except FileNotFoundError:
+        raise LlavamechError(f"annotations file not found: {instances}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise LlavamechError(f"{instances} is not JSON; give COCO instance annotations (instances_*.json)") from None
+    except (KeyError, TypeError) as e:
+        raise LlavamechError(f"{instances} is not COCO instance annotations (no {e} field)") from None
+    if not images.is_dir():
+        raise LlavamechError(f"images folder not found: {images}")
+    by_image: dict[int, list[dict]] = {}
+    for a in annotations:
+        by_image.setdefault(a["image_id"], []).append(a)
+    lines = []
+    for image_id in sorted(by_image):
+        name, w, h = files[image_id]
+        kinds = [a["category_id"] for a in by_image[image_id]]
+        single = [a for a in by_image[image_id] if kinds.count(a["category_id"]) == 1
+                  and a["bbox"][2] * a["bbox"][3] >= min_area * w * h]
+        if not single or not (images / name).is_file():
+            continue
+        a = max(single, key=lambda a: a["bbox"][2] * a["bbox"][3])
+        x, y, bw, bh = a["bbox"]
+        lines.append(json.dumps({"image": os.path.relpath(images / name, out.parent), "animal": categories[a["category_id"]],
+                                 "box": [max(0, round(x)), max(0, round(y)), min(w, round(x + bw)), min(h, round(y + bh))]}))
+        if limit is not None and len(lines) >= limit:
+            break
+    if not lines:
+        raise LlavamechError(f"no image of {instances} in {images} holds a single animal of its kind")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    return len(lines)

@@ -33,9 +33,17 @@ def load_image(image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
+def tiled(image_processor) -> bool:
+    """LLaVA-NeXT's any-resolution processing: the tiles and the base image cover the whole image, uncropped."""
+    return bool(getattr(image_processor, "image_grid_pinpoints", None))
+
+
 def model_view(image: Image.Image, image_processor) -> Image.Image:
     """The part of `image` the model sees, at the processor's crop size: shortest edge resized, centre-cropped.
-    Content outside this crop never reaches the model, so maps are drawn on this view."""
+    Content outside this crop never reaches the model, so maps are drawn on this view. LLaVA-NeXT sees all of the
+    image (its tiles cover it, padding removed), so there the view is the image itself."""
+    if tiled(image_processor):
+        return image
     crop = image_processor.crop_size
     short = image_processor.size.get("shortest_edge", min(crop["height"], crop["width"]))
     w, h = image.size
@@ -48,17 +56,19 @@ def model_view(image: Image.Image, image_processor) -> Image.Image:
 
 def box_mask(box, image_size: tuple[int, int], image_processor, grid_shape: tuple[int, int]):
     """[rows, cols] booleans: which patches of the model's view have their centre inside `box` (x0, y0, x1, y1 in
-    the original image's pixels), following the processor's resize and centre crop."""
+    the original image's pixels), following the processor's resize and centre crop (none for LLaVA-NeXT)."""
     import numpy as np
 
-    crop = image_processor.crop_size
-    short = image_processor.size.get("shortest_edge", min(crop["height"], crop["width"]))
-    w, h = image_size
-    scale = short / min(w, h)
-    left = (round(w * scale) - crop["width"]) // 2
-    top = (round(h * scale) - crop["height"]) // 2
     rows, cols = grid_shape
-    ys = (np.arange(rows) + 0.5) * crop["height"] / rows + top    # patch centres in resized pixels
-    xs = (np.arange(cols) + 0.5) * crop["width"] / cols + left
-    x0, y0, x1, y1 = (v * scale for v in box)
+    w, h = image_size
+    if tiled(image_processor):   # the grid spans the whole image
+        scale, left, top, height, width = 1.0, 0, 0, h, w
+    else:
+        crop = image_processor.crop_size
+        scale = image_processor.size.get("shortest_edge", min(crop["height"], crop["width"])) / min(w, h)
+        left, top = (round(w * scale) - crop["width"]) // 2, (round(h * scale) - crop["height"]) // 2
+        height, width = crop["height"], crop["width"]
+    ys = ((np.arange(rows) + 0.5) * height / rows + top) / scale    # patch centres in the image's own pixels
+    xs = ((np.arange(cols) + 0.5) * width / cols + left) / scale
+    x0, y0, x1, y1 = box
     return (ys[:, None] >= y0) & (ys[:, None] < y1) & (xs[None, :] >= x0) & (xs[None, :] < x1)

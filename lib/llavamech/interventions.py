@@ -129,6 +129,9 @@ def ablated(model, heads=(), attn_layers=(), ffn_layers=(), patches=None, how: s
         if patches is not None and len(patches):
             if _projector(model) is None:
                 raise ValueError(f"{model.name} is text-only: it has no image patches to ablate")
+            if getattr(model.hf.config, "image_grid_pinpoints", None):  # the projector's rows are tiles, not the grid
+                raise ValueError(f"{model.name} is a LLaVA-NeXT model: ablate its patches through the input "
+                                 "embeddings (llavamech.patches.ablation_scores), which follow its tile layout")
             hooks.append(_projector(model).register_forward_hook(patches_hook))
         yield model
     finally:
@@ -173,26 +176,34 @@ def effect(clean: dict, ablated_scores: dict) -> dict[str, np.ndarray]:
             "Δ accuracy": ablated_scores["correct"] - clean["correct"]}
 
 
+def against_random(model, heads, effect_of, draws: int, rng) -> tuple[dict, np.ndarray, np.ndarray]:
+    """The effect of an intervention on `heads` and on as many heads drawn at random from the others, `draws`
+    times. `effect_of(heads)` -> per-example {"Δ log p", "Δ accuracy"}. Returns (the heads' effect, the draws' mean
+    Δ log p, the draws' mean Δ accuracy)."""
+    everyone = [(l, h) for l in range(model.anatomy.n_layers) for h in range(model.anatomy.n_heads)]
+    others = [h for h in everyone if h not in heads]
+    hit = effect_of(list(heads))
+    randoms = [effect_of([others[i] for i in rng.choice(len(others), len(heads), replace=False)]) for _ in range(draws)]
+    return (hit, np.array([r["Δ log p"].mean() for r in randoms]),
+            np.array([r["Δ accuracy"].mean() for r in randoms]))
+
+
 def head_ablation_test(model, examples: list[Example], mode: str, ranked_heads: list[tuple[int, int]],
                        ks=(1, 3, 5), draws: int = 20, how: str = "mean", means: Means | None = None,
                        seed: int = 0) -> pd.DataFrame:
     """Ablate the top-k heads of `ranked_heads`, and k heads drawn at random (from all the others) `draws` times.
     One row per k: the top-k effect with its bootstrap interval over examples, the random draws' mean effect and
     the 2.5–97.5 % range over draws, and the share of draws that hurt log p at least as much as the top k."""
-    a = model.anatomy
-    everyone = [(l, h) for l in range(a.n_layers) for h in range(a.n_heads)]
     rng = np.random.default_rng(seed)
     clean = answer_scores(model, examples, mode)
+
+    def effect_of(heads):
+        return effect(clean, answer_scores(model, examples, mode, heads=heads, how=how, means=means))
+
     rows = []
     for k in progress(ks, "top-k vs random heads"):
         top = list(ranked_heads[:k])
-        hit = effect(clean, answer_scores(model, examples, mode, heads=top, how=how, means=means))
-        others = [h for h in everyone if h not in top]
-        random_effects = [effect(clean, answer_scores(
-            model, examples, mode, heads=[others[i] for i in rng.choice(len(others), k, replace=False)],
-            how=how, means=means)) for _ in range(draws)]
-        rand_logp = np.array([r["Δ log p"].mean() for r in random_effects])
-        rand_acc = np.array([r["Δ accuracy"].mean() for r in random_effects])
+        hit, rand_logp, rand_acc = against_random(model, top, effect_of, draws, rng)
         top_logp, top_acc = bootstrap(hit["Δ log p"], seed=seed), bootstrap(hit["Δ accuracy"], seed=seed)
         rows.append({"k": k, "heads": ", ".join(f"{l}_{h}" for l, h in top),
                      "top-k Δ accuracy": top_acc, "random Δ accuracy": spread(rand_acc),

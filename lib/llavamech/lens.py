@@ -15,7 +15,7 @@ def vocab_scores(anatomy: Anatomy, vectors: torch.Tensor, onto: str = "embed") -
     """[..., d] -> [..., V] scores of every vocabulary token."""
     with torch.no_grad():
         if onto == "embed":
-            return vectors @ anatomy.embed.weight.detach().float().T
+            return vectors @ anatomy.weight(anatomy.embed.weight).T
         if onto == "unembed":
             return anatomy.lm_head(anatomy.final_norm(vectors.to(anatomy.lm_head.weight.dtype))).float()
     raise ValueError(f"onto must be 'embed' or 'unembed', not {onto!r}")

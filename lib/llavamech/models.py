@@ -22,7 +22,17 @@ from .imaging import load_image
 from .paths import MODELS_DIR
 from .trace import Trace, run_trace
 
-SHIPPED = ("toy-llava", "toy-vicuna", "tiny-random-llava", "tiny-random-vicuna")
+# Tiny random models of every supported class (tests, demos): name -> (multimodal?, build options).
+TINY = {"tiny-random-llava": (True, {}), "tiny-random-vicuna": (False, {}),
+        "tiny-random-llava-mistral": (True, {"family": "mistral", "kv_heads": 2}),
+        "tiny-random-llava-qwen2": (True, {"family": "qwen2", "kv_heads": 2}),
+        "tiny-random-llava-next": (True, {"next": True}),
+        "tiny-random-mistral": (False, {"family": "mistral", "kv_heads": 2}),
+        "tiny-random-qwen2": (False, {"family": "qwen2", "kv_heads": 2})}
+SHIPPED = ("toy-llava", "toy-vicuna", *TINY)
+# Hugging Face model types llavamech reads: Llava-family wrappers and the language models they may carry.
+MULTIMODAL = {"llava": "LlavaForConditionalGeneration", "llava_next": "LlavaNextForConditionalGeneration"}
+LANGUAGE = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 COLOUR_QUESTION = re.compile(r"^What is the colou?r of the ([\w ]+?)\?$")
 
 
@@ -52,13 +62,24 @@ def shipped_variants(prefix: str = "toy-llava") -> list[str]:
 
 
 def resolve_device(device: str) -> str:
+    """cpu, cuda, cuda:N, mps or auto (a GPU when there is one) -> a device that exists here, or one clear error."""
+    device = (device or "").strip()
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise LlavamechError(f"device '{device}' was asked for but no GPU is available here; use --device cpu")
-    if device not in ("cpu",) and not device.startswith(("cuda", "mps")):
-        raise LlavamechError(f"unknown device '{device}'; use cpu, cuda, cuda:N or auto")
-    return device
+    if device == "cpu":
+        return device
+    if re.fullmatch(r"cuda(:\d+)?", device):
+        if not torch.cuda.is_available():
+            raise LlavamechError(f"device '{device}' was asked for but no GPU is available here; use --device cpu")
+        if ":" in device and int(device.split(":")[1]) >= torch.cuda.device_count():
+            raise LlavamechError(f"device '{device}' does not exist: this machine has {torch.cuda.device_count()} "
+                                 f"GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+        return device
+    if device == "mps":
+        if not torch.backends.mps.is_available():
+            raise LlavamechError("device 'mps' (Apple GPU) is not available here; use --device cpu")
+        return device
+    raise LlavamechError(f"unknown device '{device}'; use cpu, cuda, cuda:N, mps or auto")
 
 
 class Model:
@@ -71,7 +92,7 @@ class Model:
 
     def __repr__(self):
         a = self.anatomy
-        kind = "Llava" if self.is_multimodal else "Llama"
+        kind = type(self.hf).__name__.removesuffix("ForConditionalGeneration").removesuffix("ForCausalLM")
         return (f"Model({self.name!r}: {kind}, {a.n_layers} layers x {a.n_heads} heads "
                 f"({a.n_kv_heads} kv) of {a.head_dim}, d={a.d_model}, vocab {a.lm_head.out_features})")
 
@@ -106,7 +127,8 @@ class Model:
         else:
             enc = self.tokenizer(text, return_tensors="pt")
         self._check_vocabulary(text, enc["input_ids"])
-        enc = {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "pixel_values")}
+        enc = {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "pixel_values",
+                                                                  "image_sizes")}
         if "pixel_values" in enc:
             enc["pixel_values"] = enc["pixel_values"].to(self.dtype)
         return enc
@@ -146,46 +168,88 @@ class Model:
         return explain(self, image=image, question=question, context=context, **options)
 
 
-def load(name: str = "toy-llava", device: str = "cpu", dtype: torch.dtype | str = torch.float32) -> Model:
-    """Load a model by name (see the module docstring). fp32 by default, as the paper; dtype for GPUs."""
+def load(name: str = "toy-llava", device: str = "cpu", dtype: torch.dtype | str = torch.float32,
+         device_map: str | dict | None = None) -> Model:
+    """Load a model by name (see the module docstring). fp32 by default, as the paper; float16/bfloat16 to save
+    memory (readouts are still computed in float32). `device_map="auto"` spreads a model too big for one GPU over
+    the GPUs (and CPU) with accelerate; the inputs then go to the device of the embeddings."""
+    if not isinstance(name, str) or not name.strip():
+        raise LlavamechError("the model name is empty; use e.g. toy-llava or llava-hf/llava-1.5-7b-hf")
     device = resolve_device(device)
-    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    dtype = _dtype(dtype)
+    if device_map is not None:
+        import importlib.util
+        if importlib.util.find_spec("accelerate") is None:
+            raise LlavamechError("device_map needs accelerate, which is not installed; pip install accelerate")
+        if name in TINY:
+            raise LlavamechError(f"device_map is for models loaded from a folder or the Hub, not {name}")
     with _quiet():
-        if name == "tiny-random-llava":
-            hf, tok, proc = build.tiny_llava()
-            model = Model(name, hf, tok, proc, device)
-        elif name == "tiny-random-vicuna":
-            hf, tok = build.tiny_vicuna()
-            model = Model(name, hf, tok, None, device)
+        if name in TINY:
+            multimodal, options = TINY[name]
+            built = build.tiny_llava(**options) if multimodal else (*build.tiny_vicuna(**options), None)
+            model = Model(name, *built, device)
         else:
             folder = MODELS_DIR / name if is_shipped(name) else Path(name).expanduser()
             if name in SHIPPED and not folder.exists():
                 raise LlavamechError(f"{name} is not in {MODELS_DIR}; train it with "
                                      "`python -m llavamech train-organism --out data/models`")
-            model = _from_pretrained(name, folder if folder.exists() else name, device)
-    model.hf.to(device=device, dtype=dtype)
+            model = _from_pretrained(name, folder if folder.exists() else name, device, dtype, device_map)
+    if device_map is None:
+        model.hf.to(device=device, dtype=dtype)
+    else:
+        model.device = str(model.anatomy.embed.weight.device)
     return model
 
 
-def _from_pretrained(name: str, source, device: str) -> Model:
+def _dtype(dtype) -> torch.dtype:
+    names = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if isinstance(dtype, torch.dtype) and dtype in names.values():
+        return dtype
+    if dtype not in names:
+        raise LlavamechError(f"unknown dtype '{dtype}'; use float32, float16 or bfloat16")
+    return names[dtype]
+
+
+def _from_pretrained(name: str, source, device: str, dtype: torch.dtype = torch.float32, device_map=None) -> Model:
     try:
         config = transformers.AutoConfig.from_pretrained(source, local_files_only=True)
     except (OSError, ValueError):
+        if Path(source).is_dir():
+            raise LlavamechError(f"{source} is a folder without a model (no config.json); give the folder that "
+                                 "save_pretrained or huggingface-cli download wrote") from None
+        if str(name).startswith(("/", ".", "~")) or str(name).count("/") > 1:
+            raise LlavamechError(f"model folder not found: {name}") from None
         if "/" not in str(name):
             raise LlavamechError(f"unknown model '{name}'; use one of {', '.join(SHIPPED)}, a local folder, "
                                  "or a Hugging Face id such as llava-hf/llava-1.5-7b-hf") from None
         raise LlavamechError(f"'{name}' is not available offline; download it once with "
                              f"`huggingface-cli download {name}` (needs network) or pass a local folder") from None
-    kwargs = dict(local_files_only=True, attn_implementation="eager", dtype=torch.float32)
-    if config.model_type == "llava":
-        hf = transformers.LlavaForConditionalGeneration.from_pretrained(source, **kwargs)
+    kwargs = dict(local_files_only=True, attn_implementation="eager", dtype=dtype,
+                  **({"device_map": device_map} if device_map is not None else {}))
+    text_type = getattr(getattr(config, "text_config", config), "model_type", None)
+    if config.model_type not in MULTIMODAL and config.model_type not in LANGUAGE or text_type not in LANGUAGE:
+        raise LlavamechError(f"not supported: '{name}' is a {config.model_type} model"
+                             + (f" over {text_type}" if text_type != config.model_type else "")
+                             + f"; llavamech reads {' and '.join(MULTIMODAL)} models over {', '.join(LANGUAGE)} "
+                               f"language models, and those language models alone")
+    if config.model_type in MULTIMODAL:
+        hf = getattr(transformers, MULTIMODAL[config.model_type]).from_pretrained(source, **kwargs)
         processor = transformers.AutoProcessor.from_pretrained(source, local_files_only=True)
         return Model(name, hf, processor.tokenizer, processor, device)
-    if config.model_type == "llama":
-        hf = transformers.LlamaForCausalLM.from_pretrained(source, **kwargs)
-        tok = transformers.AutoTokenizer.from_pretrained(source, local_files_only=True)
-        return Model(name, hf, tok, None, device)
-    raise LlavamechError(f"'{name}' is a {config.model_type} model; llavamech reads Llava- and Llama-family models")
+    hf = getattr(transformers, LANGUAGE[config.model_type]).from_pretrained(source, **kwargs)
+    return Model(name, hf, _tokenizer(source), None, device)
+
+
+def _tokenizer(source):
+    """The saved tokenizer. A generic one (a tokenizer.json saved as TokenizersBackend) is loaded as it was saved:
+    AutoTokenizer would otherwise rebuild the model type's own class (Qwen2Tokenizer) from it and split differently."""
+    from transformers.utils import cached_file
+
+    saved = cached_file(source, "tokenizer_config.json", local_files_only=True, _raise_exceptions_for_missing_entries=False)
+    generic = saved and json.loads(Path(saved).read_text()).get("tokenizer_class") in ("TokenizersBackend",
+                                                                                        "PreTrainedTokenizerFast")
+    cls = transformers.PreTrainedTokenizerFast if generic else transformers.AutoTokenizer
+    return cls.from_pretrained(source, local_files_only=True)
 
 
 def model_card(name: str) -> dict:

@@ -18,7 +18,7 @@ from scipy.stats import spearmanr
 from .examples import Example
 from .imaging import box_mask, load_image
 from .interventions import Means
-from .patches import METHODS, Embedded, answer_logprob, embed, patch_maps
+from .patches import METHODS, Embedded, answer_logprob, patch_maps
 from .report import progress
 from .stats import bootstrap
 
@@ -40,8 +40,10 @@ def curves(model, emb: Embedded, token: int, scores: np.ndarray, means: Means | 
     tiebreak = np.random.default_rng(seed).random(n)
     order = np.lexsort((tiebreak, -scores.ravel()))   # best first
     points = curve_points(n, steps)
-    removed = [list(order[:j]) for j in points] + [list(order[j:]) for j in points]
-    p = np.exp(answer_logprob(model, emb, token, removed, means))
+    removed = [tuple(sorted(order[:j])) for j in points] + [tuple(sorted(order[j:])) for j in points]
+    unique = list(dict.fromkeys(removed))   # both curves start or end with nothing / everything removed
+    p_unique = np.exp(answer_logprob(model, emb, token, [list(r) for r in unique], means))
+    p = p_unique[[unique.index(r) for r in removed]]
     return {"points": points, "deletion": p[:len(points)], "insertion": p[len(points):]}
 
 
@@ -77,7 +79,7 @@ def evaluate(model, examples: list[Example], methods=METHODS, means: Means | Non
                           heads=heads, means=means, ig_steps=ig_steps, seed=seed + i)
         tool = maps["ablation"].explanation
         top = tool.top_heads[0]
-        emb = embed(model, model.inputs(tool.image, example.question))
+        emb = maps["ablation"].embedded
         mask = None if example.box is None else box_mask(example.box, load_image(example.image).size,
                                                          model.processor.image_processor, tool.grid_shape)
         for method in methods:

@@ -16,6 +16,7 @@ Every method scores the model's own answer (its top-1 next token), as the paper 
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -25,6 +26,7 @@ import torch
 from .errors import LlavamechError
 from .explain import explain, head_map
 from .interventions import Means
+from .trace import positions_of
 
 METHODS = ("tool", "top-k", "attention", "ablation", "gradient", "ig", "random")
 DEFAULT_HEADS = 3   # heads summed by `top-k`
@@ -40,6 +42,7 @@ class PatchMap:
     answer_prob: float
     seconds: float
     explanation: object = field(repr=False, default=None)   # the tool's Explanation (its trace, heads, view)
+    embedded: "Embedded | None" = field(repr=False, default=None)   # the input embeddings, when a method needed them
 
 
 def check_method(method: str, model=None, heads: int | None = None) -> None:
@@ -82,7 +85,7 @@ def patch_maps(model, image, question: str, methods=METHODS, heads: int = DEFAUL
             run = {"ablation": ablation_scores, "gradient": gradient_scores, "ig": ig_scores}[method]
             scores = run(model, emb, x.answer_token_id, means, **({"steps": ig_steps} if method == "ig" else {}))
         maps[method] = PatchMap(method, np.asarray(scores, dtype=np.float64).reshape(x.grid_shape), x.answer,
-                                x.answer_token_id, x.answer_prob, shared + time.perf_counter() - t, x)
+                                x.answer_token_id, x.answer_prob, shared + time.perf_counter() - t, x, emb)
     return maps
 
 
@@ -116,8 +119,7 @@ def embed(model, inputs: dict) -> Embedded:
         model.hf(**inputs, use_cache=False)
     finally:
         hook.remove()
-    positions = (inputs["input_ids"][0] == model.hf.config.image_token_id).nonzero().flatten()
-    return Embedded(kept["embeds"], positions.cpu())
+    return Embedded(kept["embeds"], positions_of(model.hf, inputs, model.tokenizer).image_positions)
 
 
 def _fill(emb: Embedded, means: Means | None) -> torch.Tensor:
@@ -126,9 +128,26 @@ def _fill(emb: Embedded, means: Means | None) -> torch.Tensor:
     return emb.visual.mean(0) if means is None else means.visual.float().cpu()
 
 
+@contextlib.contextmanager
+def fused_attention(model):
+    """PyTorch's fused attention for passes that read no attention weights (about a third faster on CPU for these
+    batches; the same numbers to float rounding). The trace needs eager attention, so it is restored after."""
+    before = model.hf.config._attn_implementation
+    try:
+        model.hf.set_attn_implementation("sdpa")
+    except (ValueError, ImportError):   # a model without SDPA support stays eager
+        yield
+        return
+    try:
+        yield
+    finally:
+        model.hf.set_attn_implementation(before)
+
+
 def _logprob(model, embeds: torch.Tensor, token: int) -> torch.Tensor:
     """log p(token) at the last position for a batch of input embeddings [B, S, d]."""
-    logits = model.hf(inputs_embeds=embeds.to(model.device, model.dtype), use_cache=False).logits[:, -1]
+    with fused_attention(model):
+        logits = model.hf(inputs_embeds=embeds.to(model.device, model.dtype), use_cache=False).logits[:, -1]
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))   # half precision read in float32
     return torch.log_softmax(logits, -1)[:, token].cpu()
 

@@ -9,10 +9,10 @@ from functools import lru_cache
 
 import pandas as pd
 
-from .paths import DATA_DIR
+from .paths import REFERENCE_DIR
 from .stats import Estimate
 
-PAPER_CSV = DATA_DIR / "reference" / "paper.csv"
+PAPER_CSV = REFERENCE_DIR / "paper.csv"
 SHORT = {"revised paper": "reported (secondary)", "code": "authors' code"}
 
 

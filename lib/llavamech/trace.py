@@ -19,30 +19,86 @@ from .anatomy import Anatomy
 
 @dataclass
 class Positions:
-    """What each sequence position is: a text token, or an image patch at (row, col) of the patch grid."""
+    """What each sequence position is: a text token, or an image token at (tile, row, col).
+
+    `image_positions` and `grid_shape` are the patch grid that maps are drawn on: for llava-1.5 the one square grid;
+    for LLaVA-NeXT the high-resolution grid assembled from its tiles (padding removed, so not square), while its
+    base image (tile 0) and the row-end newline tokens are the other image positions."""
     tokens: list[str]                 # [S] token strings (image positions say '<image>')
-    image_positions: torch.Tensor     # [P] sequence indices of the image patches, in row-major patch order
+    image_positions: torch.Tensor     # [P] sequence indices of the map's patches, in row-major grid order
     grid_shape: tuple[int, int]       # (rows, cols); (0, 0) without an image
+    image_tokens: torch.Tensor | None = None   # [N, 4] every image token: (position, tile, row, col); -1 = newline
 
     @classmethod
-    def of(cls, input_ids: torch.Tensor, tokenizer, image_token_id: int | None) -> "Positions":
+    def of(cls, input_ids: torch.Tensor, tokenizer, image_token_id: int | None,
+           layout: torch.Tensor | None = None) -> "Positions":
+        """`layout` ([N, 3]: tile, row and col of each image token in sequence order, -1 for a newline; tiles after
+        the first are numbered row-major and each row/col is within the assembled grid) comes from `image_layout`."""
         ids = input_ids.reshape(-1)
-        image = (ids == image_token_id).nonzero().reshape(-1) if image_token_id is not None else ids[:0]
-        side = int(round(len(image) ** 0.5))
-        if side * side != len(image):
-            raise ValueError(f"{len(image)} image positions do not form a square patch grid")
-        return cls(tokenizer.convert_ids_to_tokens(ids.tolist()), image.cpu(), (side, side))
+        image = (ids == image_token_id).nonzero().reshape(-1).cpu() if image_token_id is not None else ids[:0].cpu()
+        tokens = tokenizer.convert_ids_to_tokens(ids.tolist())
+        if layout is None:
+            side = int(round(len(image) ** 0.5))
+            if side * side != len(image):
+                raise ValueError(f"{len(image)} image positions do not form a square patch grid")
+            rc = torch.stack(torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")).reshape(2, -1).T
+            layout = torch.cat([torch.zeros(len(image), 1, dtype=torch.long), rc], 1)
+            return cls(tokens, image, (side, side), torch.cat([image[:, None], layout], 1))
+        if len(layout) != len(image):
+            raise ValueError(f"{len(image)} image tokens but a layout of {len(layout)}")
+        hires = layout[:, 0] >= 1 if (layout[:, 0] >= 1).any() else layout[:, 0] == 0
+        rows, cols = layout[hires, 1], layout[hires, 2]
+        shape = (int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1))
+        if shape[0] * shape[1] != int(hires.sum()):
+            raise ValueError("the image tokens of the high-resolution grid do not fill a rectangle")
+        return cls(tokens, image[hires], shape, torch.cat([image[:, None], layout], 1))
 
     def row_col(self, position: int) -> tuple[int, int] | None:
-        """(row, col) of a sequence position that is an image patch, else None."""
+        """(row, col) in the map's grid of a sequence position that is one of its patches, else None."""
         hit = (self.image_positions == position).nonzero()
         if len(hit) == 0:
             return None
         return divmod(int(hit[0, 0]), self.grid_shape[1])
 
+    def tile_row_col(self, position: int) -> tuple[int, int, int] | None:
+        """(tile, row, col) of any image token (tile 0 is LLaVA-NeXT's base image; (-1, -1, -1) a newline)."""
+        hit = (self.image_tokens[:, 0] == position).nonzero() if self.image_tokens is not None else []
+        return None if len(hit) == 0 else tuple(int(v) for v in self.image_tokens[hit[0, 0], 1:])
+
     def label(self, position: int) -> str:
         rc = self.row_col(position)
-        return f"patch {rc[0]},{rc[1]}" if rc else repr(self.tokens[position])
+        if rc:
+            return f"patch {rc[0]},{rc[1]}"
+        trc = self.tile_row_col(position)
+        if trc:
+            return "image newline" if trc[0] < 0 else f"tile {trc[0]} patch {trc[1]},{trc[2]}"
+        return repr(self.tokens[position])
+
+
+def image_layout(model: torch.nn.Module, image_sizes: torch.Tensor) -> torch.Tensor:
+    """LLaVA-NeXT: the (tile, row, col) of every image token, read from the model's own packing code (tiles ->
+    one grid -> padding removed -> a newline per row -> after the base image) run on coordinates instead of
+    features, so the map follows whatever layout the model uses. [N, 3]; a newline is (-1, -1, -1)."""
+    from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape
+
+    vision = model.config.vision_config
+    side = vision.image_size // vision.patch_size
+    tiles_h, tiles_w = get_anyres_image_grid_shape(image_sizes[0].tolist(), model.config.image_grid_pinpoints,
+                                                   vision.image_size)
+    rc = torch.stack(torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")).reshape(2, -1).T
+    coords = [torch.cat([torch.zeros(side * side, 1), rc], 1)]       # the base image: tile 0
+    for t in range(tiles_h * tiles_w):                               # tile t+1 at (t // tiles_w, t % tiles_w)
+        ti, tj = divmod(t, tiles_w)
+        coords.append(torch.cat([torch.full((side * side, 1), t + 1.0), rc + torch.tensor([ti * side, tj * side])], 1))
+    packed, _ = model.model.pack_image_features([torch.stack(coords).float()], image_sizes.cpu(), "default",
+                                                image_newline=torch.full((3,), -1.0))
+    return packed[0].round().long()
+
+
+def positions_of(model: torch.nn.Module, inputs: dict, tokenizer) -> Positions:
+    """The Positions of one example's model inputs (LLaVA-NeXT's tile layout included)."""
+    layout = image_layout(model, inputs["image_sizes"]) if "image_sizes" in inputs else None
+    return Positions.of(inputs["input_ids"][0].cpu(), tokenizer, getattr(model.config, "image_token_id", None), layout)
 
 
 @dataclass
@@ -80,13 +136,18 @@ def run_trace(model: torch.nn.Module, anatomy: Anatomy, inputs: dict, tokenizer,
         raise ValueError("run_trace takes one example at a time (batch size 1)")
     store: dict[str, list] = {k: [] for k in ("resid", "attn", "weights", "mid", "mlp", "values", "acts", "final")}
 
+    device = anatomy.readout_device   # readouts in float32 on one device, even when the model spans several
+
+    def kept(x):
+        return x.detach().to(device, torch.float32)
+
     def keep(name, x):
-        store[name].append(x[0].detach().float() if all_positions or name == "values" else x[0, -1].detach().float())
+        store[name].append(kept(x[0] if all_positions or name == "values" else x[0, -1]))
 
     def attention(module, args, output):
         keep("attn", output[0])
         weights = output[1]  # None unless attention is eager
-        store["weights"].append(None if weights is None else weights[0, :, -1].detach().float())
+        store["weights"].append(None if weights is None else kept(weights[0, :, -1]))
 
     hooks = []
     try:
@@ -98,7 +159,7 @@ def run_trace(model: torch.nn.Module, anatomy: Anatomy, inputs: dict, tokenizer,
                 layer.post_attention_layernorm.register_forward_pre_hook(lambda m, a: keep("mid", a[0])),
                 layer.mlp.register_forward_hook(lambda m, a, o: keep("mlp", o)),
                 layer.mlp.down_proj.register_forward_pre_hook(
-                    lambda m, a: store["acts"].append(a[0][0, -1].detach().float())),
+                    lambda m, a: store["acts"].append(kept(a[0][0, -1]))),
             ]
         hooks.append(anatomy.final_norm.register_forward_pre_hook(lambda m, a: keep("final", a[0])))
         with torch.no_grad():
@@ -122,7 +183,7 @@ def run_trace(model: torch.nn.Module, anatomy: Anatomy, inputs: dict, tokenizer,
     values = stack("values")
     values = values.reshape(*values.shape[:2], anatomy.n_kv_heads, anatomy.head_dim)
     ids = inputs["input_ids"][0].cpu()
-    return Trace(anatomy=anatomy, positions=Positions.of(ids, tokenizer, anatomy.image_token_id), input_ids=ids,
-                 logits=out.logits[0, -1].detach().float(), resid_in=resid, attn_out=attn, mid=mid, mlp_out=mlp,
+    return Trace(anatomy=anatomy, positions=positions_of(model, inputs, tokenizer), input_ids=ids,
+                 logits=kept(out.logits[0, -1]), resid_in=resid, attn_out=attn, mid=mid, mlp_out=mlp,
                  final_resid=final, attn_weights=stack("weights"), values=values, neuron_acts=stack("acts"),
                  **extra)

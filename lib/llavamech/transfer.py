@@ -125,22 +125,16 @@ def transplant_test(tuned, base, examples, heads, mode: str = "vqa", draws: int 
     """Put `base`'s weights back into `heads` of `tuned` and measure what the answer loses (Δ accuracy and Δ log p
     of the true colour, with bootstrap intervals over examples), against as many heads drawn at random from the
     others, `draws` times (mean, 2.5–97.5 % range over draws, and the share of draws that lose as much log p)."""
-    from .interventions import answer_scores, effect, spread
+    from .interventions import against_random, answer_scores, effect, spread
     from .stats import bootstrap
 
-    everyone = [(l, h) for l in range(tuned.anatomy.n_layers) for h in range(tuned.anatomy.n_heads)]
-    others = [h for h in everyone if h not in heads]
-    rng = np.random.default_rng(seed)
     clean = answer_scores(tuned, examples, mode)
 
     def loss(chosen):
         with transplanted(tuned, base, chosen):
             return effect(clean, answer_scores(tuned, examples, mode))
 
-    hit = loss(list(heads))
-    randoms = [loss([others[i] for i in rng.choice(len(others), len(heads), replace=False)]) for _ in range(draws)]
-    rand_logp = np.array([r["Δ log p"].mean() for r in randoms])
-    rand_acc = np.array([r["Δ accuracy"].mean() for r in randoms])
+    hit, rand_logp, rand_acc = against_random(tuned, list(heads), loss, draws, np.random.default_rng(seed))
     top_logp = bootstrap(hit["Δ log p"], seed=seed)
     return pd.DataFrame([{
         "heads given back": ", ".join(f"{l}_{h}" for l, h in heads), "Δ accuracy": bootstrap(hit["Δ accuracy"], seed=seed),

@@ -16,7 +16,8 @@ from pytest_notebook.diffing import diff_notebooks, diff_to_string, filter_diff
 
 ROOT = Path(__file__).resolve().parents[2]
 MIN_FIGURES = {"appendix_identities": 3, "appendix_organism": 3, "ch1_visual_embeddings": 3,
-               "ch2_text_circuit": 4, "ch3_visual_circuit": 4, "ch4_head_transfer": 2, "ch5_patch_tool": 3}
+               "ch2_text_circuit": 4, "ch3_visual_circuit": 4, "ch4_head_transfer": 2, "ch5_patch_tool": 3,
+               "appendix_real_llava": 0}
 CHAPTERS = sorted(p.stem for p in (ROOT / "book").glob("*.py"))
 IGNORED = ["/metadata", "/cells/*/id", "/cells/*/metadata", "/cells/*/execution_count",
            "/cells/*/outputs/*/metadata", "/cells/*/outputs/*/execution_count", "/cells/*/outputs/*/data/image/png"]
@@ -110,3 +111,45 @@ def test_widgets_render_from_the_vendored_javascript():
     assert "cdn.jsdelivr" not in html and "cdnjs.cloudflare" not in html
     assert "application/vnd.jupyter.widget-state+json" in html
     assert (ROOT / "_build" / "html" / "_static" / "widgets" / "embed-amd.js").stat().st_size > 1e6
+
+
+def test_formulas_render_from_the_vendored_mathjax():
+    """A page with formulas loads MathJax from the book itself (the README sends readers to the local HTML)."""
+    html = (ROOT / "_build" / "html" / "book" / "ch1_visual_embeddings.html").read_text()
+    assert "_static/mathjax/tex-chtml.js" in html and "cdn.jsdelivr" not in html and "mathjax@3" not in html
+    static = ROOT / "_build" / "html" / "_static" / "mathjax"
+    assert (static / "tex-chtml.js").stat().st_size > 1e6
+    assert len(list((static / "output" / "chtml" / "fonts" / "woff-v2").glob("*.woff"))) > 20
+
+
+def test_colab_buttons_and_install_cells_agree_with_the_config():
+    """The repository lives in one place, _config.yml: every chapter's Colab button opens the committed executed
+    notebook there, and every chapter's (hidden) first cell installs the library from it when run in Colab."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    url, branch = config["repository"]["url"], config["repository"]["branch"]
+    repo = url.removeprefix("https://github.com/")
+    tracked = subprocess.run(["git", "ls-files", "book"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    for name in CHAPTERS:
+        nb = load(name)
+        install = [c for c in nb.cells if "remove-cell" in c.metadata.get("tags", [])][0]
+        assert f'"llavamech @ git+{url}@{branch}"' in install.source and '"google.colab" in sys.modules' in install.source
+        assert nb.cells.index(install) <= 2, f"{name}: the install cell must run before any import of llavamech"
+        html = (ROOT / "_build" / "html" / "book" / f"{name}.html").read_text()
+        button = f"https://colab.research.google.com/github/{repo}/blob/{branch}/book/{name}.ipynb"
+        assert button in html, f"{name}: no Colab button to {button}"
+        assert f"book/{name}.ipynb" in tracked
+
+
+def test_the_publishing_workflow_is_a_valid_github_actions_workflow():
+    """.github/workflows/book.yml (tests, then GitHub Pages), checked against the GitHub Actions schema offline."""
+    import shutil
+
+    workflow = ROOT / ".github" / "workflows" / "book.yml"
+    checker = shutil.which("check-jsonschema", path=str(Path(__import__("sys").executable).parent))
+    proc = subprocess.run([checker, "--builtin-schema", "vendor.github-workflows", str(workflow)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = workflow.read_text()
+    assert "make test" in text and "_build/html" in text and "actions/deploy-pages" in text

@@ -92,3 +92,20 @@ def test_bad_requests_get_one_clear_error(llava, scene):
         P.check_method("ablation", tiny("llama"))
     with pytest.raises(LlavamechError, match="text-only"):
         P.patch_map(tiny("llama"), scene.image, "What is the color of the dog?", "tool")
+
+
+def test_every_method_maps_llava_next_onto_its_non_square_grid(scene):
+    """LLaVA-NeXT: the methods score the assembled high-resolution grid (tiles, padding removed) and the map is
+    drawn over the whole original image, which its tiles cover."""
+    next_ = tiny("llava", next=True)
+    wide = scene.image.crop((0, 0, 80, 50))
+    maps = P.patch_maps(next_, wide, "What is the color of the dog?", ig_steps=16)
+    x = next_.explain(wide, "What is the color of the dog?")
+    rows, cols = x.grid_shape
+    assert rows != cols
+    for method, pm in maps.items():
+        assert pm.scores.shape == (rows, cols) and np.isfinite(pm.scores).all(), method
+    assert x.view.size == wide.size
+    with pytest.raises(ValueError, match="LLaVA-NeXT"):
+        with I.ablated(next_, patches=[0]):
+            pass

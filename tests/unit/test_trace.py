@@ -1,5 +1,7 @@
 """The trace's side conditions: hooks gone, outputs unchanged, positions map right."""
+import pytest
 import torch
+import transformers
 
 from llavamech.trace import run_trace
 
@@ -39,6 +41,8 @@ def test_hooks_are_removed_when_the_forward_fails(model, example):
 
 
 def test_image_positions_match_the_processor_expansion(model, example):
+    if isinstance(model.hf, transformers.LlavaNextForConditionalGeneration):
+        return  # tiles: test_next_layout_matches_the_embeddings_the_model_builds
     if not model.is_multimodal:
         trace = model.trace(**example)
         assert len(trace.positions.image_positions) == 0 and trace.positions.grid_shape == (0, 0)
@@ -65,3 +69,34 @@ def test_all_positions_agree_with_the_last_position(model, example):
     assert torch.equal(full.attn_out_all[:, -1], lean.attn_out)
     assert torch.equal(full.mlp_out_all[:, -1], lean.mlp_out)
     assert full.resid_in_all.shape == (model.anatomy.n_layers + 1, lean.seq_len, model.anatomy.d_model)
+
+
+def test_next_layout_matches_the_embeddings_the_model_builds(model, example):
+    """LLaVA-NeXT: every image token's (tile, row, col) names the projected patch the model really put there
+    (tile 0 the base image; rows/cols of later tiles in the assembled grid), and each newline the newline vector."""
+    if not isinstance(model.hf, transformers.LlavaNextForConditionalGeneration):
+        pytest.skip("tiles are LLaVA-NeXT's")
+    seen = {}
+    hooks = [model.hf.model.multi_modal_projector.register_forward_hook(lambda m, a, o: seen.update(tiles=o)),
+             model.hf.model.language_model.register_forward_pre_hook(
+                 lambda m, a, k: seen.update(embeds=k["inputs_embeds"][0]), with_kwargs=True)]
+    try:
+        trace = model.trace(**example)
+    finally:
+        for h in hooks:
+            h.remove()
+    positions, side = trace.positions, model.hf.config.vision_config.image_size // model.hf.config.vision_config.patch_size
+    tiles_w = (positions.image_tokens[:, 3].max() + 1) // side
+    rows, cols = positions.grid_shape
+    assert rows != cols and len(positions.image_positions) == rows * cols    # a non-square grid, padding removed
+    assert (positions.image_tokens[:, 1] == -1).sum() >= rows                # a newline per row
+    for position, tile, row, col in positions.image_tokens.tolist():
+        if tile < 0:
+            expected = model.hf.model.image_newline
+        elif tile == 0:
+            expected = seen["tiles"][0, row * side + col]
+        else:
+            assert tile - 1 == (row // side) * tiles_w + col // side
+            expected = seen["tiles"][tile, (row % side) * side + col % side]
+        torch.testing.assert_close(seen["embeds"][position], expected, atol=1e-6, rtol=0)
+    assert positions.label(int(positions.image_positions[0])) == "patch 0,0"

@@ -11,8 +11,10 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import (CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig,
                           LlamaConfig, LlamaForCausalLM, LlavaConfig, LlavaForConditionalGeneration,
-                          LlavaProcessor, PreTrainedTokenizerFast)
+                          LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor, LlavaProcessor,
+                          MistralConfig, MistralForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM)
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil  # no torchvision needed
+from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
 from .world import TQA_TEMPLATE, VQA_TEMPLATE, caption, load_world
 
@@ -64,8 +66,14 @@ def build_processor(tokenizer, image_size: int, patch_size: int) -> LlavaProcess
                           chat_template=CHAT_TEMPLATE)
 
 
-def llama_config(vocab_size: int, hidden=64, layers=2, heads=4, kv_heads=None, mlp=128, eps=1e-5) -> LlamaConfig:
-    return LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=mlp, num_hidden_layers=layers,
+# The language-model families a Llava can carry (llava-1.5: Llama; LLaVA-NeXT: also Mistral and Qwen2).
+FAMILIES = {"llama": (LlamaConfig, LlamaForCausalLM), "mistral": (MistralConfig, MistralForCausalLM),
+            "qwen2": (Qwen2Config, Qwen2ForCausalLM)}
+
+
+def llama_config(vocab_size: int, hidden=64, layers=2, heads=4, kv_heads=None, mlp=128, eps=1e-5,
+                 family: str = "llama"):
+    return FAMILIES[family][0](vocab_size=vocab_size, hidden_size=hidden, intermediate_size=mlp, num_hidden_layers=layers,
                        num_attention_heads=heads, num_key_value_heads=kv_heads or heads, rms_norm_eps=eps,
                        max_position_embeddings=512, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
                        pad_token_id=3, attn_implementation="eager")
@@ -98,19 +106,53 @@ def llava_config(vision: CLIPVisionConfig, text: LlamaConfig, image_token_id: in
                        attn_implementation="eager")
 
 
-def tiny_vicuna(seed: int = 0, kv_heads: int | None = None, **sizes):
-    """A tiny randomly initialised LlamaForCausalLM and its tokenizer."""
+def _random_biases(model: torch.nn.Module) -> None:
+    """Qwen2 has q/k/v biases, initialised to zero; make them non-zero so that the identities see them."""
+    for name, param in model.named_parameters():
+        if name.endswith(("q_proj.bias", "k_proj.bias", "v_proj.bias")):
+            torch.nn.init.normal_(param, std=0.5)
+
+
+def tiny_vicuna(seed: int = 0, kv_heads: int | None = None, family: str = "llama", **sizes):
+    """A tiny randomly initialised causal LM of `family` (llama, mistral, qwen2) and its tokenizer."""
     tok = build_tokenizer()
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(llama_config(len(tok), kv_heads=kv_heads, **sizes))
+    model = FAMILIES[family][1](llama_config(len(tok), kv_heads=kv_heads, family=family, **sizes))
+    _random_biases(model)
     return model.eval(), tok
 
 
-def tiny_llava(seed: int = 0, kv_heads: int | None = None, image_size: int = 32, patch: int = 8, **sizes):
-    """A tiny randomly initialised LlavaForConditionalGeneration, its tokenizer and processor."""
+def tiny_llava(seed: int = 0, kv_heads: int | None = None, image_size: int = 32, patch: int = 8,
+               family: str = "llama", next: bool = False, **sizes):
+    """A tiny randomly initialised LlavaForConditionalGeneration (or, with `next`, a LlavaNextForConditionalGeneration
+    with any-resolution tiles) over a `family` language model, its tokenizer and processor."""
     tok = build_tokenizer()
     vision = clip_vision_config(image_size=image_size, patch=patch)
-    config = llava_config(vision, llama_config(len(tok), kv_heads=kv_heads, **sizes), tok.convert_tokens_to_ids("<image>"))
+    text = llama_config(len(tok), kv_heads=kv_heads, family=family, **sizes)
+    config = llava_config(vision, text, tok.convert_tokens_to_ids("<image>"))
+    if next:
+        config = next_config(config, image_size)
     torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config)
-    return model.eval(), tok, build_processor(tok, image_size, patch)
+    model = (LlavaNextForConditionalGeneration if next else LlavaForConditionalGeneration)(config)
+    _random_biases(model)
+    processor = (next_processor if next else build_processor)(tok, image_size, patch)
+    return model.eval(), tok, processor
+
+
+def next_config(config: LlavaConfig, image_size: int) -> LlavaNextConfig:
+    """LLaVA-NeXT's any-resolution layout scaled down: tiles of the vision tower's size in 1x2, 2x1 and 2x2."""
+    s = image_size
+    return LlavaNextConfig(vision_config=config.vision_config, text_config=config.text_config,
+                           image_token_id=config.image_token_id, projector_hidden_act="gelu",
+                           vision_feature_layer=-2, vision_feature_select_strategy="default",
+                           image_grid_pinpoints=[[s, 2 * s], [2 * s, s], [2 * s, 2 * s]], attn_implementation="eager")
+
+
+def next_processor(tokenizer, image_size: int, patch_size: int) -> LlavaNextProcessor:
+    s = image_size
+    images = LlavaNextImageProcessorPil(size={"shortest_edge": s}, crop_size={"height": s, "width": s},
+                                        image_grid_pinpoints=[[s, 2 * s], [2 * s, s], [2 * s, 2 * s]],
+                                        image_mean=CLIP_MEAN, image_std=CLIP_STD, resample=3)
+    return LlavaNextProcessor(image_processor=images, tokenizer=tokenizer, patch_size=patch_size,
+                              vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                              chat_template=CHAT_TEMPLATE)

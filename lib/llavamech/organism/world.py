@@ -12,7 +12,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
-from ..paths import SPRITES_DIR, WORLD_JSON
+from ..paths import SPRITES_DIR, WORLD_JSON, check_data
 
 SPRITE_PX = 96  # sprites are stored at this size and scaled down when painted
 
@@ -30,6 +30,7 @@ class World:
 
 @lru_cache(maxsize=None)
 def load_world() -> World:
+    check_data()
     spec = json.loads(WORLD_JSON.read_text())
     return World(tuple(spec["animals"]), {k: tuple(v) for k, v in spec["colours"].items()}, spec)
 
