@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..paths import MODELS_DIR
+from ..paths import MODELS_DIR, SEEDS_DIR
 
 # name: seeds of (toy-vicuna, toy-clip, the Llava stages); the main organism is all zeros
 VARIANTS = {
@@ -27,7 +27,7 @@ VARIANTS = {
     "toy-llava-v1-c0-l1": (1, 0, 1),
     "toy-llava-v0-c0-l1": (0, 0, 1),
 }
-SEED_STUDY = MODELS_DIR.parent / "seeds" / "patch-eval.csv"
+SEED_STUDY = SEEDS_DIR / "patch-eval.csv"
 
 
 def variants() -> pd.DataFrame:
@@ -77,6 +77,25 @@ def seed_table(per_scene: pd.DataFrame, methods=("tool", "top-k", "attention", "
             row[f"{metric}: {method}"] = bootstrap(values, seed=seed) if len(values) else "—"
         rows.append({"model": name, **row})
     return pd.DataFrame(rows).set_index("model")
+
+
+STAGES = ("toy-vicuna", "toy-clip", "Llava stages")
+
+
+def one_stage_apart(by_seed: pd.DataFrame, column: str = "pointing: tool") -> pd.DataFrame:
+    """Every pair of evaluated models whose stage seeds differ in one stage only: which stage, the two models, their
+    `column` and the change. A stage whose seed moves the number carries the difference; one that does not, does
+    not (on these seeds)."""
+    seeds = {name: VARIANTS[name] for name in by_seed.index if name in VARIANTS}
+    rows = []
+    for a in seeds:
+        for b in seeds:
+            apart = [i for i in range(3) if seeds[a][i] != seeds[b][i]]
+            if len(apart) == 1 and seeds[a][apart[0]] < seeds[b][apart[0]]:
+                x, y = by_seed.loc[a, column], by_seed.loc[b, column]
+                rows.append({"stage whose seed changes": STAGES[apart[0]], "from": a, "to": b, f"{column}, from": x,
+                             f"{column}, to": y, "change": y.mean - x.mean})
+    return pd.DataFrame(rows)
 
 
 def main(argv=None) -> None:

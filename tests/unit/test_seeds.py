@@ -1,0 +1,18 @@
+"""The seed study's bookkeeping: pairs of models one stage apart."""
+import pandas as pd
+
+from llavamech.organism import seeds
+from llavamech.stats import Estimate
+
+
+def est(v):
+    return Estimate(v, v - 0.05, v + 0.05, 200)
+
+
+def test_pairs_one_stage_apart_name_the_stage_and_the_change():
+    names = ["toy-llava", "toy-llava-seed1", "toy-llava-v0-c1-l1", "toy-llava-v1-c0-l1"]
+    by_seed = pd.DataFrame({"pointing: tool": [est(0.9), est(0.8), est(0.92), est(0.75)]}, index=names)
+    pairs = seeds.one_stage_apart(by_seed)
+    got = {(r["stage whose seed changes"], r["from"], r["to"]): round(r["change"], 3) for _, r in pairs.iterrows()}
+    assert got == {("toy-vicuna", "toy-llava-v0-c1-l1", "toy-llava-seed1"): -0.12,
+                   ("toy-clip", "toy-llava-v1-c0-l1", "toy-llava-seed1"): 0.05}
