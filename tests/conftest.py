@@ -19,9 +19,10 @@ def tiny(kind: str, kv_heads=None, seed=0, family="llama", next=False) -> Model:
 
 
 # Every class llavamech reads: Llava over Llama (MHA, GQA), Mistral and Qwen2 (q/k/v biases), LLaVA-NeXT (tiles,
-# newlines, a non-square grid), and the language models alone.
+# newlines, a non-square grid) over Llama and Qwen2, and the language models alone.
 MODELS = {"llava": ("llava",), "llava-gqa": ("llava", 2), "llava-mistral": ("llava", 2, 0, "mistral"),
           "llava-qwen2": ("llava", 2, 0, "qwen2"), "llava-next": ("llava", None, 0, "llama", True),
+          "llava-next-qwen2": ("llava", 2, 0, "qwen2", True),
           "llama": ("llama",), "llama-mqa": ("llama", 1), "mistral": ("llama", 2, 0, "mistral"),
           "qwen2": ("llama", 2, 0, "qwen2")}
 
