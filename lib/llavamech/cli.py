@@ -149,7 +149,7 @@ def _run(args) -> int:
     summary = run(args.examples, args.model, args.out, device=args.device, dtype=args.dtype, method=args.method,
                   heads=args.heads, maps=args.maps, force=args.force, device_map=args.device_map, limit=args.limit)
     if "written" in summary:   # the first process speaks for the run
-        print(json.dumps({k: v for k, v in summary.items()}, default=float))
+        print(json.dumps(summary))
     return 0
 
 

@@ -64,9 +64,10 @@ def row(model, index: int, example: Example, method: str = "tool", heads: int = 
     return out, x
 
 
-def read_rows(path: Path) -> list[dict]:
-    """The rows of a part or results file. A last line cut short by a kill is dropped (its item runs again); a bad
-    line before the end is an error naming it, and nothing is changed."""
+def read_rows(path: Path, repair: bool = False) -> list[dict]:
+    """The rows of a part or results file. A last line cut short by a kill is left out (its item runs again) and,
+    with `repair`, cut from the file so that appending starts on a fresh line; a bad line before the end is an
+    error naming it, and nothing is changed."""
     if not path.exists():
         return []
     text = path.read_text()
@@ -80,8 +81,8 @@ def read_rows(path: Path) -> list[dict]:
         except (json.JSONDecodeError, TypeError, KeyError):
             raise LlavamechError(f"{path}:{number} is not a result row; move the file away or rerun with --force "
                                  "to start over") from None
-    if tail:
-        with open(path, "r+") as f:   # drop the partial line so that appending starts on a fresh one
+    if tail and repair:
+        with open(path, "r+") as f:
             f.truncate(len(text) - len(tail))
     return rows
 
@@ -151,11 +152,14 @@ def run(examples, model_name: str, out, device: str = "cpu", dtype: str = "float
     if not model.is_multimodal:
         raise LlavamechError(f"{model_name} is a text-only model; `run` explains images, so give a Llava model")
     items = read_jsonl(examples, vocabulary=model.knows)[:limit]
-    if procs.rank == 0:
+    if procs.rank == 0:   # while no process writes: settings, and the lines a kill cut short cut from every part
         start(out, wanted, force)
+        for part in out.glob("part-*.jsonl"):
+            read_rows(part, repair=True)
     procs.wait()
-    part = out / f"part-{procs.rank}.jsonl"
     done = {r["index"] for p in out.glob("part-*.jsonl") for r in read_rows(p)}
+    procs.wait()          # every process has read what is done before any appends
+    part = out / f"part-{procs.rank}.jsonl"
     mine = [i for i in range(len(items)) if i % procs.count == procs.rank and i not in done]
     if maps:
         (out / "maps").mkdir(exist_ok=True)
