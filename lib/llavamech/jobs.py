@@ -53,9 +53,10 @@ def row(model, index: int, example: Example, method: str = "tool", heads: int = 
     from .imaging import box_mask
 
     x = model.explain(example.image, question=example.question, method=method, heads=heads)
+    contract = x.to_dict()
     out = {"index": index, "source": example.source, "image": str(example.image), "animal": example.animal,
-           **{k: v for k, v in x.to_dict().items() if k not in ("seconds", "model", "question")},
-           "top_heads": x.to_dict()["top_heads"][:top], "seconds": round(x.seconds["total"], 4)}
+           **{k: v for k, v in contract.items() if k not in ("seconds", "model", "question")},
+           "top_heads": contract["top_heads"][:top], "seconds": round(x.seconds["total"], 4)}
     out["colour"] = example.colour
     out["correct"] = None if example.colour is None else x.answer.lower() == example.colour.lower()
     if example.box is not None:

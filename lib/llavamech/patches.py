@@ -81,7 +81,7 @@ def patch_maps(model, image, question: str, methods=METHODS, heads: int = DEFAUL
             scores = np.random.default_rng(seed).random(x.grid_shape[0] * x.grid_shape[1])
         else:
             if emb is None:
-                emb = embed(model, model.inputs(x.image, question))
+                emb = embed(model, model.inputs(x.image, question), x.trace.positions.image_positions)
             run = {"ablation": ablation_scores, "gradient": gradient_scores, "ig": ig_scores}[method]
             scores = run(model, emb, x.answer_token_id, means, **({"steps": ig_steps} if method == "ig" else {}))
         maps[method] = PatchMap(method, np.asarray(scores, dtype=np.float64).reshape(x.grid_shape), x.answer,
@@ -107,8 +107,9 @@ class Embedded:
 
 
 @torch.no_grad()
-def embed(model, inputs: dict) -> Embedded:
-    """Capture the language model's input embeddings for `inputs` (one forward pass)."""
+def embed(model, inputs: dict, image_positions: torch.Tensor | None = None) -> Embedded:
+    """Capture the language model's input embeddings for `inputs` (one forward pass). `image_positions`, when the
+    caller's trace already has them, saves working out the image layout again."""
     kept = {}
 
     def keep(module, args, kwargs):
@@ -119,7 +120,9 @@ def embed(model, inputs: dict) -> Embedded:
         model.hf(**inputs, use_cache=False)
     finally:
         hook.remove()
-    return Embedded(kept["embeds"], positions_of(model.hf, inputs, model.tokenizer).image_positions)
+    if image_positions is None:
+        image_positions = positions_of(model.hf, inputs, model.tokenizer).image_positions
+    return Embedded(kept["embeds"], image_positions)
 
 
 def _fill(emb: Embedded, means: Means | None) -> torch.Tensor:

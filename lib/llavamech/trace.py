@@ -41,8 +41,7 @@ class Positions:
             side = int(round(len(image) ** 0.5))
             if side * side != len(image):
                 raise ValueError(f"{len(image)} image positions do not form a square patch grid")
-            rc = torch.stack(torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")).reshape(2, -1).T
-            layout = torch.cat([torch.zeros(len(image), 1, dtype=torch.long), rc], 1)
+            layout = torch.cat([torch.zeros(len(image), 1, dtype=torch.long), grid_coords(side)], 1)
             return cls(tokens, image, (side, side), torch.cat([image[:, None], layout], 1))
         if len(layout) != len(image):
             raise ValueError(f"{len(image)} image tokens but a layout of {len(layout)}")
@@ -75,6 +74,11 @@ class Positions:
         return repr(self.tokens[position])
 
 
+def grid_coords(side: int) -> torch.Tensor:
+    """(row, col) of every patch of a side × side grid, in row-major order: [side², 2]."""
+    return torch.stack(torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")).reshape(2, -1).T
+
+
 def image_layout(model: torch.nn.Module, image_sizes: torch.Tensor) -> torch.Tensor:
     """LLaVA-NeXT: the (tile, row, col) of every image token, read from the model's own packing code (tiles ->
     one grid -> padding removed -> a newline per row -> after the base image) run on coordinates instead of
@@ -85,7 +89,7 @@ def image_layout(model: torch.nn.Module, image_sizes: torch.Tensor) -> torch.Ten
     side = vision.image_size // vision.patch_size
     tiles_h, tiles_w = get_anyres_image_grid_shape(image_sizes[0].tolist(), model.config.image_grid_pinpoints,
                                                    vision.image_size)
-    rc = torch.stack(torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")).reshape(2, -1).T
+    rc = grid_coords(side)
     coords = [torch.cat([torch.zeros(side * side, 1), rc], 1)]       # the base image: tile 0
     for t in range(tiles_h * tiles_w):                               # tile t+1 at (t // tiles_w, t % tiles_w)
         ti, tj = divmod(t, tiles_w)

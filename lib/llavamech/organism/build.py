@@ -139,19 +139,22 @@ def tiny_llava(seed: int = 0, kv_heads: int | None = None, image_size: int = 32,
     return model.eval(), tok, processor
 
 
-def next_config(config: LlavaConfig, image_size: int) -> LlavaNextConfig:
+def _pinpoints(s: int) -> list[list[int]]:
     """LLaVA-NeXT's any-resolution layout scaled down: tiles of the vision tower's size in 1x2, 2x1 and 2x2."""
-    s = image_size
+    return [[s, 2 * s], [2 * s, s], [2 * s, 2 * s]]
+
+
+def next_config(config: LlavaConfig, image_size: int) -> LlavaNextConfig:
     return LlavaNextConfig(vision_config=config.vision_config, text_config=config.text_config,
                            image_token_id=config.image_token_id, projector_hidden_act="gelu",
                            vision_feature_layer=-2, vision_feature_select_strategy="default",
-                           image_grid_pinpoints=[[s, 2 * s], [2 * s, s], [2 * s, 2 * s]], attn_implementation="eager")
+                           image_grid_pinpoints=_pinpoints(image_size), attn_implementation="eager")
 
 
 def next_processor(tokenizer, image_size: int, patch_size: int) -> LlavaNextProcessor:
     s = image_size
     images = LlavaNextImageProcessorPil(size={"shortest_edge": s}, crop_size={"height": s, "width": s},
-                                        image_grid_pinpoints=[[s, 2 * s], [2 * s, s], [2 * s, 2 * s]],
+                                        image_grid_pinpoints=_pinpoints(s),
                                         image_mean=CLIP_MEAN, image_std=CLIP_STD, resample=3)
     return LlavaNextProcessor(image_processor=images, tokenizer=tokenizer, patch_size=patch_size,
                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
