@@ -4,7 +4,9 @@ z(x) = W_U (g * x / s), with g the final norm's gain and s the RMS of the final 
 example. Imp(v) = log softmax(z(base + v))_w - log softmax(z(base))_w. Since z is linear,
 z(base + v) = z(base) + z(v): one readout per scored vector, one for the base.
 
-All functions are pure readouts over a Trace. `token` defaults to the model's own top-1 next token.
+All functions are pure readouts over a Trace. `token` defaults to the model's own top-1 next token. They compute
+on the trace's device (the model's); vectors ([..., d]) and logits ([..., V]) stay there, as inputs to further
+readouts, while scores (indexed by layer, head, position or neuron) come back on the CPU.
 """
 from __future__ import annotations
 
@@ -13,25 +15,28 @@ import torch
 from .trace import Trace
 
 
-def readout(trace: Trace, x: torch.Tensor) -> torch.Tensor:
-    """Frozen-norm logits of residual-space vectors: [..., d] -> [..., V]."""
+def readout(trace: Trace, x: torch.Tensor, unembed: torch.Tensor | None = None) -> torch.Tensor:
+    """Frozen-norm logits of residual-space vectors: [..., d] -> [..., V]. `unembed` is W_U in float32 when the
+    caller already has it (for a half-precision model, each conversion is a copy of W_U)."""
     a = trace.anatomy
     s = a.rms(trace.final_resid)  # frozen: the final residual's RMS, not x's own
-    return (a.weight(a.final_norm.weight) * x / s) @ a.weight(a.lm_head.weight).T
+    unembed = a.weight(a.lm_head.weight) if unembed is None else unembed
+    return (a.weight(a.final_norm.weight) * x / s) @ unembed.T
 
 
 def log_prob_increase(trace: Trace, base: torch.Tensor, vectors: torch.Tensor, token: int | None = None) -> torch.Tensor:
     """Imp of each vector in `vectors` [..., d] added to `base` [..., d] (broadcast against each other): [...]."""
     token = trace.top_token if token is None else token
-    z0 = readout(trace, base)
-    return (torch.log_softmax(z0 + readout(trace, vectors), -1)[..., token]
-            - torch.log_softmax(z0, -1)[..., token])
+    unembed = trace.anatomy.weight(trace.anatomy.lm_head.weight)
+    z0 = readout(trace, base, unembed)
+    return (torch.log_softmax(z0 + readout(trace, vectors, unembed), -1)[..., token]
+            - torch.log_softmax(z0, -1)[..., token]).cpu()
 
 
 def logit_contribution(trace: Trace, vectors: torch.Tensor, token: int | None = None) -> torch.Tensor:
     """The linear (direct) logit contribution z(v)_w of each vector: [..., d] -> [...]. Additive, unlike Imp."""
     token = trace.top_token if token is None else token
-    return readout(trace, vectors)[..., token]
+    return readout(trace, vectors)[..., token].cpu()
 
 
 # ---- decompositions (shared/PAPER.md §2) ----
@@ -43,14 +48,16 @@ def head_outputs(trace: Trace, layer: int) -> torch.Tensor:
     return torch.einsum("hk,hkd->hd", mixed, a.o_slices(layer))
 
 
-def position_contributions(trace: Trace, layer: int, head: int | None = None) -> torch.Tensor:
-    """u^{l,h}_j = alpha_{T,j} v_j W_O^{l,h}: [S, d] for one head, or [H, S, d] for all heads (head=None)."""
+def position_contributions(trace: Trace, layer: int, head: int | None = None,
+                           positions: torch.Tensor | None = None) -> torch.Tensor:
+    """u^{l,h}_j = alpha_{T,j} v_j W_O^{l,h}: [S, d] for one head, or [H, S, d] for all heads (head=None); only at
+    `positions` ([k] sequence indices; S becomes k) when given."""
     a = trace.anatomy
-    heads = range(a.n_heads) if head is None else [head]
-    kv = torch.tensor([a.kv_head(h) for h in heads])
-    v = trace.values[layer][:, kv]                                    # [S, h, hd]
-    weighted = trace.attn_weights[layer][list(heads)].T[..., None] * v  # [S, h, hd]
-    w_o = a.o_slices(layer)[list(heads)]              # [h, hd, d]
+    heads = list(range(a.n_heads)) if head is None else [head]
+    where = slice(None) if positions is None else positions
+    v = trace.values[layer][where][:, [a.kv_head(h) for h in heads]]             # [S, h, hd]
+    weighted = trace.attn_weights[layer][heads][:, where].T[..., None] * v    # [S, h, hd]
+    w_o = a.o_slices(layer)[heads]              # [h, hd, d]
     u = torch.einsum("shk,hkd->hsd", weighted, w_o)
     return u[0] if head is not None else u
 
@@ -83,9 +90,12 @@ def head_logit_contributions(trace: Trace, token: int | None = None) -> torch.Te
     return logit_contribution(trace, all_head_outputs(trace), token)
 
 
-def position_scores(trace: Trace, layer: int, head: int, token: int | None = None) -> torch.Tensor:
-    """Imp of every source position j inside head (layer, head) (base h^{l-1}_T, v = u_j): [S]."""
-    return log_prob_increase(trace, trace.resid_in[layer], position_contributions(trace, layer, head), token)
+def position_scores(trace: Trace, layer: int, head: int, token: int | None = None,
+                    positions: torch.Tensor | None = None) -> torch.Tensor:
+    """Imp of every source position j inside head (layer, head) (base h^{l-1}_T, v = u_j): [S], or [k] at
+    `positions` only (the map reads the image's)."""
+    return log_prob_increase(trace, trace.resid_in[layer], position_contributions(trace, layer, head, positions),
+                             token)
 
 
 def neuron_scores(trace: Trace, layer: int, token: int | None = None, chunk: int = 1024) -> torch.Tensor:

@@ -6,18 +6,15 @@ from __future__ import annotations
 import torch
 
 from . import attribution as A
+from .hooks import hooked
 
 
 def _o_proj_inputs(model, inputs) -> list[torch.Tensor]:
     seen = []
-    hooks = [layer.self_attn.o_proj.register_forward_pre_hook(lambda m, a: seen.append(a[0][0, -1].float()))
-             for layer in model.anatomy.layers]
-    try:
-        with torch.no_grad():
-            model.hf(**inputs)
-    finally:
-        for h in hooks:
-            h.remove()
+    with hooked(model.hf) as hooks, torch.no_grad():
+        for layer in model.anatomy.layers:
+            hooks.before(layer.self_attn.o_proj, lambda m, a: seen.append(a[0][0, -1].float()))
+        model.hf(**inputs)
     return seen
 
 
@@ -39,7 +36,7 @@ def identity_errors(model, image=None, question: str = "", context: str | None =
             @ o_in[l][h * a.head_dim:(h + 1) * a.head_dim] for h in range(a.n_heads)]) for l in range(a.n_layers)])
         heads = A.all_head_outputs(trace)
         layers = A.layer_scores(trace)
-        err = lambda x, y: float((x - y).abs().max())
+        err = lambda x, y: float((x.cpu() - y.cpu()).abs().max())   # scores come back on the CPU
         return {
             "Σ heads a^{l,h} = A^l": err(heads.sum(1), trace.attn_out),
             "Σ positions u_j = a^{l,h}": err(heads, head_direct),
@@ -55,10 +52,13 @@ def identity_errors(model, image=None, question: str = "", context: str | None =
         }
 
 
+NEAR_TIE = 0.1   # logits: a float32 margin bfloat16's rounding (8 significant bits; logits of order 10) can cross
+
+
 def dtype_agreement(name: str, examples, dtype: str = "bfloat16", device: str = "cpu"):
-    """The tool in `dtype` against float32 on the same examples (VQA): one row per example with whether the answer
-    and best head agree, and the largest differences in p(answer), head scores (relative to the largest score)
-    and the map."""
+    """The tool in `dtype` against float32 on the same examples (VQA): one row per example with the float32 margin
+    (top logit minus the second; below NEAR_TIE the answer is a near-tie), whether the answer and best head agree,
+    and the largest differences in p(answer), head scores (relative to the largest score) and the map."""
     import numpy as np
     import pandas as pd
 
@@ -69,9 +69,13 @@ def dtype_agreement(name: str, examples, dtype: str = "bfloat16", device: str = 
     for ex in examples:
         a, b = (m.explain(ex.image, question=ex.question) for m in (full, half))
         best = [(x.top_heads[0]["layer"], x.top_heads[0]["head"]) for x in (a, b)]
-        rows.append({"same answer": a.answer == b.answer, "same best head": best[0] == best[1],
+        top2 = a.trace.logits.topk(2).values
+        rows.append({"float32 margin": float(top2[0] - top2[1]), "same answer": a.answer == b.answer,
+                     "same best head": best[0] == best[1],
                      "Δ p(answer)": abs(a.answer_prob - b.answer_prob),
                      "Δ head score / largest": float((a.head_scores - b.head_scores).abs().max()
                                                      / a.head_scores.abs().max()),
                      "Δ map": float(np.abs(np.asarray(a.patch_grid) - np.asarray(b.patch_grid)).max())})
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    frame["near-tie"] = frame["float32 margin"] < NEAR_TIE
+    return frame

@@ -26,7 +26,8 @@ def head_map(trace, heads: list[dict]) -> torch.Tensor:
     """The map over the image patches [P]: the normalised per-position Imp of one head (the paper's tool), or of
     several heads summed and normalised again (our top-k variant)."""
     image_pos = trace.positions.image_positions
-    maps = [normalise_map(attribution.position_scores(trace, h["layer"], h["head"])[image_pos]) for h in heads]
+    maps = [normalise_map(attribution.position_scores(trace, h["layer"], h["head"], positions=image_pos))
+            for h in heads]
     return maps[0] if len(maps) == 1 else normalise_map(torch.stack(maps).sum(0))
 
 

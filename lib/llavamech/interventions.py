@@ -14,14 +14,17 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .batching import first_batch, in_batches
 from .examples import Example
+from .hooks import hooked
 from .report import progress
 from .stats import bootstrap
 
 
 @dataclass
 class Means:
-    """Mean activations over every position of a reference set: what mean ablation puts in place of a part."""
+    """Mean activations over every position of a reference set: what mean ablation puts in place of a part. On
+    the CPU (each ablation hook moves its part to where that part of the model runs)."""
     o_proj_in: torch.Tensor    # [L, H * head_dim] the heads' outputs before o_proj
     attn: torch.Tensor         # [L, d] attention outputs
     ffn: torch.Tensor          # [L, d] FFN outputs
@@ -47,21 +50,15 @@ def activation_means(model, examples: list[Example], mode: str) -> Means:
     modules += [(f"f{l}", layer.mlp, False) for l, layer in enumerate(a.layers)]
     if _projector(model) is not None:
         modules.append(("visual", _projector(model), False))
-    hooks = []
-    try:
+    with hooked(model.hf) as hooks, torch.no_grad():
         for name, module, pre in modules:
             if pre:
-                hooks.append(module.register_forward_pre_hook(lambda m, args, name=name: add(name, args[0])))
+                hooks.before(module, lambda m, args, name=name: add(name, args[0]))
             else:
-                hooks.append(module.register_forward_hook(
-                    lambda m, args, out, name=name: add(name, out[0] if isinstance(out, tuple) else out)))
-        with torch.no_grad():
-            for example in progress(examples, "activation means"):
-                model.hf(**model.inputs(**example.inputs(mode)), use_cache=False)
-    finally:
-        for h in hooks:
-            h.remove()
-    mean = lambda name: sums[name][0] / sums[name][1]
+                hooks.after(module, lambda m, args, out, name=name: add(name, out[0] if isinstance(out, tuple) else out))
+        for example in progress(examples, "activation means"):
+            model.hf(**model.inputs(**example.inputs(mode)), use_cache=False, logits_to_keep=1)
+    mean = lambda name: (sums[name][0] / sums[name][1]).cpu()
     return Means(torch.stack([mean(f"o{l}") for l in range(a.n_layers)]),
                  torch.stack([mean(f"a{l}") for l in range(a.n_layers)]),
                  torch.stack([mean(f"f{l}") for l in range(a.n_layers)]),
@@ -83,7 +80,7 @@ def ablated(model, heads=(), attn_layers=(), ffn_layers=(), patches=None, how: s
     hd = a.head_dim
 
     def fill(x, value):
-        return torch.zeros_like(x) if how == "zero" else value.to(x.dtype).expand_as(x).clone()
+        return torch.zeros_like(x) if how == "zero" else value.to(x.device, x.dtype).expand_as(x).clone()
 
     def heads_hook(layer, chosen):
         def hook(module, args):
@@ -113,60 +110,60 @@ def ablated(model, heads=(), attn_layers=(), ffn_layers=(), patches=None, how: s
                 out[r, idx] = fill(out[r, idx], None if how == "zero" else means.visual)
         return out
 
-    hooks = []
-    try:
+    with hooked(model.hf) as hooks:
         by_layer: dict[int, list[int]] = {}
         for layer, head in heads:
             by_layer.setdefault(layer, []).append(head)
         for layer, chosen in by_layer.items():
-            hooks.append(a.layers[layer].self_attn.o_proj.register_forward_pre_hook(heads_hook(layer, chosen)))
+            hooks.before(a.layers[layer].self_attn.o_proj, heads_hook(layer, chosen))
         for layer in attn_layers:
-            hooks.append(a.layers[layer].self_attn.register_forward_hook(
-                output_hook(None if how == "zero" else means.attn[layer])))
+            hooks.after(a.layers[layer].self_attn, output_hook(None if how == "zero" else means.attn[layer]))
         for layer in ffn_layers:
-            hooks.append(a.layers[layer].mlp.register_forward_hook(
-                output_hook(None if how == "zero" else means.ffn[layer])))
+            hooks.after(a.layers[layer].mlp, output_hook(None if how == "zero" else means.ffn[layer]))
         if patches is not None and len(patches):
             if _projector(model) is None:
                 raise ValueError(f"{model.name} is text-only: it has no image patches to ablate")
             if getattr(model.hf.config, "image_grid_pinpoints", None):  # the projector's rows are tiles, not the grid
                 raise ValueError(f"{model.name} is a LLaVA-NeXT model: ablate its patches through the input "
                                  "embeddings (llavamech.patches.ablation_scores), which follow its tile layout")
-            hooks.append(_projector(model).register_forward_hook(patches_hook))
+            hooks.after(_projector(model), patches_hook)
         yield model
-    finally:
-        for h in hooks:
-            h.remove()
 
 
-def batches(model, examples: list[Example], mode: str, size: int = 64):
-    """Model inputs for `examples` in batches of equal sequence length (no padding, so each row is computed as it
-    would be alone): yields (indices into examples, batched inputs)."""
-    encoded = [model.inputs(**e.inputs(mode)) for e in examples]
-    groups: dict[int, list[int]] = {}
-    for i, enc in enumerate(encoded):
-        groups.setdefault(enc["input_ids"].shape[1], []).append(i)
-    for indices in groups.values():
-        for start in range(0, len(indices), size):
-            chunk = indices[start:start + size]
-            yield chunk, {key: torch.cat([encoded[i][key] for i in chunk]) for key in encoded[chunk[0]]}
+def same_length_groups(model, examples: list[Example], mode: str) -> list[tuple[list[int], list[dict]]]:
+    """The model inputs of `examples` grouped by sequence length (batched without padding, each row is computed
+    as it would be alone): [(indices into examples, their inputs)]."""
+    groups: dict[int, tuple[list[int], list[dict]]] = {}
+    for i, example in enumerate(examples):
+        enc = model.inputs(**example.inputs(mode))
+        indices, inputs = groups.setdefault(enc["input_ids"].shape[1], ([], []))
+        indices.append(i)
+        inputs.append(enc)
+    return list(groups.values())
 
 
 @torch.no_grad()
-def answer_scores(model, examples: list[Example], mode: str, **ablation) -> dict[str, np.ndarray]:
+def answer_scores(model, examples: list[Example], mode: str, batch: int = 64, **ablation) -> dict[str, np.ndarray]:
     """Per example, under the ablation given as keyword arguments of `ablated`: `log p` of the true colour and
-    `correct` (top-1 is the true colour): arrays [n]. Every example needs its colour."""
+    `correct` (top-1 is the true colour): arrays [n]. Every example needs its colour. At most `batch` examples per
+    forward pass, fewer where the device's memory is short."""
     missing = [e.source for e in examples if e.colour is None]
     if missing:
         raise ValueError(f"causal checks need the true colour; {missing[0]} has none")
-    targets = torch.tensor([model.token_id(e.colour) for e in examples])
+    targets = np.array([model.token_id(e.colour) for e in examples])
     logp, correct = np.zeros(len(examples)), np.zeros(len(examples))
+
+    def last_logits(encoded: list[dict]) -> torch.Tensor:
+        inputs = {key: torch.cat([enc[key] for enc in encoded]) for key in encoded[0]}
+        return model.hf(**inputs, use_cache=False, logits_to_keep=1).logits[:, -1].float().cpu()
+
     with ablated(model, **ablation):
-        for chunk, inputs in batches(model, examples, mode):
-            logits = model.hf(**inputs, use_cache=False).logits[:, -1].float()
-            t = targets[chunk]
-            logp[chunk] = torch.log_softmax(logits, -1)[torch.arange(len(chunk)), t].numpy()
-            correct[chunk] = (logits.argmax(-1) == t).float().numpy()
+        for indices, encoded in same_length_groups(model, examples, mode):
+            size = first_batch(model, len(encoded), encoded[0]["input_ids"].shape[1], batch)
+            logits = torch.cat(in_batches(last_logits, encoded, "the causal checks", size))
+            t = torch.as_tensor(targets[indices])
+            logp[indices] = torch.log_softmax(logits, -1)[torch.arange(len(indices)), t].cpu().numpy()
+            correct[indices] = (logits.argmax(-1) == t).float().cpu().numpy()
     return {"log p": logp, "correct": correct}
 
 

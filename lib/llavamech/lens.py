@@ -3,6 +3,8 @@
 `onto="embed"`: dot products with the input embedding matrix E (the paper's reading of visual embeddings:
 projector outputs compared with word embeddings). `onto="unembed"`: the logit lens, W_U applied after the final
 norm with the vector's own RMS (for the final residual this is exactly the model's logits).
+
+Scores over the vocabulary ([..., V]) stay on the model's device; ranks, tokens and positions come back on the CPU.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ def vocab_scores(anatomy: Anatomy, vectors: torch.Tensor, onto: str = "embed") -
 
 def top_tokens(anatomy: Anatomy, tokenizer, vectors: torch.Tensor, onto: str = "embed", k: int = 5):
     """The k best tokens of each vector: a (nested) list over the leading dims of [(token, score), ...]."""
-    scores, ids = vocab_scores(anatomy, vectors, onto).topk(k, dim=-1)
+    scores, ids = (t.cpu() for t in vocab_scores(anatomy, vectors, onto).topk(k, dim=-1))
 
     def convert(s, i):
         if s.dim() == 1:
@@ -36,7 +38,7 @@ def top_tokens(anatomy: Anatomy, tokenizer, vectors: torch.Tensor, onto: str = "
 def token_ranks(anatomy: Anatomy, vectors: torch.Tensor, token: int, onto: str = "embed") -> torch.Tensor:
     """1-based rank of `token` among the vocabulary for each vector: [...] (1 = top; for reciprocal ranks)."""
     scores = vocab_scores(anatomy, vectors, onto)
-    return (scores > scores[..., token:token + 1]).sum(-1) + 1
+    return ((scores > scores[..., token:token + 1]).sum(-1) + 1).cpu()
 
 
 def patch_top_tokens(model, trace, layer: int = 0, onto: str = "embed") -> list[list[str]]:
@@ -77,7 +79,7 @@ def important_positions(trace, heads: list[tuple[int, int]], k: int, kind: str, 
     candidates = positions_of_kind(trace, kind)
     if len(candidates) < k:
         raise ValueError(f"asked for {k} {kind} positions but the prompt has {len(candidates)}")
-    scores = sum(position_scores(trace, layer, head, token) for layer, head in heads)[candidates]
+    scores = sum(position_scores(trace, layer, head, token, positions=candidates) for layer, head in heads)
     return candidates[scores.argsort(descending=True)[:k]]
 
 

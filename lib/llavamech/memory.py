@@ -12,6 +12,8 @@ import pandas as pd
 import torch
 import transformers
 
+from .errors import LlavamechError
+
 DTYPES = {"float32": 4, "bfloat16": 2, "float16": 2}
 GB = 1e9
 
@@ -60,3 +62,20 @@ def memory_table(config=None, seq_len: int = 600) -> pd.DataFrame:
                      "trace, all positions": full, "attention probabilities (one layer)": attention,
                      "explain needs at least": weights + lean + attention})
     return pd.DataFrame(rows).set_index("dtype")
+
+
+def explain_needs(config, dtype: str = "float32", seq_len: int = 600) -> float:
+    """GB that `explain` needs at least on one device for a model of this config in `dtype` (the table's sum)."""
+    return float(memory_table(config, seq_len).loc[dtype, "explain needs at least"])
+
+
+def check_fits(config, dtype: str, free_bytes: int, where: str = "the GPU", seq_len: int = 600) -> None:
+    """One clear error, before anything is loaded, when a model of this config in `dtype` cannot run `explain` in
+    `free_bytes` (e.g. torch.cuda.mem_get_info()[0]): the memory needed, the memory free, and the way out."""
+    need, free = explain_needs(config, dtype, seq_len), free_bytes / GB
+    if need <= free:
+        return
+    way = ("--dtype bfloat16 (half the weights) or --device-map auto (spread over the GPUs and the CPU)"
+           if dtype == "float32" else "--device-map auto (spread over the GPUs and the CPU)")
+    raise LlavamechError(f"the model needs at least {need:.1f} GB in {dtype} for explain but {where} has "
+                         f"{free:.1f} GB free; use {way}")

@@ -22,9 +22,19 @@ from .patches import METHODS, Embedded, answer_logprob, patch_maps
 from .report import progress
 from .stats import bootstrap
 
+RESOLUTION = 1e-3   # ranks see a map's scores to 0.1 % of its largest (see `resolved`)
 METRICS = ("pointing", "mass in box", "deletion", "insertion", "agreement")
 BETTER = {"pointing": "higher", "mass in box": "higher", "deletion": "lower", "insertion": "higher",
           "agreement": "higher"}
+
+
+def resolved(scores: np.ndarray) -> np.ndarray:
+    """Scores rounded to RESOLUTION of the largest absolute score, for everything that ranks them (the top patch,
+    the curves' order, rank agreement). Below that, scores differ by float32 noise alone — a map's flat background,
+    the patches whose removal changes nothing — and another CPU's kernels would reorder them; rounded, they are
+    ties, ranked alike on every machine (ties: midranks in Spearman, a seeded order in the curves)."""
+    scale = float(np.abs(scores).max())
+    return scores if scale == 0 else np.round(scores / (scale * RESOLUTION)) * (scale * RESOLUTION)
 
 
 def curve_points(n_patches: int, steps: int) -> np.ndarray:
@@ -38,7 +48,7 @@ def curves(model, emb: Embedded, token: int, scores: np.ndarray, means: Means | 
     Ties in the map (a flat region) are broken at random, so a constant map behaves as a random one."""
     n = scores.size
     tiebreak = np.random.default_rng(seed).random(n)
-    order = np.lexsort((tiebreak, -scores.ravel()))   # best first
+    order = np.lexsort((tiebreak, -resolved(scores).ravel()))   # best first
     points = curve_points(n, steps)
     removed = [tuple(sorted(order[:j])) for j in points] + [tuple(sorted(order[j:])) for j in points]
     unique = list(dict.fromkeys(removed))   # both curves start or end with nothing / everything removed
@@ -55,10 +65,11 @@ def area(points: np.ndarray, values: np.ndarray) -> float:
 
 def scene_metrics(scores: np.ndarray, mask: np.ndarray | None, causal: np.ndarray, curve: dict) -> dict:
     """The metrics of one map (see the module docstring); box metrics are NaN without a box."""
-    flat, positive = scores.ravel(), np.clip(scores.ravel(), 0, None)
+    flat, positive = resolved(scores).ravel(), np.clip(scores.ravel(), 0, None)
+    causal = causal.ravel()
     row = {"deletion": area(curve["points"], curve["deletion"]),
            "insertion": area(curve["points"], curve["insertion"]),
-           "agreement": float(spearmanr(flat, causal.ravel()).statistic) if flat.std() > 0 else 0.0}
+           "agreement": float(spearmanr(flat, causal).statistic) if flat.std() > 0 else 0.0}
     if mask is None or not mask.any():
         row.update({"pointing": np.nan, "mass in box": np.nan})
     else:

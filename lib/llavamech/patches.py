@@ -16,15 +16,16 @@ Every method scores the model's own answer (its top-1 next token), as the paper 
 """
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from .batching import first_batch, halving, in_batches
 from .errors import LlavamechError
 from .explain import explain, head_map
+from .hooks import frozen_weights, hooked, sdpa_attention
 from .interventions import Means
 from .trace import positions_of
 
@@ -74,9 +75,9 @@ def patch_maps(model, image, question: str, methods=METHODS, heads: int = DEFAUL
     for method in methods:
         t = time.perf_counter()
         if method in ("tool", "top-k"):
-            scores = head_map(x.trace, x.top_heads[:heads if method == "top-k" else 1]).numpy()
+            scores = head_map(x.trace, x.top_heads[:heads if method == "top-k" else 1]).cpu().numpy()
         elif method == "attention":
-            scores = x.trace.attn_weights[:, :, x.trace.positions.image_positions].mean((0, 1)).numpy()
+            scores = x.trace.attn_weights[:, :, x.trace.positions.image_positions].mean((0, 1)).cpu().numpy()
         elif method == "random":
             scores = np.random.default_rng(seed).random(x.grid_shape[0] * x.grid_shape[1])
         else:
@@ -115,11 +116,9 @@ def embed(model, inputs: dict, image_positions: torch.Tensor | None = None) -> E
     def keep(module, args, kwargs):
         kept["embeds"] = kwargs["inputs_embeds"].detach().float().cpu()
 
-    hook = model.hf.model.language_model.register_forward_pre_hook(keep, with_kwargs=True)
-    try:
-        model.hf(**inputs, use_cache=False)
-    finally:
-        hook.remove()
+    with sdpa_attention(model.hf), hooked(model.hf) as hooks:
+        hooks.before(model.hf.model.language_model, keep, with_kwargs=True)
+        model.hf(**inputs, use_cache=False, logits_to_keep=1)
     if image_positions is None:
         image_positions = positions_of(model.hf, inputs, model.tokenizer).image_positions
     return Embedded(kept["embeds"], image_positions)
@@ -131,26 +130,11 @@ def _fill(emb: Embedded, means: Means | None) -> torch.Tensor:
     return emb.visual.mean(0) if means is None else means.visual.float().cpu()
 
 
-@contextlib.contextmanager
-def fused_attention(model):
-    """PyTorch's fused attention for passes that read no attention weights (about a third faster on CPU for these
-    batches; the same numbers to float rounding). The trace needs eager attention, so it is restored after."""
-    before = model.hf.config._attn_implementation
-    try:
-        model.hf.set_attn_implementation("sdpa")
-    except (ValueError, ImportError):   # a model without SDPA support stays eager
-        yield
-        return
-    try:
-        yield
-    finally:
-        model.hf.set_attn_implementation(before)
-
-
 def _logprob(model, embeds: torch.Tensor, token: int) -> torch.Tensor:
-    """log p(token) at the last position for a batch of input embeddings [B, S, d]."""
-    with fused_attention(model):
-        logits = model.hf(inputs_embeds=embeds.to(model.device, model.dtype), use_cache=False).logits[:, -1]
+    """log p(token) at the last position for a batch of input embeddings [B, S, d] (on the CPU)."""
+    with sdpa_attention(model.hf):
+        logits = model.hf(inputs_embeds=embeds.to(model.device, model.dtype), use_cache=False,
+                          logits_to_keep=1).logits[:, -1]
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))   # half precision read in float32
     return torch.log_softmax(logits, -1)[:, token].cpu()
 
@@ -159,16 +143,19 @@ def _logprob(model, embeds: torch.Tensor, token: int) -> torch.Tensor:
 def answer_logprob(model, emb: Embedded, token: int, removed: list, means: Means | None = None,
                    batch: int = 64) -> np.ndarray:
     """log p(token), one value per entry of `removed` (a list of patch indices whose visual embeddings are
-    replaced as `_fill` says)."""
-    fill, out = _fill(emb, means), []
-    for start in range(0, len(removed), batch):
-        rows = removed[start:start + batch]
-        embeds = emb.embeds.repeat(len(rows), 1, 1)
+    replaced as `_fill` says). At most `batch` rows per forward pass, fewer where the device's memory is short."""
+    clean = emb.embeds.to(model.device, model.dtype)           # built on the device: one copy in, not one per row
+    fill = _fill(emb, means).to(model.device, model.dtype)
+
+    def run(rows):
+        embeds = clean.repeat(len(rows), 1, 1)
         for r, patches in enumerate(rows):
             if len(patches):
                 embeds[r, emb.image_positions[list(patches)]] = fill
-        out.append(_logprob(model, embeds, token).numpy())
-    return np.concatenate(out)
+        return _logprob(model, embeds, token).cpu().numpy()
+
+    batch = first_batch(model, len(removed), clean.shape[1], batch)
+    return np.concatenate(in_batches(run, removed, "ablation", batch))
 
 
 def ablation_scores(model, emb: Embedded, token: int, means: Means | None) -> np.ndarray:
@@ -187,18 +174,23 @@ def _with_visual(emb: Embedded, visual: torch.Tensor) -> torch.Tensor:
 def gradient_scores(model, emb: Embedded, token: int, means: Means | None = None) -> np.ndarray:
     """Gradient × input of log p(answer) w.r.t. each patch's visual embedding, summed over features."""
     visual = emb.visual[None].clone().requires_grad_(True)
-    _logprob(model, _with_visual(emb, visual), token).sum().backward()
-    return (visual.grad * visual).sum(-1)[0].detach().numpy()
+    with frozen_weights(model.hf):
+        halving(lambda _: _logprob(model, _with_visual(emb, visual), token).sum().backward(), "gradient", 1)
+    return (visual.grad * visual).sum(-1)[0].detach().cpu().numpy()
 
 
 def ig_scores(model, emb: Embedded, token: int, means: Means | None = None, steps: int = 32) -> np.ndarray:
     """Integrated gradients (Captum) of log p(answer) on the visual embeddings, from the removal baseline (the
     same replacement as `ablation`), summed over features. Completeness: the scores sum to log p(answer) clean
-    minus with every patch removed, up to the Riemann error of `steps`."""
+    minus with every patch removed, up to the Riemann error of `steps`. The steps run in batches that fit the
+    device (the sum is the same in any batching)."""
     from captum.attr import IntegratedGradients
 
     visual = emb.visual[None]
     baseline = _fill(emb, means).expand_as(visual).clone()
-    attributions = IntegratedGradients(lambda v: _logprob(model, _with_visual(emb, v), token)).attribute(
-        visual, baselines=baseline, n_steps=steps, internal_batch_size=steps)
-    return attributions.sum(-1)[0].detach().numpy()
+    ig = IntegratedGradients(lambda v: _logprob(model, _with_visual(emb, v), token))
+    with frozen_weights(model.hf):
+        attributions = halving(lambda batch: ig.attribute(visual, baselines=baseline, n_steps=steps,
+                                                          internal_batch_size=batch), "integrated gradients",
+                               first_batch(model, steps, emb.embeds.shape[1], steps, backward=True))
+    return attributions.sum(-1)[0].detach().cpu().numpy()

@@ -1,4 +1,5 @@
-"""Static figures (presentation only). Every figure names the model that produced it in its title."""
+"""Static figures (presentation only). Every figure names the model that produced it in its title. Scores may be
+given as NumPy arrays, lists or tensors on any device."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -7,10 +8,17 @@ import torch
 from PIL import Image
 
 
+def as_array(values, dtype=None) -> np.ndarray:
+    """Scores as a NumPy array, from a tensor on any device, an array or a (nested) list."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values, dtype=dtype)
+
+
 def upsample(grid, size: tuple[int, int]) -> np.ndarray:
     """A [rows, cols] map resized bicubically to `size` (width, height), as the paper draws it; the cubic's
     overshoot below zero is clipped (scores are normalised to be non-negative)."""
-    arr = np.asarray(grid, dtype=np.float32)
+    arr = as_array(grid, np.float32)
     return np.clip(np.asarray(Image.fromarray(arr, mode="F").resize(size, Image.BICUBIC)), 0, None)
 
 
@@ -40,7 +48,7 @@ def head_heatmap(scores: torch.Tensor, title: str, label: str = "log-prob increa
     """A layers x heads heat map of head scores, layer 0 at the bottom."""
     fig, ax = plt.subplots(figsize=(max(4, scores.shape[1] * 0.35 + 2), max(2.5, scores.shape[0] * 0.35 + 1.2))) \
         if ax is None else (ax.figure, ax)
-    scores = np.asarray(scores)
+    scores = as_array(scores)
     lim = float(np.abs(scores).max()) or 1.0
     im = ax.imshow(scores, cmap="RdBu_r", vmin=-lim, vmax=lim, origin="lower", aspect="auto")
     ax.set_xlabel("head")
@@ -59,7 +67,7 @@ def layer_bars(scores: dict, title: str, ax=None, errors=None):
     n = len(scores["attn"])
     x = np.arange(n)
     for row, (name, label, shift) in enumerate((("attn", "attention", -0.2), ("ffn", "FFN", 0.2))):
-        y = np.asarray(scores[name])
+        y = as_array(scores[name])
         err = None if errors is None else np.abs(np.stack([y - errors[0][row], errors[1][row] - y]))
         ax.bar(x + shift, y, 0.4, yerr=err, capsize=2, label=label)
     ax.axhline(0, color="k", lw=0.5)
@@ -144,7 +152,7 @@ def token_bars(tokens: list[str], scores: dict, title: str, ax=None):
     fig, ax = plt.subplots(figsize=(max(6, 0.22 * len(tokens)), 2.8)) if ax is None else (ax.figure, ax)
     width = 0.8 / len(scores)
     for i, (label, values) in enumerate(scores.items()):
-        ax.bar(np.arange(len(tokens)) + (i - (len(scores) - 1) / 2) * width, np.asarray(values), width, label=label)
+        ax.bar(np.arange(len(tokens)) + (i - (len(scores) - 1) / 2) * width, as_array(values), width, label=label)
     ax.set_xticks(range(len(tokens)))
     ax.set_xticklabels(tokens, rotation=90, fontsize=7)
     ax.axhline(0, color="k", lw=0.4)
@@ -191,7 +199,7 @@ def head_scatter(x, y, xlabel: str, ylabel: str, title: str, label_top: int = 3,
     """One dot per head ([L, H] arrays or flat), the `label_top` heads furthest above the diagonal (or highest in y
     without one) named layer_head."""
     fig, ax = plt.subplots(figsize=(3.8, 3.4)) if ax is None else (ax.figure, ax)
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    x, y = as_array(x, float), as_array(y, float)
     cols = x.shape[1] if x.ndim == 2 else 1
     x, y = x.ravel(), y.ravel()
     ax.scatter(x, y, s=14, color="C0", alpha=0.75)

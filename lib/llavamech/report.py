@@ -1,13 +1,9 @@
 """Helpers for the book's executed pages: `glue` a value for the prose (myst-nb where it is installed; elsewhere,
-e.g. in Colab, the value is only kept), tables that render the same every time, progress bars that the build can turn off, and the normalisation of
-executed notebooks."""
+e.g. in Colab, the value is only kept), tables that render the same every time, and progress bars that the build
+can turn off. (Executed notebooks are normalised and compared by `llavamech.notebooks`.)"""
 from __future__ import annotations
 
-import json
 import os
-import re
-import sys
-from pathlib import Path
 
 try:
     from myst_nb import glue as _glue
@@ -15,8 +11,16 @@ except ImportError:  # Colab and plain Jupyter: nothing to render into
     _glue = None
 
 
+GLUE_DIGITS = 6   # significant digits kept of a glued float: more than any page shows, fewer than float32 noise
+
+
 def glue(name: str, value, display: bool = False) -> None:
-    """Make `value` available to the page's prose as {glue:text}`name` (numbers: format it in the role)."""
+    """Make `value` available to the page's prose as {glue:text}`name` (numbers: format it in the role). Floats are
+    kept to GLUE_DIGITS significant digits, so that the executed notebook holds what the page can show and not the
+    last digits of float32 rounding, which differ from one CPU to another."""
+    if isinstance(value, float) or (hasattr(value, "dtype") and getattr(value, "ndim", 1) == 0
+                                    and value.dtype.kind == "f"):
+        value = float(f"{float(value):.{GLUE_DIGITS}g}")
     if _glue is not None:
         _glue(name, value, display=display)
 
@@ -59,48 +63,3 @@ def progress(iterable, desc: str):
     from tqdm.auto import tqdm
 
     return tqdm(iterable, desc=desc, leave=False, disable=os.environ.get("TQDM_DISABLE", "") not in ("", "0"))
-
-
-def normalise_notebook(path) -> None:
-    """Make an executed notebook depend only on its content: cell ids from their index, no execution timestamps
-    or durations, no widget state when no widget is shown. Rebuilding an unchanged chapter then changes nothing."""
-    nb = json.loads(Path(path).read_text())
-    nb["metadata"].pop("papermill", None)
-    shows_widgets = any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
-                        for c in nb["cells"] for o in c.get("outputs", []))
-    if not shows_widgets:
-        nb["metadata"].pop("widgets", None)
-    for i, cell in enumerate(nb["cells"]):
-        cell["id"] = f"cell-{i}"
-        for key in ("papermill", "execution"):
-            cell["metadata"].pop(key, None)
-    order = _widget_order(nb)
-    if order:   # widget ids are random per run: list the models in that order, numbered instead of their ids
-        widgets = nb["metadata"]["widgets"]["application/vnd.jupyter.widget-state+json"]
-        widgets["state"] = {model_id: widgets["state"][model_id] for model_id in order}
-    text = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
-    for i, model_id in enumerate(order):
-        text = text.replace(model_id, f"{i:032x}")
-    Path(path).write_text(text)
-
-
-def _widget_order(nb) -> list[str]:
-    """Widget model ids in an order that does not depend on the ids: depth first from the displayed views,
-    following each model's references (IPY_MODEL_...) in the order its state lists them."""
-    state = nb["metadata"].get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
-    roots = [o["data"]["application/vnd.jupyter.widget-view+json"]["model_id"] for c in nb["cells"]
-             for o in c.get("outputs", []) if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
-    order, stack = [], list(reversed(roots))
-    while stack:
-        model_id = stack.pop()
-        if model_id in order or model_id not in state:
-            continue
-        order.append(model_id)
-        refs = re.findall(r"IPY_MODEL_([0-9a-f]{32})", json.dumps(state[model_id]["state"], sort_keys=True))
-        stack.extend(reversed(refs))
-    return order
-
-
-if __name__ == "__main__":  # python -m llavamech.report NOTEBOOK.ipynb ...
-    for notebook in sys.argv[1:]:
-        normalise_notebook(notebook)

@@ -1,7 +1,9 @@
 """One forward pass with forward hooks, capturing what every readout of shared/PAPER.md §2–3 needs.
 
 Hooks sit on the language model's own modules (never a patched copy of transformers' files) and are
-removed in a `finally`, so the model is unchanged afterwards. Attention weights need eager attention.
+removed in a `finally`, so the model is unchanged afterwards. The pass runs with fused attention (SDPA), so it costs
+one plain forward: the attention weights from the scored position are recomputed from the captured query at T and
+the keys (after RoPE; grouped-query aware), an [H, S] row per layer instead of eager attention's [H, S, S].
 
 Memory: at the scored position T the trace keeps O(L·d + L·H·S + L·I) numbers; the values at every
 position add L·S·d_kv. For llava-1.5-7b (L=32, d=4096, H=32, I=11008, S≈600 with one image) that is
@@ -10,11 +12,13 @@ inputs, attention outputs and FFN outputs at every position (the lens chapters n
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
 import torch
 
 from .anatomy import Anatomy
+from .hooks import hooked, sdpa_attention
 
 
 @dataclass
@@ -135,7 +139,9 @@ class Trace:
 
 def run_trace(model: torch.nn.Module, anatomy: Anatomy, inputs: dict, tokenizer,
               all_positions: bool = False) -> Trace:
-    """Run `model(**inputs)` (batch of one) once with hooks and return the Trace at the last position."""
+    """Run `model(**inputs)` (batch of one) once with hooks and return the Trace at the last position. The pass runs
+    with fused attention (SDPA): the attention weights from the last position are computed from the captured query
+    and keys (`scored_attention`), so no [H, S, S] weights are ever materialised."""
     if inputs["input_ids"].shape[0] != 1:
         raise ValueError("run_trace takes one example at a time (batch size 1)")
     store: dict[str, list] = {k: [] for k in ("resid", "attn", "weights", "mid", "mlp", "values", "acts", "final")}
@@ -148,31 +154,17 @@ def run_trace(model: torch.nn.Module, anatomy: Anatomy, inputs: dict, tokenizer,
     def keep(name, x):
         store[name].append(kept(x[0] if all_positions or name == "values" else x[0, -1]))
 
-    def attention(module, args, output):
-        keep("attn", output[0])
-        weights = output[1]  # None unless attention is eager
-        store["weights"].append(None if weights is None else kept(weights[0, :, -1]))
-
-    hooks = []
-    try:
+    with sdpa_attention(model), hooked(model) as hooks, torch.no_grad():
         for layer in anatomy.layers:
-            hooks += [
-                layer.input_layernorm.register_forward_pre_hook(lambda m, a: keep("resid", a[0])),
-                layer.self_attn.register_forward_hook(attention),
-                layer.self_attn.v_proj.register_forward_hook(lambda m, a, o: keep("values", o)),
-                layer.post_attention_layernorm.register_forward_pre_hook(lambda m, a: keep("mid", a[0])),
-                layer.mlp.register_forward_hook(lambda m, a, o: keep("mlp", o)),
-                layer.mlp.down_proj.register_forward_pre_hook(
-                    lambda m, a: store["acts"].append(kept(a[0][0, -1]))),
-            ]
-        hooks.append(anatomy.final_norm.register_forward_pre_hook(lambda m, a: keep("final", a[0])))
-        with torch.no_grad():
-            out = model(**inputs, use_cache=False)
-    finally:
-        for h in hooks:
-            h.remove()
-    if store["weights"][0] is None:
-        raise RuntimeError("attention weights were not returned: load the model with attn_implementation='eager'")
+            _capture_scored_attention(hooks, layer.self_attn, lambda w: store["weights"].append(kept(w)))
+            hooks.before(layer.input_layernorm, lambda m, a: keep("resid", a[0]))
+            hooks.after(layer.self_attn, lambda m, a, o: keep("attn", o[0]))
+            hooks.after(layer.self_attn.v_proj, lambda m, a, o: keep("values", o))
+            hooks.before(layer.post_attention_layernorm, lambda m, a: keep("mid", a[0]))
+            hooks.after(layer.mlp, lambda m, a, o: keep("mlp", o))
+            hooks.before(layer.mlp.down_proj, lambda m, a: store["acts"].append(kept(a[0][0, -1])))
+        hooks.before(anatomy.final_norm, lambda m, a: keep("final", a[0]))
+        out = model(**inputs, use_cache=False, logits_to_keep=1)
 
     def stack(name):
         return torch.stack(store[name])
@@ -191,3 +183,43 @@ def run_trace(model: torch.nn.Module, anatomy: Anatomy, inputs: dict, tokenizer,
                  logits=kept(out.logits[0, -1]), resid_in=resid, attn_out=attn, mid=mid, mlp_out=mlp,
                  final_resid=final, attn_weights=stack("weights"), values=values, neuron_acts=stack("acts"),
                  **extra)
+
+
+# ---- the attention weights from the scored position, whatever attention implementation runs ----
+def _capture_scored_attention(hooks, attention: torch.nn.Module, deliver) -> None:
+    """Hooks on one attention module that call `deliver(alpha)` with alpha_{T,j} [H, S] once it has run: the query
+    at T and the keys at every position are read off q_proj / k_proj, their mask and rotary angles off the
+    module's own arguments."""
+    seen = {}
+    hooks.before(attention, lambda m, args, kwargs: seen.update(kwargs=kwargs), with_kwargs=True)
+    hooks.after(attention.q_proj, lambda m, a, o: seen.update(query=o[0, -1:]))
+    hooks.after(attention.k_proj, lambda m, a, o: seen.update(keys=o[0]))
+
+    def done(module, args, output):
+        kwargs = seen.pop("kwargs")
+        deliver(scored_attention(module, seen.pop("query"), seen.pop("keys"), kwargs["position_embeddings"],
+                                 kwargs.get("attention_mask")))
+
+    hooks.after(attention, done)
+
+
+def scored_attention(module: torch.nn.Module, query: torch.Tensor, keys: torch.Tensor, rotary: tuple,
+                     mask: torch.Tensor | None) -> torch.Tensor:
+    """alpha_{T,j} = softmax_j(q_T . k_j * scaling + mask_{T,j}) for every head, as eager attention computes its
+    last row: query [1, H * head_dim] and keys [S, H_kv * head_dim] as the projections return them (before RoPE,
+    which is applied here with the module family's own function and angles), `mask` as the module received it
+    ([B, 1, S, S], additive floats or booleans = attend; None when fused attention needs none, which for the last
+    position means every position is visible). Scores and softmax in float32: [H, S]."""
+    rope = sys.modules[type(module).__module__].apply_rotary_pos_emb
+    head_dim = module.head_dim
+    cos, sin = rotary
+    q = query.view(1, 1, -1, head_dim).transpose(1, 2)                  # [1, H, 1, hd]
+    k = keys.view(1, len(keys), -1, head_dim).transpose(1, 2)            # [1, H_kv, S, hd]
+    q = rope(q, q, cos[:, -1:], sin[:, -1:])[0][0, :, 0].float()        # [H, hd]
+    k = rope(k, k, cos, sin)[0][0].float()                              # [H_kv, S, hd]
+    kv_heads = k.shape[0]
+    scores = torch.einsum("kgd,ksd->kgs", q.view(kv_heads, -1, head_dim), k).reshape(len(q), -1) * module.scaling
+    if mask is not None:
+        row = mask[0, :, -1] if mask.dim() == 4 else mask[0][None]       # [1, S]
+        scores = scores + row if row.is_floating_point() else scores.masked_fill(~row.bool(), float("-inf"))
+    return torch.softmax(scores, -1)

@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 from scipy.stats import hypergeom, spearmanr
 
+from .hooks import model_lock
 from .stats import Estimate
 
 
@@ -92,7 +93,8 @@ def weight_change(tuned, base) -> pd.DataFrame:
             new, old = _head_params(a, layer, head), _head_params(base.anatomy, layer, head)
             row, diff2, norm2 = {"head": f"{layer}_{head}", "layer": layer, "index": head}, 0.0, 0.0
             for name in ("q", "k", "v", "o"):
-                w_new, w_old = new[name][0][new[name][1]].float(), old[name][0][old[name][1]].float()
+                w_new = new[name][0][new[name][1]].float()
+                w_old = old[name][0][old[name][1]].to(w_new.device, torch.float32)
                 d2, n2 = (w_new - w_old).pow(2).sum().item(), w_old.pow(2).sum().item()
                 row[name], diff2, norm2 = (d2 / n2) ** 0.5, diff2 + d2, norm2 + n2
             row["all"] = (diff2 / norm2) ** 0.5
@@ -107,18 +109,19 @@ def transplanted(tuned, base, heads):
     group, so they move for the whole group."""
     _check_same_shape(tuned, base)
     saved = []
-    try:
-        with torch.no_grad():
-            for layer, head in heads:
-                new, old = _head_params(tuned.anatomy, layer, head), _head_params(base.anatomy, layer, head)
-                for name, (tensor, index) in new.items():
-                    saved.append((tensor, index, tensor[index].clone()))
-                    tensor[index] = old[name][0][old[name][1]].to(tensor.dtype)
-        yield tuned
-    finally:
-        with torch.no_grad():
-            for tensor, index, value in reversed(saved):
-                tensor[index] = value
+    with model_lock(tuned.hf):   # other threads' passes on this model wait: they would read half-moved weights
+        try:
+            with torch.no_grad():
+                for layer, head in heads:
+                    new, old = _head_params(tuned.anatomy, layer, head), _head_params(base.anatomy, layer, head)
+                    for name, (tensor, index) in new.items():
+                        saved.append((tensor, index, tensor[index].clone()))
+                        tensor[index] = old[name][0][old[name][1]].to(tensor.device, tensor.dtype)
+            yield tuned
+        finally:
+            with torch.no_grad():
+                for tensor, index, value in reversed(saved):
+                    tensor[index] = value
 
 
 def transplant_test(tuned, base, examples, heads, mode: str = "vqa", draws: int = 20, seed: int = 0) -> pd.DataFrame:

@@ -57,8 +57,8 @@ class Explorer:
             grid, label = pm.scores, self.method.value
             if self.head.value != "best":
                 layer, head = map(int, self.head.value.split("_"))
-                scores = attribution.position_scores(x.trace, layer, head)[x.trace.positions.image_positions]
-                grid, label = normalise_map(scores).reshape(x.grid_shape).numpy(), f"head {self.head.value}"
+                scores = attribution.position_scores(x.trace, layer, head, positions=x.trace.positions.image_positions)
+                grid, label = normalise_map(scores).reshape(x.grid_shape).cpu().numpy(), f"head {self.head.value}"
         except LlavamechError as e:
             self.message.value = f"<b>{e}</b>"
             self.last = {"error": str(e)}

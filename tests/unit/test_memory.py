@@ -23,3 +23,18 @@ def test_llava_15_7b_has_its_published_size():
     table = memory.memory_table()
     assert 7.0 < table.loc["float32", "parameters (B)"] < 7.1      # llava-1.5-7b: 7.06 B
     assert table.loc["bfloat16", "weights"] == pytest.approx(table.loc["float32", "weights"] / 2)
+
+
+def test_check_fits_names_the_memory_needed_and_the_way_out():
+    from llavamech.errors import LlavamechError
+    config = memory.llava_15_7b_config()
+    card = 24 * memory.GB
+    memory.check_fits(config, "bfloat16", card)                       # 7B in bfloat16 fits a 24 GB card
+    with pytest.raises(LlavamechError) as e:
+        memory.check_fits(config, "float32", card, where="cuda:0")
+    message = str(e.value)
+    assert "\n" not in message and "cuda:0 has 24.0 GB free" in message
+    assert f"{memory.explain_needs(config, 'float32'):.1f} GB in float32" in message
+    assert "--dtype bfloat16" in message and "--device-map auto" in message
+    with pytest.raises(LlavamechError, match="use --device-map auto"):
+        memory.check_fits(config, "bfloat16", 8 * memory.GB)

@@ -26,3 +26,11 @@ def test_glue_paper_reads_the_reference_table(glued):
 def test_glue_paper_rejects_an_unknown_key(glued):
     with pytest.raises(KeyError):
         report.glue_paper("no.such.key")
+
+
+def test_glued_floats_keep_what_a_page_can_show(glued):
+    import numpy as np
+    report.glue("x", 2.6566260796785355)
+    report.glue("y", np.float32(0.7733888))
+    report.glue("n", 7)
+    assert glued == {"x": 2.65663, "y": 0.773389, "n": 7} and type(glued["y"]) is float

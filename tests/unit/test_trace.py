@@ -100,3 +100,40 @@ def test_next_layout_matches_the_embeddings_the_model_builds(model, example):
             expected = seen["tiles"][tile, (row % side) * side + col % side]
         torch.testing.assert_close(seen["embeds"][position], expected, atol=1e-6, rtol=0)
     assert positions.label(int(positions.image_positions[0])) == "patch 0,0"
+
+
+def eager_last_row_weights(model, inputs):
+    """Eager attention's own weights from the last position, [L, H, S], read with the test's own hooks."""
+    assert model.hf.config._attn_implementation == "eager"
+    seen = []
+    hooks = [layer.self_attn.register_forward_hook(lambda m, a, o: seen.append(o[1][0, :, -1].clone()))
+             for layer in model.anatomy.layers]
+    try:
+        with torch.no_grad():
+            model.hf(**inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    return torch.stack(seen)
+
+
+def test_scored_attention_equals_eager_attention_weights(model, example):
+    """The trace runs with fused attention and recomputes alpha_T from the query at T and the keys after RoPE
+    (grouped-query aware, with the q/k biases of Qwen2): it equals eager attention's last row."""
+    trace = model.trace(**example)
+    expected = eager_last_row_weights(model, model.inputs(**example))
+    torch.testing.assert_close(trace.attn_weights, expected, atol=1e-6, rtol=0)
+    assert model.hf.config._attn_implementation == "eager"      # the model's own implementation is restored
+
+
+def test_scored_attention_follows_a_sliding_window():
+    """Mistral with a window shorter than the prompt: fused attention then gets a boolean mask, eager a float one;
+    both give the same alpha_T, zero outside the window."""
+    from tests.conftest import tiny
+    model = tiny("llama", 2, 0, "mistral")
+    model.hf.config.sliding_window = 6
+    example = dict(question="What is the color of the dog?", context="The dog is white. The cat is black.")
+    trace = model.trace(**example)
+    expected = eager_last_row_weights(model, model.inputs(**example))
+    torch.testing.assert_close(trace.attn_weights, expected, atol=1e-6, rtol=0)
+    assert (trace.attn_weights[..., :-6] == 0).all() and (trace.attn_weights[..., -6:] > 0).all()

@@ -1,0 +1,124 @@
+"""Benchmark at llava-1.5-7b's exact shape (random weights from memory.llava_15_7b_config(): speed and memory do not
+depend on trained values): a plain forward pass (eager and SDPA), `explain`, every patch method, each one's peak GPU
+memory beside the memory table's figure, and explain's items/s, in bfloat16 and float32, measured in one run.
+Prints; asserts nothing. Without a GPU it runs a scaled-down shape on the CPU (float32), says so, and exits 0.
+
+    python bench/bench_7b.py [--repeats 5] [--dtypes bfloat16 float32]
+"""
+import argparse
+import random
+import statistics
+import time
+
+import torch
+import transformers
+
+from llavamech import memory, patches
+from llavamech.models import Model
+from llavamech.organism import build
+from llavamech.organism.world import make_scene
+
+QUESTION = "What is the color of the dog?"
+GPU = torch.cuda.is_available()
+
+
+def config_at_shape(image_token_id: int) -> transformers.LlavaConfig:
+    """llava-1.5-7b's config on a GPU; on a CPU the same 24x24 patch grid and vocabulary over a narrow, shallow model."""
+    config = memory.llava_15_7b_config()
+    if not GPU:
+        text, vision = config.text_config, config.vision_config
+        text.hidden_size, text.intermediate_size, text.num_hidden_layers = 128, 344, 2
+        text.num_attention_heads = text.num_key_value_heads = 4
+        text.head_dim = 32
+        vision.hidden_size, vision.intermediate_size, vision.num_hidden_layers, vision.num_attention_heads = 64, 256, 2, 4
+    config.image_token_id = image_token_id   # the toy tokenizer's: the shape does not depend on which id it is
+    return config
+
+
+def model_at_shape(dtype: torch.dtype, device: str) -> Model:
+    """A random-weight model of the benchmark's shape with the organism's tokenizer and a 336 px processor."""
+    _, tokenizer, processor = build.tiny_llava(image_size=336, patch=14)
+    config = config_at_shape(tokenizer.convert_tokens_to_ids("<image>"))
+    torch.manual_seed(0)
+    with torch.device(device):
+        hf = transformers.LlavaForConditionalGeneration(config).to(dtype)
+    hf.set_attn_implementation("eager")   # as llavamech.load reads a model
+    return Model("llava-1.5-7b shape (random weights)", hf, tokenizer, processor, device)
+
+
+def measure(f, repeats: int) -> tuple[float, float]:
+    """Median seconds of `f` (after one warm-up) and its peak GPU memory in GB (NaN on a CPU)."""
+    f()
+    if GPU:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        f()
+        if GPU:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), torch.cuda.max_memory_allocated() / 1e9 if GPU else float("nan")
+
+
+def bench(dtype: torch.dtype, repeats: int, ig_steps: int) -> None:
+    device = "cuda" if GPU else "cpu"
+    model = model_at_shape(dtype, device)
+    image = make_scene(random.Random(0), size=336).image
+    inputs = model.inputs(image, QUESTION)
+    seq_len = inputs["input_ids"].shape[1]
+    name = {torch.bfloat16: "bfloat16", torch.float32: "float32"}[dtype]
+    table = memory.memory_table(model.hf.config, seq_len).loc[name]
+
+    def forward(implementation):
+        def run():
+            model.hf.set_attn_implementation(implementation)
+            with torch.no_grad():
+                model.hf(**inputs)
+            model.hf.set_attn_implementation("eager")
+        return run
+
+    rows = {"forward, eager": measure(forward("eager"), repeats), "forward, SDPA": measure(forward("sdpa"), repeats),
+            "explain (tool)": measure(lambda: model.explain(image, question=QUESTION), repeats)}
+    for method in patches.METHODS[1:]:
+        slow = method in ("ablation", "gradient", "ig")
+        rows[method] = measure(lambda: patches.patch_map(model, image, QUESTION, method, ig_steps=ig_steps),
+                               1 if slow else repeats)
+    sdpa, eager, tool = rows["forward, SDPA"][0], rows["forward, eager"][0], rows["explain (tool)"][0]
+    print(f"\n{name}: sequence length {seq_len}, {table['parameters (B)']:.2f} B parameters; "
+          f"memory table: weights {table['weights']:.1f} GB, explain needs at least "
+          f"{table['explain needs at least']:.1f} GB")
+    print(f"  {'':18s} {'ms':>10s} {'x SDPA fwd':>11s} {'x explain':>10s} {'peak GB':>8s}")
+    for label, (seconds, peak) in rows.items():
+        print(f"  {label:18s} {seconds * 1e3:10.1f} {seconds / sdpa:11.2f} {seconds / tool:10.1f} {peak:8.1f}")
+    print(f"  explain / plain SDPA forward: {tool / sdpa:.2f}x (goal <= {1.10 if dtype == torch.bfloat16 else 1.05}x);"
+          f" / eager forward: {tool / eager:.2f}x")
+    scenes = [make_scene(random.Random(i), size=336).image for i in range(8 if GPU else 3)]
+    t = time.perf_counter()
+    for scene in scenes:
+        model.explain(scene, question=QUESTION)
+    if GPU:
+        torch.cuda.synchronize()
+    print(f"  explain, {len(scenes)} scenes in a row: {len(scenes) / (time.perf_counter() - t):.1f} items/s")
+    del model
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--repeats", type=int, default=5 if GPU else 3)
+    p.add_argument("--dtypes", nargs="+", default=["bfloat16", "float32"] if GPU else ["float32"])
+    p.add_argument("--ig-steps", type=int, default=32 if GPU else 8)
+    args = p.parse_args()
+    if GPU:
+        print(f"GPU: {torch.cuda.get_device_name()}, {torch.cuda.get_device_properties(0).total_memory / 1e9:.0f} GB; "
+              "llava-1.5-7b's exact shape, random weights: speed and memory only")
+    else:
+        print("no GPU here: a scaled-down shape on the CPU (llava-1.5-7b's 24x24 patches and vocabulary; 2 layers of "
+              "width 128, a 2-layer vision tower), float32; peak memory is measured on GPUs only")
+    for name in args.dtypes:
+        bench(getattr(torch, name), args.repeats, args.ig_steps)
+
+
+if __name__ == "__main__":
+    main()

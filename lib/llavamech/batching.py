@@ -1,0 +1,67 @@
+"""Batched forward passes that fit the device: the first batch size comes from the free device memory, and a batch
+that still runs out of memory is halved and retried. On the CPU the caller's cap is used as it is.
+
+    logp = in_batches(lambda rows: forward(rows), rows, "ablation", first_batch(model, len(rows), seq_len))
+"""
+from __future__ import annotations
+
+import torch
+
+from .errors import LlavamechError
+
+USABLE = 0.8   # the share of the free device memory a batch may plan for (the allocator needs some slack)
+
+
+def row_bytes(model, seq_len: int, backward: bool = False) -> int:
+    """A generous estimate of the activation memory of one batch row of `seq_len` tokens: one layer's transients
+    (hidden states, q/k/v, the FFN's three [S, I] tensors) for a forward pass without gradients; every layer's
+    saved activations when a backward pass follows."""
+    a = model.anatomy
+    size = torch.finfo(model.dtype).bits // 8
+    per_layer = seq_len * (6 * a.d_model + 3 * a.n_neurons) * size
+    return per_layer * (a.n_layers + 1 if backward else 2)
+
+
+def first_batch(model, rows: int, seq_len: int, cap: int = 64, backward: bool = False) -> int:
+    """How many rows to run at once: at most `cap` and `rows`, and on a GPU what its free memory holds."""
+    device = torch.device(model.device)
+    wanted = max(1, min(cap, rows))
+    if device.type != "cuda":
+        return wanted
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(1, min(wanted, int(free * USABLE) // row_bytes(model, seq_len, backward)))
+
+
+def in_batches(run, items: list, method: str, batch: int) -> list:
+    """`run(chunk)` over consecutive chunks of `items` of at most `batch` rows, in order: the list of its results.
+    Out of device memory, the chunk is halved and retried; at one row, one clear error."""
+    out, start = [], 0
+    while start < len(items):
+        chunk = items[start:start + batch]
+        try:
+            out.append(run(chunk))
+        except torch.OutOfMemoryError:
+            batch = _halved(batch, method)
+            continue
+        start += len(chunk)
+    return out
+
+
+def halving(run, method: str, batch: int):
+    """`run(batch)` for a computation that batches internally (integrated gradients' steps): halved and retried
+    out of device memory, one clear error at one row."""
+    while True:
+        try:
+            return run(batch)
+        except torch.OutOfMemoryError:
+            batch = _halved(batch, method)
+
+
+def _halved(batch: int, method: str) -> int:
+    """The next batch size to try after running out of memory at `batch` (the failed batch's memory released)."""
+    if batch == 1:
+        raise LlavamechError(f"out of GPU memory in {method} at batch 1; use --dtype bfloat16, --device-map auto "
+                             "or a GPU with more memory")
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return batch // 2

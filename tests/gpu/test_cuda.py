@@ -1,0 +1,116 @@
+"""The GPU tier: every class, method, command and chapter on CUDA (`bash tests/gpu/run.sh`). Skipped with its
+reason where there is no GPU. Tiny and toy models only: no downloads, minutes on one GPU."""
+import inspect
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import MODELS, tiny
+from tests.unit import test_devices, test_identities, test_trace
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the GPU tier: "
+                                "bash tests/gpu/run.sh on a GPU machine)")
+ROOT = Path(__file__).resolve().parents[2]
+BOOK = ROOT / "book"
+QUESTION = "What is the color of the dog?"
+METHODS = ("tool", "top-k", "attention", "ablation", "gradient", "ig", "random")
+# Small enough to run every chapter in minutes, large enough for their bootstraps and splits.
+CHAPTER_PARAMETERS = {"device": "cuda", "n_examples": 16, "draws": 3, "ig_steps": 4}
+
+
+def on_cuda(model):
+    model.hf.to("cuda")
+    model.device = "cuda"
+    return model
+
+
+@pytest.fixture(scope="module", params=list(MODELS.values()), ids=list(MODELS))
+def cuda_model(request):
+    return on_cuda(tiny(*request.param))
+
+
+@pytest.fixture
+def cuda_example(cuda_model):
+    from llavamech.organism.world import make_scene
+    if cuda_model.is_multimodal:
+        image = make_scene(random.Random(7), size=80).image
+        image = image.crop((0, 0, 80, 50)) if "next=True" in cuda_model.name else image
+        return dict(image=image, question=QUESTION)
+    return dict(question=QUESTION, context="The dog is white. The cat is black.")
+
+
+IDENTITIES = [f for name, f in inspect.getmembers(test_identities, inspect.isfunction) if name.startswith("test_")
+              and "example" in inspect.signature(f).parameters]
+
+
+@pytest.mark.parametrize("identity", IDENTITIES, ids=lambda f: f.__name__)
+def test_identities_hold_on_cuda(cuda_model, cuda_example, identity):
+    identity(cuda_model, cuda_example)
+
+
+def test_scored_attention_equals_eager_on_cuda(cuda_model, cuda_example):
+    test_trace.test_scored_attention_equals_eager_attention_weights(cuda_model, cuda_example)
+
+
+def test_results_come_back_on_the_cpu(cuda_model, cuda_example):
+    if "next" in cuda_model.name or cuda_model.anatomy.n_kv_heads != cuda_model.anatomy.n_heads:
+        pytest.skip("one Llava and one Llama are enough here; the identities cover the other classes")
+    test_devices.check_results_are_on_the_cpu(cuda_model, cuda_example)
+
+
+def test_cpu_and_gpu_agree_on_toy_llava():
+    import llavamech
+    from llavamech.examples import toy_examples
+    cpu, gpu = llavamech.load("toy-llava", device="cpu"), llavamech.load("toy-llava", device="cuda")
+    for example in toy_examples(10, seed=11):
+        a, b = (m.explain(example.image, question=example.question) for m in (cpu, gpu))
+        assert a.answer == b.answer
+        torch.testing.assert_close(a.head_scores, b.head_scores, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(a.patch_grid, b.patch_grid, atol=1e-4)
+
+
+def cli(*args, timeout=600):
+    done = subprocess.run([sys.executable, "-m", "llavamech", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def toy_set(tmp_path_factory):
+    out = tmp_path_factory.mktemp("toy") / "toy.jsonl"
+    cli("examples", "--n", "20", "--out", str(out))
+    return out
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("method", METHODS)
+def test_every_explain_method_runs_on_cuda(toy_set, method, dtype):
+    image = json.loads(toy_set.read_text().splitlines()[0])["image"]
+    out = json.loads(cli("explain", str(toy_set.parent / image), "--question", QUESTION, "--method", method,
+                         "--device", "cuda", "--dtype", dtype, "--json"))
+    assert out["method"] == method and np.isfinite(np.asarray(out["patch_grid"])).all()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_a_run_on_cuda(toy_set, tmp_path, dtype):
+    summary = cli("run", str(toy_set), "--device", "cuda", "--dtype", dtype, "--out", str(tmp_path / "run"))
+    rows = (tmp_path / "run" / "results.jsonl").read_text().splitlines()
+    assert len(rows) == 20, summary
+
+
+@pytest.mark.parametrize("chapter", sorted(p.name for p in BOOK.glob("*.py")))
+def test_every_chapter_runs_on_cuda(chapter):
+    from llavamech import chapters
+    names = chapters.parameter_names(next(c for c in chapters.read_cells(BOOK / chapter) if "parameters" in c.tags))
+    args = [a for name, value in CHAPTER_PARAMETERS.items() if name in names for a in ("-p", name, str(value))]
+    done = subprocess.run([sys.executable, "-m", "llavamech.chapters", str(BOOK / chapter), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=1800, env={**os.environ, "TQDM_DISABLE": "1"})
+    assert done.returncode == 0, done.stderr[-5000:]

@@ -1,0 +1,46 @@
+"""The chapter runner of the bare GPU machine (llavamech.chapters): a chapter's code cells run as plain Python with
+papermill-style parameters, without Jupyter and, here, without IPython."""
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+
+import pytest
+
+from llavamech import chapters
+
+ROOT = Path(__file__).resolve().parents[2]
+BLOCK_IPYTHON = """
+import sys
+class Block:   # as on a machine where IPython is not installed
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "IPython":
+            raise ImportError(name)
+sys.meta_path.insert(0, Block())
+from llavamech.chapters import main
+main(sys.argv[1:])
+"""
+
+
+def test_cells_and_parameters_are_read_as_jupytext_and_papermill_do(tmp_path):
+    chapter = tmp_path / "ch.py"
+    chapter.write_text('# ---\n# jupyter: {}\n# ---\n\n# %% [markdown]\n# # Title\n\n'
+                       '# %% tags=["parameters"]\nn = 2\nname = "a"\n\n# %%\nresult = n * name\nboom = 1 / (n - 3)\n')
+    cells = chapters.read_cells(chapter)
+    assert [(c.kind, c.tags, c.line) for c in cells] == [("markdown", [], 6), ("code", ["parameters"], 9),
+                                                         ("code", [], 13)]
+    assert chapters.parameter_names(cells[1]) == {"n", "name"}
+    assert [chapters.parse_value(v) for v in ("8", "0.5", "None", "True", "cuda")] == [8, 0.5, None, True, "cuda"]
+    assert chapters.run_chapter(chapter, {"n": 4, "name": "b"})["result"] == "bbbb"
+    with pytest.raises(ZeroDivisionError) as failed:   # the traceback names the chapter's own line
+        chapters.run_chapter(chapter, {"n": 3})
+    assert (str(chapter), 14) in [(f.filename, f.lineno) for f in traceback.extract_tb(failed.tb)]
+    with pytest.raises(SystemExit, match="has no parameter devise; its parameters: n, name"):
+        chapters.run_chapter(chapter, {"devise": "cuda"})
+
+
+def test_a_chapter_runs_without_jupyter_or_ipython():
+    done = subprocess.run([sys.executable, "-c", BLOCK_IPYTHON, "book/appendix_identities.py", "-p", "device", "cpu",
+                           "-p", "seed", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "appendix_identities.py: cell 7/7" in done.stderr

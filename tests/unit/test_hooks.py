@@ -1,0 +1,155 @@
+"""Passes that touch a model: hooks removed and settings restored; two threads on one model serialise; a batch that
+runs out of device memory is halved and retried (out-of-memory injected, so this runs on a CPU)."""
+import contextlib
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from llavamech import patches as P
+from llavamech.batching import in_batches
+from llavamech.errors import LlavamechError
+from llavamech.hooks import frozen_weights, hooked, sdpa_attention
+from tests.conftest import tiny
+
+QUESTION = "What is the color of the dog?"
+
+
+@pytest.fixture(scope="module")
+def llava():
+    return tiny("llava")
+
+
+def hook_count(module):
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in module.modules())
+
+
+def test_hooked_removes_its_hooks_even_when_the_pass_fails(llava):
+    before = hook_count(llava.hf)
+    with pytest.raises(RuntimeError, match="inside"):
+        with hooked(llava.hf) as hooks:
+            hooks.after(llava.anatomy.layers[0].mlp, lambda m, a, o: None)
+            hooks.before(llava.anatomy.final_norm, lambda m, a: None)
+            assert hook_count(llava.hf) == before + 2
+            raise RuntimeError("inside")
+    assert hook_count(llava.hf) == before
+
+
+def test_sdpa_and_frozen_weights_restore_the_model(llava):
+    assert llava.hf.config._attn_implementation == "eager"
+    with sdpa_attention(llava.hf), frozen_weights(llava.hf):
+        assert llava.hf.config._attn_implementation == "sdpa"
+        assert not any(p.requires_grad for p in llava.hf.parameters())
+    assert llava.hf.config._attn_implementation == "eager"
+    assert all(p.requires_grad for p in llava.hf.parameters())
+
+
+def test_gradient_methods_build_no_weight_gradients(llava, scene):
+    emb = P.embed(llava, llava.inputs(scene.image, QUESTION))
+    P.gradient_scores(llava, emb, 5)
+    assert all(p.grad is None and p.requires_grad for p in llava.hf.parameters())
+
+
+def test_two_threads_explaining_with_one_model_get_what_each_would_alone(llava, scene):
+    images = [scene.image, scene.image.transpose(0)]
+    alone = [llava.explain(image, QUESTION).to_dict() for image in images]
+    got, errors, hooks = {}, [], hook_count(llava.hf)
+
+    def work(i):
+        try:
+            for _ in range(3):
+                got.setdefault(i, []).append(llava.explain(images[i], QUESTION).to_dict())
+        except Exception as e:   # a thread's exception would otherwise vanish
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for i in range(2):
+        for d in got[i]:
+            assert d["answer"] == alone[i]["answer"] and np.allclose(d["patch_grid"], alone[i]["patch_grid"], atol=1e-6)
+    assert hook_count(llava.hf) == hooks
+
+
+def test_two_threads_ablating_leave_the_model_eager(llava, scene):
+    emb = P.embed(llava, llava.inputs(scene.image, QUESTION))
+    alone = P.ablation_scores(llava, emb, 5, None)
+    got, errors = [], []
+
+    def work():
+        try:
+            for _ in range(3):
+                got.append(P.ablation_scores(llava, emb, 5, None))
+        except Exception as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and all(np.allclose(g, alone, atol=1e-6) for g in got)
+    assert llava.hf.config._attn_implementation == "eager"
+
+
+# ---- out of device memory ----
+def test_a_batch_out_of_memory_is_halved_and_retried():
+    sizes = []
+
+    def run(chunk):
+        sizes.append(len(chunk))
+        if len(chunk) > 3:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return [2 * x for x in chunk]
+
+    assert sum(in_batches(run, list(range(10)), "ablation", 8), []) == [2 * x for x in range(10)]
+    assert sizes == [8, 4, 2, 2, 2, 2, 2]
+
+
+def test_out_of_memory_at_batch_one_is_one_clear_error():
+    def run(chunk):
+        raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+
+    with pytest.raises(LlavamechError) as e:
+        in_batches(run, [1, 2, 3], "ablation", 4)
+    assert str(e.value).startswith("out of GPU memory in ablation at batch 1;") and "\n" not in str(e.value)
+
+
+@contextlib.contextmanager
+def memory_for(model, rows: int):
+    """Inside the block the model 'runs out of memory' on a batch of more than `rows` rows (injected)."""
+    def refuse(module, args, kwargs):
+        given = kwargs["inputs_embeds"] if kwargs.get("inputs_embeds") is not None else kwargs["input_ids"]
+        if len(given) > rows:
+            raise torch.OutOfMemoryError(f"CUDA out of memory at a batch of {len(given)} (injected)")
+
+    handle = model.hf.register_forward_pre_hook(refuse, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def test_ablation_and_integrated_gradients_fit_by_halving(llava, scene):
+    emb = P.embed(llava, llava.inputs(scene.image, QUESTION))
+    ablation, ig = P.ablation_scores(llava, emb, 5, None), P.ig_scores(llava, emb, 5, steps=8)
+    with memory_for(llava, 4):
+        np.testing.assert_allclose(P.ablation_scores(llava, emb, 5, None), ablation, atol=1e-5)
+        np.testing.assert_allclose(P.ig_scores(llava, emb, 5, steps=8), ig, atol=1e-5)
+    with memory_for(llava, 0), pytest.raises(LlavamechError, match="out of GPU memory in ablation at batch 1"):
+        P.ablation_scores(llava, emb, 5, None)
+
+
+def test_causal_checks_fit_by_halving(llava):
+    from llavamech.examples import toy_examples
+    from llavamech.interventions import answer_scores
+    examples = toy_examples(6, seed=4)
+    full = answer_scores(llava, examples, "tqa")
+    with memory_for(llava, 1):
+        small = answer_scores(llava, examples, "tqa")
+    np.testing.assert_allclose(small["log p"], full["log p"], atol=1e-5)
+    np.testing.assert_array_equal(small["correct"], full["correct"])
