@@ -11,7 +11,7 @@
 # ---
 
 # %% [markdown]
-# # The score and its identities
+# # A · The score and its identities
 #
 # Every number in this book is a **log-probability increase** of the answer token, computed from vectors that
 # are pieces of the residual stream at the last prompt position $T$. This appendix defines the pieces and the

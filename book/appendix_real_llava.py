@@ -11,7 +11,7 @@
 # ---
 
 # %% [markdown]
-# # Running on the real Llava
+# # C · Running on the real Llava
 #
 # Every chapter runs on the toy organism so that it executes anywhere in a couple of minutes. The same calls run on
 # `llava-hf/llava-1.5-7b-hf` and `lmsys/vicuna-7b-v1.5`, on newer Llava-family models, and over thousands of your

@@ -6,12 +6,16 @@ Per scene and method (the model's own answer; "removed" = the patch's visual emb
 - `deletion`: area under p(answer) as patches are removed in the map's order, best first (lower = better).
 - `insertion`: area under p(answer) as patches are restored in that order onto a fully removed image (higher).
 - `agreement`: Spearman rank correlation of the map with causal patch ablation over all patches.
+- `top-1 agreement`: the map's top patch is causal ablation's top patch.
 Chance: the `random` method (a uniform random map) on the same scenes; for pointing and mass, also the box's
 share of the patches.
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
+import torch
 import pandas as pd
 from scipy.stats import spearmanr
 
@@ -23,9 +27,9 @@ from .report import progress
 from .stats import bootstrap
 
 RESOLUTION = 1e-3   # ranks see a map's scores to 0.1 % of its largest (see `resolved`)
-METRICS = ("pointing", "mass in box", "deletion", "insertion", "agreement")
+METRICS = ("pointing", "mass in box", "deletion", "insertion", "agreement", "top-1 agreement")
 BETTER = {"pointing": "higher", "mass in box": "higher", "deletion": "lower", "insertion": "higher",
-          "agreement": "higher"}
+          "agreement": "higher", "top-1 agreement": "higher"}
 
 
 def resolved(scores: np.ndarray) -> np.ndarray:
@@ -69,7 +73,8 @@ def scene_metrics(scores: np.ndarray, mask: np.ndarray | None, causal: np.ndarra
     causal = causal.ravel()
     row = {"deletion": area(curve["points"], curve["deletion"]),
            "insertion": area(curve["points"], curve["insertion"]),
-           "agreement": float(spearmanr(flat, causal).statistic) if flat.std() > 0 else 0.0}
+           "agreement": float(spearmanr(flat, causal).statistic) if flat.std() > 0 else 0.0,
+           "top-1 agreement": float(np.argmax(flat) == np.argmax(resolved(causal)))}
     if mask is None or not mask.any():
         row.update({"pointing": np.nan, "mass in box": np.nan})
     else:
@@ -98,7 +103,7 @@ def evaluate(model, examples: list[Example], methods=METHODS, means: Means | Non
             curve = curves(model, emb, pm.answer_token_id, pm.scores, means, steps, seed=seed + i)
             metrics = scene_metrics(pm.scores, mask, maps["ablation"].scores, curve)
             if method == "ablation":
-                metrics["agreement"] = np.nan   # the reference itself
+                metrics["agreement"] = metrics["top-1 agreement"] = np.nan   # the reference itself
             rows.append({"scene": i, "method": method, **metrics,
                          "box share": np.nan if mask is None else float(mask.mean()),
                          "answer": pm.answer, "correct": float(pm.answer == example.colour)
@@ -160,4 +165,81 @@ def absent_animal(model, examples: list[Example], animals: list[str], colours: l
                          "mass on the animals": float(positive[on_animals].sum() / positive.sum()),
                          "animals' share of the patches": float(on_animals.mean()),
                          "top head": f"{top['layer']}_{top['head']}"})
+    return pd.DataFrame(rows)
+
+
+def prior_baseline(model, examples: list[Example], means: Means | None = None) -> pd.DataFrame:
+    """What the model answers without the image's content (the language prior that every deletion score sits
+    on): one row per scene with the answer and p(answer) on the image, on a blank image of the image's mean colour,
+    and with every patch's visual embedding replaced as `ablation` replaces one (the deletion curve's end)."""
+    from PIL import Image
+
+    from .patches import embed
+
+    rows = []
+    for i, example in enumerate(progress(examples, f"{model.name}: without the image")):
+        image = load_image(example.image)
+        seen = model.explain(image, question=example.question)
+        blank = Image.new("RGB", image.size, tuple(int(v) for v in np.asarray(image).reshape(-1, 3).mean(0)))
+        unseen = model.explain(blank, question=example.question)
+        emb = embed(model, model.inputs(image, example.question), seen.trace.positions.image_positions)
+        removed = float(np.exp(answer_logprob(model, emb, seen.answer_token_id,
+                                              [list(range(len(emb.image_positions)))], means)[0]))
+        blank_p = float(torch.softmax(unseen.trace.logits.float(), -1)[seen.answer_token_id])
+        rows.append({"scene": i, "answer": seen.answer, "p(answer)": seen.answer_prob,
+                     "correct": float(seen.answer == example.colour) if example.colour else np.nan,
+                     "blank: answer": unseen.answer, "blank: same answer": float(unseen.answer == seen.answer),
+                     "blank: correct": float(unseen.answer == example.colour) if example.colour else np.nan,
+                     "blank: p(answer)": blank_p, "every patch removed: p(answer)": removed})
+    return pd.DataFrame(rows)
+
+
+@contextlib.contextmanager
+def randomised(modules: list, seed: int):
+    """Inside the block, every weight matrix of `modules` is re-initialised: Gaussian with the original's standard
+    deviation, seeded (norm gains and biases stay). Restored on the way out, even after an error."""
+    params = [p for m in modules for p in m.parameters() if p.dim() >= 2]
+    saved = [p.detach().clone() for p in params]
+    generator = torch.Generator().manual_seed(seed)
+    try:
+        with torch.no_grad():
+            for p, original in zip(params, saved):
+                noise = torch.randn(p.shape, generator=generator) * original.float().std().cpu()
+                p.copy_(noise.to(p.device, p.dtype))
+        yield
+    finally:
+        with torch.no_grad():
+            for p, original in zip(params, saved):
+                p.copy_(original)
+
+
+def cascade(model) -> list[tuple[str, list]]:
+    """The model-parameter randomisation test's levels (Adebayo et al., 2018), top down: the last language-model
+    layer, the last two, ..., every layer, then the projector too. [(label, modules randomised)]."""
+    layers = list(model.anatomy.layers)
+    levels = [(f"layer {len(layers) - 1}" if k == 1 else f"layers {len(layers) - k}–{len(layers) - 1}", layers[-k:])
+              for k in range(1, len(layers) + 1)]
+    return levels + [("layers and projector", layers + [model.hf.model.multi_modal_projector])]
+
+
+def randomisation_test(model, examples: list[Example], methods=METHODS, means: Means | None = None,
+                       heads: int = 3, ig_steps: int = 16, seed: int = 0) -> pd.DataFrame:
+    """Do the maps change when the model's layers are re-initialised, top down? One row per (level, scene,
+    method): the Spearman correlation of the map on the randomised model (for its own answer) with the map on the
+    trained one. A map that explains the model changes with it (correlation falls towards 0); a map that stays is
+    explaining the input, not the model."""
+    def maps_of(example, i):
+        return patch_maps(model, example.image, example.question, methods, heads=heads, means=means,
+                          ig_steps=ig_steps, seed=seed + i)
+
+    trained = [maps_of(e, i) for i, e in enumerate(examples)]
+    rows = []
+    for level, (label, modules) in enumerate(progress(cascade(model), f"{model.name}: randomised layers")):
+        with randomised(modules, seed + level):
+            for i, example in enumerate(examples):
+                for method, pm in maps_of(example, i).items():
+                    before, after = resolved(trained[i][method].scores).ravel(), resolved(pm.scores).ravel()
+                    similar = spearmanr(before, after).statistic if before.std() > 0 and after.std() > 0 else 0.0
+                    rows.append({"randomised": label, "scene": i, "method": method, "spearman": float(similar),
+                                 "same answer": float(pm.answer == trained[i][method].answer)})
     return pd.DataFrame(rows)

@@ -13,7 +13,10 @@ from .paths import REFERENCE_DIR
 from .stats import Estimate
 
 PAPER_CSV = REFERENCE_DIR / "paper.csv"
-SHORT = {"revised paper": "reported (secondary)", "code": "authors' code"}
+SHORT = {"revised paper": "revised submission (secondary)", "code": "authors' code"}
+NOTE = ("Paper: the number's source in brackets. \"Revised submission (secondary)\": known only from one published "
+        "review quoting a revised submission, not from the paper's text; see <a href=\"intro.html#provenance\">where "
+        "the paper's numbers come from</a>. Here: mean with its 95 % bootstrap interval over n examples.")
 
 
 @lru_cache(maxsize=None)
@@ -49,7 +52,7 @@ def compare(estimates: dict[str, Estimate], keys: list[str] | None = None,
         ref = table.loc[key]
         ours = estimates.get(key)
         row = {"claim": ref["claim"], "measure": ref["measure"],
-               "paper": f"{float(ref['value']):.4g} ({SHORT.get(ref['provenance'], ref['provenance'])})",
+               "paper": f"{float(ref['value']):.4g} [{SHORT.get(ref['provenance'], ref['provenance'])}]",
                "here (95 % CI)": f"{ours} (n={ours.n})" if ours is not None else "not measured"}
         if chance is not None:
             row["chance here"] = f"{chance[key]:.3g}" if key in chance else ""
@@ -57,6 +60,8 @@ def compare(estimates: dict[str, Estimate], keys: list[str] | None = None,
         if ours is not None and ref["relation"]:
             baseline = 0.0 if ref["versus"] == "0" else estimates.get(ref["versus"])
             verdict = agreement(ours, ref["relation"], baseline) if baseline is not None else "no baseline"
-        row["claim holds here?"] = verdict
+        row["holds here?"] = verdict
         rows.append(row)
-    return pd.DataFrame(rows, index=pd.Index(keys, name="key"))
+    frame = pd.DataFrame(rows, index=pd.Index(keys, name="key"))
+    frame.attrs.update(note=NOTE, index=False)   # shown by report.table: a footnote, and no internal key column
+    return frame

@@ -48,13 +48,17 @@ def glue_paper(*keys: str) -> None:
 
 def table(frame, name: str, number_format: str | None = None):
     """A DataFrame shown in full (no truncated cells) as HTML with a fixed table id, so that re-executing a page
-    reproduces it byte for byte (pandas' Styler draws a random id each time)."""
+    reproduces it byte for byte (pandas' Styler draws a random id each time). A frame may carry, in `attrs`, a
+    `note` (a footnote under the table) and `index=False` (no index column)."""
     from IPython.display import HTML
 
     styler = frame.style.set_uuid(name)
     if number_format:
         styler = styler.format(number_format)
-    return HTML(styler.to_html())
+    if frame.attrs.get("index", True) is False:
+        styler = styler.hide(axis="index")
+    note = f'<p class="table-note">{frame.attrs["note"]}</p>' if frame.attrs.get("note") else ""
+    return HTML(styler.to_html() + note)
 
 
 def progress(iterable, desc: str):

@@ -29,8 +29,8 @@ def test_compare_lays_paper_beside_ours():
             "ov.logit_difference.tqa": Estimate(-0.1, -0.3, 0.1, 100)}
     table = compare(ours, chance={"qk.attention_same.tqa": 0.03})
     assert list(table.index) == list(ours)
-    assert table.loc["qk.attention_same.tqa", "claim holds here?"] == "yes"
-    assert table.loc["ov.logit_difference.tqa", "claim holds here?"] == "no"
+    assert table.loc["qk.attention_same.tqa", "holds here?"] == "yes"
+    assert table.loc["ov.logit_difference.tqa", "holds here?"] == "no"
     assert "0.768" in table.loc["qk.attention_same.tqa", "paper"] and "n=100" in table.iloc[0]["here (95 % CI)"]
     assert table.loc["qk.attention_same.tqa", "chance here"] == "0.03"
     assert compare({}, keys=["vis.colour_mrr.important"]).iloc[0]["here (95 % CI)"] == "not measured"

@@ -155,20 +155,32 @@ def _replicate(numbers: dict) -> str:
 BARS = {"toy-vicuna TQA": 0.95, "toy-llava VQA": 0.90, "toy-llava TQA": 0.90}
 
 
-def accuracy_table(numbers: dict):
-    """The card's held-out accuracies beside their bars, as a DataFrame for the book."""
+PROBE_BAR = 0.95   # the tower's animal probe: the eye must recognise animals for VQA to be learnable
+
+
+def wilson(share: float, n: int) -> tuple[float, float]:
+    """The 95 % Wilson interval of a proportion measured on n examples."""
+    z, k = 1.959964, share * n
+    centre, half = (k + z * z / 2) / (n + z * z), z * np.sqrt(k * (n - k) / n + z * z / 4) / (n + z * z)
+    return float(centre - half), float(centre + half)
+
+
+def accuracy_table(cards: dict[str, dict]):
+    """The cards of shipped models side by side, as written when each was trained (n held-out prompts or scenes
+    per measure, the evaluation seed of the card): each accuracy with its 95 % Wilson interval, its bar, and
+    whether every model clears it. {model name: card} -> DataFrame, one row per measure."""
     import pandas as pd
 
-    rows = [(k, numbers[k], bar) for k, bar in BARS.items()]
-    rows += [("tower probe: animal", numbers["toy-llava tower probe"]["animal"], 0.95),
-             ("tower probe: colour", numbers["toy-llava tower probe"]["colour"], None),
-             ("explain()'s top patch on the asked animal", numbers["top patch on asked animal"], None)]
-    table = pd.DataFrame(rows, columns=["measure", "accuracy", "bar"]).set_index("measure")
-    table["clears the bar"] = [("yes" if acc >= bar else "NO") if bar else "" for _, acc, bar in rows]
-    if "replicate" in numbers:  # the same recipe with a second seed, measured the same way (not shipped)
-        rep = numbers["replicate"]
-        table[f"seed {rep['training seed']} (not shipped)"] = [
-            rep[k] for k in BARS] + [rep["toy-llava tower probe"]["animal"], rep["toy-llava tower probe"]["colour"],
-                                     rep["top patch on asked animal"]]
-    table["bar"] = table["bar"].map(lambda b: "" if pd.isna(b) else f"{b:.2f}")
-    return table
+    bars = {**BARS, "tower probe: animal": PROBE_BAR, "tower probe: colour": None, "top patch on asked animal": None}
+    rows = {}
+    for measure, bar in bars.items():
+        row = {}
+        for name, card in cards.items():
+            value = card["toy-llava tower probe"][measure.split(": ")[1]] if measure.startswith("tower") else card[measure]
+            low, high = wilson(value, card["n"]) if not measure.startswith("tower") else (np.nan, np.nan)
+            row[name] = f"{value:.3f}" + ("" if np.isnan(low) else f" [{low:.3f}, {high:.3f}]")
+        row["bar"] = "" if bar is None else f"{bar:.2f}"
+        values = [float(v.split()[0]) for k, v in row.items() if k != "bar"]
+        row["every model clears it"] = "" if bar is None else ("yes" if min(values) >= bar else "no")
+        rows[measure] = row
+    return pd.DataFrame(rows).T.rename_axis("measure")
