@@ -43,9 +43,11 @@ import pandas as pd
 import llavamech
 from llavamech import attribution, plots
 from llavamech.checks import identity_errors
+from llavamech.examples import check_parameters
 from llavamech.report import table
 from llavamech.organism.world import make_scene
 
+check_parameters(model=model, device=device, image=image, question=question, seed=seed)
 m = llavamech.load(model, device=device)
 picture = image if image is not None else make_scene(random.Random(seed), size=96).image
 print(m)

@@ -43,10 +43,13 @@ from llavamech import plots
 from llavamech.organism import recipe
 from llavamech.organism.card import accuracy_table, wilson
 from llavamech.report import glue, table
+from llavamech.examples import check_parameters
 from llavamech.models import model_card
 from llavamech.paths import MODELS_DIR
 from llavamech.organism.world import load_world, make_scene
 
+check_parameters(model=model, device=device, n_examples=n_examples, seed=seed)
+check_parameters(model=text_model)
 llava, vicuna = llavamech.load(model, device=device), llavamech.load(text_model, device=device)
 print(llava, vicuna, sep="\n")
 

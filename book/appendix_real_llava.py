@@ -37,9 +37,11 @@ import pandas as pd
 
 import llavamech
 from llavamech import checks, memory
-from llavamech.examples import toy_examples
+from llavamech.examples import check_parameters, toy_examples
 from llavamech.models import TINY
 from llavamech.report import glue, table
+
+check_parameters(model=model, device=device, n_examples=n_examples, seed=seed, seq_len=seq_len)
 
 # %% [markdown]
 # ## The commands

@@ -30,6 +30,7 @@ heads = 3                  # heads summed by the top-k variant
 methods = ["tool", "top-k", "attention", "ablation", "gradient", "ig", "random"]
 steps = 8                  # points of the deletion and insertion curves in the main table (beyond the start)
 curve_examples = 10        # scenes whose curves are drawn through every patch
+prior_examples = 50        # scenes asked again without their image's content
 ig_steps = 16              # integrated-gradients steps
 randomised_examples = 8    # scenes of the model-parameter randomisation test
 n_maps = 3                 # scenes whose maps are drawn
@@ -49,11 +50,14 @@ import pandas as pd
 
 import llavamech
 from llavamech import interventions, patch_eval, patches, plots, transfer
-from llavamech.examples import load_examples
+from llavamech.examples import check_parameters, load_examples
 from llavamech.organism import seeds
 from llavamech.report import glue, glue_paper, table
 from llavamech.stats import bootstrap
 
+check_parameters(model=model, device=device, examples=examples, n_examples=n_examples, seed=seed, heads=heads,
+                 steps=steps, curve_examples=curve_examples, prior_examples=prior_examples, ig_steps=ig_steps,
+                 randomised_examples=randomised_examples, n_maps=n_maps, n_absent=n_absent)
 llava = llavamech.load(model, device=device)
 items = load_examples(examples, n_examples, seed, model=llava)
 means = interventions.activation_means(llava, items, "vqa")   # what a removed patch becomes: the mean patch
@@ -189,11 +193,11 @@ table(every_areas, "every-patch")
 # ### How much of the answer needs the image? The language prior
 #
 # A deletion score means little without the floor it falls to: what the model answers when the image carries no
-# information. Each scene is asked again with a blank image of its mean colour, and with every patch removed as
-# ablation removes one (the deletion curve's end):
+# information. Each of the first {glue:text}`prior_examples` scenes is asked again with a blank image of its mean
+# colour, and with every patch removed as ablation removes one (the deletion curve's end):
 
 # %%
-prior = patch_eval.prior_baseline(llava, items, means=means)
+prior = patch_eval.prior_baseline(llava, items[:prior_examples], means=means)
 colours_known = sorted({c for e in items for _, c in e.facts})
 prior_table = pd.DataFrame({"value": {
     "accuracy, with the image": bootstrap(prior["correct"].to_numpy(float), seed=seed),
@@ -203,6 +207,7 @@ prior_table = pd.DataFrame({"value": {
     "p(answer), with the image": bootstrap(prior["p(answer)"].to_numpy(float), seed=seed),
     "p(answer), blank image": bootstrap(prior["blank: p(answer)"].to_numpy(float), seed=seed),
     "p(answer), every patch removed": bootstrap(prior["every patch removed: p(answer)"].to_numpy(float), seed=seed)}})
+glue("prior_examples", len(prior))
 glue("prior_blank_accuracy", str(prior_table.loc["accuracy, blank image", "value"]))
 glue("prior_chance", f"{1 / len(colours_known):.3g}")
 glue("prior_removed_p", str(prior_table.loc["p(answer), every patch removed", "value"]))

@@ -21,6 +21,8 @@ import types
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import LlavamechError
+
 CELL = re.compile(r"^# %%(?P<rest>.*)$")
 
 
@@ -140,7 +142,10 @@ def main(argv=None) -> None:
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                    help="override a parameter (as papermill's -p)")
     args = p.parse_args(argv)
-    run_chapter(args.chapter, {name: parse_value(value) for name, value in args.parameter})
+    try:
+        run_chapter(args.chapter, {name: parse_value(value) for name, value in args.parameter})
+    except LlavamechError as error:   # bad input (a parameter, an image): its one line, as the CLI gives it
+        sys.exit(f"{Path(args.chapter).name}: {error}")
 
 
 if __name__ == "__main__":

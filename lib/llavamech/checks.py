@@ -1,5 +1,5 @@
 """Numerical proof, for the book, that each decomposition holds on a given model and input: every identity of
-shared/PAPER.md §2–3 compared with an independent computation through the model's own modules.
+the book's appendix A compared with an independent computation through the model's own modules.
 (tests/unit proves the same with its own code.)"""
 from __future__ import annotations
 

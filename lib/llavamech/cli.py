@@ -1,6 +1,7 @@
 """Command line: `llavamech explain`, `run`, `examples`, `coco` and `train-organism`.
 
-Bad input prints one line (`llavamech: error: ...`) and exits 2, never a traceback.
+Bad input prints one line (`llavamech: error: ...`) and exits 2, never a traceback. No command writes over an
+existing file without --force, nor ever over its own input.
 """
 from __future__ import annotations
 
@@ -11,14 +12,22 @@ import sys
 from pathlib import Path
 
 from .errors import LlavamechError
+from .paths import refuse_overwrite
 
 MODELS_HELP = "toy-llava (default), toy-vicuna, tiny-random-llava, a Hugging Face id or a local folder"
 MAP_FORMATS = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's refusals (an unknown option, --n abc) in the same one line as every other."""
+
+    def error(self, message):
+        self.exit(2, f"llavamech: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="llavamech", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(prog="llavamech", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     e = sub.add_parser("explain", help="answer a question about an image and show which heads and patches drove it")
     e.add_argument("image", nargs="?", help="image file (PNG, JPEG, ...); omit for text-only questions with --context")
     e.add_argument("--question", required=True, help="e.g. 'What is the color of the dog?'")
@@ -26,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     _model_options(e)
     e.add_argument("--json", action="store_true", help="print the explanation as JSON")
     e.add_argument("--out", help="write the patch map over the image as the model saw it (PNG)")
+    e.add_argument("--force", action="store_true", help="overwrite an existing --out")
     _method_options(e)
 
     r = sub.add_parser("run", help="explain every item of an example set (JSONL), resumably, over one or more "
@@ -42,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--n", type=int, default=200)
     x.add_argument("--seed", type=int, default=0)
     x.add_argument("--out", required=True, help="the JSONL file; images go to images/ beside it")
+    x.add_argument("--force", action="store_true", help="overwrite an existing file and images")
 
     c = sub.add_parser("coco", help="an example file from COCO instance annotations (images with animals, boxes)")
     c.add_argument("instances", help="e.g. annotations/instances_val2017.json")
@@ -49,12 +60,14 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="the JSONL file to write")
     c.add_argument("--limit", type=int, help="at most N items (the paper used 1,000)")
     c.add_argument("--min-area", type=float, default=0.02, help="smallest animal box, as a share of the image")
+    c.add_argument("--force", action="store_true", help="overwrite an existing --out (never the annotations)")
 
     t = sub.add_parser("train-organism", help="train the model organism (toy-vicuna, toy-clip, toy-llava)")
     t.add_argument("--stage", default="all", choices=["vicuna", "clip", "llava", "all"])
     t.add_argument("--out", default="data/models")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--smoke", action="store_true", help="a few steps of each stage (checks the recipe runs)")
+    t.add_argument("--force", action="store_true", help="replace the models the stage would write in --out")
     return p
 
 
@@ -120,6 +133,7 @@ def _explain(args) -> int:
         _writable_file(args.out, "--out")
         if args.out.suffix.lower() not in MAP_FORMATS:
             raise LlavamechError(f"--out {args.out}: give a file ending in {', '.join(MAP_FORMATS)}")
+        refuse_overwrite([args.out], args.force, inputs=[args.image])
     check_method(args.method)
     if args.method != "tool" and args.image is None:
         raise LlavamechError(f"--method {args.method} scores image patches; give an IMAGE")
@@ -161,7 +175,7 @@ def _examples(args) -> int:
     _writable_folder(args.out.parent, "--out")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     _writable_file(args.out, "--out")
-    path = write_jsonl(toy_examples(args.n, args.seed), args.out)
+    path = write_jsonl(toy_examples(args.n, args.seed), args.out, force=args.force)
     print(f"{args.n} held-out toy scenes (seed {args.seed}) written to {path}")
     return 0
 
@@ -175,14 +189,14 @@ def _coco(args) -> int:
     args.instances, args.images = _path(args.instances, "INSTANCES"), _path(args.images, "--images")
     args.out = _path(args.out, "--out")
     _writable_folder(args.out.parent, "--out")
-    n = from_coco(args.instances, args.images, args.out, min_area=args.min_area, limit=args.limit)
+    n = from_coco(args.instances, args.images, args.out, min_area=args.min_area, limit=args.limit, force=args.force)
     print(f"{n} items written to {args.out}")
     return 0
 
 
 def _train(args) -> int:
     from .organism.card import write_cards
-    from .organism.recipe import Recipe, run, smoke_recipe
+    from .organism.recipe import STAGES, Recipe, run, smoke_recipe
 
     args.out = _path(args.out, "--out")
     _writable_folder(args.out, "--out")
@@ -191,6 +205,7 @@ def _train(args) -> int:
     if args.stage == "llava" and not all((args.out / m / "config.json").exists() for m in ("toy-vicuna", "toy-clip")):
         raise LlavamechError(f"--stage llava starts from {args.out}/toy-vicuna and {args.out}/toy-clip; train "
                              "them first (--stage vicuna, --stage clip) or copy them there")
+    refuse_overwrite([args.out / STAGES[s][0] for s in (STAGES if args.stage == "all" else [args.stage])], args.force)
     recipe = smoke_recipe(args.seed) if args.smoke else Recipe(seed=args.seed)
     run(args.stage, args.out, recipe)
     if not args.smoke and args.stage in ("llava", "all"):

@@ -1,26 +1,45 @@
 """Paired evaluation sets: the same animal–colour facts as a scene (VQA) and as text (TQA).
 
 Every chapter and the dataset runner read one of these. Drawn from the toy world under a seed (`"toy"`), or read
-from a JSONL file, one item a line (paths relative to the file; `colour`, `box`, `facts` optional):
+from a JSONL file, one item a line (paths relative to the file, UTF-8; `colour`, `box`, `facts` optional):
 
     {"image": "photo.jpg", "animal": "dog", "colour": "brown", "box": [x0, y0, x1, y1],
      "facts": [["dog", "brown"], ["cat", "black"]]}
 
 `box` is the asked animal's bounding box in the image's own pixels; `facts` are the animal–colour pairs of the
-scene, which the TQA prompt states as text ("The dog is brown. The cat is black.").
+scene, which the TQA prompt states as text ("The dog is brown. The cat is black."). `color` and `bbox` are read as
+`colour` and `box`; a colour `question` ("What is the color of the dog?") may stand for `animal`; any other key is
+refused.
 """
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import random
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .errors import LlavamechError
+from .imaging import load_image
+from .paths import refuse_overwrite
 from .organism.world import tqa_context
+
+WORDS = re.compile(r"\w+(?: \w+)*")
+COLOUR_QUESTION = re.compile(r"what\s+is\s+the\s+(colou?r)\s+of\s+the\s+(\w+(?:\s+\w+)*)\s*\??", re.IGNORECASE)
+
+
+def colour_question(question: str) -> tuple[str, str] | None:
+    """A colour question in any case and spacing, with or without its "?" -> (its canonical wording "What is the
+    color of the X?", the animal X); None for any other question."""
+    match = COLOUR_QUESTION.fullmatch(question.strip())
+    if match is None:
+        return None
+    animal = " ".join(match.group(2).split())
+    return f"What is the {match.group(1).lower()} of the {animal}?", animal
 
 
 @dataclass(frozen=True)
@@ -94,17 +113,45 @@ def composed(pairs: list[tuple[str, str]], asked: str, layout: int = 0, size: in
 
 def read_jsonl(path, vocabulary=None) -> list[Example]:
     """Read and check an example file. `vocabulary(word) -> bool` says which words the model knows.
-    Any problem raises LlavamechError naming the line and what to fix; nothing is computed before that."""
+    Any problem raises LlavamechError naming the line and what to fix; nothing is computed before that (every
+    image is decoded in full here, so a damaged one is found now, not halfway through a run)."""
     path = Path(path)
+    if "\x00" in str(path):
+        raise LlavamechError(f"the example file name {str(path)!r} holds a NUL byte")
     if not path.is_file():
         raise LlavamechError(f"example file not found: {path}")
     out = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(_lines(path), 1):
         if line.strip():
             out.append(_parse(line, f"{path}:{number}", path.parent, vocabulary))
     if not out:
         raise LlavamechError(f"{path} holds no examples (one JSON object a line)")
     return out
+
+
+def _lines(path: Path) -> list[str]:
+    """The file's lines, decoded as UTF-8 (a leading byte-order mark allowed), or one line saying what it is instead.
+    Lines end at \\n, \\r\\n or \\r only: str.splitlines would also split inside JSON strings at U+2028 and the like."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise LlavamechError(f"cannot read the example file {path}: {e.strerror}") from None
+    if data.startswith(b"\x1f\x8b"):
+        raise LlavamechError(f"{path} is gzip-compressed; decompress it first (gunzip), example files are plain JSONL")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in data:
+        line = data[:data.find(b"\x00")].count(b"\n") + 1 if b"\x00" in data else 1
+        raise LlavamechError(f"{path}:{line}: holds NUL bytes (a UTF-16 file?); save the file as UTF-8")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise LlavamechError(f"{path}:{line}: not UTF-8 (byte 0x{data[e.start]:02x}; Latin-1?); save the file as "
+                             "UTF-8") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+KEYS = ("image", "animal", "question", "colour", "box", "facts")
+ALIASES = {"color": "colour", "bbox": "box"}   # the spellings the prompt and COCO use; colour and box are canonical
 
 
 def _parse(line: str, where: str, folder: Path, vocabulary) -> Example:
@@ -117,9 +164,12 @@ def _parse(line: str, where: str, folder: Path, vocabulary) -> Example:
         fail(f"not valid JSON ({e.msg}); write one object a line")
     if not isinstance(item, dict):
         fail("expected a JSON object like {\"image\": ..., \"animal\": ...}")
-    for key in ("image", "animal"):
-        if not isinstance(item.get(key), str) or not item[key].strip():
-            fail(f"\"{key}\" is missing or not a string")
+    item = _canonical_keys(item, fail)
+    animal = _asked_animal(item, fail)
+    if not isinstance(item.get("image"), str) or not item["image"].strip():
+        fail("\"image\" is missing or not a string")
+    if "\x00" in item["image"]:
+        fail(f"the image path {item['image']!r} holds a NUL byte")
     image = (folder / item["image"]).resolve()
     size = _image_size(image, fail)
     facts = item.get("facts") or []
@@ -127,8 +177,10 @@ def _parse(line: str, where: str, folder: Path, vocabulary) -> Example:
                                             for f in facts)):
         fail("\"facts\" must be a list of [animal, colour] pairs")
     facts = tuple((a.strip(), c.strip()) for a, c in facts)
-    animal, colour = item["animal"].strip(), item.get("colour")
-    colour = colour.strip() if isinstance(colour, str) and colour.strip() else dict(facts).get(animal)
+    colour = item.get("colour")
+    if colour is not None and not isinstance(colour, str):
+        fail(f"\"colour\" must be a word such as \"brown\", got {colour!r}")
+    colour = colour.strip() if colour and colour.strip() else dict(facts).get(animal)
     if facts and animal not in dict(facts):
         fail(f"the asked animal '{animal}' is not among the facts {[a for a, _ in facts]}")
     words = [animal] + ([colour] if colour else []) + [w for f in facts for w in f]
@@ -141,51 +193,145 @@ def _parse(line: str, where: str, folder: Path, vocabulary) -> Example:
     return Example(image, animal, colour, box, facts, where)
 
 
+def _canonical_keys(item: dict, fail) -> dict:
+    """The item with `color` and `bbox` read as `colour` and `box`; a key llavamech does not read is refused rather
+    than ignored (a misspelt "colour" would otherwise silently drop accuracy)."""
+    unknown = [k for k in item if k not in KEYS and k not in ALIASES]
+    if unknown:
+        fail(f"unknown key {', '.join(map(repr, unknown))}; an item has {', '.join(KEYS)} "
+             f"({', '.join(f'{a} = {k}' for a, k in ALIASES.items())})")
+    out = {k: v for k, v in item.items() if k in KEYS}
+    for alias, key in ALIASES.items():
+        if alias in item:
+            if key in item and item[key] != item[alias]:
+                fail(f"\"{key}\" {item[key]!r} and \"{alias}\" {item[alias]!r} disagree; give one of them")
+            out[key] = item[alias]
+    return out
+
+
+def _asked_animal(item: dict, fail) -> str:
+    """The asked animal, from "animal" or from a colour "question" (both: they must agree). Only colour questions
+    are asked, in one wording, so an animal must be words alone."""
+    animal = item.get("animal")
+    if animal is not None and (not isinstance(animal, str) or not WORDS.fullmatch(animal.strip())):
+        fail(f"\"animal\" must be a word such as \"dog\", got {animal!r}")
+    question = item.get("question")
+    if question is not None:
+        parsed = colour_question(question) if isinstance(question, str) else None
+        if parsed is None:
+            fail(f"\"question\" {question!r} is not a colour question; llavamech asks \"What is the color of the X?\" "
+                 "(give \"animal\": \"X\")")
+        if animal is not None and animal.strip() != parsed[1]:
+            fail(f"\"question\" asks about the {parsed[1]} but \"animal\" is '{animal.strip()}'")
+        return parsed[1]
+    if animal is None:
+        fail("\"animal\" is missing (or give a \"question\" such as \"What is the color of the dog?\")")
+    return animal.strip()
+
+
 def _image_size(image: Path, fail) -> tuple[int, int]:
+    """The size of the image as the model will see it (upright), decoding it in full."""
     if not image.is_file():
         fail(f"image not found: {image} (paths are relative to the example file)")
     try:
-        with Image.open(image) as im:
-            return im.size
-    except (UnidentifiedImageError, OSError):
-        fail(f"{image} is not a readable image; give a PNG or JPEG")
+        return load_image(image).size
+    except LlavamechError as e:
+        fail(str(e))
 
 
 def _check_box(box, size, fail) -> tuple[int, int, int, int]:
-    if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
+    if not (isinstance(box, list) and len(box) == 4
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)):
         fail("\"box\" must be [x0, y0, x1, y1] in pixels")
     x0, y0, x1, y1 = box
     w, h = size
     if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
-        fail(f"box {box} is not inside the {w}x{h} image (need 0 <= x0 < x1 <= width, 0 <= y0 < y1 <= height)")
+        fail(f"box {box} is not inside the {w}x{h} image (need 0 <= x0 < x1 <= width, 0 <= y0 < y1 <= height; "
+             "a box is two corners, not COCO's [x, y, width, height])")
     return tuple(int(round(v)) for v in box)
 
 
 def load_examples(examples="toy", n_examples: int | None = None, seed: int = 0, model=None) -> list[Example]:
     """The chapters' entry point: `"toy"` (drawn under `seed`) or a JSONL path; the first `n_examples` items.
     With a model, every word is checked against its vocabulary before anything is computed."""
+    _whole_number("n_examples", n_examples, least=1)
     if isinstance(examples, str) and examples == "toy":
-        if n_examples is None or n_examples < 1:
-            raise LlavamechError("n_examples must be a positive number for the toy examples")
+        if n_examples is None:
+            raise LlavamechError("n_examples must be given for the toy examples (how many scenes to draw)")
+        _whole_number("seed", seed, least=0)
         return toy_examples(n_examples, seed)
-    items = read_jsonl(examples, vocabulary=model.knows if model is not None else None)
+    items = read_jsonl(_example_file(examples), vocabulary=model.knows if model is not None else None)
     if n_examples is not None and n_examples > len(items):
         raise LlavamechError(f"n_examples = {n_examples} but {examples} holds {len(items)} examples; "
                              f"lower n_examples to at most {len(items)}")
     return items[:n_examples]
 
 
+def check_parameters(*, model=None, device=None, examples=None, n_examples=None, seed=None, image=None,
+                     question=None, **counts) -> None:
+    """A chapter's parameters (papermill's -p), checked in its first cell before anything is loaded: one
+    LlavamechError line for the first that cannot work. None is the chapter's default and passes. `counts` are
+    further whole numbers that must be at least 1 (n_heads=3, draws=20; a list such as ks=[1, 3, 5] item by item)."""
+    from .models import resolve_device
 
-def write_jsonl(examples: list[Example], path, images: str = "images") -> Path:
+    _one_line_errors()
+    if model is not None and (not isinstance(model, str) or not model.strip()):
+        raise LlavamechError(f"model must be a name such as toy-llava or llava-hf/llava-1.5-7b-hf, got {model!r}")
+    if device is not None:
+        if not isinstance(device, str):
+            raise LlavamechError(f"device must be cpu, cuda, cuda:N, mps or auto, got {device!r}")
+        resolve_device(device)
+    if examples is not None and examples != "toy" and not _example_file(examples).is_file():
+        raise LlavamechError(f"example file not found: {examples} (examples is \"toy\" or the path of a JSONL file)")
+    _whole_number("n_examples", n_examples, least=1)
+    _whole_number("seed", seed, least=0)
+    if image is not None:
+        load_image(image)
+    if question is not None and (not isinstance(question, str) or not question.strip()):
+        raise LlavamechError(f"question must be text such as 'What is the color of the dog?', got {question!r}")
+    for name, value in counts.items():
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            _whole_number(name, v, least=1)
+
+
+def _one_line_errors() -> None:
+    """In a notebook (a chapter under papermill or Jupyter), show a LlavamechError as its one line, as the CLI
+    does, instead of a traceback through the library; the cell still fails, so papermill still stops."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None:
+        shell.set_custom_exc((LlavamechError,), lambda self, etype, value, tb, tb_offset=None:
+                             self.showtraceback((etype, value, None), exception_only=True))
+
+
+def _whole_number(name: str, value, least: int) -> None:
+    """papermill hands over what was typed: 2.5, -5, "ten" or True must not be sliced or looped on."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least):
+        raise LlavamechError(f"{name} must be a whole number of at least {least}, got {value!r}")
+
+
+def _example_file(examples) -> Path:
+    if not isinstance(examples, (str, Path)) or not str(examples).strip():
+        raise LlavamechError(f"examples must be \"toy\" or the path of an example file (JSONL), got {examples!r}")
+    return Path(examples)
+
+
+def write_jsonl(examples: list[Example], path, images: str = "images", force: bool = False) -> Path:
     """Write an example set as a JSONL file that `read_jsonl` and `llavamech run` take; in-memory images (the toy
-    scenes) are saved as PNGs in the folder `images` beside it. Returns the path."""
+    scenes) are saved as PNGs in the folder `images` beside it. Refuses to replace an existing file (the JSONL or
+    an image) unless `force`. Returns the path."""
     path = Path(path)
     folder = path.parent / images
+    pictures = {i: folder / f"{i:05d}.png" for i, ex in enumerate(examples) if isinstance(ex.image, Image.Image)}
+    refuse_overwrite([path, *pictures.values()], force)
     folder.mkdir(parents=True, exist_ok=True)
     lines = []
     for i, ex in enumerate(examples):
-        if isinstance(ex.image, Image.Image):
-            image = folder / f"{i:05d}.png"
+        if i in pictures:
+            image = pictures[i]
             ex.image.save(image)
         else:
             image = Path(ex.image)
@@ -200,23 +346,15 @@ def write_jsonl(examples: list[Example], path, images: str = "images") -> Path:
 COCO_ANIMALS = "animal"   # COCO's supercategory of bird, cat, dog, horse, sheep, cow, elephant, bear, zebra, giraffe
 
 
-def from_coco(instances, images, out, min_area: float = 0.02, limit: int | None = None) -> int:
+def from_coco(instances, images, out, min_area: float = 0.02, limit: int | None = None, force: bool = False) -> int:
     """An example set from COCO-format instance annotations (e.g. instances_val2017.json): one item per image that
     holds an animal of a kind it shows only once (so "the dog" names one animal), asking about the largest such
     animal covering at least `min_area` of the image, with its box. COCO has no colours: items carry none, so
-    runs report answers and maps, not accuracy. Returns the number of items written to `out`."""
+    runs report answers and maps, not accuracy. `out` never replaces `instances`, and replaces another file only
+    under `force`. Returns the number of items written to `out`."""
     instances, images, out = Path(instances), Path(images), Path(out)
-    try:
-        coco = json.loads(instances.read_text())
-        categories = {c["id"]: c["name"] for c in coco["categories"] if c.get("supercategory") == COCO_ANIMALS}
-        files = {im["id"]: (im["file_name"], im["width"], im["height"]) for im in coco["images"]}
-        annotations = [a for a in coco["annotations"] if a["category_id"] in categories and not a.get("iscrowd")]
-    except FileNotFoundError:
-        raise LlavamechError(f"annotations file not found: {instances}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise LlavamechError(f"{instances} is not JSON; give COCO instance annotations (instances_*.json)") from None
-    except (KeyError, TypeError) as e:
-        raise LlavamechError(f"{instances} is not COCO instance annotations (no {e} field)") from None
+    refuse_overwrite([out], force, inputs=[instances])
+    categories, files, annotations = _read_coco(instances)
     if not images.is_dir():
         raise LlavamechError(f"images folder not found: {images}")
     by_image: dict[int, list[dict]] = {}
@@ -241,3 +379,35 @@ def from_coco(instances, images, out, min_area: float = 0.02, limit: int | None 
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     return len(lines)
+
+
+def _read_coco(instances: Path) -> tuple[dict, dict, list[dict]]:
+    """COCO's animal categories {id: name}, images {id: (file name, width, height)} and the animals' annotations,
+    each checked: an annotation naming an image the file does not list, or a box that is not [x, y, width, height],
+    is refused in one line rather than raising halfway through."""
+    try:
+        coco = json.loads(instances.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LlavamechError(f"annotations file not found: {instances}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise LlavamechError(f"{instances} is not JSON; give COCO instance annotations (instances_*.json)") from None
+    if not (isinstance(coco, dict) and all(isinstance(coco.get(k), list) for k in ("images", "annotations", "categories"))):
+        raise LlavamechError(f"{instances} is not COCO instance annotations (it needs the lists \"images\", "
+                             "\"annotations\" and \"categories\")")
+    try:
+        categories = {c["id"]: c["name"] for c in coco["categories"] if c.get("supercategory") == COCO_ANIMALS}
+        files = {im["id"]: (str(im["file_name"]), int(im["width"]), int(im["height"])) for im in coco["images"]}
+        annotations = [a for a in coco["annotations"] if a["category_id"] in categories and not a.get("iscrowd")]
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        field = f"the field {e}" if isinstance(e, KeyError) else "well-formed entries"
+        raise LlavamechError(f"{instances} is not COCO instance annotations (an entry lacks {field})") from None
+    for a in annotations:
+        which = f"{instances}: annotation {a.get('id', '?')}"
+        if a.get("image_id") not in files:
+            raise LlavamechError(f"{which} refers to image id {a.get('image_id')!r}, which \"images\" does not list; "
+                                 "the annotations file is damaged or cut")
+        box = a.get("bbox")
+        if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                               for v in box) and box[2] >= 0 and box[3] >= 0):
+            raise LlavamechError(f"{which} has bbox {box!r}; COCO boxes are [x, y, width, height]")
+    return categories, files, annotations

@@ -1,4 +1,5 @@
-"""The paper's patch tool (shared/PAPER.md §6) behind the public contract of shared/DESIGN.md.
+"""The paper's patch tool (the book's chapter 5) behind the JSON contract (`Explanation.CONTRACT`; the README's
+"Explain an answer").
 
 One fp32 forward pass; Imp of every head; the best head's per-position Imp at the image positions, min-max
 normalised then divided by the sum, reshaped row-major to the patch grid.

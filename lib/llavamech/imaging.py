@@ -1,36 +1,106 @@
 """Images in and out: validated loading, the view the model actually sees (resize + centre crop)."""
 from __future__ import annotations
 
+import re
+import warnings
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+import numpy as np
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from .errors import LlavamechError
 
+ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa")
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
 
 def load_image(image) -> Image.Image:
-    """A PIL image or a path -> RGB PIL image. Greyscale, palette and RGBA inputs are valid (RGBA over white)."""
+    """A PIL image or a path -> the RGB image the model should see, whatever mode Pillow opened: greyscale, palette,
+    CMYK, 16-bit and 32-bit integer, float, and alpha (composited on white); turned upright by its EXIF orientation,
+    so that boxes given in the displayed image's pixels are right. Fully decoded, so a truncated file is refused
+    here, not halfway through a run. Bounded by Pillow's decompression-bomb limit (PIL.Image.MAX_IMAGE_PIXELS)."""
     if isinstance(image, (str, Path)):
-        path = Path(image)
-        if not path.exists():
-            raise LlavamechError(f"image not found: {path} (check the path)")
-        if path.is_dir():
-            raise LlavamechError(f"{path} is a folder, not an image file")
-        if path.stat().st_size == 0:
-            raise LlavamechError(f"image file is empty: {path}")
-        try:
-            with Image.open(path) as im:
-                im.load()
-                image = im.copy()
-        except (UnidentifiedImageError, OSError, SyntaxError) as e:
-            raise LlavamechError(f"{path} is not a readable image ({type(e).__name__}); give a PNG or JPEG") from None
+        image = _open(Path(image))
     if not isinstance(image, Image.Image):
         raise LlavamechError(f"expected an image path or a PIL image, got {type(image).__name__}")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    _check_pixels(image.width * image.height, "the image")
+    try:
+        image.load()   # a PIL image opened lazily by the caller is decoded here, where its damage can be named
+    except (OSError, SyntaxError, ValueError) as e:
+        raise LlavamechError(f"the image cannot be decoded ({e}); give a complete PNG or JPEG") from None
+    if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+        image = ImageOps.exif_transpose(image)
+    return _to_rgb(image)
+
+
+def _open(path: Path) -> Image.Image:
+    if "\x00" in str(path):
+        raise LlavamechError(f"the image path {str(path)!r} holds a NUL byte; give a plain file name")
+    if not path.exists():
+        raise LlavamechError(f"image not found: {path} (check the path)")
+    if path.is_dir():
+        raise LlavamechError(f"{path} is a folder, not an image file")
+    if path.stat().st_size == 0:
+        raise LlavamechError(f"image file is empty: {path}")
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; either way the image is refused in one line
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()
+                return im.copy()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        pixels = re.search(r"\((\d+) pixels\)", str(e))   # Pillow's message holds the size; reopening would refuse again
+        raise LlavamechError(_too_many_pixels(str(path), int(pixels.group(1)) if pixels else None)) from None
+    except PermissionError:
+        raise LlavamechError(f"{path} cannot be read (permission denied)") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        why = "truncated or damaged" if "truncated" in str(e) or "broken" in str(e) else type(e).__name__
+        raise LlavamechError(f"{path} is not a readable image ({why}); give a PNG or JPEG") from None
+
+
+def _check_pixels(pixels: int, what: str) -> None:
+    if Image.MAX_IMAGE_PIXELS is not None and pixels > Image.MAX_IMAGE_PIXELS:
+        raise LlavamechError(_too_many_pixels(what, pixels))
+
+
+def _too_many_pixels(what: str, pixels: int | None) -> str:
+    count = f"{pixels:,} pixels" if pixels else "more pixels"
+    return (f"{what} has {count}, over the limit of {Image.MAX_IMAGE_PIXELS:,} (Pillow's guard against decompression "
+            "bombs); downscale it, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust it")
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Pillow's own convert("RGB") clips wide integer and float pixels to 0..255 (a 16-bit PNG turns white, a float
+    TIFF in 0..1 black): those are rescaled to 8 bits first."""
+    if image.mode in ("I", "F", *SIXTEEN_BIT_MODES):
+        image = Image.fromarray(_to_8bit(np.asarray(image), image.mode), mode="L")
+    if image.mode in ALPHA_MODES or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
-    return image if image.mode == "RGB" else image.convert("RGB")
+    try:
+        return image if image.mode == "RGB" else image.convert("RGB")
+    except ValueError:
+        raise LlavamechError(f"images in Pillow's mode {image.mode} cannot be converted to RGB; "
+                             "save it as a PNG or JPEG") from None
+
+
+def _to_8bit(pixels: np.ndarray, mode: str) -> np.ndarray:
+    """Greyscale values of any range -> uint8. 16-bit modes span 0..65535. A 32-bit integer or float image says
+    nothing of its range: values within 0..1 (float) or 0..255 are taken as they are, 0..65535 as 16-bit (how Pillow
+    opens 16-bit PNGs), anything else is stretched from its minimum to its maximum."""
+    pixels = np.nan_to_num(pixels.astype(np.float64))
+    low, high = (pixels.min(), pixels.max()) if pixels.size else (0.0, 0.0)
+    if mode in SIXTEEN_BIT_MODES or (mode == "I" and 0 <= low and 255 < high <= 65535):
+        scaled = pixels / 257
+    elif mode == "F" and 0 <= low and high <= 1:
+        scaled = pixels * 255
+    elif 0 <= low and high <= 255:
+        scaled = pixels
+    else:
+        scaled = (pixels - low) * (255 / (high - low)) if high > low else np.zeros_like(pixels)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
 def tiled(image_processor) -> bool:
@@ -57,8 +127,6 @@ def model_view(image: Image.Image, image_processor) -> Image.Image:
 def box_mask(box, image_size: tuple[int, int], image_processor, grid_shape: tuple[int, int]):
     """[rows, cols] booleans: which patches of the model's view have their centre inside `box` (x0, y0, x1, y1 in
     the original image's pixels), following the processor's resize and centre crop (none for LLaVA-NeXT)."""
-    import numpy as np
-
     rows, cols = grid_shape
     w, h = image_size
     if tiled(image_processor):   # the grid spans the whole image

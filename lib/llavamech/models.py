@@ -18,6 +18,7 @@ import transformers
 from .organism import build
 from .anatomy import Anatomy
 from .errors import LlavamechError
+from .examples import colour_question
 from .imaging import load_image
 from .paths import MODELS_DIR
 from .trace import Trace, run_trace
@@ -33,7 +34,6 @@ SHIPPED = ("toy-llava", "toy-vicuna", *TINY)
 # Hugging Face model types llavamech reads: Llava-family wrappers and the language models they may carry.
 MULTIMODAL = {"llava": "LlavaForConditionalGeneration", "llava_next": "LlavaNextForConditionalGeneration"}
 LANGUAGE = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
-COLOUR_QUESTION = re.compile(r"^What is the colou?r of the ([\w ]+?)\?$")
 
 
 @contextlib.contextmanager
@@ -104,17 +104,42 @@ class Model:
     def dtype(self) -> torch.dtype:
         return self.anatomy.lm_head.weight.dtype
 
+    @property
+    def max_positions(self) -> int | None:
+        """How many token positions the language model has (its max_position_embeddings)."""
+        config = self.hf.config
+        return getattr(getattr(config, "text_config", config), "max_position_embeddings", None)
+
     # ---- prompts ----
     def prompt(self, question: str, context: str | None = None, image: bool = False) -> str:
-        """The paper's prompt (shared/PAPER.md §4). A colour question gets the answer prefix
-        'The color of the X is' so that the answer is the next token."""
-        question = (question or "").strip()
+        """The paper's prompt (shared/PAPER.md §4). A colour question ("What is the color of the X?", with or without
+        its "?", in any case and spacing) is asked in that canonical form with the answer prefix
+        'The color of the X is', so that the answer is the next token."""
+        question = self._user_text(question, "question").strip()
+        context = self._user_text(context, "context")
         if not question:
             raise LlavamechError("the question is empty; ask e.g. --question 'What is the color of the dog?'")
-        match = COLOUR_QUESTION.match(question)
-        answer = f" The color of the {match.group(1)} is" if match else ""
+        canonical = colour_question(question)
+        if canonical:
+            question, animal = canonical
+        answer = f" The color of the {animal} is" if canonical else ""
         head = ("<image>\n" if image else "") + (f"{context.strip()}\n" if context and context.strip() else "")
         return f"USER: {head}{question}\nASSISTANT:{answer}"
+
+    def _user_text(self, text, what: str) -> str:
+        """A question or context as given: a string without the tokenizer's special tokens (a literal <image> would be
+        read as an image the prompt does not carry, or misplace the one it does)."""
+        if text is None and what == "context":
+            return ""
+        if not isinstance(text, str):
+            raise LlavamechError(f"the {what} must be text, got {type(text).__name__}")
+        special = set(self.tokenizer.all_special_tokens) | {t.content for t in self.tokenizer.added_tokens_decoder.values()
+                                                            if t.special}
+        found = sorted(t for t in special if t and t in text)
+        if found:
+            raise LlavamechError(f"the {what} holds {found[0]!r}, a special token of {self.name}'s tokenizer; remove "
+                                 "it (an image is given as the IMAGE argument, never in the text)")
+        return text
 
     def inputs(self, image=None, question: str = "", context: str | None = None) -> dict:
         """Tokenised model inputs (batch of one) on the model's device."""
@@ -127,11 +152,19 @@ class Model:
         else:
             enc = self.tokenizer(text, return_tensors="pt")
         self._check_vocabulary(text, enc["input_ids"])
+        self._check_length(enc["input_ids"])
         enc = {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "pixel_values",
                                                                   "image_sizes")}
         if "pixel_values" in enc:
             enc["pixel_values"] = enc["pixel_values"].to(self.dtype)
         return enc
+
+    def _check_length(self, input_ids: torch.Tensor) -> None:
+        """Positions past max_position_embeddings are extrapolated: the model answers, wrongly and without a word."""
+        n, limit = input_ids.shape[-1], self.max_positions
+        if limit is not None and n > limit:
+            raise LlavamechError(f"the prompt is {n} tokens long (image patches included), more than the {limit} "
+                                 f"positions of {self.name}; shorten the context or the question")
 
     def _check_vocabulary(self, text: str, input_ids: torch.Tensor) -> None:
         unk = self.tokenizer.unk_token_id
@@ -211,6 +244,9 @@ def _dtype(dtype) -> torch.dtype:
 
 
 def _from_pretrained(name: str, source, device: str, dtype: torch.dtype = torch.float32, device_map=None) -> Model:
+    if Path(source).is_file():   # config.json or a weights file: transformers would read part of a model from it
+        raise LlavamechError(f"model {name} is a file; give the folder that holds it, with config.json and the "
+                             f"weights ({Path(source).parent})")
     try:
         config = transformers.AutoConfig.from_pretrained(source, local_files_only=True)
     except (OSError, ValueError):
@@ -224,7 +260,7 @@ def _from_pretrained(name: str, source, device: str, dtype: torch.dtype = torch.
                                  "or a Hugging Face id such as llava-hf/llava-1.5-7b-hf") from None
         raise LlavamechError(f"'{name}' is not available offline; download it once with "
                              f"`huggingface-cli download {name}` (needs network) or pass a local folder") from None
-    kwargs = dict(local_files_only=True, attn_implementation="eager", dtype=dtype,
+    kwargs = dict(local_files_only=True, attn_implementation="sdpa", dtype=dtype,   # the trace needs no eager weights
                   **({"device_map": device_map} if device_map is not None else {}))
     text_type = getattr(getattr(config, "text_config", config), "model_type", None)
     if config.model_type not in MULTIMODAL and config.model_type not in LANGUAGE or text_type not in LANGUAGE:
@@ -232,6 +268,10 @@ def _from_pretrained(name: str, source, device: str, dtype: torch.dtype = torch.
                              + (f" over {text_type}" if text_type != config.model_type else "")
                              + f"; llavamech reads {' and '.join(MULTIMODAL)} models over {', '.join(LANGUAGE)} "
                                f"language models, and those language models alone")
+    if device.startswith("cuda") and device_map is None:   # too big for the card: one line before any weight loads
+        from .memory import check_fits
+        check_fits(config, str(dtype).removeprefix("torch."), torch.cuda.mem_get_info(torch.device(device))[0],
+                   where=device)
     if config.model_type in MULTIMODAL:
         hf = getattr(transformers, MULTIMODAL[config.model_type]).from_pretrained(source, **kwargs)
         processor = transformers.AutoProcessor.from_pretrained(source, local_files_only=True)

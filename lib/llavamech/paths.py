@@ -1,6 +1,8 @@
-"""Where the shipped artefacts live. One setting overrides all: LLAVAMECH_DATA. Otherwise `data/` at the top of
-a checkout (editable installs, the book), else the copy installed with the package (`llavamech/_data`, from a
-wheel or `pip install git+...`)."""
+"""Where the shipped artefacts live, and the rule for the files a command writes.
+
+The artefacts: one setting overrides all, LLAVAMECH_DATA. Otherwise `data/` at the top of a checkout (editable
+installs, the book), else the copy installed with the package (`llavamech/_data`, from a wheel or
+`pip install git+...`)."""
 import os
 from pathlib import Path
 
@@ -28,3 +30,19 @@ def check_data() -> None:
         from .errors import LlavamechError
         raise LlavamechError(f"llavamech's data folder is missing ({DATA_DIR} has no world.json); install the "
                              "package from a wheel or a checkout, or set LLAVAMECH_DATA to a copy of data/")
+
+
+def refuse_overwrite(targets, force: bool, inputs=()) -> None:
+    """Files a command is about to write: none may be one of its `inputs` (not even under --force: the command would
+    destroy what it reads), and none may already exist unless `force`. Checked before anything is written."""
+    from .errors import LlavamechError
+
+    for target in map(Path, targets):
+        for source in map(Path, inputs):
+            if target.resolve() == source.resolve() or (target.exists() and source.exists()
+                                                         and os.path.samefile(target, source)):
+                raise LlavamechError(f"{target} is also this command's input; write to another file")
+    existing = [Path(t) for t in targets if Path(t).exists()]
+    if existing and not force:
+        more = f" (and {len(existing) - 1} more files it would write)" if len(existing) > 1 else ""
+        raise LlavamechError(f"{existing[0]} already exists{more}; give another --out, or --force to overwrite")

@@ -10,6 +10,7 @@ from functools import lru_cache
 import pandas as pd
 
 from .paths import REFERENCE_DIR
+from .report import glue, glue_name
 from .stats import Estimate
 
 PAPER_CSV = REFERENCE_DIR / "paper.csv"
@@ -41,7 +42,7 @@ def compare(estimates: dict[str, Estimate], keys: list[str] | None = None,
             chance: dict[str, float] | None = None) -> pd.DataFrame:
     """One row per paper key in `keys` (default: every key with an estimate): the claim, the measure, the paper's
     number with its provenance, ours with n and the 95 % interval, chance where given, and whether the claim holds
-    here."""
+    here. Each row's verdict and estimate are also glued (holds_KEY, here_KEY) for the introduction's scorecard."""
     table = paper_numbers()
     keys = keys if keys is not None else [k for k in table.index if k in estimates]
     unknown = [k for k in keys if k not in table.index]
@@ -64,4 +65,7 @@ def compare(estimates: dict[str, Estimate], keys: list[str] | None = None,
         rows.append(row)
     frame = pd.DataFrame(rows, index=pd.Index(keys, name="key"))
     frame.attrs.update(note=NOTE, index=False)   # shown by report.table: a footnote, and no internal key column
+    for key, row in frame.iterrows():   # for the introduction's scorecard, which cites every chapter's verdicts
+        glue(f"holds_{glue_name(key)}", row["holds here?"] or "—")
+        glue(f"here_{glue_name(key)}", row["here (95 % CI)"])
     return frame

@@ -1,4 +1,5 @@
-"""One forward pass with forward hooks, capturing what every readout of shared/PAPER.md §2–3 needs.
+"""One forward pass with forward hooks, capturing what every readout of the score and its
+decompositions needs (the book's appendix A, book/appendix_identities.py, defines them).
 
 Hooks sit on the language model's own modules (never a patched copy of transformers' files) and are
 removed in a `finally`, so the model is unchanged afterwards. The pass runs with fused attention (SDPA), so it costs

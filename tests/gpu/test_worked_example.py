@@ -1,4 +1,4 @@
-"""The paper's worked example (shared/PAPER.md §7) on the real llava-1.5-7b: COCO val2017 000000219578 (a dog and a
+"""The paper's worked example (the authors' notebook; data/reference/paper.csv, rows worked.*) on the real llava-1.5-7b: COCO val2017 000000219578 (a dog and a
 cat on a sofa), "What is the color of the dog?", float32. Needs a GPU, the weights and the image, so it is skipped
 here (CI) with the reason; to run it on a GPU machine:
 

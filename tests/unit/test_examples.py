@@ -97,3 +97,82 @@ def test_modes_need_what_they_read():
         Example(image=None, animal="dog").inputs("tqa")
     with pytest.raises(LlavamechError, match="no image"):
         Example(image=None, animal="dog", facts=(("dog", "red"),)).inputs("vqa")
+
+
+def test_other_spellings_are_read_and_unknown_keys_refused(tmp_path):
+    """`color`, `bbox` and a colour `question` are read; any other key is named with its line rather than ignored
+    (a misspelt key used to drop accuracy or pointing without a word)."""
+    path = write(tmp_path, [{"image": "a.png", "animal": "dog", "color": "brown", "bbox": [1, 2, 30, 29]},
+                            {"image": "a.png", "question": "what is the color of the cat", "colour": "black"}])
+    first, second = read_jsonl(path)
+    assert (first.colour, first.box, second.animal, second.colour) == ("brown", (1, 2, 30, 29), "cat", "black")
+    for line, message in [(dict(GOOD, colur="brown"), "unknown key 'colur'"),
+                          (dict(GOOD, color="red"), "\"colour\" 'brown' and \"color\" 'red' disagree"),
+                          (dict(GOOD, question="How many dogs are there?"), "is not a colour question"),
+                          (dict(GOOD, question="What is the color of the cat?"), "asks about the cat but"),
+                          (dict(GOOD, animal="dog?"), "\"animal\" must be a word"),
+                          (dict(GOOD, colour=5), "\"colour\" must be a word"),
+                          (dict(GOOD, box=[True, 1, 5, 5]), "\"box\" must be"),
+                          (dict(GOOD, image="a\x00.png"), "NUL byte")]:
+        with pytest.raises(LlavamechError, match=message) as err:
+            read_jsonl(write(tmp_path, [GOOD, line]))
+        assert "set.jsonl:2" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("encode, message", [
+    (lambda text: text.replace("brown", "br\xe9wn").encode("latin-1"), ":2: not UTF-8"),
+    (lambda text: text.encode("utf-16"), ":1: holds NUL bytes"),
+    (lambda text: __import__("gzip").compress(text.encode()), "gzip-compressed"),
+], ids=["latin-1", "utf-16", "gzip"])
+def test_files_that_are_not_utf8_are_one_line(tmp_path, encode, message):
+    path = write(tmp_path, [{"image": "a.png", "animal": "cat"}, GOOD])
+    path.write_bytes(encode(path.read_text()))
+    with pytest.raises(LlavamechError, match=message):
+        read_jsonl(path)
+
+
+def test_line_ends_and_marks_any_editor_writes_are_read(tmp_path):
+    path = write(tmp_path, [GOOD])
+    line = json.dumps(dict(GOOD, animal="dog\u2028"), ensure_ascii=False)   # str.splitlines would split at U+2028
+    for text in ("\ufeff" + line + "\n", line + "\r" + line + "\r", line + "\r\n\r\n" + line + "\r\n"):
+        path.write_bytes(text.encode())
+        assert {e.animal for e in read_jsonl(path)} == {"dog"} and read_jsonl(path)[-1].source.endswith(
+            f"set.jsonl:{text.count(chr(13)) if chr(13) in text else 1}")
+
+
+def test_every_image_is_decoded_before_anything_is_computed(tmp_path):
+    import numpy as np
+    Image.fromarray(np.random.RandomState(0).randint(0, 255, (60, 60, 3), np.uint8)).save(tmp_path / "full.jpg")
+    (tmp_path / "cut.jpg").write_bytes((tmp_path / "full.jpg").read_bytes()[:900])   # the header intact
+    with pytest.raises(LlavamechError, match="set.jsonl:2: .*cut.jpg is not a readable image \\(truncated"):
+        read_jsonl(write(tmp_path, [GOOD, dict(GOOD, image="cut.jpg", box=None)]))
+
+
+@pytest.mark.parametrize("value", [-5, 0, 2.5, "10", True, None], ids=repr)
+def test_n_examples_must_be_a_whole_number(tmp_path, value):
+    """papermill hands over what was typed: -5 used to slice off the last five items and compute on."""
+    path = write(tmp_path, [GOOD] * 12)
+    for examples in (str(path), "toy"):
+        if value is None and examples != "toy":
+            assert len(load_examples(examples, value)) == 12   # None: the whole file
+            continue
+        with pytest.raises(LlavamechError, match="n_examples must be"):
+            load_examples(examples, value)
+
+
+def test_chapter_parameters_are_checked_in_one_line(tmp_path):
+    from llavamech.examples import check_parameters
+
+    check_parameters(model="toy-llava", device="auto", examples="toy", n_examples=200, seed=0, image=None,
+                     question="What is the color of the dog?", n_heads=3, ks=[1, 3, 5], k=None)
+    for bad, message in [(dict(n_examples=2.5), "n_examples must be a whole number of at least 1, got 2.5"),
+                         (dict(n_examples=-5), "got -5"), (dict(n_examples="ten"), "got 'ten'"),
+                         (dict(seed=-1), "seed must be a whole number of at least 0"),
+                         (dict(device="gpu"), "unknown device 'gpu'"), (dict(model=""), "model must be a name"),
+                         (dict(examples=5), "examples must be \"toy\" or"),
+                         (dict(examples=str(tmp_path / "none.jsonl")), "example file not found"),
+                         (dict(image=str(tmp_path / "none.png")), "image not found"),
+                         (dict(question=" "), "question must be text"), (dict(ks=[1, 0]), "ks must be")]:
+        with pytest.raises(LlavamechError, match=message) as err:
+            check_parameters(**bad)
+        assert "\n" not in str(err.value)

@@ -1,4 +1,4 @@
-"""Every decomposition of shared/PAPER.md §2–3, each checked against an independent computation, float32 to 1e-5."""
+"""Every decomposition of the score (the book's appendix A), each checked against an independent computation, float32 to 1e-5."""
 import torch
 
 from llavamech import attribution as A

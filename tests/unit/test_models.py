@@ -77,3 +77,45 @@ def test_device_map_without_accelerate_says_so(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "accelerate" else real(n, *a))
     with pytest.raises(LlavamechError, match="device_map needs accelerate"):
         llavamech.load("toy-llava", device_map="auto")
+
+
+@pytest.mark.parametrize("question, context", [
+    ("What is <image> the color of the dog?", None),
+    (Q, "The dog is white. <image>"),
+    (Q + "</s>", CONTEXT),
+    (Q, "<s>" + CONTEXT),
+], ids=["image token in the question", "image token in the context", "end of text", "start of text"])
+def test_special_tokens_in_user_text_are_refused(question, context):
+    """A literal <image> would be expanded into patches that no image fills (or misplace the one that does)."""
+    for model, image in ((llavamech.load("tiny-random-vicuna"), None),
+                         (llavamech.load("tiny-random-llava"), make_scene(random.Random(0), size=32).image)):
+        with pytest.raises(LlavamechError, match="special token") as err:
+            model.inputs(image, question=question, context=context)
+        assert "\n" not in str(err.value)
+
+
+def test_a_prompt_longer_than_the_positions_is_refused():
+    model = llavamech.load("tiny-random-vicuna")
+    with pytest.raises(LlavamechError, match=r"the prompt is \d+ tokens long .* more than the 512 positions"):
+        model.explain(question=Q, context=" ".join(["The dog is white."] * 300))
+
+
+@pytest.mark.parametrize("question", ["What is the color of the dog", "what is the color of the dog?",
+                                      "What  is the color of the dog ?", " What is the color\nof the dog?  ",
+                                      "WHAT IS THE COLOR OF THE dog?"])
+def test_the_colour_question_is_recognised_in_any_spelling(question):
+    """The answer prefix is what makes the colour the next token: it must not hang on the '?'. Every spelling is asked
+    in the canonical wording, so it gets the canonical answer (the animal as written: case may name a word)."""
+    model = llavamech.load("tiny-random-vicuna")
+    canonical = f"USER: {CONTEXT}\n{Q}\nASSISTANT: The color of the dog is"
+    assert model.prompt(Q, CONTEXT) == canonical
+    assert model.prompt(question, CONTEXT) == canonical
+    assert model.prompt("Is there a dog?").endswith("ASSISTANT:")   # any other question: no prefix
+
+
+def test_model_paths_to_files_are_refused(tmp_path):
+    folder = save(llavamech.load("tiny-random-vicuna"), tmp_path / "m")
+    for file in (tmp_path / "m" / "config.json", next((tmp_path / "m").glob("*.safetensors"))):
+        with pytest.raises(LlavamechError, match="is a file; give the folder that holds it") as err:
+            llavamech.load(str(file))
+        assert folder in str(err.value)

@@ -120,8 +120,8 @@ trained on 2 CPU cores by `python -m llavamech train-organism --seed {numbers['t
 
 Where it departs from Llava's recipe, and why: the induction warm-up (without it a small Llama stays on "name
 some colour from the context", TQA ≈ 0.35) and the animal-recognition losses for the eye (a small contrastive
-CLIP sees colours but hardly animals; the labels stand in for web-scale pretraining). See shared/ORGANISM.md
-and the book's appendix "The model organism".
+CLIP sees colours but hardly animals; the labels stand in for web-scale pretraining). See the book's appendix B,
+"The model organism".
 
 ## Held-out accuracy
 Keys (facts + asked animal) are hashed; one in ten is never trained on, and only those are evaluated, on

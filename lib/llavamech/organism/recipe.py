@@ -1,10 +1,10 @@
 """The model organism's training recipe: toy-vicuna, toy-clip and toy-llava, trained here on the toy world.
 
-Mirrors how the real models were made (shared/ORGANISM.md): a Llama language model trained on text; a CLIP
+Mirrors how the real models were made (the book's appendix B, book/appendix_organism.py): a Llama language model trained on text; a CLIP
 trained contrastively on (scene, caption) pairs; Llava = CLIP's tower (feature layer -2, CLS dropped) +
 a 2-layer GELU projector + the language model, stage 1 (projector on captions), stage 2 (projector + LM on VQA
 with TQA mixed in), tower frozen. Two departures from the real recipe, both measured as necessary in
-ORGANISM.md: an induction warm-up in the text model's batches, and animal-recognition losses for the eye.
+appendix B: an induction warm-up in the text model's batches, and animal-recognition losses for the eye.
 
 Held-out data: a prompt's key (its facts and the asked animal) is hashed; one key in ten is never trained on
 and is the only kind ever evaluated, so no accuracy is computed on training data.
@@ -42,7 +42,7 @@ class Recipe:
     stage1_steps: int = 150
     stage2_steps: int = 600
     batch: int = 64
-    vicuna_lr: float = 3e-3   # text model from scratch (ORGANISM.md: 1e-3 plateaus longer)
+    vicuna_lr: float = 3e-3   # text model from scratch (1e-3 plateaus longer: appendix B)
     lr: float = 1e-3          # toy-clip and both Llava stages
     eval_every: int = 100
     eval_n: int = 256
@@ -100,7 +100,7 @@ def tqa_batch(rng, tok, n: int, held_out=False):
 
 
 def induction_batch(rng, tok, n: int):
-    """`<s> s s` with s 6–14 random word tokens, loss on the second copy (ORGANISM.md: what unlocks binding)."""
+    """`<s> s s` with s 6–14 random word tokens, loss on the second copy (appendix B: what unlocks binding)."""
     words = sorted(i for t, i in tok.get_vocab().items() if t not in build.SPECIAL)  # dict order varies per run
     seqs, labels = [], []
     for _ in range(n):
@@ -171,7 +171,7 @@ def vqa_accuracy(model, processor, n: int, seed: int) -> float:
 @torch.no_grad()
 def probe_accuracy(vision, n_train=512, n_test=256, seed=0) -> dict:
     """Linear probes on the tower's layer -2 patch features averaged over each animal's patches:
-    animal and colour accuracy on held-out scenes. The check that the eye sees animals (ORGANISM.md)."""
+    animal and colour accuracy on held-out scenes. The check that the eye sees animals (appendix B)."""
     world = load_world()
     processor = build.build_processor(build.build_tokenizer(), IMAGE_SIZE, PATCH)
 

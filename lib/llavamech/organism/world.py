@@ -35,7 +35,7 @@ def load_world() -> World:
     return World(tuple(spec["animals"]), {k: tuple(v) for k, v in spec["colours"].items()}, spec)
 
 
-# ---- prompts (shared/PAPER.md §4: the answer is the next token after "... is") ----
+# ---- prompts (the paper's, as the book's introduction shows them: the answer is the next token after "... is") ----
 VQA_TEMPLATE = "USER: <image>\nWhat is the color of the {animal}?\nASSISTANT: The color of the {animal} is"
 TQA_TEMPLATE = "USER: {facts}\nWhat is the color of the {animal}?\nASSISTANT: The color of the {animal} is"
 
