@@ -251,8 +251,13 @@ glue("rand_first", first)
 glue("rand_tool_first", str(similarity.loc[first, "tool"]) if "tool" in tested else "not run")
 glue("rand_tool_all", str(similarity.loc[levels[-1], "tool"]) if "tool" in tested else "not run")
 glue("rand_ig_first", str(similarity.loc[first, "ig"]) if "ig" in tested else "not run")
-glue("rand_answer_same_all", str(bootstrap(randomisation.loc[randomisation["randomised"] == levels[-1],
-                                                             "same answer"].to_numpy(float), seed=seed)))
+same_answer = randomisation.loc[randomisation["randomised"] == levels[-1], "same answer"]
+glue("rand_answer_same_all", f"{int(same_answer.sum())} of {len(same_answer)}")
+unchanged = [m for m in tested if similarity.loc[levels[-1], m].low > 0]
+glue("rand_verdict", "every map's correlation with the trained model's includes zero in its interval: none of "
+     "them is a picture of the input alone" if not unchanged else
+     f"the map of {', '.join(unchanged)} still correlates with the trained model's: it reflects the input, not the "
+     "model")
 table(similarity, "randomisation")
 
 # %% [markdown]
@@ -261,9 +266,9 @@ table(similarity, "randomisation")
 # layer and the projector randomised, the tool's falls to {glue:text}`rand_tool_all`. The tool reads one head's direct
 # contribution to the answer, so layers above that head change its map only through the answer and the final
 # norm: a map that survives the top layers' randomisation is what the method is, not a failure of the test — but
-# it means the tool says nothing about what the layers above its head do. Randomising every layer does change every
-# map, so none of them is an edge detector of the image. (With every layer randomised the model gives the trained
-# model's answer in {glue:text}`rand_answer_same_all` of the scenes.)
+# it means the tool says nothing about what the layers above its head do. With every layer and the projector
+# randomised, {glue:text}`rand_verdict`. (The randomised model gives the trained model's answer in
+# {glue:text}`rand_answer_same_all` of the scenes: its maps explain another answer, as the test intends.)
 
 # %% [markdown]
 # ## Across training seeds the tool's aim varies; integrated gradients' holds

@@ -28,9 +28,17 @@ def log_prob_increase(trace: Trace, base: torch.Tensor, vectors: torch.Tensor, t
     """Imp of each vector in `vectors` [..., d] added to `base` [..., d] (broadcast against each other): [...]."""
     token = trace.top_token if token is None else token
     unembed = trace.anatomy.weight(trace.anatomy.lm_head.weight)
-    z0 = readout(trace, base, unembed)
-    return (torch.log_softmax(z0 + readout(trace, vectors, unembed), -1)[..., token]
-            - torch.log_softmax(z0, -1)[..., token]).cpu()
+    z0, dz = readout(trace, base, unembed), readout(trace, vectors, unembed)
+    return (dz[..., token] - _log_partition_increase(z0, dz)).cpu()
+
+
+def _log_partition_increase(z0: torch.Tensor, dz: torch.Tensor) -> torch.Tensor:
+    """logsumexp(z0 + dz) - logsumexp(z0) over the vocabulary, so that Imp = dz_w minus this, exactly. For a small
+    dz, as log1p(sum_i p0_i expm1(dz_i)): the two log-sums of order 10 would cancel to a difference of order 1e-6
+    and keep only float32's rounding of them; for a large dz, the log-sums themselves (no cancellation then)."""
+    small = torch.log1p((torch.softmax(z0, -1) * torch.expm1(dz)).sum(-1))
+    large = torch.logsumexp(z0 + dz, -1) - torch.logsumexp(z0, -1)
+    return torch.where(dz.abs().amax(-1) < 1, small, large)
 
 
 def logit_contribution(trace: Trace, vectors: torch.Tensor, token: int | None = None) -> torch.Tensor:
@@ -73,6 +81,13 @@ def layer_scores(trace: Trace, token: int | None = None) -> dict[str, torch.Tens
     """Imp of every attention layer (base h^{l-1}_T, v = A^l_T) and FFN layer (base m^l_T, v = F^l_T): [L] each."""
     return {"attn": log_prob_increase(trace, trace.resid_in, trace.attn_out, token),
             "ffn": log_prob_increase(trace, trace.mid, trace.mlp_out, token)}
+
+
+def layer_logit_contributions(trace: Trace, token: int | None = None) -> dict[str, torch.Tensor]:
+    """Linear logit contribution z(v)_w of every attention layer (v = A^l_T) and FFN layer (v = F^l_T): [L] each.
+    The additive companion of `layer_scores` (no base, no saturation)."""
+    return {"attn": logit_contribution(trace, trace.attn_out, token),
+            "ffn": logit_contribution(trace, trace.mlp_out, token)}
 
 
 def all_head_outputs(trace: Trace) -> torch.Tensor:

@@ -26,7 +26,7 @@ from .patches import METHODS, Embedded, answer_logprob, patch_maps
 from .report import progress
 from .stats import bootstrap
 
-RESOLUTION = 1e-3   # ranks see a map's scores to 0.1 % of its largest (see `resolved`)
+RESOLUTION = 1e-6   # ranks see a map's scores to the precision float32 computes them (see `resolved`)
 METRICS = ("pointing", "mass in box", "deletion", "insertion", "agreement", "top-1 agreement")
 BETTER = {"pointing": "higher", "mass in box": "higher", "deletion": "lower", "insertion": "higher",
           "agreement": "higher", "top-1 agreement": "higher"}
@@ -34,9 +34,10 @@ BETTER = {"pointing": "higher", "mass in box": "higher", "deletion": "lower", "i
 
 def resolved(scores: np.ndarray) -> np.ndarray:
     """Scores rounded to RESOLUTION of the largest absolute score, for everything that ranks them (the top patch,
-    the curves' order, rank agreement). Below that, scores differ by float32 noise alone — a map's flat background,
-    the patches whose removal changes nothing — and another CPU's kernels would reorder them; rounded, they are
-    ties, ranked alike on every machine (ties: midranks in Spearman, a seeded order in the curves)."""
+    the curves' order). Closer than that, two scores differ by float32 rounding alone (a map's flat background) and
+    another CPU's kernels would reorder them; rounded, they are ties, ranked alike on every machine (a seeded
+    order in the curves). Coarser rounding would discard real order: the animal's weaker patches sit only a
+    thousandth of the top score above the background in the tool's map, and deleting them first matters."""
     scale = float(np.abs(scores).max())
     return scores if scale == 0 else np.round(scores / (scale * RESOLUTION)) * (scale * RESOLUTION)
 
