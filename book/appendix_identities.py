@@ -44,7 +44,7 @@ import llavamech
 from llavamech import attribution, plots
 from llavamech.checks import identity_errors
 from llavamech.examples import check_parameters
-from llavamech.report import table
+from llavamech.report import math, table
 from llavamech.organism.world import make_scene
 
 check_parameters(model=model, device=device, image=image, question=question, seed=seed)
@@ -84,7 +84,7 @@ print(m)
 
 # %% tags=["volatile"]
 errors = identity_errors(m, picture, question)
-table(pd.DataFrame({"max |error|": errors}), "identity-errors", "{:.1e}")
+table(pd.DataFrame({"max |error|": errors}).rename(index=math).rename_axis("identity"), "identity-errors", "{:.1e}")
 
 # %% [markdown]
 # ## Scores of one example

@@ -137,7 +137,7 @@ near = agreement["near-tie"]
 anatomy = llavamech.load(model).anatomy
 glue("organism_size", f"{anatomy.n_layers}-layer, {anatomy.n_layers * anatomy.n_heads}-head")
 glue("bf16_n", len(agreement))
-glue("bf16_near", int(near.sum()))
+glue("bf16_near", f"{int(near.sum())} {'is a near-tie' if near.sum() == 1 else 'are near-ties'}")
 glue("bf16_near_tie", checks.NEAR_TIE)
 table(agreement["float32 margin"].describe(percentiles=[0.1, 0.5]).to_frame("float32 margin (logits)").T,
       "margins", "{:.3g}")
@@ -150,9 +150,14 @@ import torch  # noqa: E402
 same = agreement[agreement["same answer"]]   # where the answers differ, the two explain different tokens
 changed, changed_near = int((~agreement["same answer"]).sum()), int((~agreement["same answer"] & near).sum())
 glue("bf16_machine", f"{device} ({torch.backends.cpu.get_cpu_capability()} kernels)" if device == "cpu" else device)
-glue("bf16_changed", "bfloat16 gave the float32 answer on every scene" if changed == 0 else
-     f"bfloat16 changed the answer on {changed} scene{'s' * (changed > 1)}, "
-     f"{'all' if changed_near == changed else changed_near} of them near-ties")
+if changed == 0:
+    verdict = "bfloat16 gave the float32 answer on every scene"
+elif changed == 1:
+    verdict = "bfloat16 changed the answer on 1 scene, " + ("a near-tie" if changed_near else "not a near-tie")
+else:
+    verdict = (f"bfloat16 changed the answer on {changed} scenes, "
+               f"{'all' if changed_near == changed else changed_near} of them near-ties")
+glue("bf16_changed", verdict)
 glue("bf16_head", f"{same['Δ head score / largest'].max():.3f}")
 glue("bf16_map", f"{same['Δ map'].max():.3f}")
 glue("bf16_map_median", f"{same['Δ map'].median():.4f}")
@@ -165,7 +170,7 @@ table(pd.DataFrame({"value": {
     "Δ map value (same answer), largest": f"{same['Δ map'].max():.3g}"}}), "bf16")
 
 # %% [markdown]
-# Of {glue:text}`bf16_n` scenes, {glue:text}`bf16_near` are near-ties in float32 (the top two logits within
+# Of {glue:text}`bf16_n` scenes, {glue:text}`bf16_near` in float32 (the top two logits within
 # {glue:text}`bf16_near_tie`). On the machine that built this page ({glue:text}`bf16_machine`),
 # {glue:text}`bf16_changed`. Where the answer is the same, head scores moved by at most {glue:text}`bf16_head` of the
 # largest score, and map values by {glue:text}`bf16_map_median` at the median and {glue:text}`bf16_map` at most,

@@ -151,10 +151,10 @@ glue("ablation_passes", n_patches + 1)
 # %% [markdown]
 # **Speed: the paper's claim beside this run.**
 #
-# | | paper (reported, secondary) | here |
+# | | paper (revised submission, secondary) | here |
 # |---|---|---|
-# | the tool | one forward pass, about {glue:text}`paper_speed_tool_seconds` s per explanation on an A100 (COCO items, llava-1.5-7b) | {glue:text}`tool_seconds:.3f` s per scene (median) on the CPU that built this page, toy-llava |
-# | patch-by-patch causal map | {glue:text}`paper_speed_ablation_passes` forward passes (576 patches and the clean pass) | {glue:text}`ablation_passes` forward passes ({glue:text}`n_patches` patches), batched: {glue:text}`ablation_vs_tool:.0f` times the tool's time |
+# | the tool | one forward pass, about {glue:text}`paper_speed_tool_seconds:.0f` s per explanation on an A100 (COCO items, llava-1.5-7b) | {glue:text}`tool_seconds:.3f` s per scene (median) on the CPU that built this page, toy-llava |
+# | patch-by-patch causal map | {glue:text}`paper_speed_ablation_passes:.0f` forward passes (576 patches and the clean pass) | {glue:text}`ablation_passes` forward passes ({glue:text}`n_patches` patches), batched: {glue:text}`ablation_vs_tool:.0f` times the tool's time |
 #
 # `bench/bench_tool.py` measures every method against a plain forward pass at 8 × 8 and at Llava-1.5's 24 × 24
 # patches, and `bench/bench_7b.py` at llava-1.5-7b's own shape on a GPU.
@@ -251,7 +251,8 @@ glue("rand_first", first)
 glue("rand_tool_first", str(similarity.loc[first, "tool"]) if "tool" in tested else "not run")
 glue("rand_tool_all", str(similarity.loc[levels[-1], "tool"]) if "tool" in tested else "not run")
 glue("rand_ig_first", str(similarity.loc[first, "ig"]) if "ig" in tested else "not run")
-same_answer = randomisation.loc[randomisation["randomised"] == levels[-1], "same answer"]
+same_answer = randomisation.loc[(randomisation["randomised"] == levels[-1]) & (randomisation["method"] == tested[0]),
+                                "same answer"]   # one row per scene
 glue("rand_answer_same_all", f"{int(same_answer.sum())} of {len(same_answer)}")
 unchanged = [m for m in tested if similarity.loc[levels[-1], m].low > 0]
 glue("rand_verdict", "every map's correlation with the trained model's includes zero in its interval: none of "

@@ -19,7 +19,7 @@ def _o_proj_inputs(model, inputs) -> list[torch.Tensor]:
 
 
 def identity_errors(model, image=None, question: str = "", context: str | None = None) -> dict[str, float]:
-    """Max absolute error of each identity, over all layers/heads/positions: {identity: error}."""
+    """Max absolute error of each identity, over all layers/heads/positions: {identity, in TeX: error}."""
     trace = model.trace(image, question, context)
     a = model.anatomy
     o_in = _o_proj_inputs(model, model.inputs(image, question, context))
@@ -38,15 +38,15 @@ def identity_errors(model, image=None, question: str = "", context: str | None =
         layers = A.layer_scores(trace)
         err = lambda x, y: float((x.cpu() - y.cpu()).abs().max())   # scores come back on the CPU
         return {
-            "Σ heads a^{l,h} = A^l": err(heads.sum(1), trace.attn_out),
-            "Σ positions u_j = a^{l,h}": err(heads, head_direct),
-            "Σ neurons = F^l": max(err(A.neuron_contributions(trace, l).sum(0), trace.mlp_out[l])
+            r"\sum_h a^{l,h} = A^l": err(heads.sum(1), trace.attn_out),
+            r"\sum_j u^{l,h}_j = a^{l,h}": err(heads, head_direct),
+            r"\sum_k c^l_k\, W_{down}[:,k] = F^l": max(err(A.neuron_contributions(trace, l).sum(0), trace.mlp_out[l])
                                    for l in range(a.n_layers)),
-            "h^{l-1} + A^l = m^l": err(trace.resid_in + trace.attn_out, trace.mid),
-            "frozen-norm readout of h^L = logits": err(A.readout(trace, trace.final_resid), trace.logits),
-            "Imp(attention layer) = brute force": max(err(layers["attn"][l], brute_imp(trace.resid_in[l], trace.attn_out[l]))
+            r"h^{l-1} + A^l = m^l": err(trace.resid_in + trace.attn_out, trace.mid),
+            r"z(h^L_T) = \text{the logits}": err(A.readout(trace, trace.final_resid), trace.logits),
+            r"\mathrm{Imp}(A^l) = \text{brute force}": max(err(layers["attn"][l], brute_imp(trace.resid_in[l], trace.attn_out[l]))
                                                       for l in range(a.n_layers)),
-            "Imp(head) = brute force": err(A.head_scores(trace), torch.stack([
+            r"\mathrm{Imp}(a^{l,h}) = \text{brute force}": err(A.head_scores(trace), torch.stack([
                 torch.stack([brute_imp(trace.resid_in[l], head_direct[l, h]) for h in range(a.n_heads)])
                 for l in range(a.n_layers)])),
         }

@@ -61,6 +61,12 @@ def table(frame, name: str, number_format: str | None = None):
     return HTML(styler.to_html() + note)
 
 
+def math(tex: str) -> str:
+    """Inline TeX for a table cell or label: the HTML Sphinx writes for inline math, which the book's MathJax
+    typesets inside executed outputs too."""
+    return f'<span class="math notranslate nohighlight">\\({tex}\\)</span>'
+
+
 def progress(iterable, desc: str):
     """A progress bar for long loops; TQDM_DISABLE=1 turns it off (the book's build does, so that executed pages
     hold no bars: tqdm's notebook bars ignore that variable on their own)."""
