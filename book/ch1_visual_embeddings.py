@@ -45,12 +45,14 @@ import torch
 
 import llavamech
 from llavamech import lens, plots, runs
-from llavamech.examples import load_examples
-from llavamech.imaging import load_image, model_view
+from llavamech.examples import check_parameters, load_examples
+from llavamech.imaging import box_mask, load_image, model_view
 from llavamech.reference import compare
 from llavamech.report import glue, glue_estimates, glue_paper, table
 from llavamech.stats import bootstrap, chance_mrr, scaled_k
 
+check_parameters(model=model, device=device, examples=examples, n_examples=n_examples, seed=seed, image=image,
+                 question=question, **({} if k is None else {"k": k}))
 m = llavamech.load(model, device=device)
 items = load_examples(examples, n_examples, seed, model=m)
 first = items[0]
@@ -96,22 +98,42 @@ fig.suptitle(f"{m.name}: top token of each visual embedding; scene of {first.sou
 # ## Over the example set: the colour is readable where the answer comes from
 #
 # For every example: the reciprocal rank of its true colour and of its asked animal among all vocabulary
-# tokens, at the $k$ important patches and at $k$ random patches, at the input of every layer, read onto $E$
-# and onto $W_U$.
+# tokens, at the $k$ important patches, at $k$ random patches, and at $k$ random patches **inside the asked
+# animal's box** — at the input of every layer, read onto $E$ and onto $W_U$.
+#
+# ```{margin} Why the in-box control
+# The important patches are chosen by the head that writes the answer, so they are chosen *because* they carry
+# the colour that head moves: important-vs-random is partly circular. Random patches inside the animal's box are
+# chosen without the model, by where the animal is; if they read as the colour nearly as well, the embeddings
+# carry the colour wherever the animal is, not only where the head happened to look.
+# ```
 
 # %%
 generator = torch.Generator().manual_seed(seed)
-ranks = runs.collect(m, items, {"rr": lambda it: lens.word_ranks_at_patches(
-    m, it.trace, {"colour": it.colour_id, "animal": it.animal_id}, k, generator)}, mode="vqa", all_positions=True)["rr"]
+animals = sorted({e.animal for e in items} | {a for e in items for a, _ in (e.facts or [])})
+
+
+def readout(it):
+    grid = it.trace.positions.grid_shape
+    inside = [] if it.example.box is None else np.flatnonzero(box_mask(
+        it.example.box, load_image(it.example.image).size, m.processor.image_processor, grid).ravel())
+    others = [m.token_id(a) for a in animals if a != it.example.animal]
+    return lens.word_ranks_at_patches(m, it.trace, {"colour": it.colour_id, "animal": it.animal_id,
+                                                    "other animals": others}, k, generator, inside=inside)
+
+
+ranks = runs.collect(m, items, {"rr": readout}, mode="vqa", all_positions=True)["rr"]
 rr = {key: bootstrap(value, seed=seed) for key, value in ranks.items()}      # each [L+1] over layers
 at_embedding = {key: est[0] for key, est in rr.items()}                      # the projector's outputs
 chance = chance_mrr(vocab)
 fig = plots.estimate_bars({"colour\nimportant": at_embedding["important embed colour"],
+                           "colour\nin box": at_embedding["in-box embed colour"],
                            "colour\nrandom": at_embedding["random embed colour"],
                            "animal\nimportant": at_embedding["important embed animal"],
+                           "animal\nin box": at_embedding["in-box embed animal"],
                            "animal\nrandom": at_embedding["random embed animal"]},
                           f"{m.name}: MRR of the visual embeddings projected onto E (n = {len(items)})", "MRR",
-                          chance=chance, colors=["C3", "grey", "C0", "grey"])
+                          chance=chance, colors=["C3", "C1", "grey", "C0", "C9", "grey"])
 
 # %%
 ours = {"vis.colour_mrr.important": at_embedding["important embed colour"],
@@ -119,6 +141,12 @@ ours = {"vis.colour_mrr.important": at_embedding["important embed colour"],
         "vis.animal_mrr.important": at_embedding["important embed animal"],
         "vis.animal_mrr.random": at_embedding["random embed animal"]}
 glue_estimates(ours)
+glue_estimates({"vis.colour_mrr.in_box": at_embedding["in-box embed colour"],
+                "vis.animal_mrr.in_box": at_embedding["in-box embed animal"]})
+glue("n_boxed", at_embedding["in-box embed colour"].n)
+in_box, important, rand = (at_embedding[f"{w} embed colour"] for w in ("in-box", "important", "random"))
+glue("in_box_vs_random", "above" if in_box.low > rand.high else "not clearly above")
+glue("in_box_vs_important", "below" if in_box.high < important.low else "not clearly below")
 glue("chance", chance)
 glue("chance_llava", chance_mrr(32064))
 glue("vocab", vocab)
@@ -138,6 +166,14 @@ table(compare(ours, chance={key: chance for key in ours}), "paper-vs-here")
 # paper's *claim* (important above random, 95 % intervals apart), not its number: the organism's vocabulary
 # has {glue:text}`vocab` words, Llava's 32,064, so an MRR here and there are on different scales.
 #
+# The control that does not depend on the head: $k$ random patches inside the asked animal's box
+# (n = {glue:text}`n_boxed` scenes with a box) give the colour an MRR of {glue:text}`vis_colour_mrr_in_box:.3f`
+# {glue:text}`vis_colour_mrr_in_box_ci` and the animal {glue:text}`vis_animal_mrr_in_box:.3f`
+# {glue:text}`vis_animal_mrr_in_box_ci`. The colour inside the box is {glue:text}`in_box_vs_random` the random
+# patches' (95 % intervals apart) and {glue:text}`in_box_vs_important` the important patches': the visual
+# embeddings carry the colour wherever the asked animal is, and the head's choice of patches adds to it. Part of
+# the important-vs-random gap is the head's selection, not all of it.
+#
 # ## Layer by layer: when does the colour become the answer?
 #
 # The same reciprocal ranks at the input of each layer, read out through $W_U$ (the logit lens), at important
@@ -146,9 +182,25 @@ table(compare(ours, chance={key: chance for key in ours}), "paper-vs-here")
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
 for ax, word in zip(axes, ("colour", "animal")):
-    plots.by_layer({"important patches": rr[f"important unembed {word}"], "random patches": rr[f"random unembed {word}"]},
-                   f"{m.name}: {word} MRR through W_U", "MRR", chance=chance, ax=ax)
+    curves = {"important patches": rr[f"important unembed {word}"], "in the box": rr[f"in-box unembed {word}"],
+              "random patches": rr[f"random unembed {word}"]}
+    if word == "animal":
+        curves["other animals, important patches"] = rr["important unembed other animals"]
+    plots.by_layer(curves, f"{m.name}: {word} MRR through W_U", "MRR", chance=chance, ax=ax)
 fig.tight_layout()
+
+# %%
+animal_lens = {where: rr[f"{where} unembed animal"] for where in ("important", "in-box", "random")}
+glue("animal_lens_max", float(max(np.nanmax(e.mean) for e in animal_lens.values())))
+glue("animal_lens_high_max", float(max(np.nanmax(e.high) for e in animal_lens.values())))
+glue("animal_lens_below_everywhere", "every" if all((np.asarray(e.high) < chance).all() for e in animal_lens.values())
+     else "not every")
+glue("others_lens_max", float(np.nanmax(rr["important unembed other animals"].mean)))
+glue("layers_asked_below_others", int(np.sum(np.asarray(rr["important unembed animal"].mean)
+                                             < np.asarray(rr["important unembed other animals"].mean))))
+glue("n_lens_layers", len(rr["important unembed animal"].mean))
+glue("asked_minus_others_max", float(np.nanmax(np.asarray(rr["important unembed animal"].mean)
+                                             - np.asarray(rr["important unembed other animals"].mean))))
 
 # %%
 lens_important = rr["important unembed colour"]
@@ -169,13 +221,46 @@ print("layers where the colour MRR at important patches is above the random patc
 # image positions themselves, being earlier in the sequence, never see the question — what rises there is
 # the colour *of that patch*, written into a form $W_U$ reads.
 #
+# The animal, read through $W_U$, is below chance at {glue:text}`animal_lens_below_everywhere` layer and every
+# kind of patch (its MRR at most {glue:text}`animal_lens_max:.3f`, upper 95 % bound
+# {glue:text}`animal_lens_high_max:.3f`; chance {glue:text}`chance:.3f`). It is the patch's *own* animal that
+# ranks low: at the same important patches the other animals rank higher (their MRR reaches
+# {glue:text}`others_lens_max:.3f`; the asked animal is below them at {glue:text}`layers_asked_below_others` of
+# the {glue:text}`n_lens_layers` readouts). $W_U$ reads a residual as a prediction of the *next* token, and in
+# the organism's text a word is rarely if ever followed by itself; a patch whose vector lies near the animal's
+# input embedding (as the projection onto $E$ above shows) is read as "the animal was just said", and the animal
+# is pushed down — the same effect chapter 2 finds at a word's own position. The logit lens measures what a
+# position is ready to say next; what a patch *is* is read on $E$, not on $W_U$, so the below-chance MRR says
+# nothing against the animal being in the patch.
+
+# %% [markdown]
+# ## Is the asymmetry already in the eye?
+#
+# The organism's model card (written when it was trained; the appendix on the model organism) holds linear probes
+# on the vision tower's own features — layer −2, averaged over each animal's patches, held-out scenes: how well
+# the tower, before the projector, separates the colours and the animals.
+
+# %%
+from llavamech.models import model_card  # noqa: E402
+
+try:
+    probe = model_card(model).get("toy-llava tower probe")
+except (OSError, ValueError):   # not a shipped organism: no card
+    probe = None
+glue("probe_colour", f"{probe['colour']:.3f}" if probe else "not measured (no organism card)")
+glue("probe_animal", f"{probe['animal']:.3f}" if probe else "not measured")
+print(probe)
+
+# %% [markdown]
 # ## What the organism shows, and what it cannot
 #
 # **Shows.** In a Llava trained the Llava way, the projector learns to emit vectors that sit near the input
 # embedding of the patch's colour word — without ever being told to: stage 1 trains it only to caption scenes
 # ("a brown dog and a red cat ."), stage 2 to answer questions. Animals are readable less well than colours,
-# as in the paper, although the organism's eye was given explicit animal supervision (see the appendix on the
-# model organism) — so the asymmetry is not just the CLIP tower seeing colours more easily than objects.
+# as in the paper. Part of that asymmetry is already in the eye: the tower's features give the colour to a linear
+# probe with accuracy {glue:text}`probe_colour` and the animal with {glue:text}`probe_animal`, although the
+# organism's eye was given explicit animal supervision (see the appendix on the model organism). The organism
+# cannot say how much of the gap the projector adds on top of the eye's.
 #
 # **Cannot.** The organism's vocabulary is {glue:text}`vocab` words, and its scenes are flat colours on grey: a patch has one
 # colour, where a COCO patch has texture, shading and several objects. The paper's

@@ -35,7 +35,8 @@ seed = 0
 n_heads = 3                # top heads whose mechanism is read
 k = 1                      # important positions per head (the colour word is one token)
 ks = [1, 3, 5]             # sizes of the causal check
-draws = 20                 # random head sets per size
+draws = 200                # random head sets per size and control (all of them where there are fewer)
+control_examples = 50      # examples each random set is run on (the first ones; None = all)
 ablation = "mean"          # "mean" or "zero"
 
 # %% tags=["remove-cell"]
@@ -51,12 +52,14 @@ import pandas as pd
 
 import llavamech
 from llavamech import attribution, circuits, interventions, plots, runs
-from llavamech.examples import load_examples
+from llavamech.examples import check_parameters, load_examples
 from llavamech.reference import compare
 from llavamech.report import glue, glue_estimates, glue_paper, table
-from llavamech.stats import bootstrap, chance_mrr
+from llavamech.stats import bootstrap, chance_mrr, ranking_agreement
 
 MODE = "tqa"
+check_parameters(model=model, device=device, examples=examples, n_examples=n_examples, seed=seed, n_heads=n_heads,
+                 k=k, ks=ks, draws=draws, **({} if control_examples is None else {"control_examples": control_examples}))
 m = llavamech.load(model, device=device)
 items = load_examples(examples, n_examples, seed, model=m)
 colours = sorted({c for e in items for _, c in e.facts})
@@ -66,23 +69,44 @@ print(f"{len(items)} examples, e.g.\n{m.prompt(items[0].question, items[0].conte
 # %% [markdown]
 # ## The answer is written by the attention layers, and by a few heads
 #
-# Mean log-probability increase of the model's own answer over the example set, with 95 % bootstrap
-# intervals: attention and FFN layers, then every head.
+# Mean log-probability increase (Imp) of the model's own answer over the example set, with 95 % bootstrap
+# intervals: attention and FFN layers, then every head (top row). Imp saturates — a part that adds to an
+# already-certain answer scores little — so the bottom row gives each part's linear logit contribution
+# $z(v)_w$ beside it: additive, unbounded, the same readout without the softmax.
 
 # %%
-scores = runs.collect(m, items, {"heads": runs.head_imp, "layers": runs.layer_imp, "correct": runs.correct}, mode=MODE)
+scores = runs.collect(m, items, {"heads": runs.head_imp, "layers": runs.layer_imp, "heads z": runs.head_z,
+                                 "layers z": runs.layer_z, "correct": runs.correct}, mode=MODE)
 accuracy = bootstrap(scores["correct"], seed=seed)
 heads = bootstrap(scores["heads"], seed=seed)
 layers = bootstrap(scores["layers"], seed=seed)
+heads_z, layers_z = bootstrap(scores["heads z"], seed=seed), bootstrap(scores["layers z"], seed=seed)
 ranked = runs.top_heads_of(heads.mean, m.anatomy.n_layers * m.anatomy.n_heads)
 top = ranked[:n_heads]
 glue("accuracy", str(accuracy))
 glue("n", len(items))
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), gridspec_kw={"width_ratios": [1, 1.3]})
+fig, axes = plt.subplots(2, 2, figsize=(10, 6.2), gridspec_kw={"width_ratios": [1, 1.3]})
 plots.layer_bars({"attn": layers.mean[0], "ffn": layers.mean[1]}, f"{m.name} TQA: mean layer Imp (n = {len(items)})",
-                 ax=axes[0], errors=(layers.low, layers.high))
-plots.head_heatmap(heads.mean, f"{m.name} TQA: mean head Imp", ax=axes[1])
+                 ax=axes[0, 0], errors=(layers.low, layers.high))
+plots.head_heatmap(heads.mean, f"{m.name} TQA: mean head Imp", ax=axes[0, 1])
+plots.layer_bars({"attn": layers_z.mean[0], "ffn": layers_z.mean[1]}, f"{m.name} TQA: mean layer z(v)_w",
+                 ax=axes[1, 0], errors=(layers_z.low, layers_z.high), ylabel="logit contribution")
+plots.head_heatmap(heads_z.mean, f"{m.name} TQA: mean head z(v)_w", ax=axes[1, 1], label="logit contribution")
 fig.tight_layout()
+
+# %%
+by_z = runs.top_heads_of(heads_z.mean, len(ranked))
+agree = ranking_agreement(heads.mean, heads_z.mean, top=max(ks))
+glue("rho_imp_z", agree["spearman"])
+glue("imp_z_top", agree["top"])
+glue("imp_z_shared", agree["shared top"])
+glue("top_head_z", f"{by_z[0][0]}_{by_z[0][1]}")
+glue("z_attn_layer", float(layers_z.mean[0].max()))
+glue("z_ffn_layer", float(layers_z.mean[1].max()))
+glue("z_ffn_layer_min", float(layers_z.mean[1].min()))
+pd.DataFrame({"by Imp": [f"{l}_{h} ({heads[l, h].mean:.2f})" for l, h in ranked[:max(ks)]],
+              "by z(v)_w": [f"{l}_{h} ({heads_z[l, h].mean:.2f})" for l, h in by_z[:max(ks)]]},
+             index=pd.Index(range(1, max(ks) + 1), name="rank (mean over examples)"))
 
 # %%
 top_table = pd.DataFrame([{"head": f"{l}_{h}", "mean Imp (95 % CI)": str(heads[l, h]),
@@ -101,6 +125,12 @@ top_table
 # {glue:text}`ffn_layer_imp:.2f`. Within it, the answer is spread over the heads of one layer: the top head,
 # {glue:text}`top_head`, is the single best head on only some of the examples, and several heads of the same
 # layer score nearly as high.
+#
+# The linear logit contribution tells the same story: the best attention layer contributes
+# {glue:text}`z_attn_layer:.2f` logits to the answer, no FFN layer more than {glue:text}`z_ffn_layer:.2f`; over all
+# heads the two rankings agree (Spearman {glue:text}`rho_imp_z:.3f` between mean Imp and mean $z(v)_w$), the top
+# head by $z$ is {glue:text}`top_head_z`, and the top {glue:text}`imp_z_top` by each share
+# {glue:text}`imp_z_shared`. Saturation reorders the heads only a little here (table: the top heads by each score).
 
 # %% [markdown]
 # ## Where the top heads read from: the colour word
@@ -181,28 +211,47 @@ glue("uniform", uniform)
 # {glue:text}`ov_logit_difference_tqa_ci` logits (the paper: {glue:text}`paper_ov_logit_difference_tqa:.2f` in Vicuna).
 
 # %% [markdown]
-# ## Causal check: ablating the top heads breaks the answer; random heads do not
+# ## Causal check: the top heads matter more than the rest of their layer — not more than any random heads
 #
 # Direct-effect scores can mislead (a head can score high while others would do its job). So: replace the
 # top-$k$ heads' outputs by their mean over the example set and measure the loss in accuracy and in log
-# probability of the true colour, against the same ablation of $k$ heads drawn at random from all the others,
-# {glue:text}`draws` times.
+# probability of the true colour. Two controls: $k$ heads drawn at random from **all** heads, and $k$ heads drawn
+# from the **same layers** as the top $k$ (as many per layer) — the harder control, since the top heads all sit
+# in one layer. Each control runs {glue:text}`draws` random sets per $k$, or every possible set where there are
+# fewer (an exact test), on the first {glue:text}`n_control` examples, and gives a permutation p-value:
+# (1 + random sets losing at least as much log p) / (1 + random sets).
 
 # %%
 means = interventions.activation_means(m, items, MODE)
 causal = interventions.head_ablation_test(m, items, MODE, ranked, ks=ks, draws=draws, how=ablation, means=means,
-                                          seed=seed)
+                                          seed=seed, control_examples=control_examples)
 glue("draws", draws)
-fig = plots.ablation_strip(causal, f"{m.name}: {ablation}-ablating heads (n = {len(items)})")
-causal.drop(columns=["_random log p"])
+glue("n_control", int(causal["n (control)"].iloc[0]))
+fig = plots.ablation_strip(causal, f"{m.name}: {ablation}-ablating heads (n = {len(items)}; random sets on "
+                                   f"{int(causal['n (control)'].iloc[0])})")
+interventions.shown(causal)
 
 # %%
-largest = causal.iloc[-1]
+by_k = {int(kk): r for kk, r in causal.iterrows()}
+for kk, r in by_k.items():
+    glue(f"k{kk}_dacc", str(r["top-k Δ accuracy"]))
+    glue(f"k{kk}_dlogp", str(r["top-k Δ log p"]))
+    glue(f"k{kk}_dlogp_mean", float(r["top-k Δ log p"].mean))
+    for control, name in interventions.CONTROL_NAMES.items():
+        tag = control.replace("-", "_")
+        glue(f"k{kk}_p_{tag}", float(r[f"p ({name})"]))
+        glue(f"k{kk}_random_dlogp_{tag}", float(r[f"_null {control}"].mean()))
+        glue(f"k{kk}_random_dacc_{tag}", r[f"random Δ accuracy ({name})"])
+        glue(f"k{kk}_sets_{tag}", r[f"sets ({name})"])
 glue("k_max", int(causal.index[-1]))
-glue("top_k_dacc", str(largest["top-k Δ accuracy"]))
-glue("random_dacc", largest["random Δ accuracy"])
-glue("share_as_bad", float(largest["random draws hurting as much"]))
-glue("top_1_dlogp", str(causal.iloc[0]["top-k Δ log p"]))
+glue("n_heads_total", len(ranked))
+if 1 in by_k:   # every single head, ablated alone: the all-heads control at k = 1 ran them all
+    single = by_k[1]["_control all"]
+    worst = int(np.argmin(single.null_logp))
+    (wl, wh), = single.sets_run[worst]
+    glue("worst_single_head", f"{wl}_{wh}")
+    glue("worst_single_dlogp", float(single.null_logp[worst]))
+    glue("worst_single_imp_rank", ranked.index((wl, wh)) + 1)
 
 # %% [markdown]
 # ```{margin} Mean, not zero, ablation
@@ -211,12 +260,28 @@ glue("top_1_dlogp", str(causal.iloc[0]["top-k Δ log p"]))
 # missing *information*. `ablation = "zero"` in the parameters reruns the check the other way.
 # ```
 #
-# Ablating the single top head costs almost nothing (Δ log p {glue:text}`top_1_dlogp`): the other heads of its
-# layer do the same job. Ablating the top {glue:text}`k_max` costs {glue:text}`top_k_dacc` in accuracy, against
-# {glue:text}`random_dacc` for random sets of the same size (mean and 2.5–97.5 % range over draws); yet a
-# share of {glue:text}`share_as_bad:.2f` of the random draws hurt as much — those that happened to take several
-# heads of the same layer. The causal picture matches the scores: the lookup lives in one layer's heads, spread
-# over several of them, rather than in a single head.
+# **k = 1.** Ablating the single top head costs almost nothing (Δ log p {glue:text}`k1_dlogp`): among all
+# {glue:text}`k1_sets_all` other heads ablated alone, p = {glue:text}`k1_p_all:.2f`; among the other heads of its
+# layer, p = {glue:text}`k1_p_same_layer:.2f`. The other heads of its layer do the same job. The head whose
+# ablation alone costs most is {glue:text}`worst_single_head` (Δ log p {glue:text}`worst_single_dlogp:.2f`),
+# ranked {glue:text}`worst_single_imp_rank` of {glue:text}`n_heads_total` by Imp.
+#
+# **k = 3 and 5, same layers.** Within the working layer the ranking by Imp picks the heads that matter: ablating
+# the top 3 costs Δ log p {glue:text}`k3_dlogp` where three random heads of that layer cost
+# {glue:text}`k3_random_dlogp_same_layer:.3f` on average (p = {glue:text}`k3_p_same_layer:.3f`, every such set
+# run: an exact test); the top {glue:text}`k_max` cost {glue:text}`k5_dlogp` (accuracy {glue:text}`k5_dacc`)
+# against {glue:text}`k5_random_dlogp_same_layer:.3f` (p = {glue:text}`k5_p_same_layer:.3f`).
+#
+# **k = 3 and 5, all heads.** Against random heads of *every* layer the top heads do not stand out: p =
+# {glue:text}`k3_p_all:.2f` at k = 3 and {glue:text}`k5_p_all:.2f` at k = 5. At k = 3 the random sets cost
+# {glue:text}`k3_random_dlogp_all:.3f` on average — close to the top 3's cost in log p — and in accuracy the top 3
+# ({glue:text}`k3_dacc`) hurt *less* than the average random set ({glue:text}`k3_random_dacc_all`, mean and
+# 2.5–97.5 % range): the average is pulled down by the sets that take a head of another layer which the answer
+# needs *indirectly*, as {glue:text}`worst_single_head` above. Imp is a direct-effect score: it sees the heads
+# that write the colour to the last position, not those that prepare what they read.
+#
+# What the check carries, then: the answer depends on one layer's heads, several at once, and Imp ranks them
+# correctly within that layer; it does not show that Imp's top heads are the model's most necessary ones.
 
 # %% [markdown]
 # ## Paper and organism, side by side
@@ -230,7 +295,9 @@ table(compare(ours, chance={f"circuit.colour_mrr.{MODE}": chance, f"circuit.anim
 #
 # **Shows.** A Llama trained only on the task (plus an induction warm-up, see the appendix) solves it with the
 # paper's mechanism: attention, not FFNs; heads whose query side finds the asked animal's fact and whose value
-# side carries its colour; and removing those heads removes the answer while random heads mostly do not.
+# side carries its colour; and removing the top-ranked heads of that layer hurts more than removing as many of its
+# other heads. Against random heads of all layers, which include heads the answer needs indirectly, the top heads
+# do not stand out.
 #
 # **Does not replicate.** The paper's reading of the animal in the *key input* through $W_U$. On the organism the
 # matching is visible in the attention pattern but not in that projection. The paper's numbers come from a

@@ -16,7 +16,7 @@ import torch
 
 from .batching import first_batch, in_batches
 from .examples import Example
-from .hooks import hooked
+from .hooks import hooked, sdpa_attention
 from .report import progress
 from .stats import bootstrap
 
@@ -67,11 +67,12 @@ def activation_means(model, examples: list[Example], mode: str) -> Means:
 
 @contextlib.contextmanager
 def ablated(model, heads=(), attn_layers=(), ffn_layers=(), patches=None, how: str = "zero",
-            means: Means | None = None):
+            means: Means | None = None, row_heads=None):
     """Within the block, the model runs with the given parts ablated.
 
     heads: [(layer, head), ...]; attn_layers / ffn_layers: [layer, ...]; patches: patch indices (row-major) ablated
-    in every batch row, or one list per batch row (to ablate a different patch in each copy of an image)."""
+    in every batch row, or one list per batch row (to ablate a different patch in each copy of an image);
+    row_heads: one list of (layer, head) per batch row, ablated in that row only (many head sets in one pass)."""
     if how not in ("zero", "mean"):
         raise ValueError(f"how must be 'zero' or 'mean', not {how!r}")
     if how == "mean" and means is None:
@@ -89,6 +90,16 @@ def ablated(model, heads=(), attn_layers=(), ffn_layers=(), patches=None, how: s
                 sl = slice(h * hd, (h + 1) * hd)
                 x[..., sl] = fill(x[..., sl], None if how == "zero" else means.o_proj_in[layer, sl])
             return (x,) + args[1:]
+        return hook
+
+    def row_heads_hook(layer, masks):
+        def hook(module, args):
+            x = args[0]
+            if len(x) != len(masks):
+                raise ValueError(f"{len(masks)} head sets for a batch of {len(x)} rows")
+            value = torch.zeros((), dtype=x.dtype, device=x.device) if how == "zero" \
+                else means.o_proj_in[layer].to(x.device, x.dtype)
+            return (torch.where(masks.to(x.device)[:, None, :], value, x),) + args[1:]
         return hook
 
     def output_hook(value):
@@ -116,6 +127,17 @@ def ablated(model, heads=(), attn_layers=(), ffn_layers=(), patches=None, how: s
             by_layer.setdefault(layer, []).append(head)
         for layer, chosen in by_layer.items():
             hooks.before(a.layers[layer].self_attn.o_proj, heads_hook(layer, chosen))
+        if row_heads is not None:
+            cells: dict[int, list[tuple[int, int]]] = {}
+            for r, chosen in enumerate(row_heads):
+                for layer, head in chosen:
+                    cells.setdefault(layer, []).append((r, head))
+            for layer, where in cells.items():
+                rows_, heads_ = torch.as_tensor(where).T
+                masks = torch.zeros(len(row_heads), a.n_heads, dtype=torch.bool)
+                masks[rows_, heads_] = True
+                hooks.before(a.layers[layer].self_attn.o_proj,
+                             row_heads_hook(layer, masks.repeat_interleave(hd, dim=1)))
         for layer in attn_layers:
             hooks.after(a.layers[layer].self_attn, output_hook(None if how == "zero" else means.attn[layer]))
         for layer in ffn_layers:
@@ -173,43 +195,208 @@ def effect(clean: dict, ablated_scores: dict) -> dict[str, np.ndarray]:
             "Δ accuracy": ablated_scores["correct"] - clean["correct"]}
 
 
-def against_random(model, heads, effect_of, draws: int, rng) -> tuple[dict, np.ndarray, np.ndarray]:
-    """The effect of an intervention on `heads` and on as many heads drawn at random from the others, `draws`
-    times. `effect_of(heads)` -> per-example {"Δ log p", "Δ accuracy"}. Returns (the heads' effect, the draws' mean
-    Δ log p, the draws' mean Δ accuracy)."""
-    everyone = [(l, h) for l in range(model.anatomy.n_layers) for h in range(model.anatomy.n_heads)]
-    others = [h for h in everyone if h not in heads]
-    hit = effect_of(list(heads))
-    randoms = [effect_of([others[i] for i in rng.choice(len(others), len(heads), replace=False)]) for _ in range(draws)]
-    return (hit, np.array([r["Δ log p"].mean() for r in randoms]),
-            np.array([r["Δ accuracy"].mean() for r in randoms]))
+@dataclass
+class Encoded:
+    """Examples encoded once for many intervened passes over the language model: per group of equal length (run
+    without padding), the example indices and the language model's inputs (the image already merged into the
+    input embeddings, so no pass reruns the vision tower), and each example's true-colour token."""
+    groups: list[tuple[np.ndarray, dict]]
+    targets: np.ndarray
+    n: int
+
+
+class _Captured(Exception):
+    pass
+
+
+def _language_model(model):
+    return model.hf.model.language_model if hasattr(model.hf.model, "language_model") else model.hf.model
+
+
+@torch.no_grad()
+def encode(model, examples: list[Example], mode: str) -> Encoded:
+    """`examples` as the language model's input embeddings and masks (see `Encoded`). For a Llava the vision tower
+    and projector run once here; interventions inside the language model (heads, weights) leave them unchanged."""
+    missing = [e.source for e in examples if e.colour is None]
+    if missing:
+        raise ValueError(f"causal checks need the true colour; {missing[0]} has none")
+    lm, groups = _language_model(model), []
+    for indices, encoded in same_length_groups(model, examples, mode):
+        inputs = {key: torch.cat([enc[key] for enc in encoded]) for key in encoded[0]}
+        if "pixel_values" in inputs:
+            got = {}
+
+            def capture(module, args, kwargs):
+                got["embeds"] = kwargs["inputs_embeds"].detach()
+                raise _Captured
+
+            with hooked(model.hf) as hooks:
+                hooks.before(lm, capture, with_kwargs=True)
+                try:
+                    model.hf(**inputs, use_cache=False)
+                except _Captured:
+                    pass
+            embeds = got["embeds"]
+        else:
+            embeds = model.hf.get_input_embeddings()(inputs["input_ids"])
+        groups.append((np.asarray(indices), {"inputs_embeds": embeds, "attention_mask": inputs["attention_mask"]}))
+    return Encoded(groups, np.array([model.token_id(e.colour) for e in examples]), len(examples))
+
+
+@torch.no_grad()
+def set_scores(model, encoded: Encoded, sets: list, intervention, batch: int = 512) -> dict[str, np.ndarray]:
+    """`log p` of the true colour and `correct` for every example under each of `sets` (arrays [sets, n]),
+    batched across sets: one batch row per (set, example), `intervention(model, row_sets)` a context manager that
+    applies each row's own set (e.g. `ablated(model, row_heads=...)`, `transfer.transplanted_rows`). At most
+    `batch` rows per forward pass, fewer where the device's memory is short; fused (SDPA) attention, which gives
+    the eager pass's logits to float precision."""
+    logp, correct = np.zeros((len(sets), encoded.n)), np.zeros((len(sets), encoded.n))
+    for indices, inputs in encoded.groups:
+        rows = [(s, i) for s in range(len(sets)) for i in range(len(indices))]
+        size = first_batch(model, len(rows), inputs["inputs_embeds"].shape[1], batch)
+
+        def run(chunk):
+            which, local = (torch.as_tensor(x) for x in zip(*chunk))
+            embeds, mask = inputs["inputs_embeds"][local], inputs["attention_mask"][local]
+            with intervention(model, [sets[s] for s in which.tolist()]):
+                logits = model.hf(inputs_embeds=embeds, attention_mask=mask, use_cache=False,
+                                  logits_to_keep=1).logits[:, -1].float().cpu()
+            t = torch.as_tensor(encoded.targets[indices[local.numpy()]])
+            return (which.numpy(), indices[local.numpy()], torch.log_softmax(logits, -1)[torch.arange(len(t)), t].numpy(),
+                    (logits.argmax(-1) == t).float().numpy())
+
+        with sdpa_attention(model.hf):
+            done = in_batches(run, rows, "the causal checks", size)
+        for which, examples_, lp, ok in done:
+            logp[which, examples_], correct[which, examples_] = lp, ok
+    return {"log p": logp, "correct": correct}
+
+
+CONTROLS = ("all", "same-layer")
+
+
+def null_sets(n_layers: int, n_heads: int, heads, control: str, draws: int, rng) -> tuple[list, bool]:
+    """The random head sets a chosen set is compared with, and whether they are all of them (an exact test).
+
+    control="all": sets of as many heads, from all the model's heads; "same-layer": sets with as many heads in
+    each layer as the chosen set has there, from those layers' heads. As in a permutation test, a random set may
+    share heads with the chosen one; the chosen set itself is never one of them. When there are at most `draws`
+    such sets they are enumerated (exact); otherwise `draws` are drawn uniformly (with replacement)."""
+    import itertools
+    from math import comb, prod
+
+    if control not in CONTROLS:
+        raise ValueError(f"control must be one of {CONTROLS}, not {control!r}")
+    chosen = frozenset(map(tuple, heads))
+    if control == "all":
+        pools = [([(l, h) for l in range(n_layers) for h in range(n_heads)], len(chosen))]
+    else:
+        counts: dict[int, int] = {}
+        for layer, _ in chosen:
+            counts[layer] = counts.get(layer, 0) + 1
+        pools = [([(layer, h) for h in range(n_heads)], count) for layer, count in sorted(counts.items())]
+    total = prod(comb(len(pool), k) for pool, k in pools)
+    if total - 1 <= draws:
+        every = [sum(parts, ()) for parts in itertools.product(*[list(itertools.combinations(pool, k))
+                                                                  for pool, k in pools])]
+        return [list(s) for s in every if frozenset(s) != chosen], True
+    out = []
+    while len(out) < draws:
+        s = [pool[i] for pool, k in pools for i in sorted(rng.choice(len(pool), k, replace=False))]
+        if frozenset(s) != chosen:
+            out.append(s)
+    return out, False
+
+
+def p_value(observed: float, null: np.ndarray) -> float:
+    """One-sided permutation p-value: (1 + number of random sets at least as extreme, i.e. as low) / (1 + sets)."""
+    null = np.asarray(null)
+    return float((1 + (null <= observed).sum()) / (1 + len(null)))
+
+
+@dataclass
+class Control:
+    """A chosen set's effect against random sets: per example (`hit`, on the control's examples), the random
+    sets' mean effects, and the permutation p-value of the chosen set's mean Δ log p among them."""
+    control: str
+    hit: dict                  # {"Δ log p", "Δ accuracy"}: [n] for the chosen set
+    null_logp: np.ndarray      # [sets] mean Δ log p of each random set
+    null_acc: np.ndarray       # [sets] mean Δ accuracy
+    p_value: float
+    exact: bool                # every possible random set was run
+    sets_run: list | None = None   # the random sets, in the order of null_logp
+
+    @property
+    def sets(self) -> int:
+        return len(self.null_logp)
+
+
+def against_random(model, heads, effect_of, draws: int, rng, control: str = "all") -> Control:
+    """The effect of an intervention on `heads` and on random head sets (`null_sets`: `control` "all" or
+    "same-layer", `draws` of them unless fewer exist). `effect_of(list of head sets)` -> {"Δ log p", "Δ accuracy"}:
+    arrays [sets, n] (batched across sets). The p-value is the permutation p-value of the chosen set's mean
+    Δ log p: (1 + random sets losing at least as much) / (1 + random sets)."""
+    a = model.anatomy
+    null, exact = null_sets(a.n_layers, a.n_heads, heads, control, draws, rng)
+    out = effect_of([list(heads)] + null)
+    hit = {key: value[0] for key, value in out.items()}
+    null_logp, null_acc = out["Δ log p"][1:].mean(1), out["Δ accuracy"][1:].mean(1)
+    return Control(control, hit, null_logp, null_acc, p_value(float(hit["Δ log p"].mean()), null_logp), exact, null)
 
 
 def head_ablation_test(model, examples: list[Example], mode: str, ranked_heads: list[tuple[int, int]],
-                       ks=(1, 3, 5), draws: int = 20, how: str = "mean", means: Means | None = None,
-                       seed: int = 0) -> pd.DataFrame:
-    """Ablate the top-k heads of `ranked_heads`, and k heads drawn at random (from all the others) `draws` times.
-    One row per k: the top-k effect with its bootstrap interval over examples, the random draws' mean effect and
-    the 2.5–97.5 % range over draws, and the share of draws that hurt log p at least as much as the top k."""
+                       ks=(1, 3, 5), draws: int = 200, how: str = "mean", means: Means | None = None,
+                       seed: int = 0, controls=CONTROLS, control_examples: int | None = None) -> pd.DataFrame:
+    """Ablate the top-k heads of `ranked_heads`, and random sets of k heads (`null_sets`, per control in
+    `controls`). One row per k: the top-k effect with its bootstrap interval over all examples; per control the
+    random sets' mean effect with the 2.5–97.5 % range over sets and the permutation p-value of the top-k mean
+    Δ log p among them (on the first `control_examples` examples, all by default: the control runs each random
+    set on them, batched)."""
     rng = np.random.default_rng(seed)
-    clean = answer_scores(model, examples, mode)
+    encoded = encode(model, examples, mode)
+    n_control = len(examples) if control_examples is None else min(control_examples, len(examples))
+    sub = encode(model, examples[:n_control], mode) if n_control < len(examples) else encoded
+    intervention = lambda m, rows: ablated(m, row_heads=rows, how=how, means=means)
+    clean = {enc.n: set_scores(model, enc, [[]], intervention) for enc in (encoded, sub)}
 
-    def effect_of(heads):
-        return effect(clean, answer_scores(model, examples, mode, heads=heads, how=how, means=means))
+    def effect_on(enc):
+        def effect_of(sets):
+            scores = set_scores(model, enc, sets, intervention)
+            base = clean[enc.n]
+            return {"Δ log p": scores["log p"] - base["log p"], "Δ accuracy": scores["correct"] - base["correct"]}
+        return effect_of
 
     rows = []
     for k in progress(ks, "top-k vs random heads"):
         top = list(ranked_heads[:k])
-        hit, rand_logp, rand_acc = against_random(model, top, effect_of, draws, rng)
-        top_logp, top_acc = bootstrap(hit["Δ log p"], seed=seed), bootstrap(hit["Δ accuracy"], seed=seed)
-        rows.append({"k": k, "heads": ", ".join(f"{l}_{h}" for l, h in top),
-                     "top-k Δ accuracy": top_acc, "random Δ accuracy": spread(rand_acc),
-                     "top-k Δ log p": top_logp, "random Δ log p": spread(rand_logp),
-                     "random draws hurting as much": float((rand_logp <= top_logp.mean).mean()),
-                     "draws": draws, "n": len(examples), "_random log p": rand_logp})
+        hit = effect_on(encoded)([top])
+        top_logp, top_acc = bootstrap(hit["Δ log p"][0], seed=seed), bootstrap(hit["Δ accuracy"][0], seed=seed)
+        row = {"k": k, "heads": ", ".join(f"{l}_{h}" for l, h in top),
+               "top-k Δ accuracy": top_acc, "top-k Δ log p": top_logp}
+        for control in controls:
+            c = against_random(model, top, effect_on(sub), draws, rng, control)
+            name = CONTROL_NAMES[control]
+            row.update({f"random Δ accuracy ({name})": spread(c.null_acc),
+                        f"random Δ log p ({name})": spread(c.null_logp),
+                        f"p ({name})": c.p_value,
+                        f"sets ({name})": f"{c.sets} (all)" if c.exact else str(c.sets),
+                        f"_null {control}": c.null_logp, f"_control {control}": c})
+        row.update({"n": len(examples), "n (control)": n_control})
+        rows.append(row)
     return pd.DataFrame(rows).set_index("k")
 
 
+CONTROL_NAMES = {"all": "all heads", "same-layer": "same layers"}
+
+
+def shown(table: pd.DataFrame) -> pd.DataFrame:
+    """The table without its private columns (those starting with `_`: arrays for the figures)."""
+    return table[[c for c in table.columns if not c.startswith("_")]]
+
+
 def spread(values: np.ndarray) -> str:
+    """Mean and 2.5–97.5 % range of the random sets' effects (not a confidence interval: the sets' spread)."""
+    if not len(values):
+        return "none"
     low, high = np.percentile(values, [2.5, 97.5])
     return f"{values.mean():.3g} ({low:.3g} to {high:.3g})"

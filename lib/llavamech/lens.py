@@ -100,11 +100,14 @@ def position_ranks(model, trace, positions: torch.Tensor, token: int, onto: str 
     return token_ranks(model.anatomy, vectors, token, onto)
 
 
-def word_ranks_at_patches(model, trace, words: dict[str, int], k: int, generator: torch.Generator,
-                          heads: list[tuple[int, int]] | None = None) -> dict[str, torch.Tensor]:
+def word_ranks_at_patches(model, trace, words: dict, k: int, generator: torch.Generator,
+                          heads: list[tuple[int, int]] | None = None, inside=None) -> dict[str, torch.Tensor]:
     """Chapter 1's readout: reciprocal rank of each word, averaged over the k important patches (per-position Imp
     in `heads`, default the trace's own top head) and over k random patches, at the input of every layer, read
-    onto E and onto W_U: {"<important|random> <embed|unembed> <word>": [L+1]}. Needs all_positions=True."""
+    onto E and onto W_U: {"<important|random> <embed|unembed> <word>": [L+1]}. A word given as a list of token ids
+    (e.g. the animals not asked about) gets the mean reciprocal rank over them. `inside` (row-major patch indices,
+    e.g. the asked animal's box) adds "in-box": k random patches among those (all of them when fewer; NaN when
+    none), the control that does not use the head's scores. Needs all_positions=True."""
     from .attribution import head_scores, top_heads
 
     if heads is None:
@@ -112,6 +115,19 @@ def word_ranks_at_patches(model, trace, words: dict[str, int], k: int, generator
         heads = [(best["layer"], best["head"])]
     where = {"important": important_positions(trace, heads, k, "image"),
              "random": random_positions(trace, k, "image", generator)}
-    vectors = {name: trace.resid_in_all[:, positions] for name, positions in where.items()}  # [L+1, k, d]
-    return {f"{name} {onto} {word}": (1.0 / token_ranks(model.anatomy, vectors[name], token, onto).float()).mean(-1)
-            for name in where for onto in ("embed", "unembed") for word, token in words.items()}
+    if inside is not None:
+        inside = torch.as_tensor(inside, dtype=torch.long).reshape(-1)
+        chosen = inside[torch.randperm(len(inside), generator=generator)[:k]]
+        where["in-box"] = trace.positions.image_positions[chosen.to(trace.positions.image_positions.device)]
+    out = {}
+    for name, positions in where.items():
+        vectors = trace.resid_in_all[:, positions]                    # [L+1, k', d]
+        for onto in ("embed", "unembed"):
+            for word, tokens in words.items():
+                tokens = [tokens] if isinstance(tokens, int) else list(tokens)
+                if not len(positions):
+                    out[f"{name} {onto} {word}"] = torch.full((vectors.shape[0],), float("nan"))
+                    continue
+                rr = torch.stack([(1.0 / token_ranks(model.anatomy, vectors, t, onto).float()).mean(-1) for t in tokens])
+                out[f"{name} {onto} {word}"] = rr.mean(0)
+    return out

@@ -55,12 +55,6 @@ def is_shipped(name: str) -> bool:
     return name in SHIPPED or (name.startswith("toy-") and "/" not in name and (MODELS_DIR / name).is_dir())
 
 
-def shipped_variants(prefix: str = "toy-llava") -> list[str]:
-    """The shipped models whose name starts with `prefix`, the main one first (e.g. the toy-llava seeds)."""
-    return sorted((p.name for p in MODELS_DIR.glob(f"{prefix}*") if (p / "config.json").exists()),
-                  key=lambda n: (n != prefix, n))
-
-
 def resolve_device(device: str) -> str:
     """cpu, cuda, cuda:N, mps or auto (a GPU when there is one) -> a device that exists here, or one clear error."""
     device = (device or "").strip()

@@ -60,7 +60,7 @@ def head_heatmap(scores: torch.Tensor, title: str, label: str = "log-prob increa
     return fig
 
 
-def layer_bars(scores: dict, title: str, ax=None, errors=None):
+def layer_bars(scores: dict, title: str, ax=None, errors=None, ylabel: str = "log-prob increase"):
     """Attention and FFN layer scores side by side per layer; `errors` = (low, high), each [2, L] (row 0
     attention, row 1 FFN), draws 95 % intervals."""
     fig, ax = plt.subplots(figsize=(6, 3)) if ax is None else (ax.figure, ax)
@@ -73,7 +73,7 @@ def layer_bars(scores: dict, title: str, ax=None, errors=None):
     ax.axhline(0, color="k", lw=0.5)
     ax.set_xticks(x)
     ax.set_xlabel("layer")
-    ax.set_ylabel("log-prob increase")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend()
     return fig
@@ -175,21 +175,31 @@ def map_grid(views: list, grids: list, captions: list[str], cols: int = 4, size:
     return fig
 
 
-def ablation_strip(table, title: str, ax=None):
-    """Per k: Δ log p of each random draw of k heads (grey dots) against the top-k heads (red, 95 % interval)."""
-    fig, ax = plt.subplots(figsize=(4.5, 3)) if ax is None else (ax.figure, ax)
+def ablation_strip(table, title: str, ax=None, label: str = "top-k heads", ylabel: str = "Δ log p(true colour)"):
+    """Per row (k): Δ log p of each random head set (grey dots: from all heads; blue: from the chosen heads' own
+    layers, where the table has that control) against the chosen heads (red, 95 % interval), with each control's
+    permutation p-value under the row."""
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.6 * len(table) + 1.5), 3.2)) if ax is None else (ax.figure, ax)
     rng = np.random.default_rng(0)
+    controls = [(c, name, colour, shift) for c, name, colour, shift in
+                (("all", "all heads", "grey", -0.17), ("same-layer", "same layers", "C0", 0.17))
+                if f"_null {c}" in table.columns]
+    value = "top-k Δ log p" if "top-k Δ log p" in table.columns else "Δ log p"
     for i, (k, row) in enumerate(table.iterrows()):
-        draws = row["_random log p"]
-        ax.scatter(i + rng.uniform(-0.15, 0.15, len(draws)), draws, s=10, color="grey", alpha=0.7,
-                   label="k random heads (each draw)" if i == 0 else None)
-        est = row["top-k Δ log p"]
+        for c, name, colour, shift in controls:
+            draws = row[f"_null {c}"]
+            ax.scatter(i + shift + rng.uniform(-0.1, 0.1, len(draws)), draws, s=6, color=colour, alpha=0.5,
+                       label=f"random sets ({name})" if i == 0 else None)
+        est = row[value]
         ax.errorbar(i, est.mean, yerr=[[est.mean - est.low], [est.high - est.mean]], fmt="o", color="C3", capsize=4,
-                    label="top-k heads (95 % CI)" if i == 0 else None)
+                    zorder=3, label=f"{label} (95 % CI)" if i == 0 else None)
     ax.set_xticks(range(len(table)))
-    ax.set_xticklabels([f"k = {k}" for k in table.index])
+    ax.set_xticklabels([f"k = {k}\n" + "\n".join(f"p = {row[f'p ({name})']:.2g} ({name})" for _, name, _, _ in controls)
+                        if isinstance(k, (int, np.integer)) else
+                        f"{k}\n" + "\n".join(f"p = {row[f'p ({name})']:.2g} ({name})" for _, name, _, _ in controls)
+                        for k, row in table.iterrows()], fontsize=7)
     ax.axhline(0, color="k", lw=0.4)
-    ax.set_ylabel("Δ log p(true colour)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     return fig

@@ -87,6 +87,17 @@ def layer_imp(item: Item) -> torch.Tensor:
     return torch.stack([scores["attn"], scores["ffn"]])
 
 
+def head_z(item: Item) -> torch.Tensor:
+    """Linear logit contribution z(a^{l,h})_w of every head for the model's answer: [L, H] (additive, unlike Imp)."""
+    return attribution.head_logit_contributions(item.trace)
+
+
+def layer_z(item: Item) -> torch.Tensor:
+    """Linear logit contribution of every attention and FFN layer for the model's answer: [2, L]."""
+    z = attribution.layer_logit_contributions(item.trace)
+    return torch.stack([z["attn"], z["ffn"]])
+
+
 def correct(item: Item) -> float:
     return item.correct
 

@@ -53,3 +53,17 @@ def chance_mrr(vocab_size: int) -> float:
 def scaled_k(k_paper: int, n_positions: int, n_paper: int = 576) -> int:
     """The paper's k of n_paper positions scaled to n_positions (same share, at least 1): 20 of 576 -> 2 of 64."""
     return max(1, round(k_paper * n_positions / n_paper))
+
+
+def ranking_agreement(a, b, top: int = 5) -> dict:
+    """How far two scores of the same units (e.g. every head's mean Imp and mean linear logit contribution) rank
+    them alike: Spearman's rho over all units, and how many of each score's `top` units the other's top shares."""
+    from scipy.stats import spearmanr
+
+    a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"the two scores must cover the same units ({a.shape} vs {b.shape})")
+    top_a, top_b = np.argsort(-a, kind="stable")[:top], np.argsort(-b, kind="stable")[:top]
+    return {"spearman": float(spearmanr(a, b).statistic), "top": top,
+            "shared top": len(set(top_a.tolist()) & set(top_b.tolist())),
+            "same first": bool(top_a[0] == top_b[0]) if top else True}

@@ -124,26 +124,96 @@ def transplanted(tuned, base, heads):
                     tensor[index] = value
 
 
-def transplant_test(tuned, base, examples, heads, mode: str = "vqa", draws: int = 20, seed: int = 0) -> pd.DataFrame:
+@contextlib.contextmanager
+def transplanted_rows(tuned, base, row_heads):
+    """Within the block, batch row r of `tuned` runs with the heads `row_heads[r]` carrying `base`'s weights (as
+    `transplanted` would, one row at a time), through hooks on the attention projections: the rows' q, k, v
+    slices are recomputed with the old weights and the o_proj output corrected by the old minus the new W_O
+    columns. The weights themselves are never changed. Many transplants in one batched pass."""
+    from .hooks import hooked
+
+    _check_same_shape(tuned, base)
+    a, rows = tuned.anatomy, len(row_heads)
+    # per layer and projection: {index: (old weight slice, old bias slice or None, new weight, rows using it)}
+    plan: dict[tuple[int, str], dict] = {}
+    for r, chosen in enumerate(row_heads):
+        for layer, head in chosen:
+            new, old = _head_params(a, layer, head), _head_params(base.anatomy, layer, head)
+            for name in ("q", "k", "v", "o"):
+                index = new[name][1]
+                key = (index.start, index.stop) if name != "o" else (index[1].start, index[1].stop)
+                entries = plan.setdefault((layer, name), {})
+                if key not in entries:
+                    entries[key] = {
+                        "old": old[name][0][old[name][1]], "new": new[name][0][index],
+                        "bias": old[f"{name} bias"][0][old[f"{name} bias"][1]] if f"{name} bias" in old else None,
+                        "rows": torch.zeros(rows, dtype=torch.bool)}
+                entries[key]["rows"][r] = True
+
+    def qkv_hook(entries):
+        def hook(module, args, out):
+            x, out = args[0], out.clone()
+            if len(x) != rows:
+                raise ValueError(f"{rows} head sets for a batch of {len(x)} rows")
+            for (start, stop), e in entries.items():
+                w = e["old"].to(x.device, x.dtype)
+                value = x @ w.T + (0 if e["bias"] is None else e["bias"].to(x.device, x.dtype))
+                out[..., start:stop] = torch.where(e["rows"].to(x.device)[:, None, None], value, out[..., start:stop])
+            return out
+        return hook
+
+    def o_hook(entries):
+        def hook(module, args, out):
+            x, out = args[0], out.clone()
+            for (start, stop), e in entries.items():
+                delta = (e["old"].to(x.device, x.dtype) - e["new"].to(x.device, x.dtype))   # [d, hd]
+                out = out + torch.where(e["rows"].to(x.device)[:, None, None], x[..., start:stop] @ delta.T, 0.0)
+            return out
+        return hook
+
+    with hooked(tuned.hf) as hooks, torch.no_grad():
+        for (layer, name), entries in plan.items():
+            attn = a.layers[layer].self_attn
+            module = {"q": attn.q_proj, "k": attn.k_proj, "v": attn.v_proj, "o": attn.o_proj}[name]
+            hooks.after(module, o_hook(entries) if name == "o" else qkv_hook(entries))
+        yield tuned
+
+
+def transplant_test(tuned, base, examples, heads, mode: str = "vqa", draws: int = 200, seed: int = 0,
+                    controls=("all", "same-layer"), control_examples: int | None = None) -> pd.DataFrame:
     """Put `base`'s weights back into `heads` of `tuned` and measure what the answer loses (Δ accuracy and Δ log p
-    of the true colour, with bootstrap intervals over examples), against as many heads drawn at random from the
-    others, `draws` times (mean, 2.5–97.5 % range over draws, and the share of draws that lose as much log p)."""
-    from .interventions import against_random, answer_scores, effect, spread
+    of the true colour, with bootstrap intervals over examples), against random head sets given theirs back
+    (`interventions.null_sets`, per control in `controls`: the sets' mean, 2.5–97.5 % range, and the permutation
+    p-value of the chosen heads' mean Δ log p, on the first `control_examples` examples; all batched)."""
+    from .interventions import CONTROL_NAMES, against_random, encode, set_scores, spread
     from .stats import bootstrap
 
-    clean = answer_scores(tuned, examples, mode)
+    encoded = encode(tuned, examples, mode)
+    n_control = len(examples) if control_examples is None else min(control_examples, len(examples))
+    sub = encode(tuned, examples[:n_control], mode) if n_control < len(examples) else encoded
+    intervention = lambda model, rows: transplanted_rows(model, base, rows)
+    clean = {enc.n: set_scores(tuned, enc, [[]], intervention) for enc in (encoded, sub)}
 
-    def loss(chosen):
-        with transplanted(tuned, base, chosen):
-            return effect(clean, answer_scores(tuned, examples, mode))
+    def effect_on(enc):
+        def effect_of(sets):
+            scores, base_ = set_scores(tuned, enc, sets, intervention), clean[enc.n]
+            return {"Δ log p": scores["log p"] - base_["log p"], "Δ accuracy": scores["correct"] - base_["correct"]}
+        return effect_of
 
-    hit, rand_logp, rand_acc = against_random(tuned, list(heads), loss, draws, np.random.default_rng(seed))
-    top_logp = bootstrap(hit["Δ log p"], seed=seed)
-    return pd.DataFrame([{
-        "heads given back": ", ".join(f"{l}_{h}" for l, h in heads), "Δ accuracy": bootstrap(hit["Δ accuracy"], seed=seed),
-        "random Δ accuracy": spread(rand_acc), "Δ log p": top_logp, "random Δ log p": spread(rand_logp),
-        "random draws losing as much": float((rand_logp <= top_logp.mean).mean()), "draws": draws,
-        "clean accuracy": bootstrap(clean["correct"], seed=seed), "n": len(examples)}])
+    heads = [tuple(h) for h in heads]
+    hit = effect_on(encoded)([heads])
+    row = {"heads given back": ", ".join(f"{l}_{h}" for l, h in heads),
+           "Δ accuracy": bootstrap(hit["Δ accuracy"][0], seed=seed), "Δ log p": bootstrap(hit["Δ log p"][0], seed=seed)}
+    rng = np.random.default_rng(seed)
+    for control in controls:
+        c = against_random(tuned, heads, effect_on(sub), draws, rng, control)
+        name = CONTROL_NAMES[control]
+        row.update({f"random Δ accuracy ({name})": spread(c.null_acc), f"random Δ log p ({name})": spread(c.null_logp),
+                    f"p ({name})": c.p_value, f"sets ({name})": f"{c.sets} (all)" if c.exact else str(c.sets),
+                    f"_null {control}": c.null_logp})
+    row.update({"clean accuracy": bootstrap(clean[encoded.n]["correct"][0], seed=seed), "n": len(examples),
+                "n (control)": n_control})
+    return pd.DataFrame([row])
 
 
 def where_heads_look(model, examples, heads, seed: int = 0) -> pd.DataFrame:

@@ -91,5 +91,63 @@ def test_answer_scores_match_single_runs_and_the_ablation_test_runs():
         lp = torch.log_softmax(logits(model, e.inputs("tqa")), -1)[model.token_id(e.colour)]
         assert abs(scores["log p"][i] - float(lp)) < 1e-5
     table = I.head_ablation_test(model, examples, "vqa", [(1, 0), (1, 1), (0, 2)], ks=(1, 2), draws=3, how="zero")
-    assert list(table.index) == [1, 2] and (table["draws"] == 3).all()
-    assert 0 <= table.loc[2, "random draws hurting as much"] <= 1
+    assert list(table.index) == [1, 2] and (table["sets (all heads)"] == "3").all()
+    assert 0 < table.loc[2, "p (all heads)"] <= 1
+
+
+def test_batched_head_sets_equal_one_ablation_at_a_time():
+    """set_scores with ablated(row_heads=...) (one head set per batch row, the image merged once) gives what
+    answer_scores gives for each set alone, for zero and mean ablation, in VQA and TQA."""
+    import numpy as np
+    from llavamech import load
+    model = load("tiny-random-llava")
+    examples = toy_examples(4, seed=3)
+    sets = [[], [(1, 0)], [(0, 1), (1, 2)], [(1, 0), (1, 1), (1, 2), (1, 3)]]
+    for mode in ("vqa", "tqa"):
+        means = I.activation_means(model, examples, mode)
+        encoded = I.encode(model, examples, mode)
+        for how in ("zero", "mean"):
+            batched = I.set_scores(model, encoded, sets, lambda m, rows: I.ablated(m, row_heads=rows, how=how,
+                                                                                   means=means), batch=6)
+            for s, chosen in enumerate(sets):
+                alone = I.answer_scores(model, examples, mode, heads=chosen, how=how, means=means)
+                np.testing.assert_allclose(batched["log p"][s], alone["log p"], atol=1e-4)
+                np.testing.assert_array_equal(batched["correct"][s], alone["correct"])
+
+
+def test_null_sets_exact_when_few_sampled_when_many():
+    import numpy as np
+    rng = np.random.default_rng(0)
+    chosen = [(1, 0), (1, 3)]
+    same, exact = I.null_sets(4, 8, chosen, "same-layer", 200, rng)
+    assert exact and len(same) == 28 - 1                     # every other pair of layer 1's 8 heads
+    assert all(len(s) == 2 and {l for l, _ in s} == {1} for s in same)
+    assert frozenset(chosen) not in {frozenset(s) for s in same}
+    mixed, exact = I.null_sets(4, 8, [(0, 1), (2, 5), (2, 6)], "same-layer", 1000, rng)
+    assert exact and len(mixed) == 8 * 28 - 1 and all(sorted(l for l, _ in s) == [0, 2, 2] for s in mixed)
+    drawn, exact = I.null_sets(4, 8, chosen, "all", 50, rng)
+    assert not exact and len(drawn) == 50 and all(len(set(s)) == 2 for s in drawn)
+    singles, exact = I.null_sets(4, 8, [(1, 0)], "all", 200, rng)
+    assert exact and len(singles) == 31
+    with pytest.raises(ValueError, match="control"):
+        I.null_sets(4, 8, chosen, "nearby", 10, rng)
+
+
+def test_permutation_p_value():
+    import numpy as np
+    assert I.p_value(-1.0, np.array([0.0, -0.5, -2.0])) == pytest.approx(2 / 4)
+    assert I.p_value(-5.0, np.zeros(199)) == pytest.approx(1 / 200)
+    assert I.p_value(0.0, np.zeros(9)) == 1.0
+
+
+def test_ablation_test_reports_both_controls():
+    from llavamech import load
+    model = load("tiny-random-llava")
+    table = I.head_ablation_test(model, toy_examples(4, seed=6), "vqa", [(1, 0), (1, 1), (0, 2)], ks=(1, 2), draws=5,
+                                 how="zero", control_examples=3)
+    assert list(table.index) == [1, 2] and (table["n (control)"] == 3).all()
+    for name in ("all heads", "same layers"):
+        assert ((0 < table[f"p ({name})"]) & (table[f"p ({name})"] <= 1)).all()
+    n_heads = model.anatomy.n_heads
+    assert table.loc[1, "sets (same layers)"] == f"{n_heads - 1} (all)"
+    assert "_null all" not in I.shown(table).columns

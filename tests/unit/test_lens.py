@@ -59,3 +59,23 @@ def test_word_ranks_at_patches_shapes_and_range():
     assert set(out) == {f"{w} {o} colour" for w in ("important", "random") for o in ("embed", "unembed")}
     for value in out.values():
         assert value.shape == (model.anatomy.n_layers + 1,) and ((value > 0) & (value <= 1)).all()
+
+
+def test_word_ranks_in_the_box_and_over_several_words():
+    import random
+
+    import torch
+    from llavamech import load
+    from llavamech.lens import token_ranks, word_ranks_at_patches
+    from llavamech.organism.world import make_scene
+    model = load("tiny-random-llava")
+    trace = model.trace(make_scene(random.Random(1), size=64).image, "What is the color of the dog?", all_positions=True)
+    ids = [model.token_id(w) for w in ("cat", "cow")]
+    out = word_ranks_at_patches(model, trace, {"others": ids}, 2, torch.Generator().manual_seed(0), inside=[5])
+    assert "in-box embed others" in out
+    # one patch in the box: the in-box reading is that patch's, the mean over the listed words
+    vectors = trace.resid_in_all[:, trace.positions.image_positions[5]][:, None]
+    expected = torch.stack([(1.0 / token_ranks(model.anatomy, vectors, t, "embed").float()).mean(-1) for t in ids]).mean(0)
+    assert torch.allclose(out["in-box embed others"], expected)
+    empty = word_ranks_at_patches(model, trace, {"others": ids}, 2, torch.Generator().manual_seed(0), inside=[])
+    assert torch.isnan(empty["in-box unembed others"]).all()

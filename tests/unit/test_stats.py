@@ -28,3 +28,13 @@ def test_chance_levels():
     assert chance_mrr(1) == 1.0 and chance_mrr(2) == 0.75
     assert chance_mrr(32064) < 0.0004
     assert scaled_k(20, 576) == 20 and scaled_k(20, 64) == 2 and scaled_k(20, 4) == 1
+
+
+def test_ranking_agreement():
+    import numpy as np
+    from llavamech.stats import ranking_agreement
+    a = np.arange(12.0).reshape(3, 4)
+    same = ranking_agreement(a, 2 * a + 1, top=3)
+    assert same["spearman"] == 1.0 and same["shared top"] == 3 and same["same first"]
+    flipped = ranking_agreement(a, -a, top=3)
+    assert flipped["spearman"] == -1.0 and flipped["shared top"] == 0 and not flipped["same first"]

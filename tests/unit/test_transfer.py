@@ -68,3 +68,40 @@ def test_transplant_test_and_where_heads_look_on_a_tiny_llava():
     assert list(looks.index) == ["0_1", "1_0", "uniform attention"]
     for row in looks.itertuples(index=False):
         assert sum(e.mean for e in row) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("family,kv_heads", [("llama", None), ("llama", 2), ("qwen2", 2)])
+def test_batched_transplants_equal_one_transplant_at_a_time(family, kv_heads):
+    """transplanted_rows (hooks, one head set per batch row) gives what transplanted (the weights moved) gives."""
+    from llavamech import interventions as I
+    from llavamech.examples import toy_examples
+    base = tiny("llava", kv_heads=kv_heads, family=family)
+    tuned = copy.deepcopy(base)
+    with torch.no_grad():
+        for p in tuned.hf.model.language_model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    items = toy_examples(3, seed=4)
+    sets = [[], [(0, 1)], [(1, 0), (0, 2)], [(1, 2), (1, 3)]]
+    encoded = I.encode(tuned, items, "vqa")
+    batched = I.set_scores(tuned, encoded, sets, lambda m, rows: T.transplanted_rows(m, base, rows), batch=5)
+    for s, chosen in enumerate(sets):
+        with T.transplanted(tuned, base, chosen):
+            alone = I.answer_scores(tuned, items, "vqa")
+        np.testing.assert_allclose(batched["log p"][s], alone["log p"], atol=1e-4)
+    assert not np.allclose(batched["log p"][2], batched["log p"][0], atol=1e-4)
+
+
+def test_transplant_test_reports_both_controls_with_p_values():
+    from llavamech.examples import toy_examples
+    base = tiny("llava")
+    tuned = copy.deepcopy(base)
+    with torch.no_grad():
+        for p in tuned.hf.model.language_model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    table = T.transplant_test(tuned, base, toy_examples(4, seed=2), [(0, 1), (0, 2)], draws=5, control_examples=3)
+    row = table.iloc[0]
+    assert row["n"] == 4 and row["n (control)"] == 3
+    assert 1 / 6 <= row["p (all heads)"] <= 1 and len(row["_null all"]) == 5
+    # same layers: the other 2-sets of layer 0's heads, all of them when there are no more than the draws asked
+    n_heads = tuned.anatomy.n_heads
+    assert len(row["_null same-layer"]) == min(5, n_heads * (n_heads - 1) // 2 - 1)

@@ -112,9 +112,6 @@ class Scene:
     animals: list[Animal]
     mask: np.ndarray = field(repr=False)  # [H, W] index into animals of the painted pixel, -1 for background
 
-    def colour_of(self, animal: str) -> str | None:
-        return next((a.colour for a in self.animals if a.name == animal), None)
-
 
 def _overlaps(a, b) -> bool:
     return not (a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1])
