@@ -146,7 +146,7 @@ on_animal = [None if e.box is None else bool(box_mask(e.box, load_image(e.image)
 fig = plots.map_grid([x.view for x in explained], [x.patch_grid for x in explained],
                      [f"{e.animal}? → {x.answer} (truth {e.colour})\nhead {x.top_heads[0]['layer']}_"
                       f"{x.top_heads[0]['head']}; top patch in its box: {'?' if hit is None else 'yes' if hit else 'NO'}"
-                      for e, x, hit in zip(shown, explained, on_animal)])
+                      for e, x, hit in zip(shown, explained, on_animal)], shared=True)
 fig.suptitle(f"{llava.name}: the best head's per-patch Imp, {len(shown)} held-out scenes", fontsize=10)
 glue("maps_on_animal", sum(bool(h) for h in on_animal))
 glue("maps_shown", len(shown))

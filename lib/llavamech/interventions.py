@@ -261,9 +261,11 @@ def set_scores(model, encoded: Encoded, sets: list, intervention, batch: int = 5
             with intervention(model, [sets[s] for s in which.tolist()]):
                 logits = model.hf(inputs_embeds=embeds, attention_mask=mask, use_cache=False,
                                   logits_to_keep=1).logits[:, -1].float().cpu()
-            t = torch.as_tensor(encoded.targets[indices[local.numpy()]])
-            return (which.numpy(), indices[local.numpy()], torch.log_softmax(logits, -1)[torch.arange(len(t)), t].numpy(),
-                    (logits.argmax(-1) == t).float().numpy())
+            local = local.cpu().numpy()
+            t = torch.as_tensor(encoded.targets[indices[local]])
+            return (which.cpu().numpy(), indices[local],
+                    torch.log_softmax(logits, -1)[torch.arange(len(t)), t].cpu().numpy(),
+                    (logits.argmax(-1) == t).float().cpu().numpy())
 
         with sdpa_attention(model.hf):
             done = in_batches(run, rows, "the causal checks", size)
@@ -390,8 +392,12 @@ CONTROL_NAMES = {"all": "all heads", "same-layer": "same layers"}
 
 
 def shown(table: pd.DataFrame) -> pd.DataFrame:
-    """The table without its private columns (those starting with `_`: arrays for the figures)."""
-    return table[[c for c in table.columns if not c.startswith("_")]]
+    """The table without its private columns (those starting with `_`: arrays for the figures), its p-values to
+    two significant digits."""
+    table = table[[c for c in table.columns if not c.startswith("_")]].copy()
+    for column in [c for c in table.columns if c.startswith("p (")]:
+        table[column] = table[column].map(lambda p: f"{p:.2g}" if isinstance(p, float) else p)
+    return table
 
 
 def spread(values: np.ndarray) -> str:

@@ -162,16 +162,30 @@ def token_bars(tokens: list[str], scores: dict, title: str, ax=None):
     return fig
 
 
-def map_grid(views: list, grids: list, captions: list[str], cols: int = 4, size: float = 2.4):
-    """Several patch maps, each bicubically upsampled over the image the model saw."""
+def map_grid(views: list, grids: list, captions: list[str], cols: int = 4, size: float = 2.4,
+             shared: bool = False):
+    """Several patch maps, each bicubically upsampled over the image the model saw. The image keeps its own colours
+    where the map is high and is darkened where it is low (a coloured heat map would tint the very colours the
+    questions ask about). `shared`: one scale for every map (maps of one method, comparable), with a colour bar;
+    otherwise each map is scaled to its own largest value (maps of different methods, in different units)."""
     rows = -(-len(views) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * size, rows * size * 1.15))
-    for ax in np.atleast_1d(axes).flat:
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * size, rows * size * 1.15), squeeze=False)
+    for ax in axes.flat:
         ax.axis("off")
-    for ax, view, grid, cap in zip(np.atleast_1d(axes).flat, views, grids, captions):
+    top = max(float(np.max(as_array(g, np.float32))) for g in grids) if shared else None
+    for ax, view, grid, cap in zip(axes.flat, views, grids, captions):
+        up = upsample(grid, view.size)
+        scale = top if shared else float(up.max())
+        shade = np.zeros((*up.shape, 4), np.float32)
+        shade[..., 3] = 0.7 * (1 - np.sqrt(np.clip(up / scale, 0, 1))) if scale > 0 else 0.7   # sqrt: mid values seen
         ax.imshow(view)
-        ax.imshow(upsample(grid, view.size), cmap="jet", alpha=0.5)
+        ax.imshow(shade)
         ax.set_title(cap, fontsize=7)
+    if shared:
+        colors = plt.matplotlib.colors
+        bar = plt.cm.ScalarMappable(colors.PowerNorm(0.5, 0, top),
+                                    colors.LinearSegmentedColormap.from_list("shade", [(0.3, 0.3, 0.3), (1, 1, 1)]))
+        fig.colorbar(bar, ax=axes.ravel().tolist(), shrink=0.7, pad=0.02, label="map value, one scale")
     return fig
 
 

@@ -17,6 +17,8 @@ class Estimate:
     def __str__(self) -> str:
         if np.ndim(self.mean):
             return f"Estimate(shape {np.shape(self.mean)}, n={self.n})"
+        if self.low == self.high == self.mean:   # every example alike: a percentile interval says nothing more
+            return f"{self.mean:.3g} (all {self.n} alike)"
         return f"{self.mean:.3g} [{self.low:.3g}, {self.high:.3g}]"
 
     def __getitem__(self, index) -> "Estimate":

@@ -38,3 +38,9 @@ def test_ranking_agreement():
     assert same["spearman"] == 1.0 and same["shared top"] == 3 and same["same first"]
     flipped = ranking_agreement(a, -a, top=3)
     assert flipped["spearman"] == -1.0 and flipped["shared top"] == 0 and not flipped["same first"]
+
+
+def test_an_estimate_over_identical_examples_says_so_instead_of_a_degenerate_interval():
+    from llavamech.stats import bootstrap
+    assert str(bootstrap([1.0] * 20)) == "1 (all 20 alike)"
+    assert str(bootstrap([0.0, 1.0] * 10)).startswith("0.5 [")
