@@ -232,26 +232,8 @@ fig = plots.ablation_strip(causal, f"{m.name}: {ablation}-ablating heads (n = {l
 interventions.shown(causal)
 
 # %%
-by_k = {int(kk): r for kk, r in causal.iterrows()}
-for kk, r in by_k.items():
-    glue(f"k{kk}_dacc", str(r["top-k Δ accuracy"]))
-    glue(f"k{kk}_dlogp", str(r["top-k Δ log p"]))
-    glue(f"k{kk}_dlogp_mean", float(r["top-k Δ log p"].mean))
-    for control, name in interventions.CONTROL_NAMES.items():
-        tag = control.replace("-", "_")
-        glue(f"k{kk}_p_{tag}", float(r[f"p ({name})"]))
-        glue(f"k{kk}_random_dlogp_{tag}", float(r[f"_null {control}"].mean()))
-        glue(f"k{kk}_random_dacc_{tag}", r[f"random Δ accuracy ({name})"])
-        glue(f"k{kk}_sets_{tag}", r[f"sets ({name})"])
+interventions.glue_causal_test(causal, ranked)
 glue("k_max", int(causal.index[-1]))
-glue("n_heads_total", len(ranked))
-if 1 in by_k:   # every single head, ablated alone: the all-heads control at k = 1 ran them all
-    single = by_k[1]["_control all"]
-    worst = int(np.argmin(single.null_logp))
-    (wl, wh), = single.sets_run[worst]
-    glue("worst_single_head", f"{wl}_{wh}")
-    glue("worst_single_dlogp", float(single.null_logp[worst]))
-    glue("worst_single_imp_rank", ranked.index((wl, wh)) + 1)
 
 # %% [markdown]
 # ```{margin} Mean, not zero, ablation

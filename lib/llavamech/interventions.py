@@ -17,7 +17,7 @@ import torch
 from .batching import first_batch, in_batches
 from .examples import Example
 from .hooks import hooked, sdpa_attention
-from .report import progress
+from .report import glue, progress
 from .stats import bootstrap
 
 
@@ -406,3 +406,29 @@ def spread(values: np.ndarray) -> str:
         return "none"
     low, high = np.percentile(values, [2.5, 97.5])
     return f"{values.mean():.3g} ({low:.3g} to {high:.3g})"
+
+
+def glue_causal_test(causal: pd.DataFrame, ranked: list[tuple[int, int]]) -> None:
+    """Glue a head-ablation test (`head_ablation_test`) for a chapter's prose. Per k: the top-k effect (kK_dacc,
+    kK_dlogp, kK_dlogp_mean) and, per control, its p-value, the random sets' mean Δ log p and Δ accuracy and how
+    many sets ran (kK_p_all, kK_random_dlogp_same_layer, ...). Where k = 1 ran every single head, the most harmful
+    one and its rank by Imp among `ranked` (worst_single_head, worst_single_dlogp, worst_single_imp_rank)."""
+    by_k = {int(k): row for k, row in causal.iterrows()}
+    for k, row in by_k.items():
+        glue(f"k{k}_dacc", str(row["top-k Δ accuracy"]))
+        glue(f"k{k}_dlogp", str(row["top-k Δ log p"]))
+        glue(f"k{k}_dlogp_mean", float(row["top-k Δ log p"].mean))
+        for control, name in CONTROL_NAMES.items():
+            tag = control.replace("-", "_")
+            glue(f"k{k}_p_{tag}", float(row[f"p ({name})"]))
+            glue(f"k{k}_random_dlogp_{tag}", float(row[f"_null {control}"].mean()))
+            glue(f"k{k}_random_dacc_{tag}", row[f"random Δ accuracy ({name})"])
+            glue(f"k{k}_sets_{tag}", row[f"sets ({name})"])
+    glue("n_heads_total", len(ranked))
+    if 1 in by_k:   # every single head, ablated alone: the all-heads control at k = 1 ran them all
+        single = by_k[1]["_control all"]
+        worst = int(np.argmin(single.null_logp))
+        (layer, head), = single.sets_run[worst]
+        glue("worst_single_head", f"{layer}_{head}")
+        glue("worst_single_dlogp", float(single.null_logp[worst]))
+        glue("worst_single_imp_rank", ranked.index((layer, head)) + 1)

@@ -151,3 +151,19 @@ def test_ablation_test_reports_both_controls():
     n_heads = model.anatomy.n_heads
     assert table.loc[1, "sets (same layers)"] == f"{n_heads - 1} (all)"
     assert "_null all" not in I.shown(table).columns
+
+
+def test_a_causal_test_is_glued_for_the_prose(monkeypatch):
+    from llavamech import load
+    glued = {}
+    monkeypatch.setattr(I, "glue", lambda name, value: glued.__setitem__(name, value))
+    model = load("tiny-random-llava")
+    a = model.anatomy
+    ranked = [(l, h) for l in reversed(range(a.n_layers)) for h in range(a.n_heads)]   # every head, as chapters rank
+    table = I.head_ablation_test(model, toy_examples(4, seed=6), "vqa", ranked, ks=(1, 2), draws=40, how="zero",
+                                 control_examples=2)
+    I.glue_causal_test(table, ranked)
+    assert {"k1_dacc", "k2_dlogp", "k2_p_all", "k1_p_same_layer", "k2_sets_same_layer"} <= glued.keys()
+    assert glued["k2_p_all"] == float(table.loc[2, "p (all heads)"]) and glued["n_heads_total"] == len(ranked)
+    layer, head = map(int, glued["worst_single_head"].split("_"))   # k = 1 ran every other head alone
+    assert glued["worst_single_imp_rank"] == ranked.index((layer, head)) + 1 > 1
