@@ -10,6 +10,7 @@ from torch import nn
 
 @dataclass
 class Anatomy:
+    language_model: nn.Module    # the decoder stack (inside a Llava, what the merged input embeddings go into)
     layers: nn.ModuleList        # decoder layers
     final_norm: nn.Module        # RMSNorm before lm_head
     embed: nn.Embedding          # E: input embeddings [vocab, d]
@@ -29,7 +30,7 @@ class Anatomy:
         attn = lm.layers[0].self_attn
         n_heads = text_config.num_attention_heads
         head_dim = getattr(attn, "head_dim", None) or text_config.hidden_size // n_heads
-        return cls(layers=lm.layers, final_norm=lm.norm, embed=lm.embed_tokens, lm_head=model.lm_head,
+        return cls(language_model=lm, layers=lm.layers, final_norm=lm.norm, embed=lm.embed_tokens, lm_head=model.lm_head,
                    n_heads=n_heads, n_kv_heads=getattr(text_config, "num_key_value_heads", None) or n_heads,
                    head_dim=head_dim, d_model=text_config.hidden_size, eps=text_config.rms_norm_eps,
                    image_token_id=getattr(config, "image_token_id", None))

@@ -12,6 +12,7 @@ import contextlib
 import threading
 import weakref
 
+import torch
 from torch import nn
 
 _locks: "weakref.WeakKeyDictionary[nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
@@ -90,3 +91,28 @@ def frozen_weights(model: nn.Module):
         finally:
             for p, flag in flags:
                 p.requires_grad_(flag)
+
+
+class _Captured(Exception):
+    """Raised by the capturing hook of `language_model_inputs` to stop the pass once it has what it needs."""
+
+
+@torch.no_grad()
+def language_model_inputs(model: nn.Module, language_model: nn.Module, inputs: dict) -> torch.Tensor:
+    """The input embeddings of `language_model` when `model(**inputs)` runs (for a Llava, the image's projected
+    patches already merged in; for a language model alone, its embedded input_ids), in the model's dtype and on its
+    device. The pass stops there: the decoder layers never run."""
+    got = {}
+
+    def capture(module, args, kwargs):
+        embeds = kwargs.get("inputs_embeds")   # None for a language model alone: it embeds its input_ids itself
+        got["embeds"] = (module.embed_tokens(kwargs["input_ids"]) if embeds is None else embeds).detach()
+        raise _Captured
+
+    with hooked(model) as hooks:
+        hooks.before(language_model, capture, with_kwargs=True)
+        try:
+            model(**inputs, use_cache=False)
+        except _Captured:
+            pass
+    return got["embeds"]

@@ -16,7 +16,7 @@ import torch
 
 from .batching import first_batch, in_batches
 from .examples import Example
-from .hooks import hooked, sdpa_attention
+from .hooks import hooked, language_model_inputs, sdpa_attention
 from .report import glue, progress
 from .stats import bootstrap
 
@@ -164,15 +164,20 @@ def same_length_groups(model, examples: list[Example], mode: str) -> list[tuple[
     return list(groups.values())
 
 
+def colour_targets(model, examples: list[Example]) -> np.ndarray:
+    """The true colour's token id of each example [n]; a causal check cannot score an example without one."""
+    missing = [e.source for e in examples if e.colour is None]
+    if missing:
+        raise ValueError(f"causal checks need the true colour; {missing[0]} has none")
+    return np.array([model.token_id(e.colour) for e in examples])
+
+
 @torch.no_grad()
 def answer_scores(model, examples: list[Example], mode: str, batch: int = 64, **ablation) -> dict[str, np.ndarray]:
     """Per example, under the ablation given as keyword arguments of `ablated`: `log p` of the true colour and
     `correct` (top-1 is the true colour): arrays [n]. Every example needs its colour. At most `batch` examples per
     forward pass, fewer where the device's memory is short."""
-    missing = [e.source for e in examples if e.colour is None]
-    if missing:
-        raise ValueError(f"causal checks need the true colour; {missing[0]} has none")
-    targets = np.array([model.token_id(e.colour) for e in examples])
+    targets = colour_targets(model, examples)
     logp, correct = np.zeros(len(examples)), np.zeros(len(examples))
 
     def last_logits(encoded: list[dict]) -> torch.Tensor:
@@ -205,42 +210,17 @@ class Encoded:
     n: int
 
 
-class _Captured(Exception):
-    pass
-
-
-def _language_model(model):
-    return model.hf.model.language_model if hasattr(model.hf.model, "language_model") else model.hf.model
-
-
 @torch.no_grad()
 def encode(model, examples: list[Example], mode: str) -> Encoded:
     """`examples` as the language model's input embeddings and masks (see `Encoded`). For a Llava the vision tower
     and projector run once here; interventions inside the language model (heads, weights) leave them unchanged."""
-    missing = [e.source for e in examples if e.colour is None]
-    if missing:
-        raise ValueError(f"causal checks need the true colour; {missing[0]} has none")
-    lm, groups = _language_model(model), []
+    targets = colour_targets(model, examples)
+    groups = []
     for indices, encoded in same_length_groups(model, examples, mode):
         inputs = {key: torch.cat([enc[key] for enc in encoded]) for key in encoded[0]}
-        if "pixel_values" in inputs:
-            got = {}
-
-            def capture(module, args, kwargs):
-                got["embeds"] = kwargs["inputs_embeds"].detach()
-                raise _Captured
-
-            with hooked(model.hf) as hooks:
-                hooks.before(lm, capture, with_kwargs=True)
-                try:
-                    model.hf(**inputs, use_cache=False)
-                except _Captured:
-                    pass
-            embeds = got["embeds"]
-        else:
-            embeds = model.hf.get_input_embeddings()(inputs["input_ids"])
+        embeds = language_model_inputs(model.hf, model.anatomy.language_model, inputs)
         groups.append((np.asarray(indices), {"inputs_embeds": embeds, "attention_mask": inputs["attention_mask"]}))
-    return Encoded(groups, np.array([model.token_id(e.colour) for e in examples]), len(examples))
+    return Encoded(groups, targets, len(examples))
 
 
 @torch.no_grad()
@@ -346,6 +326,39 @@ def against_random(model, heads, effect_of, draws: int, rng, control: str = "all
     return Control(control, hit, null_logp, null_acc, p_value(float(hit["Δ log p"].mean()), null_logp), exact, null)
 
 
+class HeadSetTest:
+    """Head sets under one intervention (`set_scores`' `intervention`), against the clean model: the examples
+    encoded once, and their first `control_examples` (all by default) for the random sets; the clean scores of
+    each; a set's effect; and the random-set controls as a table's columns."""
+
+    def __init__(self, model, examples: list[Example], mode: str, intervention, control_examples: int | None = None):
+        self.model, self.intervention = model, intervention
+        self.encoded = encode(model, examples, mode)
+        self.n_control = len(examples) if control_examples is None else min(control_examples, len(examples))
+        self.control = (encode(model, examples[:self.n_control], mode) if self.n_control < len(examples)
+                        else self.encoded)
+        self.clean = {id(enc): set_scores(model, enc, [[]], intervention) for enc in (self.encoded, self.control)}
+
+    def effect(self, sets: list, encoded: Encoded | None = None) -> dict[str, np.ndarray]:
+        """{"Δ log p", "Δ accuracy"}: [sets, n], on all the examples (or on `encoded`, e.g. `self.control`)."""
+        encoded = self.encoded if encoded is None else encoded
+        return effect(self.clean[id(encoded)], set_scores(self.model, encoded, sets, self.intervention))
+
+    def controls(self, heads, draws: int, rng, controls=CONTROLS) -> dict:
+        """Per control: the random sets' mean effect with its 2.5–97.5 % range over sets, the permutation p-value of
+        `heads`' mean Δ log p among them, how many sets ran; and, private, the sets' Δ log p and the `Control`."""
+        row = {}
+        for control in controls:
+            c = against_random(self.model, heads, lambda sets: self.effect(sets, self.control), draws, rng, control)
+            name = CONTROL_NAMES[control]
+            row.update({f"random Δ accuracy ({name})": spread(c.null_acc),
+                        f"random Δ log p ({name})": spread(c.null_logp),
+                        f"p ({name})": c.p_value,
+                        f"sets ({name})": f"{c.sets} (all)" if c.exact else str(c.sets),
+                        f"_null {control}": c.null_logp, f"_control {control}": c})
+        return row
+
+
 def head_ablation_test(model, examples: list[Example], mode: str, ranked_heads: list[tuple[int, int]],
                        ks=(1, 3, 5), draws: int = 200, how: str = "mean", means: Means | None = None,
                        seed: int = 0, controls=CONTROLS, control_examples: int | None = None) -> pd.DataFrame:
@@ -355,36 +368,16 @@ def head_ablation_test(model, examples: list[Example], mode: str, ranked_heads: 
     Δ log p among them (on the first `control_examples` examples, all by default: the control runs each random
     set on them, batched)."""
     rng = np.random.default_rng(seed)
-    encoded = encode(model, examples, mode)
-    n_control = len(examples) if control_examples is None else min(control_examples, len(examples))
-    sub = encode(model, examples[:n_control], mode) if n_control < len(examples) else encoded
-    intervention = lambda m, rows: ablated(m, row_heads=rows, how=how, means=means)
-    clean = {enc.n: set_scores(model, enc, [[]], intervention) for enc in (encoded, sub)}
-
-    def effect_on(enc):
-        def effect_of(sets):
-            scores = set_scores(model, enc, sets, intervention)
-            base = clean[enc.n]
-            return {"Δ log p": scores["log p"] - base["log p"], "Δ accuracy": scores["correct"] - base["correct"]}
-        return effect_of
-
+    test = HeadSetTest(model, examples, mode, lambda m, rows: ablated(m, row_heads=rows, how=how, means=means),
+                       control_examples)
     rows = []
     for k in progress(ks, "top-k vs random heads"):
         top = list(ranked_heads[:k])
-        hit = effect_on(encoded)([top])
-        top_logp, top_acc = bootstrap(hit["Δ log p"][0], seed=seed), bootstrap(hit["Δ accuracy"][0], seed=seed)
-        row = {"k": k, "heads": ", ".join(f"{l}_{h}" for l, h in top),
-               "top-k Δ accuracy": top_acc, "top-k Δ log p": top_logp}
-        for control in controls:
-            c = against_random(model, top, effect_on(sub), draws, rng, control)
-            name = CONTROL_NAMES[control]
-            row.update({f"random Δ accuracy ({name})": spread(c.null_acc),
-                        f"random Δ log p ({name})": spread(c.null_logp),
-                        f"p ({name})": c.p_value,
-                        f"sets ({name})": f"{c.sets} (all)" if c.exact else str(c.sets),
-                        f"_null {control}": c.null_logp, f"_control {control}": c})
-        row.update({"n": len(examples), "n (control)": n_control})
-        rows.append(row)
+        hit = test.effect([top])
+        rows.append({"k": k, "heads": ", ".join(f"{l}_{h}" for l, h in top),
+                     "top-k Δ accuracy": bootstrap(hit["Δ accuracy"][0], seed=seed),
+                     "top-k Δ log p": bootstrap(hit["Δ log p"][0], seed=seed),
+                     **test.controls(top, draws, rng, controls), "n": len(examples), "n (control)": test.n_control})
     return pd.DataFrame(rows).set_index("k")
 
 

@@ -25,7 +25,7 @@ import torch
 from .batching import first_batch, halving, in_batches
 from .errors import LlavamechError
 from .explain import explain, head_map
-from .hooks import frozen_weights, hooked, sdpa_attention
+from .hooks import frozen_weights, language_model_inputs, sdpa_attention
 from .interventions import Means
 from .trace import positions_of
 
@@ -107,21 +107,14 @@ class Embedded:
         return self.embeds[0, self.image_positions]   # [P, d]
 
 
-@torch.no_grad()
 def embed(model, inputs: dict, image_positions: torch.Tensor | None = None) -> Embedded:
-    """Capture the language model's input embeddings for `inputs` (one forward pass). `image_positions`, when the
-    caller's trace already has them, saves working out the image layout again."""
-    kept = {}
-
-    def keep(module, args, kwargs):
-        kept["embeds"] = kwargs["inputs_embeds"].detach().float().cpu()
-
-    with sdpa_attention(model.hf), hooked(model.hf) as hooks:
-        hooks.before(model.hf.model.language_model, keep, with_kwargs=True)
-        model.hf(**inputs, use_cache=False, logits_to_keep=1)
+    """The language model's input embeddings for `inputs` (the vision tower and projector run; the language model
+    does not). `image_positions`, when the caller's trace already has them, saves working out the image layout
+    again."""
+    embeds = language_model_inputs(model.hf, model.anatomy.language_model, inputs).float().cpu()
     if image_positions is None:
         image_positions = positions_of(model.hf, inputs, model.tokenizer).image_positions
-    return Embedded(kept["embeds"], image_positions)
+    return Embedded(embeds, image_positions)
 
 
 def _fill(emb: Embedded, means: Means | None) -> torch.Tensor:

@@ -185,35 +185,19 @@ def transplant_test(tuned, base, examples, heads, mode: str = "vqa", draws: int 
     of the true colour, with bootstrap intervals over examples), against random head sets given theirs back
     (`interventions.null_sets`, per control in `controls`: the sets' mean, 2.5–97.5 % range, and the permutation
     p-value of the chosen heads' mean Δ log p, on the first `control_examples` examples; all batched)."""
-    from .interventions import CONTROL_NAMES, against_random, encode, set_scores, spread
+    from .interventions import HeadSetTest
     from .stats import bootstrap
 
-    encoded = encode(tuned, examples, mode)
-    n_control = len(examples) if control_examples is None else min(control_examples, len(examples))
-    sub = encode(tuned, examples[:n_control], mode) if n_control < len(examples) else encoded
-    intervention = lambda model, rows: transplanted_rows(model, base, rows)
-    clean = {enc.n: set_scores(tuned, enc, [[]], intervention) for enc in (encoded, sub)}
-
-    def effect_on(enc):
-        def effect_of(sets):
-            scores, base_ = set_scores(tuned, enc, sets, intervention), clean[enc.n]
-            return {"Δ log p": scores["log p"] - base_["log p"], "Δ accuracy": scores["correct"] - base_["correct"]}
-        return effect_of
-
+    test = HeadSetTest(tuned, examples, mode, lambda model, rows: transplanted_rows(model, base, rows),
+                       control_examples)
     heads = [tuple(h) for h in heads]
-    hit = effect_on(encoded)([heads])
-    row = {"heads given back": ", ".join(f"{l}_{h}" for l, h in heads),
-           "Δ accuracy": bootstrap(hit["Δ accuracy"][0], seed=seed), "Δ log p": bootstrap(hit["Δ log p"][0], seed=seed)}
-    rng = np.random.default_rng(seed)
-    for control in controls:
-        c = against_random(tuned, heads, effect_on(sub), draws, rng, control)
-        name = CONTROL_NAMES[control]
-        row.update({f"random Δ accuracy ({name})": spread(c.null_acc), f"random Δ log p ({name})": spread(c.null_logp),
-                    f"p ({name})": c.p_value, f"sets ({name})": f"{c.sets} (all)" if c.exact else str(c.sets),
-                    f"_null {control}": c.null_logp})
-    row.update({"clean accuracy": bootstrap(clean[encoded.n]["correct"][0], seed=seed), "n": len(examples),
-                "n (control)": n_control})
-    return pd.DataFrame([row])
+    hit = test.effect([heads])
+    return pd.DataFrame([{
+        "heads given back": ", ".join(f"{l}_{h}" for l, h in heads),
+        "Δ accuracy": bootstrap(hit["Δ accuracy"][0], seed=seed), "Δ log p": bootstrap(hit["Δ log p"][0], seed=seed),
+        **test.controls(heads, draws, np.random.default_rng(seed), controls),
+        "clean accuracy": bootstrap(test.clean[id(test.encoded)]["correct"][0], seed=seed), "n": len(examples),
+        "n (control)": test.n_control}])
 
 
 def where_heads_look(model, examples, heads, seed: int = 0) -> pd.DataFrame:
