@@ -52,13 +52,19 @@ def test_transplant_moves_one_head_and_restores_it(kv_heads):
     assert all(torch.equal(p, before[n]) for n, p in tuned.hf.named_parameters())
 
 
-def test_transplant_test_and_where_heads_look_on_a_tiny_llava():
-    from llavamech.examples import toy_examples
-    base = tiny("llava")
+def tuned_from(base):
+    """A copy of `base` whose language model has moved a little, as visual tuning moves Vicuna's."""
     tuned = copy.deepcopy(base)
     with torch.no_grad():
         for p in tuned.hf.model.language_model.parameters():
             p.add_(0.05 * torch.randn_like(p))
+    return tuned
+
+
+def test_transplant_test_and_where_heads_look_on_a_tiny_llava():
+    from llavamech.examples import toy_examples
+    base = tiny("llava")
+    tuned = tuned_from(base)
     items = toy_examples(4, seed=2)
     table = T.transplant_test(tuned, base, items, [(0, 1)], draws=3)
     assert table.loc[0, "heads given back"] == "0_1" and table.loc[0, "n"] == 4
@@ -76,10 +82,7 @@ def test_batched_transplants_equal_one_transplant_at_a_time(family, kv_heads):
     from llavamech import interventions as I
     from llavamech.examples import toy_examples
     base = tiny("llava", kv_heads=kv_heads, family=family)
-    tuned = copy.deepcopy(base)
-    with torch.no_grad():
-        for p in tuned.hf.model.language_model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    tuned = tuned_from(base)
     items = toy_examples(3, seed=4)
     sets = [[], [(0, 1)], [(1, 0), (0, 2)], [(1, 2), (1, 3)]]
     encoded = I.encode(tuned, items, "vqa")
@@ -94,10 +97,7 @@ def test_batched_transplants_equal_one_transplant_at_a_time(family, kv_heads):
 def test_transplant_test_reports_both_controls_with_p_values():
     from llavamech.examples import toy_examples
     base = tiny("llava")
-    tuned = copy.deepcopy(base)
-    with torch.no_grad():
-        for p in tuned.hf.model.language_model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    tuned = tuned_from(base)
     table = T.transplant_test(tuned, base, toy_examples(4, seed=2), [(0, 1), (0, 2)], draws=5, control_examples=3)
     row = table.iloc[0]
     assert row["n"] == 4 and row["n (control)"] == 3
