@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 import llavamech
-from llavamech import lens, plots, runs
+from llavamech import lens, plots, readouts
 from llavamech.examples import check_parameters, load_examples
 from llavamech.imaging import box_mask, load_image, model_view
 from llavamech.reference import compare
@@ -83,7 +83,7 @@ print(f"{len(items)} examples; {n_patches} image patches per example; k = {k} im
 # %%
 trace = m.trace(picture, asked, all_positions=True)
 view = model_view(picture, m.processor.image_processor)
-fig, axes = plt.subplots(1, 2, figsize=(8.4, 4.4))
+fig, axes = plt.subplots(1, 2, figsize=(11.2, 5.8))
 plots.token_grid(view, lens.patch_top_tokens(m, trace, 0, "embed"), "projected onto E (input embeddings)", axes[0])
 plots.token_grid(view, lens.patch_top_tokens(m, trace, 0, "unembed"), "read out through W_U", axes[1])
 fig.suptitle(f"{m.name}: top token of each visual embedding; scene of {first.source}", fontsize=10);
@@ -122,7 +122,7 @@ def readout(it):
                                                     "other animals": others}, k, generator, inside=inside)
 
 
-ranks = runs.collect(m, items, {"rr": readout}, mode="vqa", all_positions=True)["rr"]
+ranks = readouts.collect(m, items, {"rr": readout}, mode="vqa", all_positions=True)["rr"]
 rr = {key: bootstrap(value, seed=seed) for key, value in ranks.items()}      # each [L+1] over layers
 at_embedding = {key: est[0] for key, est in rr.items()}                      # the projector's outputs
 chance = chance_mrr(vocab)
@@ -154,7 +154,7 @@ glue_paper("vis.colour_mrr.important")
 glue("k", k)
 glue("n_patches", n_patches)
 glue("n", len(items))
-table(compare(ours, chance={key: chance for key in ours}), "paper-vs-here")
+table(compare(ours, chance={key: chance for key in ours}, setting=f"top {k} of {n_patches} patches"), "paper-vs-here")
 
 # %% [markdown]
 # On the organism the claim holds, and clearly: at the {glue:text}`k` important patches of each example the

@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 
 import llavamech
-from llavamech import attribution, circuits, interventions, plots, runs
+from llavamech import attribution, circuits, interventions, plots, readouts
 from llavamech.examples import check_parameters, load_examples
 from llavamech.reference import compare
 from llavamech.report import glue, glue_estimates, glue_paper, table
@@ -75,13 +75,13 @@ print(f"{len(items)} examples, e.g.\n{m.prompt(items[0].question, items[0].conte
 # $z(v)_w$ beside it: additive, unbounded, the same readout without the softmax.
 
 # %%
-scores = runs.collect(m, items, {"heads": runs.head_imp, "layers": runs.layer_imp, "heads z": runs.head_z,
-                                 "layers z": runs.layer_z, "correct": runs.correct}, mode=MODE)
+scores = readouts.collect(m, items, {"heads": readouts.head_imp, "layers": readouts.layer_imp, "heads z": readouts.head_z,
+                                 "layers z": readouts.layer_z, "correct": readouts.correct}, mode=MODE)
 accuracy = bootstrap(scores["correct"], seed=seed)
 heads = bootstrap(scores["heads"], seed=seed)
 layers = bootstrap(scores["layers"], seed=seed)
 heads_z, layers_z = bootstrap(scores["heads z"], seed=seed), bootstrap(scores["layers z"], seed=seed)
-ranked = runs.top_heads_of(heads.mean, m.anatomy.n_layers * m.anatomy.n_heads)
+ranked = readouts.top_heads_of(heads.mean, m.anatomy.n_layers * m.anatomy.n_heads)
 top = ranked[:n_heads]
 glue("accuracy", str(accuracy))
 glue("n", len(items))
@@ -95,7 +95,7 @@ plots.head_heatmap(heads_z.mean, f"{m.name} TQA: mean head z(v)_w", ax=axes[1, 1
 fig.tight_layout()
 
 # %%
-by_z = runs.top_heads_of(heads_z.mean, len(ranked))
+by_z = readouts.top_heads_of(heads_z.mean, len(ranked))
 agree = ranking_agreement(heads.mean, heads_z.mean, top=max(ks))
 glue("rho_imp_z", agree["spearman"])
 glue("imp_z_top", agree["top"])

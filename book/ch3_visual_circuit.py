@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 
 import llavamech
-from llavamech import circuits, interventions, plots, runs
+from llavamech import circuits, interventions, patch_eval, plots, readouts
 from llavamech.examples import check_parameters, load_examples
 from llavamech.imaging import box_mask, load_image
 from llavamech.reference import compare
@@ -73,8 +73,8 @@ print(llava, vicuna, sep="\n")
 # each head's linear logit contribution $z(v)_w$, which does not saturate (bottom row).
 
 # %%
-scores = {name: runs.collect(m, items, {"heads": runs.head_imp, "layers": runs.layer_imp, "heads z": runs.head_z,
-                                        "layers z": runs.layer_z, "correct": runs.correct}, mode=mode)
+scores = {name: readouts.collect(m, items, {"heads": readouts.head_imp, "layers": readouts.layer_imp, "heads z": readouts.head_z,
+                                        "layers z": readouts.layer_z, "correct": readouts.correct}, mode=mode)
           for name, (m, mode) in settings.items()}
 heads = {name: bootstrap(s["heads"], seed=seed) for name, s in scores.items()}
 heads_z = {name: bootstrap(s["heads z"], seed=seed) for name, s in scores.items()}
@@ -88,8 +88,8 @@ glue("n", len(items))
 # %%
 def imp_vs_z(name):
     agree = ranking_agreement(heads[name].mean, heads_z[name].mean, top=max(ks))
-    by_imp = runs.top_heads_of(heads[name].mean, max(ks))
-    by_z = runs.top_heads_of(heads_z[name].mean, max(ks))
+    by_imp = readouts.top_heads_of(heads[name].mean, max(ks))
+    by_z = readouts.top_heads_of(heads_z[name].mean, max(ks))
     layers_z = scores[name]["layers z"].mean(0)
     return {"Spearman, Imp vs z (all heads)": f"{agree['spearman']:.3f}",
             f"top {max(ks)} shared": agree["shared top"],
@@ -108,7 +108,7 @@ glue("imp_z_shared_min", min(v["_agree"]["shared top"] for v in imp_z.values()))
 pd.DataFrame({name: {k: v for k, v in row.items() if not k.startswith("_")} for name, row in imp_z.items()})
 
 # %%
-ranked = runs.top_heads_of(heads["Llava VQA"].mean, llava.anatomy.n_layers * llava.anatomy.n_heads)
+ranked = readouts.top_heads_of(heads["Llava VQA"].mean, llava.anatomy.n_layers * llava.anatomy.n_heads)
 top = ranked[:n_heads]
 layers = bootstrap(scores["Llava VQA"]["layers"], seed=seed)
 glue("vqa_accuracy", str(bootstrap(scores["Llava VQA"]["correct"], seed=seed)))
@@ -116,7 +116,7 @@ glue("top_heads_vqa", ", ".join(f"{l}_{h}" for l, h in top))
 glue("attn_layer_imp", float(layers.mean[0].max()))
 glue("ffn_layer_imp", float(layers.mean[1].max()))
 pd.DataFrame({name: [f"{l}_{h} ({heads[name][l, h].mean:.2f})" for l, h in
-                     runs.top_heads_of(heads[name].mean, 5)] for name in settings},
+                     readouts.top_heads_of(heads[name].mean, 5)] for name in settings},
              index=pd.Index(range(1, 6), name="rank (mean Imp)"))
 
 # %% [markdown]
@@ -140,8 +140,8 @@ pd.DataFrame({name: [f"{l}_{h} ({heads[name][l, h].mean:.2f})" for l, h in
 # %%
 shown = items[:n_maps]
 explained = [llava.explain(e.image, question=e.question) for e in shown]
-on_animal = [None if e.box is None else bool(box_mask(e.box, load_image(e.image).size, llava.processor.image_processor,
-                                                      x.grid_shape).flat[np.argmax(x.patch_grid)])
+on_animal = [None if e.box is None else patch_eval.pointing(x.patch_grid, box_mask(
+                 e.box, load_image(e.image).size, llava.processor.image_processor, x.grid_shape))
              for e, x in zip(shown, explained)]
 fig = plots.map_grid([x.view for x in explained], [x.patch_grid for x in explained],
                      [f"{e.animal}? → {x.answer} (truth {e.colour})\nhead {x.top_heads[0]['layer']}_"
@@ -165,7 +165,7 @@ glue("maps_shown", len(shown))
 # %%
 n_patches = int(np.prod(llava.trace(**items[0].inputs("vqa")).positions.grid_shape))
 k = k or scaled_k(20, n_patches)
-measures = {name: circuits.measure(m, items, runs.top_heads_of(heads[name].mean, n_heads),
+measures = {name: circuits.measure(m, items, readouts.top_heads_of(heads[name].mean, n_heads),
                                    k if mode == "vqa" else 1, mode, colours, seed=seed)
             for name, (m, mode) in settings.items()}
 ours = circuits.paper_estimates(measures["Llava VQA"], "vqa", seed=seed)
@@ -190,18 +190,8 @@ circuits.rankings_table(measures["Llava VQA"], seed=seed)
 # Then the query–key and value–output tests, in all three settings.
 
 # %%
-def row(name):
-    est = circuits.paper_estimates(measures[name], settings[name][1], seed=seed)
-    mode = settings[name][1]
-    return {"accuracy": str(bootstrap(scores[name]["correct"], seed=seed)),
-            "attention, same animal": str(est[f"qk.attention_same.{mode}"]),
-            "attention, another animal": str(est[f"qk.attention_different.{mode}"]),
-            "uniform attention": f"{np.nanmean(measures[name]['uniform attention']):.3f}",
-            "OV logit difference": str(est[f"ov.logit_difference.{mode}"]),
-            "value-output colour MRR": str(est[f"circuit.colour_mrr.{mode}"])}
-
-
-three = pd.DataFrame({name: row(name) for name in settings})
+three = pd.DataFrame({name: circuits.setting_summary(measures[name], scores[name]["correct"], mode, seed=seed)
+                      for name, (_, mode) in settings.items()})
 three
 
 # %% [markdown]
@@ -273,7 +263,8 @@ interventions.glue_causal_test(causal, ranked)
 
 # %%
 table(compare(ours, chance={"circuit.colour_mrr.vqa": chance, "circuit.animal_mrr.vqa": chance,
-                      "qk.attention_same.vqa": uniform, "ov.logit_difference.vqa": 0.0}), "paper-vs-here")
+                            "qk.attention_same.vqa": uniform, "ov.logit_difference.vqa": 0.0},
+              setting=f"top {k} of {n_patches} patches"), "paper-vs-here")
 
 # %% [markdown]
 # ## What the organism shows, and what it cannot

@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 import llavamech
-from llavamech import interventions, plots, runs, transfer
+from llavamech import interventions, plots, readouts, transfer
 from llavamech.examples import check_parameters, load_examples
 from llavamech.report import glue, glue_paper, table
 from llavamech.stats import bootstrap
@@ -76,7 +76,7 @@ print(f"{len(items)} paired examples; {n_heads} heads")
 # ```
 
 # %%
-scores = {name: runs.collect(m, items, {"heads": runs.head_imp}, mode=mode)["heads"]
+scores = {name: readouts.collect(m, items, {"heads": readouts.head_imp}, mode=mode)["heads"]
           for name, (m, mode) in settings.items()}
 means = {name: s.mean(0) for name, s in scores.items()}
 pairs = [("Vicuna TQA", "Llava TQA"), ("Llava TQA", "Llava VQA"), ("Vicuna TQA", "Llava VQA")]
@@ -220,7 +220,7 @@ glue("gainer_change", float(change.loc[top_gainer, "all"]))
 # it), with the permutation p-value (1 + random sets losing at least as much log p) / (1 + random sets).
 
 # %%
-lookup = runs.top_heads_of(means["Llava VQA"], n_gainers)
+lookup = readouts.top_heads_of(means["Llava VQA"], n_gainers)
 glue("lookup", ", ".join(f"{l}_{h}" for l, h in lookup))
 glue("n_gainers", n_gainers)
 glue("draws", draws)

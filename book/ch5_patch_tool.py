@@ -44,14 +44,13 @@ if "google.colab" in sys.modules:
                     "llavamech @ git+https://github.com/llavamech/llavamech@main"], check=True)
 
 # %%
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 import llavamech
 from llavamech import interventions, patch_eval, patches, plots, transfer
 from llavamech.examples import check_parameters, load_examples
-from llavamech.organism import seeds
+from llavamech import seeds
 from llavamech.report import glue, glue_paper, table
 from llavamech.stats import bootstrap
 
@@ -170,16 +169,8 @@ curve_methods = [m for m in ("tool", "ablation", "ig", "random") if m in methods
 every = patch_eval.evaluate(llava, items[:curve_examples], curve_methods, means=means, heads=heads,
                             steps=n_patches, ig_steps=ig_steps, seed=seed)
 points = patch_eval.curve_points(n_patches, n_patches)
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.3))
-for ax, kind in zip(axes, ("deletion", "insertion")):
-    for i, (method, curve) in enumerate(patch_eval.mean_curves(every, kind).items()):
-        ax.plot(points / points[-1], curve, "-", label=method,
-                color="grey" if method == "random" else f"C{i}", lw=2 if method in ("tool", "ablation") else 1)
-    ax.set_xlabel(f"share of patches {'removed' if kind == 'deletion' else 'restored'}, in the method's order")
-    ax.set_ylabel("mean p(answer)")
-    ax.set_title(f"{kind} ({'lower' if kind == 'deletion' else 'higher'} area is better)", fontsize=9)
-axes[1].legend(fontsize=7)
-fig.tight_layout()
+fig = plots.deletion_insertion({kind: patch_eval.mean_curves(every, kind) for kind in ("deletion", "insertion")},
+                               points)
 every_areas = patch_eval.summary(every, seed=seed)[["deletion", "insertion"]].drop("box's share of the patches")
 glue("curve_examples", curve_examples)
 glue("deletion_tool_every", str(every_areas.loc["tool", "deletion"]) if "tool" in curve_methods else "not run")
@@ -199,14 +190,7 @@ table(every_areas, "every-patch")
 # %%
 prior = patch_eval.prior_baseline(llava, items[:prior_examples], means=means)
 colours_known = sorted({c for e in items for _, c in e.facts})
-prior_table = pd.DataFrame({"value": {
-    "accuracy, with the image": bootstrap(prior["correct"].to_numpy(float), seed=seed),
-    "accuracy, blank image": bootstrap(prior["blank: correct"].to_numpy(float), seed=seed),
-    "chance (one colour of the scenes' colours)": f"{1 / len(colours_known):.3g}",
-    "blank image gives the same answer": bootstrap(prior["blank: same answer"].to_numpy(float), seed=seed),
-    "p(answer), with the image": bootstrap(prior["p(answer)"].to_numpy(float), seed=seed),
-    "p(answer), blank image": bootstrap(prior["blank: p(answer)"].to_numpy(float), seed=seed),
-    "p(answer), every patch removed": bootstrap(prior["every patch removed: p(answer)"].to_numpy(float), seed=seed)}})
+prior_table = patch_eval.prior_table(prior, colours_known, seed=seed)
 glue("prior_examples", len(prior))
 glue("prior_blank_accuracy", str(prior_table.loc["accuracy, blank image", "value"]))
 glue("prior_chance", f"{1 / len(colours_known):.3g}")
@@ -231,20 +215,9 @@ table(prior_table, "prior")
 tested = [m for m in methods if m not in ("random", "ablation", "top-k")]
 randomisation = patch_eval.randomisation_test(llava, items[:randomised_examples], tested, means=means, heads=heads,
                                               ig_steps=ig_steps, seed=seed)
-similarity = randomisation.groupby(["randomised", "method"], sort=False)["spearman"].agg(
-    lambda v: bootstrap(v.to_numpy(float), seed=seed)).unstack()
-fig, ax = plt.subplots(figsize=(7, 3))
+similarity = patch_eval.similarity(randomisation, seed=seed)
+fig = plots.randomisation(similarity[tested])
 levels = list(similarity.index)
-for i, method in enumerate(tested):
-    est = similarity[method]
-    ax.errorbar(range(len(levels)), [e.mean for e in est], yerr=[[e.mean - e.low for e in est],
-                [e.high - e.mean for e in est]], marker="o", ms=4, capsize=2, label=method, color=f"C{i}")
-ax.axhline(0, color="grey", lw=0.8, ls="--")
-ax.set_xticks(range(len(levels)), levels, fontsize=8)
-ax.set_ylabel("Spearman with the trained model's map")
-ax.set_xlabel("randomised, from the top down")
-ax.legend(fontsize=7)
-fig.tight_layout()
 first = levels[0]
 glue("randomised_examples", randomised_examples)
 glue("rand_first", first)
@@ -278,7 +251,7 @@ table(similarity, "randomisation")
 # but does the tool still point at the animal? The organism ships its other seeds and crosses of them
 # (`toy-llava-seed1`: every stage retrained with seed 1; `toy-llava-v0-c1-l1`: the seed-0 Vicuna with the seed-1
 # CLIP, Llava stages seeded 1; and so on). Each was evaluated as above, on the same scenes, by
-# `python -m llavamech.organism.seeds` (a long job; its output ships in `data/seeds/`).
+# `python -m llavamech.seeds` (a long job; its output ships in `data/seeds/`).
 
 # %%
 study = pd.read_csv(seed_study or seeds.SEED_STUDY)
@@ -368,10 +341,7 @@ head that binds colour to animal is chosen when the language model is trained on
 animals = sorted({a for e in items for a, _ in e.facts})
 colours = sorted({c for e in items for _, c in e.facts})
 absent = patch_eval.absent_animal(llava, items[:n_absent], animals, colours, seed=seed)
-measures = ["a colour", "a colour of the scene", "p(answer)", "top patch on an animal", "mass on the animals",
-            "animals' share of the patches"]
-hallucination = pd.DataFrame({asked: {m: bootstrap(group[m].to_numpy(dtype=float), seed=seed) for m in measures}
-                              for asked, group in absent.groupby("asked", sort=False)})
+hallucination = patch_eval.absent_table(absent, seed=seed)
 glue("absent_colour", str(hallucination.loc["a colour", "absent"]))
 glue("absent_scene_colour", str(hallucination.loc["a colour of the scene", "absent"]))
 glue("absent_on_animal", str(hallucination.loc["top patch on an animal", "absent"]))

@@ -3,6 +3,7 @@ import random
 import pytest
 import torch
 
+from llavamech import tiny_vl
 from llavamech.organism import build
 from llavamech.models import Model
 from llavamech.organism.world import make_scene
@@ -11,6 +12,18 @@ torch.set_num_threads(2)
 
 
 def tiny(kind: str, kv_heads=None, seed=0, family="llama", next=False) -> Model:
+    if kind == "qwen-vl":   # `family` is the version: "2", "2.5" or "3"
+        return Model(f"tiny-random-qwen{family}-vl", *tiny_vl.tiny_qwen_vl(seed=seed, version=family))
+    if kind == "gemma3":
+        return Model("tiny-random-gemma3", *tiny_vl.tiny_gemma3(seed=seed))
+    if kind == "idefics3":
+        return Model("tiny-random-idefics3", *tiny_vl.tiny_idefics3(seed=seed))
+    if kind == "smolvlm":
+        return Model("tiny-random-smolvlm", *tiny_vl.tiny_smolvlm(seed=seed))
+    if kind == "llava-onevision":
+        return Model("tiny-random-llava-onevision", *tiny_vl.tiny_llava_onevision(seed=seed))
+    if kind == "gemma3-text":
+        return Model("tiny-random-gemma3-text", *tiny_vl.tiny_gemma3_text(seed=seed))
     if kind == "llava":
         hf, tok, proc = build.tiny_llava(seed=seed, kv_heads=kv_heads, family=family, next=next)
         return Model(f"tiny-random-llava({family}, kv={kv_heads}, next={next})", hf, tok, proc)
@@ -19,12 +32,20 @@ def tiny(kind: str, kv_heads=None, seed=0, family="llama", next=False) -> Model:
 
 
 # Every class llavamech reads: Llava over Llama (MHA, GQA), Mistral and Qwen2 (q/k/v biases), LLaVA-NeXT (tiles,
-# newlines, a non-square grid) over Llama and Qwen2, and the language models alone.
+# newlines, a non-square grid) over Llama and Qwen2, the language models alone, and the families beyond Llava
+# (llavamech.families): Qwen2-VL, Qwen2.5-VL and Qwen3-VL (dynamic resolution, 2 x 2 merged patches, 3-D rotary
+# positions; Qwen3-VL: q/k norms and visual features added after its first layers) and
+# Gemma 3 (pooled image tokens, sandwich norms with 1 + g gains, q/k norms, a sliding-window layer), and alone;
+# LLaVA-OneVision (SigLIP + Qwen2, any-resolution tiles pooled bilinearly); Idefics3 (tiles announced by text
+# tokens plus a global image, pixel shuffle, over Llama) and SmolVLM (the same under its own classes).
 MODELS = {"llava": ("llava",), "llava-gqa": ("llava", 2), "llava-mistral": ("llava", 2, 0, "mistral"),
           "llava-qwen2": ("llava", 2, 0, "qwen2"), "llava-next": ("llava", None, 0, "llama", True),
           "llava-next-qwen2": ("llava", 2, 0, "qwen2", True),
           "llama": ("llama",), "llama-mqa": ("llama", 1), "mistral": ("llama", 2, 0, "mistral"),
-          "qwen2": ("llama", 2, 0, "qwen2")}
+          "qwen2": ("llama", 2, 0, "qwen2"), "qwen2-vl": ("qwen-vl", 2, 0, "2"),
+          "qwen2.5-vl": ("qwen-vl", 2, 0, "2.5"), "qwen3-vl": ("qwen-vl", 2, 0, "3"), "gemma3": ("gemma3", 2),
+          "gemma3-text": ("gemma3-text", 2), "llava-onevision": ("llava-onevision", 2),
+          "idefics3": ("idefics3", 2), "smolvlm": ("smolvlm", 2)}
 
 
 @pytest.fixture(scope="session", params=list(MODELS.values()), ids=list(MODELS))
@@ -40,7 +61,9 @@ def scene():
 @pytest.fixture
 def example(model, scene):
     """(model, inputs kwargs) for one VQA example (Llava) or TQA example (Llama)."""
-    if model.is_multimodal:   # LLaVA-NeXT gets a wide image, so that its tiles and grid are not square
-        image = scene.image.crop((0, 0, 80, 50)) if "next=True" in model.name else scene.image
+    if model.is_multimodal:   # LLaVA-NeXT gets a wide image, so that its tiles and grid are not square; the other
+        # families an odd-sized one (Qwen-VL: resized to a 3 x 5 grid of merged patches)
+        image = scene.image.crop((0, 0, 80, 50)) if "next=True" in model.name else \
+            scene.image.crop((0, 0, 77, 45)) if model.family is not None else scene.image
         return dict(image=image, question="What is the color of the dog?")
     return dict(question="What is the color of the dog?", context="The dog is white. The cat is black.")

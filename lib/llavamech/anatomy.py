@@ -1,11 +1,19 @@
-"""Where things live inside a Llama-family language model (alone, or inside a Llava), read from the modules
-and the config: no hard-coded sizes. Grouped-query attention aware."""
+"""Where things live inside a Llama-family language model (alone, or inside a Llava, Qwen-VL or Gemma 3), read from
+the modules and the config: no hard-coded sizes. Grouped-query attention aware.
+
+Gemma's decoder layer has sandwich norms: its attention output and its FFN output each pass an RMSNorm of their own
+before they join the residual stream (`attn_out_norm`, `ffn_out_norm`), its FFN input passes `pre_feedforward_layernorm`
+(where Llama's is called post_attention_layernorm), every norm scales by 1 + g (`gain`), its queries and keys pass
+norms of their own (applied where the trace recomputes attention weights), and its logits may be soft-capped
+(`soft_cap`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from . import families
 
 
 @dataclass
@@ -21,19 +29,53 @@ class Anatomy:
     d_model: int
     eps: float                   # RMSNorm eps, from the config (llava-1.5 says 1e-5; the paper's code used 1e-6)
     image_token_id: int | None   # None for a text-only model
+    projector: nn.Module | None = None   # what outputs the visual embeddings (Llava's projector, Qwen-VL's merger,
+    #                                     Idefics3's connector)
+    gain_offset: float = 0.0     # an RMSNorm scales by gain_offset + g: 1 for Gemma, 0 for Llama
+    soft_cap: float | None = None   # the config's final logit soft-cap c: logits = c tanh(z / c), where applied
 
     @classmethod
     def of(cls, model: nn.Module) -> "Anatomy":
         config = model.config
         text_config = getattr(config, "text_config", config)
-        lm = model.model.language_model if hasattr(model.model, "language_model") else model.model
+        lm = next((getattr(model.model, name) for name in ("language_model", "text_model")   # Idefics3: text_model
+                   if hasattr(model.model, name)), model.model)
         attn = lm.layers[0].self_attn
         n_heads = text_config.num_attention_heads
         head_dim = getattr(attn, "head_dim", None) or text_config.hidden_size // n_heads
+        family = families.of(model)
+        projector = getattr(model.model, "multi_modal_projector", None) or getattr(model.model, "connector", None)
+        if projector is None and hasattr(model.model, "visual"):
+            projector = model.model.visual.merger     # Qwen-VL: 2 x 2 patches merged and projected, [tokens, d]
         return cls(language_model=lm, layers=lm.layers, final_norm=lm.norm, embed=lm.embed_tokens, lm_head=model.lm_head,
                    n_heads=n_heads, n_kv_heads=getattr(text_config, "num_key_value_heads", None) or n_heads,
                    head_dim=head_dim, d_model=text_config.hidden_size, eps=text_config.rms_norm_eps,
-                   image_token_id=getattr(config, "image_token_id", None))
+                   image_token_id=getattr(config, "image_token_id", None), projector=projector,
+                   gain_offset=family.norm_gain_offset if family else 0.0,
+                   soft_cap=getattr(text_config, "final_logit_softcapping", None))
+
+    @property
+    def sandwich(self) -> bool:
+        """Whether attention and FFN outputs are normed before they join the residual stream (Gemma)."""
+        return hasattr(self.layers[0], "pre_feedforward_layernorm")
+
+    def pre_ffn_norm(self, layer: int) -> nn.Module:
+        """The norm at the FFN's input (its input is m^l = h^{l-1} + A^l)."""
+        block = self.layers[layer]
+        return block.pre_feedforward_layernorm if self.sandwich else block.post_attention_layernorm
+
+    def attn_out_norm(self, layer: int) -> nn.Module | None:
+        """The norm between the attention output and the residual stream (Gemma), else None."""
+        return self.layers[layer].post_attention_layernorm if self.sandwich else None
+
+    def ffn_out_norm(self, layer: int) -> nn.Module | None:
+        """The norm between the FFN output and the residual stream (Gemma), else None."""
+        return self.layers[layer].post_feedforward_layernorm if self.sandwich else None
+
+    def gain(self, norm: nn.Module) -> torch.Tensor:
+        """An RMSNorm's effective gain in float32 on the readout device: g, or 1 + g for Gemma."""
+        g = self.weight(norm.weight)
+        return g + self.gain_offset if self.gain_offset else g
 
     @property
     def n_layers(self) -> int:

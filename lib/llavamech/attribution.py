@@ -4,6 +4,14 @@ z(x) = W_U (g * x / s), with g the final norm's gain and s the RMS of the final 
 example. Imp(v) = log softmax(z(base + v))_w - log softmax(z(base))_w. Since z is linear,
 z(base + v) = z(base) + z(v): one readout per scored vector, one for the base.
 
+Gemma (llavamech.anatomy): the gains are 1 + g. Its attention output o = sum_h o_h passes an RMSNorm before it joins
+the residual stream, A^l = (1 + g') * o / rms(o), which is not linear in o; with rms(o) frozen at its value for the
+whole layer (o at T, as s is frozen for the readout), it is, and each head's (and each position's, each neuron's)
+share is its own raw output times (1 + g') / rms(o) — so heads still sum to A^l exactly, and each share is what
+the head adds to the residual stream in this example. Its logits are soft-capped, logits = c * tanh(z / c), where
+the config sets c and the model's class applies it (`Trace.soft_cap`): Imp then compares the capped logits of
+base + v and of base (`capped`); the linear logit contribution stays z(v)_w, before the cap (which is not additive).
+
 All functions are pure readouts over a Trace. `token` defaults to the model's own top-1 next token. They compute
 on the trace's device (the model's); vectors ([..., d]) and logits ([..., V]) stay there, as inputs to further
 readouts, while scores (indexed by layer, head, position or neuron) come back on the CPU.
@@ -21,7 +29,15 @@ def readout(trace: Trace, x: torch.Tensor, unembed: torch.Tensor | None = None) 
     a = trace.anatomy
     s = a.rms(trace.final_resid)  # frozen: the final residual's RMS, not x's own
     unembed = a.weight(a.lm_head.weight) if unembed is None else unembed
-    return (a.weight(a.final_norm.weight) * x / s) @ unembed.T
+    return (a.gain(a.final_norm) * x / s) @ unembed.T
+
+
+def capped(trace: Trace, z: torch.Tensor) -> torch.Tensor:
+    """Logits as the model outputs them from readout logits `z`: soft-capped where the model's pass capped them
+    (Gemma's final_logit_softcapping, which Gemma3ForCausalLM applies and, in transformers 5, the multimodal
+    Gemma3ForConditionalGeneration does not), else `z` itself."""
+    cap = trace.soft_cap
+    return z if cap is None else cap * torch.tanh(z / cap)
 
 
 def log_prob_increase(trace: Trace, base: torch.Tensor, vectors: torch.Tensor, token: int | None = None) -> torch.Tensor:
@@ -29,6 +45,8 @@ def log_prob_increase(trace: Trace, base: torch.Tensor, vectors: torch.Tensor, t
     token = trace.top_token if token is None else token
     unembed = trace.anatomy.weight(trace.anatomy.lm_head.weight)
     z0, dz = readout(trace, base, unembed), readout(trace, vectors, unembed)
+    if trace.soft_cap is not None:   # the cap is not linear: the change in the capped logits
+        z0, dz = capped(trace, z0), capped(trace, z0 + dz) - capped(trace, z0)
     return (dz[..., token] - _log_partition_increase(z0, dz)).cpu()
 
 
@@ -42,18 +60,36 @@ def _log_partition_increase(z0: torch.Tensor, dz: torch.Tensor) -> torch.Tensor:
 
 
 def logit_contribution(trace: Trace, vectors: torch.Tensor, token: int | None = None) -> torch.Tensor:
-    """The linear (direct) logit contribution z(v)_w of each vector: [..., d] -> [...]. Additive, unlike Imp."""
+    """The linear (direct) logit contribution z(v)_w of each vector: [..., d] -> [...]. Additive, unlike Imp (and
+    before any soft-cap, which is not)."""
     token = trace.top_token if token is None else token
     return readout(trace, vectors)[..., token].cpu()
 
 
 # ---- decompositions (shared/PAPER.md §2) ----
+def out_scale(trace: Trace, layer: int, part: str) -> torch.Tensor | None:
+    """The frozen output norm of a layer's `part` ("attn" or "ffn") as a linear map: (1 + g) / rms(raw output at
+    T), [d]; None where the output joins the residual stream as it is (no sandwich norm)."""
+    a = trace.anatomy
+    norm = a.attn_out_norm(layer) if part == "attn" else a.ffn_out_norm(layer)
+    if norm is None:
+        return None
+    raw = (trace.attn_raw if part == "attn" else trace.mlp_raw)[layer]
+    return a.gain(norm) / a.rms(raw)
+
+
+def _scaled(trace: Trace, layer: int, part: str, x: torch.Tensor) -> torch.Tensor:
+    scale = out_scale(trace, layer, part)
+    return x if scale is None else x * scale
+
+
 def head_outputs(trace: Trace, layer: int) -> torch.Tensor:
-    """a^{l,h} = (sum_j alpha_{T,j} v_j) W_O^{l,h} for every head: [H, d]. Sums to A^l_T."""
+    """a^{l,h} = (sum_j alpha_{T,j} v_j) W_O^{l,h} for every head (times the frozen output norm where there is one):
+    [H, d]. Sums to A^l_T."""
     a = trace.anatomy
     v = trace.values[layer][:, [a.kv_head(h) for h in range(a.n_heads)]]    # [S, H, hd]
     mixed = torch.einsum("hs,shk->hk", trace.attn_weights[layer], v)        # [H, hd]
-    return torch.einsum("hk,hkd->hd", mixed, a.o_slices(layer))
+    return _scaled(trace, layer, "attn", torch.einsum("hk,hkd->hd", mixed, a.o_slices(layer)))
 
 
 def position_contributions(trace: Trace, layer: int, head: int | None = None,
@@ -66,14 +102,15 @@ def position_contributions(trace: Trace, layer: int, head: int | None = None,
     v = trace.values[layer][where][:, [a.kv_head(h) for h in heads]]             # [S, h, hd]
     weighted = trace.attn_weights[layer][heads][:, where].T[..., None] * v    # [S, h, hd]
     w_o = a.o_slices(layer)[heads]              # [h, hd, d]
-    u = torch.einsum("shk,hkd->hsd", weighted, w_o)
+    u = _scaled(trace, layer, "attn", torch.einsum("shk,hkd->hsd", weighted, w_o))
     return u[0] if head is not None else u
 
 
 def neuron_contributions(trace: Trace, layer: int) -> torch.Tensor:
-    """c^l_k W_down[:, k] for every FFN neuron k: [I, d]. Sums to F^l_T."""
+    """c^l_k W_down[:, k] for every FFN neuron k (times the frozen output norm where there is one): [I, d]. Sums to
+    F^l_T."""
     w_down = trace.anatomy.weight(trace.anatomy.layers[layer].mlp.down_proj.weight)  # [d, I]
-    return trace.neuron_acts[layer][:, None] * w_down.T
+    return _scaled(trace, layer, "ffn", trace.neuron_acts[layer][:, None] * w_down.T)
 
 
 # ---- scores ----

@@ -9,31 +9,36 @@ from . import attribution as A
 from .hooks import hooked
 
 
-def _o_proj_inputs(model, inputs) -> list[torch.Tensor]:
-    seen = []
+def _o_proj_inputs(model, inputs) -> tuple[list[torch.Tensor], list]:
+    """o_proj's input at T per layer, and what the model's own norm after attention does to o_proj's output there,
+    norm(o) / o (Gemma: the frozen scale of its attention output, read off the model); 1.0 without such a norm."""
+    a, seen, outputs = model.anatomy, [], []
     with hooked(model.hf) as hooks, torch.no_grad():
-        for layer in model.anatomy.layers:
-            hooks.before(layer.self_attn.o_proj, lambda m, a: seen.append(a[0][0, -1].float()))
+        for layer in a.layers:
+            hooks.before(layer.self_attn.o_proj, lambda m, args: seen.append(args[0][0, -1].float()))
+            if a.sandwich:
+                hooks.after(layer.self_attn.o_proj, lambda m, args, out: outputs.append(out[0, -1]))
         model.hf(**inputs)
-    return seen
+        scales = [a.attn_out_norm(l)(o) / o for l, o in enumerate(outputs)] if a.sandwich else [1.0] * a.n_layers
+    return seen, scales
 
 
 def identity_errors(model, image=None, question: str = "", context: str | None = None) -> dict[str, float]:
     """Max absolute error of each identity, over all layers/heads/positions: {identity, in TeX: error}."""
     trace = model.trace(image, question, context)
     a = model.anatomy
-    o_in = _o_proj_inputs(model, model.inputs(image, question, context))
+    o_in, o_scale = _o_proj_inputs(model, model.inputs(image, question, context))
     with torch.no_grad():
         scale = a.final_norm(trace.final_resid) / trace.final_resid  # g / s, from the model's own norm
 
         def brute_imp(base, v):
-            z0, z1 = a.lm_head(scale * base), a.lm_head(scale * (base + v))
+            z0, z1 = A.capped(trace, a.lm_head(scale * base)), A.capped(trace, a.lm_head(scale * (base + v)))
             w = trace.top_token
             return torch.log_softmax(z1, -1)[w] - torch.log_softmax(z0, -1)[w]
 
-        head_direct = torch.stack([torch.stack([
+        head_direct = torch.stack([torch.stack([o_scale[l] * (
             a.layers[l].self_attn.o_proj.weight[:, h * a.head_dim:(h + 1) * a.head_dim].float()
-            @ o_in[l][h * a.head_dim:(h + 1) * a.head_dim] for h in range(a.n_heads)]) for l in range(a.n_layers)])
+            @ o_in[l][h * a.head_dim:(h + 1) * a.head_dim]) for h in range(a.n_heads)]) for l in range(a.n_layers)])
         heads = A.all_head_outputs(trace)
         layers = A.layer_scores(trace)
         err = lambda x, y: float((x.cpu() - y.cpu()).abs().max())   # scores come back on the CPU
@@ -43,7 +48,8 @@ def identity_errors(model, image=None, question: str = "", context: str | None =
             r"\sum_k c^l_k\, W_{down}[:,k] = F^l": max(err(A.neuron_contributions(trace, l).sum(0), trace.mlp_out[l])
                                    for l in range(a.n_layers)),
             r"h^{l-1} + A^l = m^l": err(trace.resid_in + trace.attn_out, trace.mid),
-            r"z(h^L_T) = \text{the logits}": err(A.readout(trace, trace.final_resid), trace.logits),
+            r"z(h^L_T) = \text{the logits}": err(A.capped(trace, A.readout(trace, trace.final_resid)),
+                                                 trace.logits),
             r"\mathrm{Imp}(A^l) = \text{brute force}": max(err(layers["attn"][l], brute_imp(trace.resid_in[l], trace.attn_out[l]))
                                                       for l in range(a.n_layers)),
             r"\mathrm{Imp}(a^{l,h}) = \text{brute force}": err(A.head_scores(trace), torch.stack([

@@ -1,33 +1,42 @@
-"""How the deep heads answer (shared/PAPER.md §5): query-key matching of the animal, value-output carrying the colour.
+"""How the deep heads answer (the book's chapters 2 and 3): query-key matching of the animal, value-output carrying the colour.
 
 Per trace, at a head (layer l, head h) and source positions j:
 - `stream_parts`: the layer input h^{l-1}_j split as embedding + "key input" (sum of earlier attention outputs,
-  Σ_{l'<l} A^{l'}_j) + "value input" (sum of earlier FFN outputs, Σ_{l'<l} F^{l'}_j) — the paper's names;
+  Σ_{l'<l} A^{l'}_j) + "value input" (sum of earlier FFN outputs, Σ_{l'<l} F^{l'}_j) — the paper's names — and,
+  for Qwen3-VL, "deepstack input" (the visual features it adds after its first layers);
 - `value_output`: u_j = α_{T,j} v_j W_O, what the head writes from j;
 - `ov_output`: v_j W_O, what it would write from j with all its attention there (for the OV logit difference);
+  both times Gemma's frozen attention-output norm;
 - `attention_mass`: Σ_j α_{T,j}.
 `measure` runs them over an example set for chosen heads, with the baselines each needs.
 """
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
 
 from . import attribution, lens
 from .examples import Example
-from .report import progress
+from .progress import progress
+from .stats import bootstrap
 
 PARTS = ("layer input", "key input", "value input", "value output")
 
 
 def stream_parts(trace, layer: int, positions: torch.Tensor) -> dict[str, torch.Tensor]:
     """The input of `layer` at `positions` and its two halves: {part: [k, d]}; layer input = embedding + key
-    input + value input exactly. Needs all_positions=True."""
+    input + value input exactly. Where the model also adds visual features after its first layers (Qwen3-VL's
+    deepstack), their sum over the earlier layers is a third part, "deepstack input" (zero at text positions), and
+    the layer input is the embedding plus all three. Needs all_positions=True."""
     if trace.resid_in_all is None:
         raise ValueError("stream_parts needs model.trace(..., all_positions=True)")
-    return {"layer input": trace.resid_in_all[layer, positions],
-            "key input": trace.attn_out_all[:layer, positions].sum(0),
-            "value input": trace.mlp_out_all[:layer, positions].sum(0)}
+    parts = {"layer input": trace.resid_in_all[layer, positions],
+             "key input": trace.attn_out_all[:layer, positions].sum(0),
+             "value input": trace.mlp_out_all[:layer, positions].sum(0)}
+    if trace.visual_added_all is not None:
+        parts["deepstack input"] = trace.visual_added_all[:layer, positions].sum(0)
+    return parts
 
 
 def value_output(trace, layer: int, head: int, positions: torch.Tensor) -> torch.Tensor:
@@ -36,10 +45,13 @@ def value_output(trace, layer: int, head: int, positions: torch.Tensor) -> torch
 
 
 def ov_output(trace, layer: int, head: int, positions: torch.Tensor) -> torch.Tensor:
-    """v_j W_O^{l,h} at `positions` (u_j without the attention weight): [k, d]."""
+    """v_j W_O^{l,h} at `positions` (u_j without the attention weight): [k, d]. Where a norm follows attention
+    (Gemma), times its scale frozen for the layer, as in u_j (llavamech.attribution.out_scale)."""
     a = trace.anatomy
     v = trace.values[layer][positions, a.kv_head(head)]               # [k, hd]
-    return v @ a.o_slices(layer)[head]
+    out = v @ a.o_slices(layer)[head]
+    scale = attribution.out_scale(trace, layer, "attn")
+    return out if scale is None else out * scale
 
 
 def attention_mass(trace, layer: int, head: int, positions: torch.Tensor) -> float:
@@ -100,8 +112,6 @@ def measure(model, examples: list[Example], heads: list[tuple[int, int]], k: int
 def paper_estimates(measures: dict[str, np.ndarray], mode: str, seed: int = 0) -> dict:
     """The measures of `measure` (averaged over the heads, bootstrapped over examples) under the keys of
     data/reference/paper.csv, with the random-position baselines the claims are tested against."""
-    from .stats import bootstrap
-
     def est(key):
         return bootstrap(np.nanmean(measures[key], axis=1), seed=seed)
 
@@ -117,11 +127,20 @@ def paper_estimates(measures: dict[str, np.ndarray], mode: str, seed: int = 0) -
 def rankings_table(measures: dict[str, np.ndarray], seed: int = 0):
     """The four token rankings as a table: rows the parts, columns colour / animal MRR at the important and at
     random positions (mean over heads, 95 % interval over examples)."""
-    import pandas as pd
-    from .stats import bootstrap
-
     cell = lambda key: str(bootstrap(np.nanmean(measures[key], axis=1), seed=seed))
     return pd.DataFrame({f"{word} MRR, {where}": [cell(f"{prefix}MRR {part} {word}") for part in PARTS]
                          for word in ("colour", "animal")
                          for where, prefix in (("important", ""), ("random", "random "))},
                         index=pd.Index(PARTS, name="vector read through the final norm and W_U"))
+
+
+def setting_summary(measures: dict[str, np.ndarray], correct, mode: str, seed: int = 0) -> dict[str, str]:
+    """One setting's column of chapter 3's comparison: accuracy (from per-example `correct`) and the query-key and
+    value-output measures of `measure`, each with its bootstrap interval, and the uniform attention level."""
+    est = paper_estimates(measures, mode, seed=seed)
+    return {"accuracy": str(bootstrap(correct, seed=seed)),
+            "attention, same animal": str(est[f"qk.attention_same.{mode}"]),
+            "attention, another animal": str(est[f"qk.attention_different.{mode}"]),
+            "uniform attention": f"{np.nanmean(measures['uniform attention']):.3f}",
+            "OV logit difference": str(est[f"ov.logit_difference.{mode}"]),
+            "value-output colour MRR": str(est[f"circuit.colour_mrr.{mode}"])}

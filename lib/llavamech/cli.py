@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     x = sub.add_parser("examples", help="write held-out toy scenes as an example file (JSONL + PNGs)")
     x.add_argument("--n", type=int, default=200)
     x.add_argument("--seed", type=int, default=0)
+    x.add_argument("--type", default=None, help="a question type of data/world.json (colour, reverse, existence, "
+                   "counting, position): items carry their question and answer; default: the colour question with "
+                   "2-3 animals a scene, as the chapters ask it")
     x.add_argument("--out", required=True, help="the JSONL file; images go to images/ beside it")
     x.add_argument("--force", action="store_true", help="overwrite an existing file and images")
 
@@ -67,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default="data/models")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--smoke", action="store_true", help="a few steps of each stage (checks the recipe runs)")
+    t.add_argument("--multi", action="store_true", help="the multi-question organism (toy-vicuna-multi, "
+                   "toy-llava-multi: every question type of data/world.json), from the colour organism's toy-clip")
     t.add_argument("--force", action="store_true", help="replace the models the stage would write in --out")
     return p
 
@@ -168,15 +173,17 @@ def _run(args) -> int:
 
 
 def _examples(args) -> int:
-    from .examples import toy_examples, write_jsonl
+    from .examples import toy_examples, typed_examples, write_jsonl
 
     _positive(args.n, "--n")
+    drawn = toy_examples if args.type is None else lambda n, seed: typed_examples(n, args.type, seed)
     args.out = _path(args.out, "--out")
     _writable_folder(args.out.parent, "--out")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     _writable_file(args.out, "--out")
-    path = write_jsonl(toy_examples(args.n, args.seed), args.out, force=args.force)
-    print(f"{args.n} held-out toy scenes (seed {args.seed}) written to {path}")
+    path = write_jsonl(drawn(args.n, args.seed), args.out, force=args.force)
+    kind = "" if args.type is None else f", {args.type} questions"
+    print(f"{args.n} held-out toy scenes (seed {args.seed}{kind}) written to {path}")
     return 0
 
 
@@ -195,21 +202,32 @@ def _coco(args) -> int:
 
 
 def _train(args) -> int:
-    from .organism.card import write_cards
-    from .organism.recipe import STAGES, Recipe, run, smoke_recipe
+    from .cards import write_cards
+    from .organism.recipe import STAGES, Recipe, folder, multi_recipe, run, smoke_recipe
 
     args.out = _path(args.out, "--out")
     _writable_folder(args.out, "--out")
     if args.seed < 0:
         raise LlavamechError(f"--seed must be 0 or more, got {args.seed}")
-    if args.stage == "llava" and not all((args.out / m / "config.json").exists() for m in ("toy-vicuna", "toy-clip")):
-        raise LlavamechError(f"--stage llava starts from {args.out}/toy-vicuna and {args.out}/toy-clip; train "
-                             "them first (--stage vicuna, --stage clip) or copy them there")
-    refuse_overwrite([args.out / STAGES[s][0] for s in (STAGES if args.stage == "all" else [args.stage])], args.force)
-    recipe = smoke_recipe(args.seed) if args.smoke else Recipe(seed=args.seed)
+    recipe = (smoke_recipe(args.seed, args.multi) if args.smoke else
+              multi_recipe(args.seed) if args.multi else Recipe(seed=args.seed))
+    if args.multi and args.stage == "clip":
+        raise LlavamechError("the multi-question organism has no CLIP of its own: it sees with toy-clip; "
+                             "use --stage vicuna, llava or all")
+    needs = {"llava": ("vicuna", "clip"), "all": ("clip",) if args.multi else ()}.get(args.stage, ())
+    missing = [folder(s, recipe) for s in needs if not (args.out / folder(s, recipe) / "config.json").exists()]
+    if missing:
+        raise LlavamechError(f"--stage {args.stage} starts from {' and '.join(str(args.out / m) for m in missing)}; "
+                             "train them first or copy them there (the shipped ones are in data/models)")
+    stages = [s for s in STAGES if not (args.multi and s == "clip")] if args.stage == "all" else [args.stage]
+    refuse_overwrite([args.out / folder(s, recipe) for s in stages], args.force)
     run(args.stage, args.out, recipe)
     if not args.smoke and args.stage in ("llava", "all"):
-        write_cards(args.out)
+        if args.multi:
+            from .question_study import write_card
+            write_card(args.out)
+        else:
+            write_cards(args.out)
     return 0
 
 

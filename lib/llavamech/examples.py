@@ -9,7 +9,11 @@ from a JSONL file, one item a line (paths relative to the file, UTF-8; `colour`,
 `box` is the asked animal's bounding box in the image's own pixels; `facts` are the animal–colour pairs of the
 scene, which the TQA prompt states as text ("The dog is brown. The cat is black."). `color` and `bbox` are read as
 `colour` and `box`; a colour `question` ("What is the color of the dog?") may stand for `animal`; any other key is
-refused.
+refused. Other questions are given as `question`, with their true `answer` where known (it must fit the question's
+type, llavamech.questions):
+
+    {"image": "photo.jpg", "question": "Is there a cat?", "answer": "no", "animal": "cat"}
+    {"image": "photo.jpg", "question": "How many animals are there?", "answer": "two"}
 """
 from __future__ import annotations
 
@@ -27,19 +31,9 @@ from .errors import LlavamechError
 from .imaging import load_image
 from .paths import refuse_overwrite
 from .organism.world import tqa_context
+from . import questions
 
 WORDS = re.compile(r"\w+(?: \w+)*")
-COLOUR_QUESTION = re.compile(r"what\s+is\s+the\s+(colou?r)\s+of\s+the\s+(\w+(?:\s+\w+)*)\s*\??", re.IGNORECASE)
-
-
-def colour_question(question: str) -> tuple[str, str] | None:
-    """A colour question in any case and spacing, with or without its "?" -> (its canonical wording "What is the
-    color of the X?", the animal X); None for any other question."""
-    match = COLOUR_QUESTION.fullmatch(question.strip())
-    if match is None:
-        return None
-    animal = " ".join(match.group(2).split())
-    return f"What is the {match.group(1).lower()} of the {animal}?", animal
 
 
 @dataclass(frozen=True)
@@ -51,15 +45,23 @@ class Example:
     facts: tuple[tuple[str, str], ...] = ()        # every (animal, colour) of the scene, the asked one included
     source: str = ""                   # where it came from: "toy seed 0 #3" or "my.jsonl:3"
     boxes: tuple[tuple[str, tuple[int, int, int, int]], ...] = ()   # every animal's box, where known (toy scenes)
+    asked: str | None = None           # the question, when it is not the colour question about `animal`
+    answer: str | None = None          # its true answer, when it is not `colour`
+    stated: str | None = None          # the facts as text, when they are not the animal–colour facts (position)
 
     @property
     def question(self) -> str:
-        return f"What is the color of the {self.animal}?"
+        return self.asked or f"What is the color of the {self.animal}?"
+
+    @property
+    def expected(self) -> str | None:
+        """The true answer: `answer`, or for the colour question the animal's `colour`; None when unknown."""
+        return self.answer if self.answer is not None else self.colour if self.asked is None else None
 
     @property
     def context(self) -> str | None:
         """The facts as TQA text, or None when the item has no facts."""
-        return tqa_context(list(self.facts)) if self.facts else None
+        return self.stated or (tqa_context(list(self.facts)) if self.facts else None)
 
     @property
     def distractors(self) -> tuple[str, ...]:
@@ -77,7 +79,7 @@ class Example:
                 raise LlavamechError(f"{self.source}: no image, so no VQA prompt; use mode 'tqa'")
             return dict(image=self.image, question=self.question)
         if mode == "tqa":
-            if not self.facts:
+            if not self.context:
                 raise LlavamechError(f"{self.source}: no facts, so no TQA prompt; add \"facts\" to the item")
             return dict(question=self.question, context=self.context)
         raise LlavamechError(f"unknown mode '{mode}'; use 'vqa' or 'tqa'")
@@ -97,6 +99,30 @@ def toy_examples(n: int, seed: int = 0, animals: tuple[int, int] = (2, 3)) -> li
         boxes = tuple((a.name, a.box) for a in scene.animals)
         out.append(Example(scene.image, asked, dict(facts)[asked], dict(boxes)[asked], tuple(facts),
                            f"toy seed {seed} #{i}", boxes))
+    return out
+
+
+def typed_examples(n: int, qtype: str, seed: int = 0, text: bool = False) -> list[Example]:
+    """n held-out examples of one question type (data/world.json "question_types") from the toy world: scenes of
+    1–3 animals on canvases of 64–128 px, or with `text` the facts stated as text. `animal` is the animal the
+    answer is about (for reverse lookup, the answer itself; "" for counting), with its box where it is in the
+    scene. The colour type gives colour examples as `toy_examples` makes them."""
+    from .organism import tasks
+
+    if qtype not in tasks.type_names(text=text):
+        raise LlavamechError(f"unknown question type '{qtype}'; use one of {', '.join(tasks.type_names(text=text))}")
+    rng = random.Random(f"{seed}:{qtype}:{'text' if text else 'scene'}:examples")
+    out = []
+    for i in range(n):
+        item = tasks.text_item(rng, qtype, True) if text else tasks.scene_item(rng, qtype, True)
+        boxes = tuple((a.name, a.box) for a in item.scene.animals) if item.scene else ()
+        animal = item.answer if qtype == "reverse" else item.asked or ""
+        colour = dict(item.facts).get(animal)
+        out.append(Example(item.scene.image if item.scene else None, animal, colour, dict(boxes).get(animal),
+                           tuple(item.facts), f"toy {qtype} seed {seed} #{i}", boxes,
+                           asked=None if qtype == "colour" else item.question,
+                           answer=None if qtype == "colour" else item.answer,
+                           stated=item.context if text and qtype == "position" else None))
     return out
 
 
@@ -150,7 +176,7 @@ def _lines(path: Path) -> list[str]:
     return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
 
-KEYS = ("image", "animal", "question", "colour", "box", "facts")
+KEYS = ("image", "animal", "question", "answer", "colour", "box", "facts")
 ALIASES = {"color": "colour", "bbox": "box"}   # the spellings the prompt and COCO use; colour and box are canonical
 
 
@@ -165,7 +191,7 @@ def _parse(line: str, where: str, folder: Path, vocabulary) -> Example:
     if not isinstance(item, dict):
         fail("expected a JSON object like {\"image\": ..., \"animal\": ...}")
     item = _canonical_keys(item, fail)
-    animal = _asked_animal(item, fail)
+    animal, asked = _asked(item, fail)
     if not isinstance(item.get("image"), str) or not item["image"].strip():
         fail("\"image\" is missing or not a string")
     if "\x00" in item["image"]:
@@ -181,16 +207,20 @@ def _parse(line: str, where: str, folder: Path, vocabulary) -> Example:
     if colour is not None and not isinstance(colour, str):
         fail(f"\"colour\" must be a word such as \"brown\", got {colour!r}")
     colour = colour.strip() if colour and colour.strip() else dict(facts).get(animal)
-    if facts and animal not in dict(facts):
+    if facts and animal and animal not in dict(facts) and (asked is None or asked.type != "existence"):
         fail(f"the asked animal '{animal}' is not among the facts {[a for a, _ in facts]}")
-    words = [animal] + ([colour] if colour else []) + [w for f in facts for w in f]
+    answer = _answer(item, asked, fail)
+    words = ([animal] if animal else []) + ([colour] if colour else []) + ([answer] if answer else []) + \
+        [w for f in facts for w in f]
     unknown = [w for w in words if vocabulary is not None and not vocabulary(w)]
     if unknown:
         fail(f"'{unknown[0]}' is not in the model's vocabulary; use words it knows (the toy organism: data/world.json)")
     box = item.get("box")
     if box is not None:
         box = _check_box(box, size, fail)
-    return Example(image, animal, colour, box, facts, where)
+    return Example(image, animal, colour, box, facts, where,
+                   asked=None if asked is not None and asked.type == "colour" else item.get("question", "").strip() or None,
+                   answer=answer)
 
 
 def _canonical_keys(item: dict, fail) -> dict:
@@ -209,24 +239,43 @@ def _canonical_keys(item: dict, fail) -> dict:
     return out
 
 
-def _asked_animal(item: dict, fail) -> str:
-    """The asked animal, from "animal" or from a colour "question" (both: they must agree). Only colour questions
-    are asked, in one wording, so an animal must be words alone."""
+def _asked(item: dict, fail):
+    """(the asked animal, the parsed question or None). A colour question may stand for "animal" (both: they must
+    agree); any other question (llavamech.questions' types, or free text) is asked as given, about "animal" where
+    its type names one. The animal is words alone; it may be empty for a question about no animal (counting)."""
     animal = item.get("animal")
     if animal is not None and (not isinstance(animal, str) or not WORDS.fullmatch(animal.strip())):
         fail(f"\"animal\" must be a word such as \"dog\", got {animal!r}")
     question = item.get("question")
-    if question is not None:
-        parsed = colour_question(question) if isinstance(question, str) else None
-        if parsed is None:
-            fail(f"\"question\" {question!r} is not a colour question; llavamech asks \"What is the color of the X?\" "
-                 "(give \"animal\": \"X\")")
-        if animal is not None and animal.strip() != parsed[1]:
-            fail(f"\"question\" asks about the {parsed[1]} but \"animal\" is '{animal.strip()}'")
-        return parsed[1]
-    if animal is None:
-        fail("\"animal\" is missing (or give a \"question\" such as \"What is the color of the dog?\")")
-    return animal.strip()
+    if question is None:
+        if animal is None:
+            fail("\"animal\" is missing (or give a \"question\" such as \"What is the color of the dog?\")")
+        return animal.strip(), None
+    if not isinstance(question, str) or not question.strip():
+        fail(f"\"question\" must be text such as \"What is the color of the dog?\", got {question!r}")
+    parsed = questions.parse(question)
+    named = parsed.slots.get("animal") if parsed else None
+    if named is not None and animal is not None and animal.strip() != named:
+        fail(f"\"question\" asks about the {named} but \"animal\" is '{animal.strip()}'")
+    return named or (animal.strip() if animal is not None else ""), parsed
+
+
+def _answer(item: dict, asked, fail) -> str | None:
+    """The item's "answer", which must fit its question's type (yes/no, one/two/three, left/right; one word)."""
+    answer = item.get("answer")
+    if answer is None:
+        return None
+    if not isinstance(answer, str) or not answer.strip():
+        fail(f"\"answer\" must be a word, got {answer!r}")
+    answer = answer.strip()
+    if asked is not None and not questions.fits(asked, answer):
+        allowed = questions.types()[asked.type].answers
+        fail(f"\"answer\" '{answer}' cannot answer \"{asked.text}\", {'an' if asked.type[0] in 'aeiou' else 'a'} {asked.type} question"
+             + (f" (answers: {', '.join(allowed)})" if asked.type in ("existence", "counting", "position") else
+                " (the answer is one word)"))
+    if asked is None and not re.fullmatch(r"\w+", answer):
+        fail(f"\"answer\" '{answer}' must be one word (the answer is the next token)")
+    return answer
 
 
 def _image_size(image: Path, fail) -> tuple[int, int]:
@@ -335,8 +384,9 @@ def write_jsonl(examples: list[Example], path, images: str = "images", force: bo
             ex.image.save(image)
         else:
             image = Path(ex.image)
-        item = {"image": os.path.relpath(image, path.parent), "animal": ex.animal}
-        item.update({k: v for k, v in (("colour", ex.colour), ("box", list(ex.box) if ex.box else None),
+        item = {"image": os.path.relpath(image, path.parent), **({"animal": ex.animal} if ex.animal else {})}
+        item.update({k: v for k, v in (("question", ex.asked), ("answer", ex.answer), ("colour", ex.colour),
+                                       ("box", list(ex.box) if ex.box else None),
                                        ("facts", [list(f) for f in ex.facts] or None)) if v is not None})
         lines.append(json.dumps(item))
     path.write_text("\n".join(lines) + "\n")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import attribution
+from . import attribution, questions
 from .imaging import load_image, model_view
 
 
@@ -44,13 +44,14 @@ class Explanation:
     model: str
     question: str
     method: str = "tool"              # how patch_grid was computed (see llavamech.patches)
+    question_type: str | None = None  # the question's type (llavamech.questions); None: explains the top-1 token
     head_scores: torch.Tensor = field(repr=False, default=None)   # [L, H], not part of the JSON contract
     image: object = field(repr=False, default=None)               # the input as a PIL image, or None
     image_processor: object = field(repr=False, default=None)
     trace: object = field(repr=False, default=None)
 
     CONTRACT = ("answer", "answer_token_id", "answer_prob", "top_heads", "patch_grid", "grid_shape", "seconds",
-                "model", "question", "method")
+                "model", "question", "method", "question_type")
 
     @property
     def view(self):
@@ -96,7 +97,8 @@ def explain(model, image=None, question: str = "", context: str | None = None, t
         answer=model.tokenizer.decode([token]).strip(), answer_token_id=token,
         answer_prob=float(torch.softmax(trace.logits, -1)[token]), top_heads=heads, patch_grid=grid,
         grid_shape=shape, seconds={"forward": t1 - t0, "scores": t2 - t1, "total": t2 - t0},
-        model=model.name, question=question, head_scores=scores, image=pil,
+        model=model.name, question=question, question_type=getattr(questions.parse(question), "type", None),
+        head_scores=scores, image=pil,
         image_processor=model.processor.image_processor if pil is not None else None, trace=trace)
 
 

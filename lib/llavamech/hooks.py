@@ -102,11 +102,28 @@ def language_model_inputs(model: nn.Module, language_model: nn.Module, inputs: d
     """The input embeddings of `language_model` when `model(**inputs)` runs (for a Llava, the image's projected
     patches already merged in; for a language model alone, its embedded input_ids), in the model's dtype and on its
     device. The pass stops there: the decoder layers never run."""
+    return language_model_call(model, language_model, inputs)[0]
+
+
+# what a vision-language model computes from its image and hands its language model besides the embeddings:
+# Qwen3-VL's "deepstack" features, added to the residual stream at the image positions after its first layers
+VISUAL_KWARGS = ("visual_pos_masks", "deepstack_visual_embeds")
+
+
+@torch.no_grad()
+def language_model_call(model: nn.Module, language_model: nn.Module, inputs: dict) -> tuple[torch.Tensor, dict, dict]:
+    """`language_model_inputs`; the position ids the model gave its language model when it computed them itself
+    ({"position_ids": ...}, e.g. Qwen2-VL's 3-D rotary positions [3, B, S]; {} when the language model numbers
+    its positions), which a pass on the embeddings alone must be given to place the image tokens as the model did;
+    and what else of the image the language model received (`VISUAL_KWARGS`; {} for most models), which such a
+    pass must hand the language model itself (`inject`)."""
     got = {}
 
     def capture(module, args, kwargs):
         embeds = kwargs.get("inputs_embeds")   # None for a language model alone: it embeds its input_ids itself
         got["embeds"] = (module.embed_tokens(kwargs["input_ids"]) if embeds is None else embeds).detach()
+        got["extras"] = {} if kwargs.get("position_ids") is None else {"position_ids": kwargs["position_ids"].detach()}
+        got["visual"] = {k: kwargs[k] for k in VISUAL_KWARGS if kwargs.get(k) is not None}
         raise _Captured
 
     with hooked(model) as hooks:
@@ -115,4 +132,30 @@ def language_model_inputs(model: nn.Module, language_model: nn.Module, inputs: d
             model(**inputs, use_cache=False)
         except _Captured:
             pass
-    return got["embeds"]
+    return got["embeds"], got["extras"], got["visual"]
+
+
+def visual_rows(visual: dict, rows: list[int]) -> dict:
+    """What a batch's language model got of its images (`visual`, from `language_model_call`) for the batch rows
+    `rows` (repeats allowed), in that order: each row's mask, and each row's own features, which the batch holds
+    flattened over its image positions row after row. {} stays {}."""
+    if not visual:
+        return {}
+    masks = visual["visual_pos_masks"]
+    counts = masks.sum(1).tolist()
+    return {"visual_pos_masks": masks[rows],
+            "deepstack_visual_embeds": [torch.cat([x.split(counts)[r] for r in rows])
+                                        for x in visual["deepstack_visual_embeds"]]}
+
+
+def inject(hooks: Hooks, language_model: nn.Module, visual: dict, rows: int | None = None) -> None:
+    """Hand the language model `visual` (from `language_model_call`) in a pass on embeddings alone: one example's
+    for a batch of `rows` copies of it, or with rows=None a batch's as it is (`visual_rows` picks its rows)."""
+    if not visual:
+        return
+    if rows is not None:
+        visual = visual_rows(visual, [0] * rows)
+    device = next(language_model.parameters()).device
+    batched = {"visual_pos_masks": visual["visual_pos_masks"].to(device),
+               "deepstack_visual_embeds": [x.to(device) for x in visual["deepstack_visual_embeds"]]}
+    hooks.before(language_model, lambda module, args, kwargs: (args, {**kwargs, **batched}), with_kwargs=True)

@@ -108,11 +108,37 @@ def tiled(image_processor) -> bool:
     return bool(getattr(image_processor, "image_grid_pinpoints", None))
 
 
+def dynamic(image_processor) -> bool:
+    """Qwen2-VL's dynamic resolution: the whole image resized (aspect ratio kept to within one merged patch) to a
+    multiple of patch_size × merge_size, uncropped; its grid follows the image."""
+    size = image_processor.size or {}
+    return getattr(image_processor, "merge_size", None) is not None and size.get("longest_edge") is not None
+
+
+def squashed(image_processor) -> bool:
+    """Gemma 3's processing: the whole image resized to a fixed height × width (aspect ratio not kept), uncropped."""
+    size = image_processor.size or {}
+    return (not getattr(image_processor, "do_center_crop", False) and size.get("height") is not None
+            and size.get("shortest_edge") is None)
+
+
+def split(image_processor) -> bool:
+    """Idefics3's processing: the whole image resized to multiples of the tower's input and split into tiles of it
+    (plus the whole image squashed to one), uncropped."""
+    return getattr(image_processor, "max_image_size", None) is not None
+
+
+def whole_image(image_processor) -> bool:
+    """Whether the model sees all of the image, its patch grid spanning it edge to edge (no centre crop)."""
+    return tiled(image_processor) or dynamic(image_processor) or squashed(image_processor) or split(image_processor)
+
+
 def model_view(image: Image.Image, image_processor) -> Image.Image:
     """The part of `image` the model sees, at the processor's crop size: shortest edge resized, centre-cropped.
-    Content outside this crop never reaches the model, so maps are drawn on this view. LLaVA-NeXT sees all of the
-    image (its tiles cover it, padding removed), so there the view is the image itself."""
-    if tiled(image_processor):
+    Content outside this crop never reaches the model, so maps are drawn on this view. LLaVA-NeXT and the families of
+    llavamech.families see all of the image (tiles with the padding removed, or a resize without a crop), so there
+    the view is the image itself."""
+    if whole_image(image_processor):
         return image
     crop = image_processor.crop_size
     short = image_processor.size.get("shortest_edge", min(crop["height"], crop["width"]))
@@ -126,17 +152,36 @@ def model_view(image: Image.Image, image_processor) -> Image.Image:
 
 def box_mask(box, image_size: tuple[int, int], image_processor, grid_shape: tuple[int, int]):
     """[rows, cols] booleans: which patches of the model's view have their centre inside `box` (x0, y0, x1, y1 in
-    the original image's pixels), following the processor's resize and centre crop (none for LLaVA-NeXT)."""
+    the original image's pixels), following the processor's resize and centre crop (none where the model sees all of
+    the image: `whole_image`)."""
     rows, cols = grid_shape
-    w, h = image_size
-    if tiled(image_processor):   # the grid spans the whole image
-        scale, left, top, height, width = 1.0, 0, 0, h, w
-    else:
-        crop = image_processor.crop_size
-        scale = image_processor.size.get("shortest_edge", min(crop["height"], crop["width"])) / min(w, h)
-        left, top = (round(w * scale) - crop["width"]) // 2, (round(h * scale) - crop["height"]) // 2
-        height, width = crop["height"], crop["width"]
+    scale, left, top, height, width = _grid_frame(image_size, image_processor)
     ys = ((np.arange(rows) + 0.5) * height / rows + top) / scale    # patch centres in the image's own pixels
     xs = ((np.arange(cols) + 0.5) * width / cols + left) / scale
     x0, y0, x1, y1 = box
     return (ys[:, None] >= y0) & (ys[:, None] < y1) & (xs[None, :] >= x0) & (xs[None, :] < x1)
+
+
+def _grid_frame(image_size: tuple[int, int], image_processor) -> tuple[float, int, int, int, int]:
+    """Where the patch grid lies: (scale, left, top, height, width) such that the grid spans [left, left + width) ×
+    [top, top + height) of the image resized by `scale` (the whole image, unscaled, where the model sees all of it)."""
+    w, h = image_size
+    if whole_image(image_processor):
+        return 1.0, 0, 0, h, w
+    crop = image_processor.crop_size
+    scale = image_processor.size.get("shortest_edge", min(crop["height"], crop["width"])) / min(w, h)
+    left, top = (round(w * scale) - crop["width"]) // 2, (round(h * scale) - crop["height"]) // 2
+    return scale, left, top, crop["height"], crop["width"]
+
+
+def patch_boxes(image_size: tuple[int, int], image_processor, grid_shape: tuple[int, int]) -> np.ndarray:
+    """[rows, cols, 4]: the rectangle (x0, y0, x1, y1), in the original image's pixels, that each cell of the map's
+    grid covers. The processor's resize is a scaling of each axis, so a cell of a grid spanning the whole image covers
+    an equal share of it; under a centre crop, its share of the crop mapped back through the resize (the cropped-off
+    margins lie in no cell)."""
+    rows, cols = grid_shape
+    scale, left, top, height, width = _grid_frame(image_size, image_processor)
+    ys = (np.arange(rows + 1) * height / rows + top) / scale   # cell edges in the image's own pixels
+    xs = (np.arange(cols + 1) * width / cols + left) / scale
+    r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    return np.stack([xs[c], ys[r], xs[c + 1], ys[r + 1]], -1)

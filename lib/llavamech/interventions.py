@@ -14,10 +14,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from . import families
 from .batching import first_batch, in_batches
+from .errors import LlavamechError
 from .examples import Example
-from .hooks import hooked, language_model_inputs, sdpa_attention
-from .report import glue, progress
+from .hooks import hooked, inject, language_model_call, sdpa_attention, visual_rows
+from .progress import progress
+from .report import glue
 from .stats import bootstrap
 
 
@@ -32,7 +35,24 @@ class Means:
 
 
 def _projector(model):
-    return model.hf.model.multi_modal_projector if model.is_multimodal else None
+    """What outputs the visual embeddings (Llava's projector, Qwen-VL's merger, Idefics3's connector), or None."""
+    return model.anatomy.projector if model.is_multimodal else None
+
+
+def _grid_projector(model):
+    """The projector where row p of its output [B, P, d] is patch p of the grid, row-major (Llava, Gemma 3), so that
+    hooking it ablates patches; one line otherwise. Elsewhere its rows are tiles (LLaVA-NeXT, OneVision, Idefics3)
+    or merged tokens flattened over the batch in the tower's own order (Qwen-VL), and the layout is applied after it."""
+    if _projector(model) is None:
+        raise LlavamechError(f"{model.name} is text-only: it has no image patches to ablate")
+    grid = model.family.model_type == "gemma3" if model.family is not None \
+        else not getattr(model.hf.config, "image_grid_pinpoints", None)
+    if not grid:
+        kind = model.family.class_name.removesuffix("ForConditionalGeneration") if model.family else "LLaVA-NeXT"
+        raise LlavamechError(f"{model.name} is a {kind} model, whose projector does not output its patches as one "
+                             "grid, row-major: ablate them through the input embeddings "
+                             "(llavamech.patches.ablation_scores), which follow its image layout")
+    return _projector(model)
 
 
 def activation_means(model, examples: list[Example], mode: str) -> Means:
@@ -71,7 +91,8 @@ def ablated(model, heads=(), attn_layers=(), ffn_layers=(), patches=None, how: s
     """Within the block, the model runs with the given parts ablated.
 
     heads: [(layer, head), ...]; attn_layers / ffn_layers: [layer, ...]; patches: patch indices (row-major) ablated
-    in every batch row, or one list per batch row (to ablate a different patch in each copy of an image);
+    in every batch row, or one list per batch row (to ablate a different patch in each copy of an image), at the
+    projector, so only where it outputs the patch grid row-major (Llava, Gemma 3; `_grid_projector`);
     row_heads: one list of (layer, head) per batch row, ablated in that row only (many head sets in one pass)."""
     if how not in ("zero", "mean"):
         raise ValueError(f"how must be 'zero' or 'mean', not {how!r}")
@@ -143,33 +164,32 @@ def ablated(model, heads=(), attn_layers=(), ffn_layers=(), patches=None, how: s
         for layer in ffn_layers:
             hooks.after(a.layers[layer].mlp, output_hook(None if how == "zero" else means.ffn[layer]))
         if patches is not None and len(patches):
-            if _projector(model) is None:
-                raise ValueError(f"{model.name} is text-only: it has no image patches to ablate")
-            if getattr(model.hf.config, "image_grid_pinpoints", None):  # the projector's rows are tiles, not the grid
-                raise ValueError(f"{model.name} is a LLaVA-NeXT model: ablate its patches through the input "
-                                 "embeddings (llavamech.patches.ablation_scores), which follow its tile layout")
-            hooks.after(_projector(model), patches_hook)
+            hooks.after(_grid_projector(model), patches_hook)
         yield model
 
 
 def same_length_groups(model, examples: list[Example], mode: str) -> list[tuple[list[int], list[dict]]]:
     """The model inputs of `examples` grouped by sequence length (batched without padding, each row is computed
-    as it would be alone): [(indices into examples, their inputs)]."""
-    groups: dict[int, tuple[list[int], list[dict]]] = {}
+    as it would be alone), and by the shape of every other input, which can differ at one length (LLaVA-OneVision's
+    and Idefics3's tiles of images of different sizes pooled or split to as many tokens): [(indices into examples,
+    their inputs)]."""
+    groups: dict[tuple, tuple[list[int], list[dict]]] = {}
     for i, example in enumerate(examples):
         enc = model.inputs(**example.inputs(mode))
-        indices, inputs = groups.setdefault(enc["input_ids"].shape[1], ([], []))
+        shapes = tuple((key, tuple(value.shape[1:])) for key, value in enc.items())
+        indices, inputs = groups.setdefault(shapes, ([], []))
         indices.append(i)
         inputs.append(enc)
     return list(groups.values())
 
 
 def colour_targets(model, examples: list[Example]) -> np.ndarray:
-    """The true colour's token id of each example [n]; a causal check cannot score an example without one."""
-    missing = [e.source for e in examples if e.colour is None]
+    """The true answer's token id of each example [n] (the colour, for a colour question); a causal check cannot
+    score an example without one."""
+    missing = [e.source for e in examples if e.expected is None]
     if missing:
-        raise ValueError(f"causal checks need the true colour; {missing[0]} has none")
-    return np.array([model.token_id(e.colour) for e in examples])
+        raise ValueError(f"causal checks need the true answer (the colour); {missing[0]} has none")
+    return np.array([model.token_id(e.expected) for e in examples])
 
 
 @torch.no_grad()
@@ -204,7 +224,8 @@ def effect(clean: dict, ablated_scores: dict) -> dict[str, np.ndarray]:
 class Encoded:
     """Examples encoded once for many intervened passes over the language model: per group of equal length (run
     without padding), the example indices and the language model's inputs (the image already merged into the
-    input embeddings, so no pass reruns the vision tower), and each example's true-colour token."""
+    input embeddings, so no pass reruns the vision tower; with whatever else the model hands its language model, see
+    `encode`), and each example's true-colour token."""
     groups: list[tuple[np.ndarray, dict]]
     targets: np.ndarray
     n: int
@@ -213,14 +234,27 @@ class Encoded:
 @torch.no_grad()
 def encode(model, examples: list[Example], mode: str) -> Encoded:
     """`examples` as the language model's input embeddings and masks (see `Encoded`). For a Llava the vision tower
-    and projector run once here; interventions inside the language model (heads, weights) leave them unchanged."""
+    and projector run once here; interventions inside the language model (heads, weights) leave them unchanged.
+    A pass on embeddings alone is the model's own pass only with what the model derives from the token ids and the
+    image besides them, kept per group: `extras`, forward arguments with a batch row per example (Qwen-VL's 3-D
+    rotary positions [3, B, S], Gemma 3's token types [B, S] for its both-ways attention among image tokens), and
+    `visual`, what the model hands its language model directly (Qwen3-VL's deepstack features, `hooks.inject`)."""
     targets = colour_targets(model, examples)
     groups = []
     for indices, encoded in same_length_groups(model, examples, mode):
         inputs = {key: torch.cat([enc[key] for enc in encoded]) for key in encoded[0]}
-        embeds = language_model_inputs(model.hf, model.anatomy.language_model, inputs)
-        groups.append((np.asarray(indices), {"inputs_embeds": embeds, "attention_mask": inputs["attention_mask"]}))
+        embeds, extras, visual = language_model_call(model.hf, model.anatomy.language_model, inputs)
+        extras.update(families.embeddings_extras(model.hf, inputs))
+        groups.append((np.asarray(indices), {"inputs_embeds": embeds, "attention_mask": inputs["attention_mask"],
+                                             "extras": extras, "visual": visual}))
     return Encoded(groups, targets, len(examples))
+
+
+def _rows(inputs: dict, local: torch.Tensor) -> dict:
+    """The forward arguments of the group's rows `local` (repeats allowed): embeddings, mask and extras (whose batch
+    dimension is the second to last: Qwen-VL's positions are [3, B, S])."""
+    return {"inputs_embeds": inputs["inputs_embeds"][local], "attention_mask": inputs["attention_mask"][local],
+            **{key: value[..., local, :] for key, value in inputs["extras"].items()}}
 
 
 @torch.no_grad()
@@ -237,10 +271,9 @@ def set_scores(model, encoded: Encoded, sets: list, intervention, batch: int = 5
 
         def run(chunk):
             which, local = (torch.as_tensor(x) for x in zip(*chunk))
-            embeds, mask = inputs["inputs_embeds"][local], inputs["attention_mask"][local]
-            with intervention(model, [sets[s] for s in which.tolist()]):
-                logits = model.hf(inputs_embeds=embeds, attention_mask=mask, use_cache=False,
-                                  logits_to_keep=1).logits[:, -1].float().cpu()
+            with intervention(model, [sets[s] for s in which.tolist()]), hooked(model.hf) as hooks:
+                inject(hooks, model.anatomy.language_model, visual_rows(inputs["visual"], local.tolist()))
+                logits = model.hf(**_rows(inputs, local), use_cache=False, logits_to_keep=1).logits[:, -1].float().cpu()
             local = local.cpu().numpy()
             t = torch.as_tensor(encoded.targets[indices[local]])
             return (which.cpu().numpy(), indices[local],

@@ -27,7 +27,7 @@ import numpy as np
 
 from .errors import LlavamechError
 from .examples import Example, read_jsonl
-from .report import progress
+from .progress import progress
 
 try:
     import fcntl
@@ -88,6 +88,7 @@ def row(model, index: int, example: Example, method: str = "tool", heads: int = 
     """One item's result row (the explanation's contract fields, plus correctness and pointing where the truth is
     known) and the explanation itself."""
     from .imaging import box_mask
+    from .patch_eval import pointing
 
     x = model.explain(example.image, question=example.question, method=method, heads=heads)
     contract = x.to_dict()
@@ -95,10 +96,12 @@ def row(model, index: int, example: Example, method: str = "tool", heads: int = 
            **{k: v for k, v in contract.items() if k not in ("seconds", "model", "question")},
            "top_heads": contract["top_heads"][:top], "seconds": round(x.seconds["total"], 4)}
     out["colour"] = example.colour
-    out["correct"] = None if example.colour is None else x.answer.lower() == example.colour.lower()
+    if example.asked is not None:
+        out["question"], out["expected"] = example.question, example.expected
+    out["correct"] = None if example.expected is None else x.answer.lower() == example.expected.lower()
     if example.box is not None:
         mask = box_mask(example.box, x.image.size, x.image_processor, tuple(x.grid_shape))
-        out["pointing"] = bool(mask.ravel()[int(np.argmax(np.asarray(x.patch_grid).ravel()))])
+        out["pointing"] = pointing(x.patch_grid, mask)
     return out, x
 
 
@@ -128,7 +131,8 @@ def _rows_and_lines(path: Path) -> tuple[list[tuple[dict, str]], bool]:
 
 def item_hash(example: Example) -> str:
     """What an item's row is computed from: its fields (its source line included) and its image file's bytes."""
-    fields = [example.source, str(example.image), example.animal, example.colour, example.box, example.facts]
+    fields = [example.source, str(example.image), example.animal, example.colour, example.box, example.facts,
+              *([example.asked, example.answer] if example.asked is not None or example.answer is not None else [])]
     digest = hashlib.sha256(json.dumps(fields, default=list).encode())
     with open(example.image, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -2,7 +2,8 @@
 
 `onto="embed"`: dot products with the input embedding matrix E (the paper's reading of visual embeddings:
 projector outputs compared with word embeddings). `onto="unembed"`: the logit lens, W_U applied after the final
-norm with the vector's own RMS (for the final residual this is exactly the model's logits).
+norm with the vector's own RMS (for the final residual this is exactly the model's logits, before any final
+soft-cap, which keeps their order). Gemma's input embeddings are E scaled by √d, which keeps the order too.
 
 Scores over the vocabulary ([..., V]) stay on the model's device; ranks, tokens and positions come back on the CPU.
 """

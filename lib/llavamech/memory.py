@@ -30,6 +30,86 @@ def llava_15_7b_config() -> transformers.LlavaConfig:
                                     vision_feature_select_strategy="default", image_seq_length=576)
 
 
+def _qwen_vl_text(max_positions: int) -> dict:
+    """The language model of Qwen2-VL-7B and Qwen2.5-VL-7B (Qwen2-7B's shape: 28 heads over 4 key/value heads)."""
+    return dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                num_attention_heads=28, num_key_value_heads=4, rms_norm_eps=1e-6, max_position_embeddings=max_positions,
+                rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]})
+
+
+QWEN_VL_TOKENS = dict(image_token_id=151655, video_token_id=151656, vision_start_token_id=151652,
+                      vision_end_token_id=151653, tie_word_embeddings=False)
+
+
+def qwen2_vl_7b_config() -> transformers.Qwen2VLConfig:
+    """Qwen/Qwen2-VL-7B-Instruct's config, as published (a 675M-parameter ViT, patches of 14 merged 2 x 2)."""
+    vision = dict(depth=32, embed_dim=1280, mlp_ratio=4, num_heads=16, hidden_size=3584, patch_size=14,
+                  spatial_merge_size=2, temporal_patch_size=2)
+    return transformers.Qwen2VLConfig(vision_config=vision, text_config=_qwen_vl_text(32768), **QWEN_VL_TOKENS)
+
+
+def qwen2_5_vl_7b_config() -> transformers.Qwen2_5_VLConfig:
+    """Qwen/Qwen2.5-VL-7B-Instruct's config, as published (its ViT with windowed attention, full in 4 blocks)."""
+    vision = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
+                  patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
+                  fullatt_block_indexes=[7, 15, 23, 31], hidden_act="silu", tokens_per_second=2)
+    return transformers.Qwen2_5_VLConfig(vision_config=vision, text_config=_qwen_vl_text(128000), **QWEN_VL_TOKENS)
+
+
+def qwen3_vl_8b_config() -> transformers.Qwen3VLConfig:
+    """Qwen/Qwen3-VL-8B-Instruct's config, as published (a ViT with patches of 16 merged 2 x 2, whose blocks 8, 16 and
+    24 also feed the first three decoder layers, + a 36-layer Qwen3 with q/k norms)."""
+    vision = dict(depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16, out_hidden_size=4096,
+                  patch_size=16, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=2304,
+                  deepstack_visual_indexes=[8, 16, 24], hidden_act="gelu_pytorch_tanh")
+    text = dict(vocab_size=151936, hidden_size=4096, intermediate_size=12288, num_hidden_layers=36,
+                num_attention_heads=32, num_key_value_heads=8, head_dim=128, rms_norm_eps=1e-6,
+                max_position_embeddings=262144,
+                rope_parameters={"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [24, 20, 20],
+                                 "mrope_interleaved": True})
+    return transformers.Qwen3VLConfig(vision_config=vision, text_config=text, **QWEN_VL_TOKENS)
+
+
+def gemma3_4b_config() -> transformers.Gemma3Config:
+    """google/gemma-3-4b-it's config, as published (SigLIP-So400m at 896 px pooled to 256 tokens + a 34-layer Gemma 3
+    with 8 query heads over 4 key/value heads of 256, five sliding-window layers to each global one)."""
+    vision = dict(hidden_size=1152, image_size=896, intermediate_size=4304, num_attention_heads=16,
+                  num_hidden_layers=27, patch_size=14, vision_use_head=False)
+    text = dict(vocab_size=262208, hidden_size=2560, intermediate_size=10240, num_hidden_layers=34,
+                num_attention_heads=8, num_key_value_heads=4, head_dim=256, query_pre_attn_scalar=256,
+                sliding_window=1024, rms_norm_eps=1e-6, max_position_embeddings=131072,
+                rope_scaling={"factor": 8.0, "rope_type": "linear"}, rope_theta=1000000.0,
+                rope_local_base_freq=10000.0)
+    return transformers.Gemma3Config(vision_config=vision, text_config=text, mm_tokens_per_image=256,
+                                     boi_token_index=255999, eoi_token_index=256000, image_token_index=262144)
+
+
+def llava_onevision_7b_config() -> transformers.LlavaOnevisionConfig:
+    """llava-hf/llava-onevision-qwen2-7b-ov-hf's config, as published (SigLIP-So400m at 384 px, its last layer left
+    out, + Qwen2-7B; tiles of 384 px in up to 6 × 6, pooled past 9 tiles' worth)."""
+    vision = dict(model_type="siglip_vision_model", hidden_size=1152, image_size=384, intermediate_size=4304,
+                  num_attention_heads=16, num_hidden_layers=26, patch_size=14, vision_use_head=False)
+    text = dict(model_type="qwen2", vocab_size=152128, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                num_attention_heads=28, num_key_value_heads=4, rms_norm_eps=1e-6, max_position_embeddings=32768,
+                rope_theta=1000000.0, tie_word_embeddings=False)
+    pinpoints = [[384 * a, 384 * b] for a in range(1, 7) for b in range(1, 7)]
+    return transformers.LlavaOnevisionConfig(vision_config=vision, text_config=text, image_token_index=151646,
+                                             video_token_index=151647, image_grid_pinpoints=pinpoints,
+                                             vision_aspect_ratio="anyres_max_9", vision_feature_layer=-1,
+                                             vision_feature_select_strategy="full")
+
+
+def idefics3_8b_config() -> transformers.Idefics3Config:
+    """HuggingFaceM4/Idefics3-8B-Llama3's config, as published (SigLIP-So400m at 364 px, 26 × 26 patches shuffled
+    3 × 3 into 81 tokens a tile, + Llama 3 8B)."""
+    vision = dict(hidden_size=1152, image_size=364, intermediate_size=4304, num_hidden_layers=27,
+                  num_attention_heads=16, patch_size=14)
+    text = dict(model_type="llama", vocab_size=128259, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                num_attention_heads=32, num_key_value_heads=8, rms_norm_eps=1e-5, max_position_embeddings=131072,
+                rope_theta=500000.0, tie_word_embeddings=False)
+    return transformers.Idefics3Config(vision_config=vision, text_config=text, scale_factor=3, image_token_id=128257)
+
+
 def parameters(config) -> int:
     """The number of parameters of the model a config describes, counted on the meta device."""
     with torch.device("meta"):

@@ -2,8 +2,13 @@
 
 Shipped names need no network: `toy-llava` / `toy-vicuna` (the trained model organism under data/models/, and
 its other training seeds such as `toy-llava-seed1`),
-`tiny-random-llava` / `tiny-random-vicuna` (built from configs, seeded; for tests and demos). Anything else is a
-Hugging Face id or a local folder of a Llava-family or Llama-family model, loaded from local files only.
+`tiny-random-llava` / `tiny-random-vicuna` (built from configs, seeded; for tests and demos), and tiny random models
+of the families beyond Llava (`TINY_FAMILIES`: `tiny-random-qwen2-vl`, `tiny-random-qwen2.5-vl`, `tiny-random-qwen3-vl`,
+`tiny-random-gemma3`, `tiny-random-gemma3-text`, `tiny-random-llava-onevision`, `tiny-random-idefics3`,
+`tiny-random-smolvlm`). Anything else is a Hugging Face id or a local folder of a supported model (Llava, LLaVA-NeXT,
+Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Gemma 3, LLaVA-OneVision, Idefics3, SmolVLM, or a Llama-family or Gemma 3 language
+model), loaded from local files only. The multi-question organism of chapter 6 is `toy-llava-multi`
+(`toy-vicuna-multi`, `toy-llava-multi-seed1`).
 """
 from __future__ import annotations
 
@@ -18,8 +23,8 @@ import transformers
 from .organism import build
 from .anatomy import Anatomy
 from .errors import LlavamechError
-from .examples import colour_question
 from .imaging import load_image
+from . import families, questions
 from .paths import MODELS_DIR
 from .trace import Trace, run_trace
 
@@ -30,7 +35,14 @@ TINY = {"tiny-random-llava": (True, {}), "tiny-random-vicuna": (False, {}),
         "tiny-random-llava-next": (True, {"next": True}),
         "tiny-random-mistral": (False, {"family": "mistral", "kv_heads": 2}),
         "tiny-random-qwen2": (False, {"family": "qwen2", "kv_heads": 2})}
-SHIPPED = ("toy-llava", "toy-vicuna", *TINY)
+# The families of llavamech.families (kept apart from TINY, whose every entry the appendix on the real Llava tabulates).
+TINY_FAMILIES = {"tiny-random-qwen2-vl": ("tiny_qwen_vl", {"version": "2"}),
+                 "tiny-random-qwen2.5-vl": ("tiny_qwen_vl", {"version": "2.5"}),
+                 "tiny-random-qwen3-vl": ("tiny_qwen_vl", {"version": "3"}),
+                 "tiny-random-gemma3": ("tiny_gemma3", {}), "tiny-random-gemma3-text": ("tiny_gemma3_text", {}),
+                 "tiny-random-llava-onevision": ("tiny_llava_onevision", {}),
+                 "tiny-random-idefics3": ("tiny_idefics3", {}), "tiny-random-smolvlm": ("tiny_smolvlm", {})}
+SHIPPED = ("toy-llava", "toy-vicuna", *TINY, *TINY_FAMILIES)
 # Hugging Face model types llavamech reads: Llava-family wrappers and the language models they may carry.
 MULTIMODAL = {"llava": "LlavaForConditionalGeneration", "llava_next": "LlavaNextForConditionalGeneration"}
 LANGUAGE = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
@@ -83,6 +95,7 @@ class Model:
         self.name, self.hf, self.tokenizer, self.processor = name, hf.eval(), tokenizer, processor
         self.device = device
         self.anatomy = Anatomy.of(hf)
+        self.family = families.of(hf)   # None for Llava, LLaVA-NeXT and the language models alone
 
     def __repr__(self):
         a = self.anatomy
@@ -106,19 +119,23 @@ class Model:
 
     # ---- prompts ----
     def prompt(self, question: str, context: str | None = None, image: bool = False) -> str:
-        """The paper's prompt (shared/PAPER.md §4). A colour question ("What is the color of the X?", with or without
-        its "?", in any case and spacing) is asked in that canonical form with the answer prefix
-        'The color of the X is', so that the answer is the next token."""
+        """The paper's prompt (the book's introduction). A question of one of the types of llavamech.questions
+        (colour: "What is the color of the X?"; reverse lookup, existence, counting, position), in any case and
+        spacing, with or without its "?", is asked in its canonical wording with its answer prefix ("The color of
+        the X is"), so that the answer is the next token. Any other question is asked as given. A family beyond
+        Llava (llavamech.families) is asked in its own chat template, the answer prefix opening the assistant's turn."""
         question = self._user_text(question, "question").strip()
         context = self._user_text(context, "context")
         if not question:
             raise LlavamechError("the question is empty; ask e.g. --question 'What is the color of the dog?'")
-        canonical = colour_question(question)
-        if canonical:
-            question, animal = canonical
-        answer = f" The color of the {animal} is" if canonical else ""
+        typed = questions.parse(question)
+        if typed:
+            question = typed.text
+        if self.family is not None:
+            text = (f"{context.strip()}\n" if context and context.strip() else "") + question
+            return families.chat_prompt(self, text, image, typed.answer_prefix if typed else "")
         head = ("<image>\n" if image else "") + (f"{context.strip()}\n" if context and context.strip() else "")
-        return f"USER: {head}{question}\nASSISTANT:{answer}"
+        return f"USER: {head}{question}\nASSISTANT:{typed.answer_prefix if typed else ''}"
 
     def _user_text(self, text, what: str) -> str:
         """A question or context as given: a string without the tokenizer's special tokens (a literal <image> would be
@@ -141,14 +158,20 @@ class Model:
             raise LlavamechError(f"{self.name} is a text-only model and cannot take an image; "
                                  "use a Llava model or give the facts as --context")
         text = self.prompt(question, context, image=image is not None)
+        # a chat template writes its own special tokens (Gemma's <bos>): the tokenizer must not add them again
+        special = {"add_special_tokens": False} if self.family is not None else {}
         if image is not None:
-            enc = self.processor(images=load_image(image), text=text, return_tensors="pt")
+            image = load_image(image)
+            if self.family is not None:
+                families.check_image(self, image)
+            enc = self.processor(images=image, text=text, return_tensors="pt", **special)
         else:
-            enc = self.tokenizer(text, return_tensors="pt")
+            enc = self.tokenizer(text, return_tensors="pt", **special)
         self._check_vocabulary(text, enc["input_ids"])
         self._check_length(enc["input_ids"])
-        enc = {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "pixel_values",
-                                                                  "image_sizes")}
+        keys = ("input_ids", "attention_mask", "pixel_values", "image_sizes",
+                *(self.family.input_keys if self.family and image is not None else ()))
+        enc = {k: v.to(self.device) for k, v in enc.items() if k in keys}
         if "pixel_values" in enc:
             enc["pixel_values"] = enc["pixel_values"].to(self.dtype)
         return enc
@@ -208,13 +231,18 @@ def load(name: str = "toy-llava", device: str = "cpu", dtype: torch.dtype | str 
         import importlib.util
         if importlib.util.find_spec("accelerate") is None:
             raise LlavamechError("device_map needs accelerate, which is not installed; pip install accelerate")
-        if name in TINY:
+        if name in TINY or name in TINY_FAMILIES:
             raise LlavamechError(f"device_map is for models loaded from a folder or the Hub, not {name}")
     with _quiet():
         if name in TINY:
             multimodal, options = TINY[name]
             built = build.tiny_llava(**options) if multimodal else (*build.tiny_vicuna(**options), None)
             model = Model(name, *built, device)
+        elif name in TINY_FAMILIES:
+            from . import tiny_vl
+            builder, options = TINY_FAMILIES[name]
+            built = getattr(tiny_vl, builder)(**options)
+            model = Model(name, *built, *([None] if len(built) == 2 else []), device)
         else:
             folder = MODELS_DIR / name if is_shipped(name) else Path(name).expanduser()
             if name in SHIPPED and not folder.exists():
@@ -257,15 +285,23 @@ def _from_pretrained(name: str, source, device: str, dtype: torch.dtype = torch.
     kwargs = dict(local_files_only=True, attn_implementation="sdpa", dtype=dtype,   # the trace needs no eager weights
                   **({"device_map": device_map} if device_map is not None else {}))
     text_type = getattr(getattr(config, "text_config", config), "model_type", None)
-    if config.model_type not in MULTIMODAL and config.model_type not in LANGUAGE or text_type not in LANGUAGE:
+    family = families.FAMILIES.get(config.model_type)
+    if (family is None or text_type not in family.text_types) and (
+            config.model_type not in MULTIMODAL and config.model_type not in LANGUAGE or text_type not in LANGUAGE):
         raise LlavamechError(f"not supported: '{name}' is a {config.model_type} model"
                              + (f" over {text_type}" if text_type != config.model_type else "")
                              + f"; llavamech reads {' and '.join(MULTIMODAL)} models over {', '.join(LANGUAGE)} "
-                               f"language models, and those language models alone")
+                               f"language models, those language models alone, and {', '.join(families.FAMILIES)} "
+                               "models")
     if device.startswith("cuda") and device_map is None:   # too big for the card: one line before any weight loads
         from .memory import check_fits
         check_fits(config, str(dtype).removeprefix("torch."), torch.cuda.mem_get_info(torch.device(device))[0],
                    where=device)
+    if family is not None:
+        hf = family.model_class.from_pretrained(source, **kwargs)
+        tokenizer = _tokenizer(source)
+        processor = families.load_processor(family, source, tokenizer, hf) if family.processor_name else None
+        return Model(name, hf, tokenizer, processor, device)
     if config.model_type in MULTIMODAL:
         hf = getattr(transformers, MULTIMODAL[config.model_type]).from_pretrained(source, **kwargs)
         processor = transformers.AutoProcessor.from_pretrained(source, local_files_only=True)

@@ -20,10 +20,11 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from .examples import Example
+from .hooks import model_lock
 from .imaging import box_mask, load_image
 from .interventions import Means
 from .patches import METHODS, Embedded, answer_logprob, patch_maps
-from .report import progress
+from .progress import progress
 from .stats import bootstrap
 
 RESOLUTION = 1e-6   # ranks see a map's scores to the precision float32 computes them (see `resolved`)
@@ -40,6 +41,11 @@ def resolved(scores: np.ndarray) -> np.ndarray:
     thousandth of the top score above the background in the tool's map, and deleting them first matters."""
     scale = float(np.abs(scores).max())
     return scores if scale == 0 else np.round(scores / (scale * RESOLUTION)) * (scale * RESOLUTION)
+
+
+def pointing(scores, mask) -> bool:
+    """The pointing game: the map's top patch (as `resolved` ranks the scores) lies inside `mask` ([rows, cols])."""
+    return bool(np.asarray(mask).ravel()[int(np.argmax(resolved(np.asarray(scores)).ravel()))])
 
 
 def curve_points(n_patches: int, steps: int) -> np.ndarray:
@@ -80,7 +86,7 @@ def scene_metrics(scores: np.ndarray, mask: np.ndarray | None, causal: np.ndarra
         row.update({"pointing": np.nan, "mass in box": np.nan})
     else:
         inside = mask.ravel()
-        row["pointing"] = float(inside[np.argmax(flat)])
+        row["pointing"] = float(pointing(scores, mask))
         row["mass in box"] = float(positive[inside].sum() / positive.sum()) if positive.sum() > 0 else np.nan
     return row
 
@@ -107,8 +113,8 @@ def evaluate(model, examples: list[Example], methods=METHODS, means: Means | Non
                 metrics["agreement"] = metrics["top-1 agreement"] = np.nan   # the reference itself
             rows.append({"scene": i, "method": method, **metrics,
                          "box share": np.nan if mask is None else float(mask.mean()),
-                         "answer": pm.answer, "correct": float(pm.answer == example.colour)
-                         if example.colour else np.nan, "top head": f"{top['layer']}_{top['head']}",
+                         "answer": pm.answer, "correct": float(pm.answer == example.expected)
+                         if example.expected else np.nan, "top head": f"{top['layer']}_{top['head']}",
                          "seconds": pm.seconds, "deletion curve": curve["deletion"],
                          "insertion curve": curve["insertion"]})
     return pd.DataFrame(rows)
@@ -162,7 +168,7 @@ def absent_animal(model, examples: list[Example], animals: list[str], colours: l
                          "p(answer)": x.answer_prob, "a colour": float(x.answer in colours),
                          "a colour of the scene": float(x.answer in dict(example.facts).values()),
                          "correct": np.nan if item.colour is None else float(x.answer == item.colour),
-                         "top patch on an animal": float(on_animals.ravel()[grid.argmax()]),
+                         "top patch on an animal": float(pointing(grid, on_animals)),
                          "mass on the animals": float(positive[on_animals].sum() / positive.sum()),
                          "animals' share of the patches": float(on_animals.mean()),
                          "top head": f"{top['layer']}_{top['head']}"})
@@ -196,22 +202,24 @@ def prior_baseline(model, examples: list[Example], means: Means | None = None) -
 
 
 @contextlib.contextmanager
-def randomised(modules: list, seed: int):
-    """Inside the block, every weight matrix of `modules` is re-initialised: Gaussian with the original's standard
-    deviation, seeded (norm gains and biases stay). Restored on the way out, even after an error."""
-    params = [p for m in modules for p in m.parameters() if p.dim() >= 2]
-    saved = [p.detach().clone() for p in params]
-    generator = torch.Generator().manual_seed(seed)
-    try:
-        with torch.no_grad():
-            for p, original in zip(params, saved):
-                noise = torch.randn(p.shape, generator=generator) * original.float().std().cpu()
-                p.copy_(noise.to(p.device, p.dtype))
-        yield
-    finally:
-        with torch.no_grad():
-            for p, original in zip(params, saved):
-                p.copy_(original)
+def randomised(model, modules: list, seed: int):
+    """Inside the block, every weight matrix of `modules` (parts of `model`) is re-initialised: Gaussian with the
+    original's standard deviation, seeded (norm gains and biases stay). Restored on the way out, even after an
+    error. The model's lock is held throughout, so no other thread's pass sees the randomised weights."""
+    with model_lock(model.hf):
+        params = [p for m in modules for p in m.parameters() if p.dim() >= 2]
+        saved = [p.detach().clone() for p in params]
+        generator = torch.Generator().manual_seed(seed)
+        try:
+            with torch.no_grad():
+                for p, original in zip(params, saved):
+                    noise = torch.randn(p.shape, generator=generator) * original.float().std().cpu()
+                    p.copy_(noise.to(p.device, p.dtype))
+            yield
+        finally:
+            with torch.no_grad():
+                for p, original in zip(params, saved):
+                    p.copy_(original)
 
 
 def cascade(model) -> list[tuple[str, list]]:
@@ -236,7 +244,7 @@ def randomisation_test(model, examples: list[Example], methods=METHODS, means: M
     trained = [maps_of(e, i) for i, e in enumerate(examples)]
     rows = []
     for level, (label, modules) in enumerate(progress(cascade(model), f"{model.name}: randomised layers")):
-        with randomised(modules, seed + level):
+        with randomised(model, modules, seed + level):
             for i, example in enumerate(examples):
                 for method, pm in maps_of(example, i).items():
                     before, after = resolved(trained[i][method].scores).ravel(), resolved(pm.scores).ravel()
@@ -244,3 +252,35 @@ def randomisation_test(model, examples: list[Example], methods=METHODS, means: M
                     rows.append({"randomised": label, "scene": i, "method": method, "spearman": float(similar),
                                  "same answer": float(pm.answer == trained[i][method].answer)})
     return pd.DataFrame(rows)
+
+
+def prior_table(prior: pd.DataFrame, colours: list[str], seed: int = 0) -> pd.DataFrame:
+    """`prior_baseline`'s rows summarised: accuracy and p(answer) with the image, with a blank image and with every
+    patch removed, each with its bootstrap interval, and the chance of naming one of the scenes' `colours`."""
+    def est(column):
+        return bootstrap(prior[column].to_numpy(float), seed=seed)
+
+    return pd.DataFrame({"value": {
+        "accuracy, with the image": est("correct"), "accuracy, blank image": est("blank: correct"),
+        "chance (one colour of the scenes' colours)": f"{1 / len(colours):.3g}",
+        "blank image gives the same answer": est("blank: same answer"),
+        "p(answer), with the image": est("p(answer)"), "p(answer), blank image": est("blank: p(answer)"),
+        "p(answer), every patch removed": est("every patch removed: p(answer)")}})
+
+
+def similarity(randomisation: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """`randomisation_test`'s rows summarised: per randomisation level (rows, top layer first) and method
+    (columns), the mean Spearman correlation with the trained model's map and its bootstrap interval."""
+    return randomisation.groupby(["randomised", "method"], sort=False)["spearman"].agg(
+        lambda v: bootstrap(v.to_numpy(float), seed=seed)).unstack()
+
+
+ABSENT_MEASURES = ("a colour", "a colour of the scene", "p(answer)", "top patch on an animal", "mass on the animals",
+                   "animals' share of the patches")
+
+
+def absent_table(absent: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """`absent_animal`'s rows summarised: each measure with its bootstrap interval, asked about an absent and a
+    present animal (columns)."""
+    return pd.DataFrame({asked: {m: bootstrap(group[m].to_numpy(dtype=float), seed=seed) for m in ABSENT_MEASURES}
+                         for asked, group in absent.groupby("asked", sort=False)})

@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from . import families
 from .batching import first_batch, halving, in_batches
 from .errors import LlavamechError
 from .explain import explain, head_map
-from .hooks import frozen_weights, language_model_inputs, sdpa_attention
+from .hooks import frozen_weights, hooked, inject, language_model_call, sdpa_attention
 from .interventions import Means
 from .trace import positions_of
 
@@ -101,6 +102,9 @@ class Embedded:
     embeddings (the projector's outputs) in place. Patch methods work here, so the vision tower runs once."""
     embeds: torch.Tensor           # [1, S, d] float32
     image_positions: torch.Tensor  # [P] sequence indices of the patches, row-major
+    extras: dict = field(default_factory=dict)   # what else a pass needs: Qwen-VL's 3-D positions, Gemma's token types
+    injected: dict = field(default_factory=dict)   # what the language model gets of the image besides (Qwen3-VL's
+    #                                                deepstack features: held as the image gave them, never scored)
 
     @property
     def visual(self) -> torch.Tensor:
@@ -111,10 +115,12 @@ def embed(model, inputs: dict, image_positions: torch.Tensor | None = None) -> E
     """The language model's input embeddings for `inputs` (the vision tower and projector run; the language model
     does not). `image_positions`, when the caller's trace already has them, saves working out the image layout
     again."""
-    embeds = language_model_inputs(model.hf, model.anatomy.language_model, inputs).float().cpu()
+    embeds, extras, injected = language_model_call(model.hf, model.anatomy.language_model, inputs)
+    extras.update(families.embeddings_extras(model.hf, inputs))
     if image_positions is None:
         image_positions = positions_of(model.hf, inputs, model.tokenizer).image_positions
-    return Embedded(embeds, image_positions)
+    injected = {k: v.cpu() if torch.is_tensor(v) else [x.detach().cpu() for x in v] for k, v in injected.items()}
+    return Embedded(embeds.float().cpu(), image_positions, {k: v.cpu() for k, v in extras.items()}, injected)
 
 
 def _fill(emb: Embedded, means: Means | None) -> torch.Tensor:
@@ -123,11 +129,15 @@ def _fill(emb: Embedded, means: Means | None) -> torch.Tensor:
     return emb.visual.mean(0) if means is None else means.visual.float().cpu()
 
 
-def _logprob(model, embeds: torch.Tensor, token: int) -> torch.Tensor:
-    """log p(token) at the last position for a batch of input embeddings [B, S, d] (on the CPU)."""
-    with sdpa_attention(model.hf):
+def _logprob(model, embeds: torch.Tensor, token: int, extras: dict | None = None,
+             injected: dict | None = None) -> torch.Tensor:
+    """log p(token) at the last position for a batch of input embeddings [B, S, d] (on the CPU), with the `extras`
+    and `injected` of one example (an `Embedded`'s) repeated over the batch."""
+    batched = {k: v.expand(*v.shape[:-2], len(embeds), v.shape[-1]).to(model.device) for k, v in (extras or {}).items()}
+    with sdpa_attention(model.hf), hooked(model.hf) as hooks:
+        inject(hooks, model.anatomy.language_model, injected or {}, len(embeds))
         logits = model.hf(inputs_embeds=embeds.to(model.device, model.dtype), use_cache=False,
-                          logits_to_keep=1).logits[:, -1]
+                          logits_to_keep=1, **batched).logits[:, -1]
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))   # half precision read in float32
     return torch.log_softmax(logits, -1)[:, token].cpu()
 
@@ -145,7 +155,7 @@ def answer_logprob(model, emb: Embedded, token: int, removed: list, means: Means
         for r, patches in enumerate(rows):
             if len(patches):
                 embeds[r, emb.image_positions[list(patches)]] = fill
-        return _logprob(model, embeds, token).cpu().numpy()
+        return _logprob(model, embeds, token, emb.extras, emb.injected).cpu().numpy()
 
     batch = first_batch(model, len(removed), clean.shape[1], batch)
     return np.concatenate(in_batches(run, removed, "ablation", batch))
@@ -168,7 +178,8 @@ def gradient_scores(model, emb: Embedded, token: int, means: Means | None = None
     """Gradient × input of log p(answer) w.r.t. each patch's visual embedding, summed over features."""
     visual = emb.visual[None].clone().requires_grad_(True)
     with frozen_weights(model.hf):
-        halving(lambda _: _logprob(model, _with_visual(emb, visual), token).sum().backward(), "gradient", 1)
+        halving(lambda _: _logprob(model, _with_visual(emb, visual), token, emb.extras, emb.injected).sum().backward(),
+                "gradient", 1)
     return (visual.grad * visual).sum(-1)[0].detach().cpu().numpy()
 
 
@@ -181,7 +192,7 @@ def ig_scores(model, emb: Embedded, token: int, means: Means | None = None, step
 
     visual = emb.visual[None]
     baseline = _fill(emb, means).expand_as(visual).clone()
-    ig = IntegratedGradients(lambda v: _logprob(model, _with_visual(emb, v), token))
+    ig = IntegratedGradients(lambda v: _logprob(model, _with_visual(emb, v), token, emb.extras, emb.injected))
     with frozen_weights(model.hf):
         attributions = halving(lambda batch: ig.attribute(visual, baselines=baseline, n_steps=steps,
                                                           internal_batch_size=batch), "integrated gradients",

@@ -91,16 +91,17 @@ def image_grid(images: list, captions: list[str], cols: int = 4, size: float = 2
     return fig
 
 
-def token_grid(image, tokens: list[list[str]], title: str, ax=None):
-    """The image with each patch's token written on it (a [rows][cols] grid of strings)."""
-    fig, ax = plt.subplots(figsize=(4.2, 4.2)) if ax is None else (ax.figure, ax)
+def token_grid(image, tokens: list[list[str]], title: str, ax=None, fontsize: float = 8):
+    """The image with each patch's token written on it (a [rows][cols] grid of strings); at 8 pt a word is at least
+    11 px tall on the page (a 6 pt label was too small to read)."""
+    fig, ax = plt.subplots(figsize=(5.6, 5.6)) if ax is None else (ax.figure, ax)
     ax.imshow(image)
     rows, cols = len(tokens), len(tokens[0])
     w, h = image.size
     for r in range(rows):
         for c in range(cols):
             ax.text((c + 0.5) * w / cols, (r + 0.5) * h / rows, tokens[r][c], ha="center", va="center",
-                    fontsize=6, color="white", bbox=dict(boxstyle="round,pad=0.1", fc="black", alpha=0.55, lw=0))
+                    fontsize=fontsize, color="white", bbox=dict(boxstyle="round,pad=0.1", fc="black", alpha=0.55, lw=0))
     for i in range(1, rows):
         ax.axhline(i * h / rows - 0.5, color="white", lw=0.3, alpha=0.6)
     for i in range(1, cols):
@@ -236,4 +237,81 @@ def head_scatter(x, y, xlabel: str, ylabel: str, title: str, label_top: int = 3,
     ax.set_xlabel(xlabel, fontsize=8)
     ax.set_ylabel(ylabel, fontsize=8)
     ax.set_title(title, fontsize=9)
+    return fig
+
+
+def accuracy_by_type(tables: list, title: str, ax=None):
+    """Accuracy per question type, one bar series per table (e.g. VQA, TQA: `question_study.accuracy` frames), with
+    95 % intervals and each type's chance level as a short dashed line across its group."""
+    fig, ax = plt.subplots(figsize=(7, 3)) if ax is None else (ax.figure, ax)
+    types = list(dict.fromkeys(t for frame in tables for t in frame.index))
+    width = 0.8 / len(tables)
+    for i, frame in enumerate(tables):
+        x = np.array([types.index(t) for t in frame.index]) + (i - (len(tables) - 1) / 2) * width
+        est = frame["accuracy"].tolist()
+        ax.bar(x, [e.mean for e in est], width, yerr=[[e.mean - e.low for e in est], [e.high - e.mean for e in est]],
+               capsize=3, color=f"C{i}", label=frame["mode"].iloc[0])
+    chance = {t: frame.loc[t, "chance"] for frame in tables for t in frame.index}
+    for j, t in enumerate(types):
+        ax.hlines(chance[t], j - 0.45, j + 0.45, color="k", ls="--", lw=0.8, label="chance" if j == 0 else None)
+    ax.set_xticks(range(len(types)))
+    ax.set_xticklabels(types, fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("accuracy (held out)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="lower left")
+    return fig
+
+
+def accuracy_curves(histories: dict[str, list[dict]], prefix: str, title: str, ax=None):
+    """Held-out accuracy per question type over training steps, from training logs ({label: history}; the rows
+    whose keys start with `prefix`, e.g. "vqa_"): one colour per type, one line style per log."""
+    fig, ax = plt.subplots(figsize=(6, 3)) if ax is None else (ax.figure, ax)
+    styles = ["-", "--", ":", "-."]
+    types = list(dict.fromkeys(k[len(prefix):] for h in histories.values() for row in h for k in row
+                               if k.startswith(prefix)))
+    for (label, history), style in zip(histories.items(), styles):
+        for i, qtype in enumerate(types):
+            points = [(row["step"], row[prefix + qtype]) for row in history if prefix + qtype in row]
+            if points:
+                ax.plot(*zip(*points), style, color=f"C{i}", lw=1.2, label=f"{qtype} ({label})")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("held-out accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6, ncol=2)
+    return fig
+
+
+def deletion_insertion(curves: dict[str, dict[str, np.ndarray]], points: np.ndarray):
+    """The mean deletion and insertion curves of each method side by side ({kind: {method: [points]}}, as
+    `patch_eval.mean_curves` gives them), over the share of patches removed or restored."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.3))
+    for ax, kind in zip(axes, ("deletion", "insertion")):
+        for i, (method, curve) in enumerate(curves[kind].items()):
+            ax.plot(points / points[-1], curve, "-", label=method,
+                    color="grey" if method == "random" else f"C{i}", lw=2 if method in ("tool", "ablation") else 1)
+        ax.set_xlabel(f"share of patches {'removed' if kind == 'deletion' else 'restored'}, in the method's order")
+        ax.set_ylabel("mean p(answer)")
+        ax.set_title(f"{kind} ({'lower' if kind == 'deletion' else 'higher'} area is better)", fontsize=9)
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def randomisation(similarity):
+    """Each method's Spearman correlation with the trained model's map (with its 95 % interval) as the model is
+    randomised from the top down (`patch_eval.similarity`: rows = levels, columns = methods)."""
+    fig, ax = plt.subplots(figsize=(7, 3))
+    levels = list(similarity.index)
+    for i, method in enumerate(similarity.columns):
+        est = similarity[method]
+        ax.errorbar(range(len(levels)), [e.mean for e in est], yerr=[[e.mean - e.low for e in est],
+                    [e.high - e.mean for e in est]], marker="o", ms=4, capsize=2, label=method, color=f"C{i}")
+    ax.axhline(0, color="grey", lw=0.8, ls="--")
+    ax.set_xticks(range(len(levels)), levels, fontsize=8)
+    ax.set_ylabel("Spearman with the trained model's map")
+    ax.set_xlabel("randomised, from the top down")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
     return fig

@@ -39,10 +39,12 @@ def agreement(estimate: Estimate, relation: str, baseline: Estimate | float) -> 
 
 
 def compare(estimates: dict[str, Estimate], keys: list[str] | None = None,
-            chance: dict[str, float] | None = None) -> pd.DataFrame:
+            chance: dict[str, float] | None = None, setting: str | None = None) -> pd.DataFrame:
     """One row per paper key in `keys` (default: every key with an estimate): the claim, the measure, the paper's
     number with its provenance, ours with n and the 95 % interval, chance where given, and whether the claim holds
-    here. Each row's verdict and estimate are also glued (holds_KEY, here_KEY) for the introduction's scorecard."""
+    here. `setting` says how ours was measured where the paper's measure names its own (e.g. "top 2 of 64 patches"
+    beside the paper's top-20 of 576). Each row's verdict and estimate are also glued (holds_KEY, here_KEY) for the
+    introduction's scorecard."""
     table = paper_numbers()
     keys = keys if keys is not None else [k for k in table.index if k in estimates]
     unknown = [k for k in keys if k not in table.index]
@@ -54,7 +56,8 @@ def compare(estimates: dict[str, Estimate], keys: list[str] | None = None,
         ours = estimates.get(key)
         row = {"claim": ref["claim"], "measure": ref["measure"],
                "paper": f"{float(ref['value']):.4g} [{SHORT.get(ref['provenance'], ref['provenance'])}]",
-               "here (95 % CI)": f"{ours} (n={ours.n})" if ours is not None else "not measured"}
+               "here (95 % CI)": (f"{ours} (n={ours.n}" + (f"; {setting}" if setting else "") + ")"
+                                  if ours is not None else "not measured")}
         if chance is not None:
             row["chance here"] = f"{chance[key]:.3g}" if key in chance else ""
         verdict = ""

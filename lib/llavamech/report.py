@@ -1,9 +1,7 @@
 """Helpers for the book's executed pages: `glue` a value for the prose (myst-nb where it is installed; elsewhere,
-e.g. in Colab, the value is only kept), tables that render the same every time, and progress bars that the build
-can turn off. (Executed notebooks are normalised and compared by `llavamech.notebooks`.)"""
+e.g. in Colab, the value is only kept), and tables that render the same every time. (Executed notebooks are
+normalised and compared by `llavamech.notebooks`; progress bars live in `llavamech.progress`.)"""
 from __future__ import annotations
-
-import os
 
 try:
     from myst_nb import glue as _glue
@@ -65,11 +63,3 @@ def math(tex: str) -> str:
     """Inline TeX for a table cell or label: the HTML Sphinx writes for inline math, which the book's MathJax
     typesets inside executed outputs too."""
     return f'<span class="math notranslate nohighlight">\\({tex}\\)</span>'
-
-
-def progress(iterable, desc: str):
-    """A progress bar for long loops; TQDM_DISABLE=1 turns it off (the book's build does, so that executed pages
-    hold no bars: tqdm's notebook bars ignore that variable on their own)."""
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, desc=desc, leave=False, disable=os.environ.get("TQDM_DISABLE", "") not in ("", "0"))

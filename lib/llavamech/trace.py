@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import families
 from .anatomy import Anatomy
-from .hooks import hooked, sdpa_attention
+from .hooks import VISUAL_KWARGS, hooked, sdpa_attention
 
 
 @dataclass
@@ -55,7 +56,8 @@ class Positions:
         shape = (int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1))
         if shape[0] * shape[1] != int(hires.sum()):
             raise ValueError("the image tokens of the high-resolution grid do not fill a rectangle")
-        return cls(tokens, image[hires], shape, torch.cat([image[:, None], layout], 1))
+        order = ((rows - rows.min()) * shape[1] + cols - cols.min()).argsort()   # row-major (Idefics3: tile by tile)
+        return cls(tokens, image[hires][order], shape, torch.cat([image[:, None], layout], 1))
 
     def row_col(self, position: int) -> tuple[int, int] | None:
         """(row, col) in the map's grid of a sequence position that is one of its patches, else None."""
@@ -105,8 +107,12 @@ def image_layout(model: torch.nn.Module, image_sizes: torch.Tensor) -> torch.Ten
 
 
 def positions_of(model: torch.nn.Module, inputs: dict, tokenizer) -> Positions:
-    """The Positions of one example's model inputs (LLaVA-NeXT's tile layout included)."""
-    layout = image_layout(model, inputs["image_sizes"]) if "image_sizes" in inputs else None
+    """The Positions of one example's model inputs (LLaVA-NeXT's tile layout, and the grids of the families of
+    llavamech.families, included)."""
+    if families.of(model) is not None and "pixel_values" in inputs:
+        layout = families.layout(model, inputs, tokenizer)
+    else:
+        layout = image_layout(model, inputs["image_sizes"]) if "image_sizes" in inputs else None
     return Positions.of(inputs["input_ids"][0].cpu(), tokenizer, getattr(model.config, "image_token_id", None), layout)
 
 
@@ -128,6 +134,15 @@ class Trace:
     resid_in_all: torch.Tensor | None = None   # [L+1, S, d] layer inputs at every position (last = h^L)
     attn_out_all: torch.Tensor | None = None   # [L, S, d]
     mlp_out_all: torch.Tensor | None = None    # [L, S, d]
+    # Gemma's sandwich norms: A^l and F^l are the normed outputs; these are what the norms received (o_proj's and
+    # down_proj's outputs at T), whose RMS the decomposition freezes (llavamech.attribution). None without them.
+    attn_raw: torch.Tensor | None = None       # [L, d]
+    mlp_raw: torch.Tensor | None = None        # [L, d]
+    soft_cap: float | None = None              # the final logit soft-cap the pass applied (llavamech.attribution)
+    # Qwen3-VL adds visual features to the residual stream at the image positions after its first layers: with
+    # all_positions, what it added after each layer, [L, S, d] (zero elsewhere), so that layer l + 1's input is
+    # h^l = h^{l-1} + A^l + F^l + D^l at every position; None without such additions. At T, a text position, D^l = 0.
+    visual_added_all: torch.Tensor | None = None
 
     @property
     def top_token(self) -> int:
@@ -145,7 +160,8 @@ def run_trace(model: torch.nn.Module, anatomy: Anatomy, inputs: dict, tokenizer,
     and keys (`scored_attention`), so no [H, S, S] weights are ever materialised."""
     if inputs["input_ids"].shape[0] != 1:
         raise ValueError("run_trace takes one example at a time (batch size 1)")
-    store: dict[str, list] = {k: [] for k in ("resid", "attn", "weights", "mid", "mlp", "values", "acts", "final")}
+    store: dict[str, list] = {k: [] for k in ("resid", "attn", "weights", "mid", "mlp", "values", "acts", "final",
+                                              "attn_raw", "mlp_raw", "unembedded", "visual")}
 
     device = anatomy.readout_device   # readouts in float32 on one device, even when the model spans several
 
@@ -155,16 +171,30 @@ def run_trace(model: torch.nn.Module, anatomy: Anatomy, inputs: dict, tokenizer,
     def keep(name, x):
         store[name].append(kept(x[0] if all_positions or name == "values" else x[0, -1]))
 
+    def keep_last(name, x):
+        store[name].append(kept(x[0, -1]))
+
     with sdpa_attention(model), hooked(model) as hooks, torch.no_grad():
-        for layer in anatomy.layers:
+        for l, layer in enumerate(anatomy.layers):
             _capture_scored_attention(hooks, layer.self_attn, lambda w: store["weights"].append(kept(w)))
             hooks.before(layer.input_layernorm, lambda m, a: keep("resid", a[0]))
-            hooks.after(layer.self_attn, lambda m, a, o: keep("attn", o[0]))
             hooks.after(layer.self_attn.v_proj, lambda m, a, o: keep("values", o))
-            hooks.before(layer.post_attention_layernorm, lambda m, a: keep("mid", a[0]))
-            hooks.after(layer.mlp, lambda m, a, o: keep("mlp", o))
+            hooks.before(anatomy.pre_ffn_norm(l), lambda m, a: keep("mid", a[0]))
             hooks.before(layer.mlp.down_proj, lambda m, a: store["acts"].append(kept(a[0][0, -1])))
+            if anatomy.sandwich:   # what joins the residual stream is the normed output; keep the raw one at T too
+                hooks.after(layer.self_attn, lambda m, a, o: keep_last("attn_raw", o[0]))
+                hooks.after(anatomy.attn_out_norm(l), lambda m, a, o: keep("attn", o))
+                hooks.after(layer.mlp, lambda m, a, o: keep_last("mlp_raw", o))
+                hooks.after(anatomy.ffn_out_norm(l), lambda m, a, o: keep("mlp", o))
+            else:
+                hooks.after(layer.self_attn, lambda m, a, o: keep("attn", o[0]))
+                hooks.after(layer.mlp, lambda m, a, o: keep("mlp", o))
         hooks.before(anatomy.final_norm, lambda m, a: keep("final", a[0]))
+        if all_positions:
+            hooks.before(anatomy.language_model, lambda m, a, k: store["visual"].append(
+                {key: k.get(key) for key in VISUAL_KWARGS}), with_kwargs=True)
+        if anatomy.soft_cap is not None:   # whether the class applies its config's cap shows in its own pass
+            hooks.after(anatomy.lm_head, lambda m, a, o: store["unembedded"].append(o[0, -1].detach()))
         out = model(**inputs, use_cache=False, logits_to_keep=1)
 
     def stack(name):
@@ -173,17 +203,34 @@ def run_trace(model: torch.nn.Module, anatomy: Anatomy, inputs: dict, tokenizer,
     resid, attn, mlp, final = stack("resid"), stack("attn"), stack("mlp"), store["final"][0]
     extra = {}
     if all_positions:
-        extra = dict(resid_in_all=torch.cat([resid, final[None]]), attn_out_all=attn, mlp_out_all=mlp)
+        extra = dict(resid_in_all=torch.cat([resid, final[None]]), attn_out_all=attn, mlp_out_all=mlp,
+                     visual_added_all=_visual_added(store["visual"][0], attn.shape, kept))
         resid, attn, mlp, final = resid[:, -1], attn[:, -1], mlp[:, -1], final[-1]
     mid = stack("mid")
     mid = mid[:, -1] if all_positions else mid
     values = stack("values")
     values = values.reshape(*values.shape[:2], anatomy.n_kv_heads, anatomy.head_dim)
     ids = inputs["input_ids"][0].cpu()
+    if anatomy.sandwich:
+        extra.update(attn_raw=stack("attn_raw"), mlp_raw=stack("mlp_raw"))
+    if store["unembedded"] and not torch.equal(store["unembedded"][0], out.logits[0, -1]):
+        extra.update(soft_cap=anatomy.soft_cap)
     return Trace(anatomy=anatomy, positions=positions_of(model, inputs, tokenizer), input_ids=ids,
                  logits=kept(out.logits[0, -1]), resid_in=resid, attn_out=attn, mid=mid, mlp_out=mlp,
                  final_resid=final, attn_weights=stack("weights"), values=values, neuron_acts=stack("acts"),
                  **extra)
+
+
+def _visual_added(visual: dict, shape: torch.Size, kept) -> torch.Tensor | None:
+    """[L, S, d]: the features the language model added at the image positions after each layer (Qwen3-VL's
+    deepstack, one per early layer; the language model's own `visual_pos_masks` say where), else None."""
+    if visual.get("deepstack_visual_embeds") is None:
+        return None
+    added = torch.zeros(shape, device=visual["deepstack_visual_embeds"][0].device)
+    where = visual["visual_pos_masks"][0]
+    for layer, features in enumerate(visual["deepstack_visual_embeds"]):
+        added[layer, where] = features.float()
+    return kept(added)
 
 
 # ---- the attention weights from the scored position, whatever attention implementation runs ----
@@ -207,15 +254,17 @@ def _capture_scored_attention(hooks, attention: torch.nn.Module, deliver) -> Non
 def scored_attention(module: torch.nn.Module, query: torch.Tensor, keys: torch.Tensor, rotary: tuple,
                      mask: torch.Tensor | None) -> torch.Tensor:
     """alpha_{T,j} = softmax_j(q_T . k_j * scaling + mask_{T,j}) for every head, as eager attention computes its
-    last row: query [1, H * head_dim] and keys [S, H_kv * head_dim] as the projections return them (before RoPE,
-    which is applied here with the module family's own function and angles), `mask` as the module received it
-    ([B, 1, S, S], additive floats or booleans = attend; None when fused attention needs none, which for the last
-    position means every position is visible). Scores and softmax in float32: [H, S]."""
+    last row: query [1, H * head_dim] and keys [S, H_kv * head_dim] as the projections return them (the q/k norms,
+    where a family has them, and RoPE are applied here with the module's own norms, function and angles), `mask` as
+    the module received it ([B, 1, S, S], additive floats or booleans = attend; None when fused attention needs
+    none, which for the last position means every position is visible). Scores and softmax in float32: [H, S]."""
     rope = sys.modules[type(module).__module__].apply_rotary_pos_emb
     head_dim = module.head_dim
     cos, sin = rotary
     q = query.view(1, 1, -1, head_dim).transpose(1, 2)                  # [1, H, 1, hd]
     k = keys.view(1, len(keys), -1, head_dim).transpose(1, 2)            # [1, H_kv, S, hd]
+    if hasattr(module, "q_norm"):   # Gemma 3, Qwen3: each head's query and key RMS-normed over head_dim, before RoPE
+        q, k = module.q_norm(q), module.k_norm(k)                        # (per vector: the layout does not matter)
     q = rope(q, q, cos[:, -1:], sin[:, -1:])[0][0, :, 0].float()        # [H, hd]
     k = rope(k, k, cos, sin)[0][0].float()                              # [H_kv, S, hd]
     kv_heads = k.shape[0]

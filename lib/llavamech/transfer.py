@@ -1,4 +1,4 @@
-"""Head transfer (shared/PAPER.md §5, "tuning enhances Vicuna's heads"): do the heads that answer a text question
+"""Head transfer (the book's chapter 4, "tuning enhances Vicuna's heads"): do the heads that answer a text question
 in the language model also answer it, and the visual question, in the Llava tuned from it? And, beyond the paper,
 how far did each head's weights move in tuning, and does putting the old weights back undo what tuning gave?
 
@@ -205,7 +205,7 @@ def where_heads_look(model, examples, heads, seed: int = 0) -> pd.DataFrame:
     the image, on the asked animal's word in the question, and on the rest of the text, over scenes (mean with
     bootstrap interval); and each target's share of the positions (what uniform attention would give)."""
     from .imaging import box_mask, load_image
-    from .report import progress
+    from .progress import progress
     from .stats import bootstrap
 
     targets = ["asked animal's box", "rest of the image", "asked animal's word", "rest of the text"]

@@ -18,7 +18,7 @@ from llavamech import notebooks
 ROOT = Path(__file__).resolve().parents[2]
 EXECUTED = ROOT / "_build" / "executed"
 MIN_FIGURES = {"appendix_identities": 3, "appendix_organism": 3, "ch1_visual_embeddings": 3,
-               "ch2_text_circuit": 4, "ch3_visual_circuit": 4, "ch4_head_transfer": 2, "ch5_patch_tool": 3,
+               "ch2_text_circuit": 4, "ch3_visual_circuit": 4, "ch4_head_transfer": 2, "ch5_patch_tool": 3, "ch6_beyond_colour": 5, "appendix_families": 1,
                "appendix_real_llava": 0}
 CHAPTERS = sorted(p.stem for p in (ROOT / "book").glob("*.py"))
 

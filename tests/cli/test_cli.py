@@ -131,3 +131,37 @@ def test_every_method_keeps_the_contract(capsys, png, method):
     tool = json.loads(run(capsys, "explain", str(png), "--question", Q, "--model", "tiny-random-llava", "--json")[1])
     assert tool["method"] == "tool" and data["answer"] == tool["answer"] and data["top_heads"] == tool["top_heads"]
     assert data["patch_grid"] != tool["patch_grid"]
+
+
+def test_every_question_type_is_named_in_the_json_and_a_free_question_is_null(capsys, tmp_path):
+    """The multi-question organism answers each type with one of the type's answers; a question of no type still
+    gets an explanation of the model's own next token, with question_type null."""
+    from llavamech.examples import typed_examples
+    from llavamech.questions import types
+
+    for qtype in ("existence", "counting", "position", "reverse"):
+        example = typed_examples(1, qtype)[0]
+        path = tmp_path / f"{qtype}.png"
+        example.image.save(path)
+        code, out, err = run(capsys, "explain", str(path), "--question", example.question, "--model",
+                             "toy-llava-multi", "--json")
+        assert code == 0, err
+        data = json.loads(out)
+        assert data["question_type"] == qtype and data["answer"] in types()[qtype].answers
+    code, out, err = run(capsys, "explain", str(path), "--question", "Is the dog red?", "--model", "toy-llava-multi",
+                         "--json")
+    assert code == 0, err
+    assert json.loads(out)["question_type"] is None
+
+
+def test_typed_example_sets_run_and_score_their_answers(capsys, tmp_path):
+    code, out, err = run(capsys, "examples", "--n", "6", "--type", "counting", "--out", str(tmp_path / "set.jsonl"))
+    assert code == 0, err
+    code, out, err = run(capsys, "run", str(tmp_path / "set.jsonl"), "--model", "toy-llava-multi",
+                         "--out", str(tmp_path / "out"))
+    assert code == 0, err
+    rows = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    assert all(r["question_type"] == "counting" and r["expected"] in ("one", "two", "three") for r in rows)
+    assert all(r["correct"] == (r["answer"] == r["expected"]) for r in rows)
+    code, out, err = run(capsys, "examples", "--n", "2", "--type", "weather", "--out", str(tmp_path / "w.jsonl"))
+    assert code == 2 and "unknown question type 'weather'" in err and "\n" not in err.strip()

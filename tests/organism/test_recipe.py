@@ -62,3 +62,58 @@ def test_training_is_deterministic_under_a_seed():
 
     assert losses(3) == losses(3)
     assert losses(3) != losses(4)
+
+
+@pytest.fixture(scope="module")
+def multi_smoke(tmp_path_factory):
+    """The multi-question recipe for a few steps, from the shipped toy-clip (as `train-organism --multi` does)."""
+    import shutil
+    from llavamech.paths import MODELS_DIR
+
+    out = tmp_path_factory.mktemp("multi")
+    shutil.copytree(MODELS_DIR / "toy-clip", out / "toy-clip")
+    plan = recipe.smoke_recipe(seed=0, multi=True)
+    recipe.run("all", out, plan)
+    return out, plan.history
+
+
+def test_the_multi_recipe_trains_every_type_and_keeps_the_colour_words_ids(multi_smoke):
+    import llavamech
+    from llavamech.organism import build
+
+    out, history = multi_smoke
+    assert (out / "toy-llava-multi" / "config.json").exists() and not (out / "toy-llava" / "config.json").exists()
+    llava = llavamech.load(str(out / "toy-llava-multi"))
+    colour_vocab = build.build_tokenizer().get_vocab()
+    assert all(llava.tokenizer.get_vocab()[w] == i for w, i in colour_vocab.items())
+    assert all(llava.knows(w) for w in ("yes", "no", "three", "left", "right"))
+    for stage in ("vicuna", "stage2"):
+        losses = [r["loss"] for r in history if r["stage"] == stage]
+        k = max(2, len(losses) // 4)
+        assert mean(losses[-k:]) < mean(losses[:k]), (stage, losses)
+
+
+def test_chapter_6s_measures_run_on_every_type(multi_smoke):
+    import numpy as np
+    import llavamech
+    from llavamech import question_study as study
+    from llavamech.interventions import activation_means
+
+    out, _ = multi_smoke
+    llava = llavamech.load(str(out / "toy-llava-multi"))
+    sets = study.example_sets(6, seed=0)
+    table = study.accuracy(llava, sets, "vqa")
+    assert list(table.index) == list(sets) and (table["n"] == 6).all()
+    assert table.loc["existence", "chance"] == 0.5 and table.loc["counting", "chance"] == pytest.approx(1 / 3)
+    readings = study.head_readings(llava, sets)
+    imp = study.imp_of(readings)
+    assert imp["counting"].shape == (6, 4, 8) and readings["colour"]["attention"]["entropy"].shape == (6, 4, 8)
+    spread = study.attention_spread(readings, {t: study.top_heads(v, 1)[0] for t, v in imp.items()})
+    assert all(0 <= e.mean <= 1 for e in spread["relative entropy over patches"])
+    means = activation_means(llava, sets["colour"], "vqa")
+    shared = study.shared_circuit(llava, sets, study.top_heads(imp["colour"], 2), means, draws=5)
+    assert list(shared.index) == list(sets) and all(0 < p <= 1 for p in shared["p (same layers)"])
+    mirror = study.mirrored_order(llava, sets["position"])
+    assert set(mirror.index) == {"image mirrored", "token order mirrored"} and (mirror["n"] == 6).all()
+    features = study.explanation_features(llava, sets["existence"])
+    assert np.isfinite(features[list(study.FEATURES)].to_numpy(float)).all()

@@ -64,7 +64,7 @@ def test_a_word_outside_the_world_is_out_of_vocabulary(llava):
 
 def test_the_cards_table_gives_intervals_and_says_which_bar_is_missed():
     from llavamech.models import model_card
-    from llavamech.organism.card import accuracy_table, wilson
+    from llavamech.cards import accuracy_table, wilson
 
     low, high = wilson(0.5, 100)
     assert 0.40 < low < 0.41 and 0.59 < high < 0.60

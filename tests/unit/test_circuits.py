@@ -7,23 +7,27 @@ ATOL = 1e-5
 
 
 def test_layer_input_is_embedding_plus_key_input_plus_value_input(model, example):
+    """And, where the model adds visual features after its first layers (Qwen3-VL), plus their part."""
     trace = model.trace(**example, all_positions=True)
     positions = torch.arange(trace.seq_len)
     for layer in range(model.anatomy.n_layers + 1):
         parts = circuits.stream_parts(trace, layer, positions)
-        rebuilt = trace.resid_in_all[0] + parts["key input"] + parts["value input"]
+        assert ("deepstack input" in parts) == (trace.visual_added_all is not None)
+        rebuilt = trace.resid_in_all[0] + parts["key input"] + parts["value input"] + parts.get("deepstack input", 0)
         assert torch.allclose(parts["layer input"], rebuilt, atol=ATOL)
 
 
 def test_value_outputs_are_attention_weighted_ov_outputs_and_sum_to_the_head(model, example):
+    """Where a norm follows attention (Gemma), both carry its frozen scale."""
     trace = model.trace(**example, all_positions=True)
     everywhere = torch.arange(trace.seq_len)
-    layer, head = model.anatomy.n_layers - 1, model.anatomy.n_heads - 1
-    u = circuits.value_output(trace, layer, head, everywhere)
-    ov = circuits.ov_output(trace, layer, head, everywhere)
-    assert torch.allclose(u, trace.attn_weights[layer, head][:, None] * ov, atol=ATOL)
-    assert torch.allclose(u.sum(0), attribution.head_outputs(trace, layer)[head], atol=ATOL)
-    assert abs(circuits.attention_mass(trace, layer, head, everywhere) - 1.0) < ATOL
+    for layer in range(model.anatomy.n_layers):
+        head = model.anatomy.n_heads - 1
+        u = circuits.value_output(trace, layer, head, everywhere)
+        ov = circuits.ov_output(trace, layer, head, everywhere)
+        assert torch.allclose(u, trace.attn_weights[layer, head][:, None] * ov, atol=ATOL)
+        assert torch.allclose(u.sum(0), attribution.head_outputs(trace, layer)[head], atol=ATOL)
+        assert abs(circuits.attention_mass(trace, layer, head, everywhere) - 1.0) < ATOL
 
 
 def test_important_positions_are_the_best_of_their_kind(model, example):

@@ -57,7 +57,7 @@ def off_cpu(value, where="result") -> list[str]:
 
 def results(model, example) -> dict:
     """What the public functions return for one model and example (Llava: VQA and the patch methods)."""
-    from llavamech import attribution as A, circuits, interventions, lens, runs
+    from llavamech import attribution as A, circuits, interventions, lens, readouts
     from llavamech.examples import toy_examples
 
     trace = model.trace(**example, all_positions=True)
@@ -82,7 +82,7 @@ def results(model, example) -> dict:
         "attention_mass": circuits.attention_mass(trace, layer, head, where),
     }
     examples, mode = toy_examples(2, seed=3), "vqa" if model.is_multimodal else "tqa"
-    out["collect"] = runs.collect(model, examples, {"heads": runs.head_imp, "layers": runs.layer_imp}, mode)
+    out["collect"] = readouts.collect(model, examples, {"heads": readouts.head_imp, "layers": readouts.layer_imp}, mode)
     out["answer_scores"] = interventions.answer_scores(model, examples, mode)
     means = interventions.activation_means(model, examples, mode)
     out["means"] = vars(means)

@@ -92,6 +92,19 @@ def test_the_model_vocabulary_check(tmp_path):
         load_examples(str(path), model=model)
 
 
+def test_questions_of_every_type_are_read_with_their_answers(tmp_path):
+    """A question of any type (or free text) is asked as given; its answer, where given, is what accuracy uses."""
+    path = write(tmp_path, [{"image": "a.png", "question": "is there a cat", "answer": "no"},
+                            {"image": "a.png", "question": "How many animals are there?", "answer": "two"},
+                            {"image": "a.png", "question": "Which animal is brown?", "answer": "dog"},
+                            {"image": "a.png", "question": "Why is the sky grey?"},
+                            {"image": "a.png", "animal": "dog", "colour": "brown"}])
+    cat, count, reverse, free, colour = read_jsonl(path)
+    assert (cat.animal, cat.question, cat.expected) == ("cat", "is there a cat", "no")
+    assert (count.animal, count.expected, reverse.expected) == ("", "two", "dog")
+    assert (free.expected, colour.question, colour.expected) == (None, "What is the color of the dog?", "brown")
+
+
 def test_modes_need_what_they_read():
     with pytest.raises(LlavamechError, match="no facts"):
         Example(image=None, animal="dog").inputs("tqa")
@@ -108,7 +121,9 @@ def test_other_spellings_are_read_and_unknown_keys_refused(tmp_path):
     assert (first.colour, first.box, second.animal, second.colour) == ("brown", (1, 2, 30, 29), "cat", "black")
     for line, message in [(dict(GOOD, colur="brown"), "unknown key 'colur'"),
                           (dict(GOOD, color="red"), "\"colour\" 'brown' and \"color\" 'red' disagree"),
-                          (dict(GOOD, question="How many dogs are there?"), "is not a colour question"),
+                          (dict(GOOD, question="Is there a dog?", answer="maybe"),
+                           r"'maybe' cannot answer \"Is there a dog\?\", an existence question \(answers: yes, no\)"),
+                          (dict(GOOD, question="How many animals are there?", answer="2 or 3"), "cannot answer"),
                           (dict(GOOD, question="What is the color of the cat?"), "asks about the cat but"),
                           (dict(GOOD, animal="dog?"), "\"animal\" must be a word"),
                           (dict(GOOD, colour=5), "\"colour\" must be a word"),

@@ -153,3 +153,18 @@ def test_causal_checks_fit_by_halving(llava):
         small = answer_scores(llava, examples, "tqa")
     np.testing.assert_allclose(small["log p"], full["log p"], atol=1e-5)
     np.testing.assert_array_equal(small["correct"], full["correct"])
+
+
+def test_visual_rows_pick_each_rows_own_features():
+    """A batch's deepstack features are flattened over its image positions row after row: picking rows (repeats
+    allowed, in any order) picks each row's mask and its own features; one example repeated is `inject`'s batch."""
+    from llavamech.hooks import visual_rows
+
+    masks = torch.tensor([[True, False, True], [False, True, False]])
+    features = torch.arange(3.0)[:, None].repeat(1, 4)            # rows 0, 0 then 1 of the batch: features 0, 1, 2
+    visual = {"visual_pos_masks": masks, "deepstack_visual_embeds": [features, -features]}
+    picked = visual_rows(visual, [1, 0, 1])
+    assert torch.equal(picked["visual_pos_masks"], masks[[1, 0, 1]])
+    assert picked["deepstack_visual_embeds"][0][:, 0].tolist() == [2, 0, 1, 2]
+    assert picked["deepstack_visual_embeds"][1][:, 0].tolist() == [-2, 0, -1, -2]
+    assert visual_rows({}, [0, 0]) == {}

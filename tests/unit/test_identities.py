@@ -10,14 +10,24 @@ def close(a, b, atol=ATOL):
     assert torch.allclose(a, b, atol=atol, rtol=0), f"max error {float((a - b).abs().max()):.2e}"
 
 
+class OProj(list):
+    """o_proj's inputs at T per layer (the concatenated per-head attention outputs), and for a model with a norm
+    after attention (Gemma) that norm's own rescaling of o_proj's output at T, norm(o) / o: what freezing its RMS
+    makes of it, read with the test's own hooks."""
+    scales: list
+
+
 def capture_o_proj_inputs(model, kwargs):
-    """The concatenated per-head attention outputs entering o_proj at T, read with the test's own hooks."""
-    seen = []
+    seen, outputs = OProj(), []
     hooks = [layer.self_attn.o_proj.register_forward_pre_hook(lambda m, a: seen.append(a[0][0, -1].clone()))
              for layer in model.anatomy.layers]
+    hooks += [layer.self_attn.o_proj.register_forward_hook(lambda m, a, o: outputs.append(o[0, -1].clone()))
+              for layer in model.anatomy.layers]
     try:
         with torch.no_grad():
             model.hf(**model.inputs(**kwargs))
+            seen.scales = [model.anatomy.attn_out_norm(l)(o) / o if model.anatomy.sandwich else 1.0
+                           for l, o in enumerate(outputs)]
     finally:
         for h in hooks:
             h.remove()
@@ -25,18 +35,25 @@ def capture_o_proj_inputs(model, kwargs):
 
 
 def direct_head_output(model, o_in, layer, head):
-    """Head `head`'s slice of o_proj applied to its slice of o_proj's input: a^{l,h} without the library."""
+    """Head `head`'s slice of o_proj applied to its slice of o_proj's input (then the frozen output norm, where there
+    is one): a^{l,h} without the library."""
     a = model.anatomy
     sl = slice(head * a.head_dim, (head + 1) * a.head_dim)
-    return a.layers[layer].self_attn.o_proj.weight[:, sl] @ o_in[layer][sl]
+    return o_in.scales[layer] * (a.layers[layer].self_attn.o_proj.weight[:, sl] @ o_in[layer][sl])
+
+
+def softcap(model, logits):
+    cap = getattr(getattr(model.hf.config, "text_config", model.hf.config), "final_logit_softcapping", None)
+    return logits if cap is None else cap * torch.tanh(logits / cap)
 
 
 def brute_imp(model, trace, base, v, token):
-    """Imp through the model's own modules: final_norm(h_L) / h_L rescales any x by g/s with s frozen."""
+    """Imp through the model's own modules: final_norm(h_L) / h_L rescales any x by g/s with s frozen; the logits
+    then soft-capped as the model caps them."""
     a = model.anatomy
     with torch.no_grad():
         scale = a.final_norm(trace.final_resid) / trace.final_resid
-        z = lambda x: a.lm_head(scale * x)
+        z = lambda x: softcap(model, a.lm_head(scale * x))
         return (torch.log_softmax(z(base + v), -1)[token] - torch.log_softmax(z(base), -1)[token]).item()
 
 
@@ -70,7 +87,8 @@ def test_residual_stream_bookkeeping(model, example):
 
 def test_frozen_norm_readout_of_final_residual_is_the_logits(model, example):
     trace = model.trace(**example)
-    close(A.readout(trace, trace.final_resid), trace.logits, atol=1e-4 * float(trace.logits.abs().max()) + ATOL)
+    close(A.capped(trace, A.readout(trace, trace.final_resid)), trace.logits,
+          atol=1e-4 * float(trace.logits.abs().max()) + ATOL)
 
 
 def test_layer_imp_matches_brute_force(model, example):
@@ -111,7 +129,8 @@ def test_logit_contribution_is_additive(model, example):
 def test_eps_comes_from_the_config(model):
     text_config = getattr(model.hf.config, "text_config", model.hf.config)
     assert model.anatomy.eps == text_config.rms_norm_eps
-    assert model.anatomy.final_norm.variance_epsilon == model.anatomy.eps
+    norm = model.anatomy.final_norm
+    assert getattr(norm, "variance_epsilon", getattr(norm, "eps", None)) == model.anatomy.eps
 
 
 def test_imp_of_a_small_vector_keeps_its_own_precision():
@@ -128,3 +147,12 @@ def test_imp_of_a_small_vector_keeps_its_own_precision():
     large = torch.randn(5, 1000) * 3      # and where dz is large, the log-sums themselves
     exact = (torch.log_softmax(z0.double() + large.double(), -1) - torch.log_softmax(z0.double(), -1))[:, 7]
     assert torch.allclose((large[:, 7] - A._log_partition_increase(z0, large)).double(), exact, atol=1e-5)
+
+
+def test_the_books_identity_check_holds_on_every_model(model, example):
+    """llavamech.checks.identity_errors, which the book prints, within 1e-5 on every class: for Gemma its heads
+    carry the model's own norm after attention, norm(o) / o, and its brute-force Imp the model's logit cap."""
+    from llavamech.checks import identity_errors
+
+    errors = identity_errors(model, **example)
+    assert max(errors.values()) < ATOL, errors

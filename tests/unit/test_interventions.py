@@ -75,6 +75,30 @@ def test_batched_patch_ablation_equals_one_image_at_a_time():
     assert not torch.allclose(batched[1], batched[0], atol=1e-6)
 
 
+def test_patch_ablation_at_the_projector_is_removal_from_the_embeddings(model, example):
+    """Where the projector outputs the grid row-major (Llava, Gemma 3), ablating patch p there is zeroing the
+    embedding at the p-th image position of a pass on the embeddings alone (with what the model hands its language
+    model besides them); every other multimodal model is refused in one line, as its projector's rows are tiles or
+    merged tokens in the tower's order."""
+    from llavamech import patches as P
+    from llavamech.errors import LlavamechError
+
+    if not model.is_multimodal:
+        pytest.skip("text-only: test_text_models_have_no_patches")
+    grid = model.family.model_type == "gemma3" if model.family else "next=True" not in model.name
+    if not grid:
+        with pytest.raises(LlavamechError, match="does not output its patches as one grid") as error:
+            logits(model, example, patches=[0])
+        assert "\n" not in str(error.value)
+        return
+    emb, w, p = P.embed(model, model.inputs(**example)), 3, 2
+    embeds = emb.embeds.clone()
+    embeds[0, emb.image_positions[p]] = 0
+    with torch.no_grad():
+        removed = P._logprob(model, embeds, w, emb.extras, emb.injected).item()
+    assert abs(float(torch.log_softmax(logits(model, example, patches=[p]), -1)[w]) - removed) < 1e-5
+
+
 def test_text_models_have_no_patches():
     from llavamech import load
     model = load("tiny-random-vicuna")
@@ -167,3 +191,30 @@ def test_a_causal_test_is_glued_for_the_prose(monkeypatch):
     assert glued["k2_p_all"] == float(table.loc[2, "p (all heads)"]) and glued["n_heads_total"] == len(ranked)
     layer, head = map(int, glued["worst_single_head"].split("_"))   # k = 1 ran every other head alone
     assert glued["worst_single_imp_rank"] == ranked.index((layer, head)) + 1 > 1
+
+
+def test_passes_on_embeddings_are_the_models_own_on_every_family(model):
+    """encode + set_scores run the language model on the merged embeddings with what the model derives besides them
+    (Qwen-VL's 3-D positions, Gemma 3's token types, Qwen3-VL's deepstack features), per batch row: with no head
+    ablated they give the plain forward pass's log p, and with a head set what `answer_scores` (the whole model,
+    image included) gives; without them, where a family has them, another model. The ablation test runs."""
+    import numpy as np
+
+    examples, mode = toy_examples(3, seed=4), "vqa" if model.is_multimodal else "tqa"
+    encoded = I.encode(model, examples, mode)
+    heads = [(model.anatomy.n_layers - 1, 1)]
+    row_heads = lambda m, rows: I.ablated(m, row_heads=rows)
+    scores = I.set_scores(model, encoded, [[], heads], row_heads, batch=4)   # chunks that mix examples and sets
+    for i, e in enumerate(examples):
+        plain = torch.log_softmax(logits(model, e.inputs(mode)), -1)[model.token_id(e.expected)]
+        assert abs(scores["log p"][0, i] - float(plain)) < 1e-5
+    np.testing.assert_allclose(scores["log p"][1], I.answer_scores(model, examples, mode, heads=heads)["log p"],
+                               atol=1e-5)
+    if any(inputs["extras"] or inputs["visual"] for _, inputs in encoded.groups):
+        for _, inputs in encoded.groups:
+            inputs.update(extras={}, visual={})
+        bare = I.set_scores(model, encoded, [[]], row_heads)["log p"][0]
+        assert np.abs(bare - scores["log p"][0]).max() > 1e-6
+    means = I.activation_means(model, examples, mode)
+    table = I.head_ablation_test(model, examples, mode, [(1, 0), (0, 1)], ks=(1,), draws=2, means=means)
+    assert list(table.index) == [1] and 0 < table.loc[1, "p (all heads)"] <= 1

@@ -110,7 +110,18 @@ def test_the_colour_question_is_recognised_in_any_spelling(question):
     canonical = f"USER: {CONTEXT}\n{Q}\nASSISTANT: The color of the dog is"
     assert model.prompt(Q, CONTEXT) == canonical
     assert model.prompt(question, CONTEXT) == canonical
-    assert model.prompt("Is there a dog?").endswith("ASSISTANT:")   # any other question: no prefix
+    assert model.prompt("Why is the dog here?").endswith("ASSISTANT:")   # a question of no type: no prefix
+
+
+@pytest.mark.parametrize("question, canonical, prefix", [
+    ("is there an elephant", "Is there a elephant?", " The answer is"),
+    ("Which animal is  red", "Which animal is red?", " The red animal is the"),
+    ("how many animals are there", "How many animals are there?", " The number of animals is"),
+    ("Is the dog on the left or on the right", "Is the dog on the left or on the right?", " The dog is on the"),
+])
+def test_every_question_type_gets_its_wording_and_answer_prefix(question, canonical, prefix):
+    model = llavamech.load("tiny-random-vicuna")
+    assert model.prompt(question, image=True) == f"USER: <image>\n{canonical}\nASSISTANT:{prefix}"
 
 
 def test_model_paths_to_files_are_refused(tmp_path):

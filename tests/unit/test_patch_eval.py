@@ -1,5 +1,6 @@
 """The evaluation of patch maps: metrics on hand-made maps, where the right answer is known."""
 import numpy as np
+import torch
 import pytest
 
 from llavamech import patch_eval as E
@@ -57,3 +58,32 @@ def test_absent_animal_asks_both_questions_of_each_scene():
     assert all(a not in dict(e.facts) for a, e in zip(absent["animal"], items))
     assert absent["correct"].isna().all() and frame[frame["asked"] == "present"]["correct"].notna().all()
     assert ((frame["mass on the animals"] >= 0) & (frame["mass on the animals"] <= 1)).all()
+
+
+def test_pointing_is_the_top_patch_in_the_mask_and_float_noise_does_not_decide_it():
+    from llavamech.patch_eval import pointing
+    mask = np.zeros((3, 3), bool)
+    mask[1, 1] = True
+    scores = np.zeros((3, 3))
+    scores[1, 1] = 1.0
+    assert pointing(scores, mask) and not pointing(-scores, mask)
+    tie = np.full((3, 3), 0.5)
+    tie[2, 2] = 0.5 + 1e-9          # below the resolution: a tie, the first patch wins on every machine
+    assert not pointing(tie, np.eye(3, dtype=bool)[::-1]) and pointing(tie, np.eye(3, dtype=bool))
+
+
+def test_randomised_weights_are_restored_and_other_threads_wait_for_them():
+    import threading
+    import llavamech
+    from llavamech.hooks import model_lock
+
+    model = llavamech.load("tiny-random-llava")
+    layer = model.anatomy.layers[-1]
+    before = layer.mlp.down_proj.weight.clone()
+    seen = []
+    with E.randomised(model, [layer], seed=0):
+        assert not torch.equal(layer.mlp.down_proj.weight, before)
+        other = threading.Thread(target=lambda: seen.append(model_lock(model.hf).acquire(timeout=0.2)))
+        other.start()
+        other.join()
+    assert seen == [False] and torch.equal(layer.mlp.down_proj.weight, before)

@@ -36,3 +36,10 @@ def test_compare_lays_paper_beside_ours():
     assert compare({}, keys=["vis.colour_mrr.important"]).iloc[0]["here (95 % CI)"] == "not measured"
     with pytest.raises(KeyError):
         compare(ours, keys=["no.such.key"])
+
+
+def test_compare_says_how_ours_was_measured_where_the_paper_names_its_setting():
+    ours = {"vis.colour_mrr.important": Estimate(0.5, 0.4, 0.6, 80)}
+    table = compare(ours, setting="top 2 of 64 patches")
+    assert "top-20" in table.loc["vis.colour_mrr.important", "measure"]
+    assert table.loc["vis.colour_mrr.important", "here (95 % CI)"].endswith("(n=80; top 2 of 64 patches)")

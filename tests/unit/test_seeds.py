@@ -1,7 +1,7 @@
 """The seed study's bookkeeping: pairs of models one stage apart."""
 import pandas as pd
 
-from llavamech.organism import seeds
+from llavamech import seeds
 from llavamech.stats import Estimate
 
 

@@ -32,20 +32,29 @@ def _words(text: str) -> list[str]:
     return re.findall(r"\w+|[^\w\s]", text)
 
 
-def vocabulary() -> list[str]:
-    """Every word the toy world's prompts, facts and captions use, in a fixed order."""
+def vocabulary(multi: bool = False) -> list[str]:
+    """Every word the toy world's prompts, facts and captions use, in a fixed order. `multi` appends the words of
+    every question type (world.json "question_types") after them, so that the colour organism's ids stay as they are."""
     world = load_world()
     texts = [TQA_TEMPLATE.replace("<image>", ""), VQA_TEMPLATE.replace("<image>", ""),
              world.spec["questions"]["tqa_fact"], caption([("x", "y"), ("x", "y")])]
-    words = [w for t in texts for w in _words(t.replace("{animal}", "").replace("{colour}", "")
-                                               .replace("{facts}", ""))] + EXTRA_WORDS
+    words = [w for t in texts for w in _template_words(t)] + EXTRA_WORDS
     words += list(world.animals) + list(world.colour_names)
+    if multi:
+        for qtype in (t for k, t in world.spec["question_types"].items() if k != "about"):
+            words += [w for t in (qtype["question"], qtype["answer_prefix"], qtype["fact"] or "") for w in _template_words(t)]
+            words += [] if isinstance(qtype["answers"], str) else qtype["answers"]
     return list(dict.fromkeys(w for w in words if w not in "xy"))
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
-    """A word-level tokenizer (Llama-style: <s> prepended, no </s>) with <image> as a special token."""
-    vocab = {t: i for i, t in enumerate(SPECIAL + vocabulary())}
+def _template_words(template: str) -> list[str]:
+    return _words(re.sub(r"\{\w+\}", "", template))
+
+
+def build_tokenizer(multi: bool = False) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer (Llama-style: <s> prepended, no </s>) with <image> as a special token; `multi`: the
+    multi-question organism's, with every question type's words."""
+    vocab = {t: i for i, t in enumerate(SPECIAL + vocabulary(multi))}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", 1)])

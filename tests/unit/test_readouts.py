@@ -1,18 +1,18 @@
 import numpy as np
 import torch
 
-from llavamech import attribution, load, runs
+from llavamech import attribution, load, readouts
 from llavamech.examples import toy_examples
 
 
 def test_collect_keeps_one_value_per_example_and_stacks_them():
     model = load("tiny-random-llava")
     examples = toy_examples(3, seed=9)
-    out = runs.collect(model, examples, {"heads": runs.head_imp, "layers": runs.layer_imp, "ok": runs.correct,
+    out = readouts.collect(model, examples, {"heads": readouts.head_imp, "layers": readouts.layer_imp, "ok": readouts.correct,
                                          "top": lambda item: item.answer}, mode="vqa")
     a = model.anatomy
     assert out["heads"].shape == (3, a.n_layers, a.n_heads) and out["layers"].shape == (3, 2, a.n_layers)
     assert set(np.unique(out["ok"])) <= {0.0, 1.0}
     second = attribution.head_scores(model.trace(**examples[1].inputs("vqa")))
     assert np.allclose(out["heads"][1], second.numpy(), atol=1e-6)
-    assert runs.top_heads_of(torch.tensor([[0.1, 0.5], [0.9, 0.0]]), 2) == [(1, 0), (0, 1)]
+    assert readouts.top_heads_of(torch.tensor([[0.1, 0.5], [0.9, 0.0]]), 2) == [(1, 0), (0, 1)]

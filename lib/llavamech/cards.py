@@ -1,4 +1,6 @@
-"""Measure the shipped organism on fresh held-out data and write its model cards (card.json, README.md, curves)."""
+"""Measure the shipped organism on fresh held-out data and write its model cards (card.json, README.md, curves).
+
+A study of the organism, above the analysis side: the organism package itself imports nothing of it."""
 from __future__ import annotations
 
 import json
@@ -10,10 +12,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import recipe
-from ..models import load
-from ..paths import MODELS_DIR
-from .world import make_scene, patch_labels, sample_facts
+from .models import load
+from .organism import recipe
+from .organism.world import make_scene, patch_labels, sample_facts
+from .paths import MODELS_DIR
 
 EVAL_SEED = 2024  # evaluation streams are seeded apart from every training stream, on held-out keys only
 

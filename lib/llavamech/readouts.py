@@ -14,7 +14,7 @@ import torch
 
 from . import attribution
 from .examples import Example
-from .report import progress
+from .progress import progress
 from .trace import Trace
 
 
@@ -41,8 +41,9 @@ class Item:
 
     @property
     def correct(self) -> float:
-        """1.0 if the answer is the true colour, 0.0 if not, NaN when the true colour is unknown."""
-        return float("nan") if self.colour_id is None else float(self.answer == self.colour_id)
+        """1.0 if the answer is the true one (the colour, for a colour question), 0.0 if not, NaN when unknown."""
+        expected = self.example.expected
+        return float("nan") if expected is None else float(self.answer == self.model.token_id(expected))
 
 
 Readout = Callable[[Item], object]

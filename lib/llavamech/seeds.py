@@ -1,7 +1,7 @@
 """The organism across training seeds. Which shipped toy-llava came from which seed of each stage, and the patch
 evaluation of every one of them on the same held-out scenes. The evaluation is a long job, run once off CI:
 
-    python -m llavamech.organism.seeds [--n 200] [--seed 0] [--out data/seeds/patch-eval.csv]
+    python -m llavamech.seeds [--n 200] [--seed 0] [--out data/seeds/patch-eval.csv]
 
 (about 2 min per model on 2 cores). Its output ships with the book; chapter 5 reads it and recomputes the main
 model's rows live, so a stale file shows up as a difference. To train a variant: `python -m llavamech
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..paths import MODELS_DIR, SEEDS_DIR
+from .paths import MODELS_DIR, SEEDS_DIR
 
 # name: seeds of (toy-vicuna, toy-clip, the Llava stages); the main organism is all zeros
 VARIANTS = {
@@ -49,9 +49,9 @@ def variants() -> pd.DataFrame:
 def evaluate_variant(name: str, n: int, seed: int) -> pd.DataFrame:
     """The patch evaluation of one shipped variant, as chapter 5 runs it (mean ablation over the scenes)."""
     import llavamech
-    from ..examples import toy_examples
-    from ..interventions import activation_means
-    from ..patch_eval import evaluate
+    from .examples import toy_examples
+    from .interventions import activation_means
+    from .patch_eval import evaluate
 
     model = llavamech.load(name)
     items = toy_examples(n, seed)
@@ -63,7 +63,7 @@ def seed_table(per_scene: pd.DataFrame, methods=("tool", "top-k", "attention", "
                metric: str = "pointing", seed: int = 0) -> pd.DataFrame:
     """One row per model: its stage seeds, VQA accuracy on the scenes, the tool's most frequent head (and on what
     share of scenes it is the top head), and `metric` for each method with its bootstrap 95 % interval."""
-    from ..stats import bootstrap
+    from .stats import bootstrap
 
     rows = []
     for name, group in per_scene.groupby("model", sort=False):

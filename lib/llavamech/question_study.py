@@ -1,0 +1,348 @@
+"""Chapter 6: does the colour circuit answer other questions, and can the tool tell a grounded answer from one
+the image does not support?
+
+Every function takes example sets keyed by question type ({"colour": [...], "existence": [...], ...}, from
+`examples.typed_examples`) and returns a table with n, 95 % intervals and the chance level.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.stats import spearmanr
+
+from . import circuits, questions, readouts
+from .examples import Example, typed_examples
+from .hooks import language_model_inputs
+from .imaging import box_mask
+from .patch_eval import pointing
+from .interventions import HeadSetTest, Means, ablated, answer_scores
+from .progress import progress
+from .stats import Estimate, bootstrap
+from .trace import positions_of
+from .transfer import overlap_table
+
+
+def chance(qtype: str) -> float:
+    """Accuracy of a uniform guess among the type's answers."""
+    return 1 / len(questions.types()[qtype].answers)
+
+
+def example_sets(n: int, seed: int = 0, text: bool = False, qtypes=None) -> dict[str, list[Example]]:
+    """n held-out examples of each question type (scenes, or with `text` the facts as text)."""
+    from .organism.tasks import type_names
+
+    return {t: typed_examples(n, t, seed, text) for t in (qtypes or type_names(text=text))}
+
+
+def by_type(examples: list[Example]) -> dict[str, list[Example]]:
+    """A user's example set grouped by question type (llavamech.questions), in world.json's order; items whose
+    question has no type are left out (`explain` still runs on them, on the model's own answer)."""
+    grouped: dict[str, list[Example]] = {t: [] for t in questions.types()}
+    for example in examples:
+        parsed = questions.parse(example.question)
+        if parsed is not None:
+            grouped[parsed.type].append(example)
+    return {t: v for t, v in grouped.items() if v}
+
+
+def absent_variants(examples: list[Example], seed: int = 0) -> list[Example]:
+    """Each colour example asked instead about an animal its scene does not hold (no true colour): the questions a
+    grounded answer cannot exist for."""
+    import random
+
+    from .organism.world import load_world
+
+    rng = random.Random(f"{seed}:absent")
+    return [e.asking(rng.choice([a for a in load_world().animals if a not in dict(e.facts)])) for e in examples]
+
+
+def accuracy(model, sets: dict[str, list[Example]], mode: str, seed: int = 0) -> pd.DataFrame:
+    """Per type: accuracy (top-1 next token is the true answer) with its bootstrap 95 % interval, and chance."""
+    rows = []
+    for qtype, examples in sets.items():
+        correct = answer_scores(model, examples, mode)["correct"]
+        rows.append({"question type": qtype, "mode": mode.upper(), "accuracy": bootstrap(correct, seed=seed),
+                     "chance": chance(qtype), "n": len(examples)})
+    return pd.DataFrame(rows).set_index("question type")
+
+
+def head_readings(model, sets: dict[str, list[Example]], mode: str = "vqa") -> dict[str, dict[str, np.ndarray]]:
+    """One traced pass per example, per type: every head's Imp for the model's own answer (`heads`), and, where
+    the input has an image, the share of each head's attention from the last position on the image patches
+    (`attention on image`) and that attention's entropy over the patches relative to a uniform spread (`entropy`;
+    1 = every patch alike, 0 = one patch): {type: {reading: [n, layers, heads]}}."""
+    return {qtype: readouts.collect(model, examples, {"heads": readouts.head_imp, "attention": _image_attention},
+                                    mode, desc=f"{qtype}: heads")
+            for qtype, examples in sets.items()}
+
+
+def _image_attention(item) -> dict[str, torch.Tensor]:
+    image = item.trace.positions.image_positions
+    weights = item.trace.attn_weights[:, :, image].float().cpu()         # [L, H, P]
+    mass = weights.sum(-1)
+    p = weights / mass.clamp_min(1e-30)[..., None]
+    entropy = -(p * torch.log(p.clamp_min(1e-30))).sum(-1) / np.log(max(len(image), 2))
+    return {"attention on image": mass, "entropy": entropy}
+
+
+def imp_of(readings: dict[str, dict]) -> dict[str, np.ndarray]:
+    """{type: head Imp [n, layers, heads]} from `head_readings`."""
+    return {qtype: r["heads"] for qtype, r in readings.items()}
+
+
+def top_heads(imp: np.ndarray, k: int) -> list[tuple[int, int]]:
+    """The k heads of highest mean Imp over examples ([n, L, H] -> [(layer, head)], best first)."""
+    return readouts.top_heads_of(imp.mean(0), k)
+
+
+def spearman(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int = 0) -> Estimate:
+    """Spearman correlation over all heads of two sets' mean Imp, with a bootstrap 95 % interval that resamples
+    the examples of each set independently (the sets hold different examples)."""
+    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    rng = np.random.default_rng(seed)
+    boot = [spearmanr(a[rng.integers(0, len(a), len(a))].mean(0), b[rng.integers(0, len(b), len(b))].mean(0)).statistic
+            for _ in range(n_boot)]
+    low, high = np.nanpercentile(boot, [2.5, 97.5])
+    return Estimate(float(spearmanr(a.mean(0), b.mean(0)).statistic), float(low), float(high), min(len(a), len(b)))
+
+
+def overlap_with(imp: dict[str, np.ndarray], reference: str = "colour", k: int = 5, seed: int = 0) -> pd.DataFrame:
+    """Per type: its top-k heads, how many are among the reference type's top-k (with the number a random pair of
+    top sets shares, k·k/N, and the hypergeometric chance of sharing at least as many), and the Spearman
+    correlation of the two mean Imp maps over all heads."""
+    rows = []
+    for qtype, scores in imp.items():
+        table = overlap_table(scores.mean(0), imp[reference].mean(0), [k]).iloc[0]
+        rows.append({"question type": qtype, f"top-{k} heads": ", ".join(f"{l}_{h}" for l, h in top_heads(scores, k)),
+                     f"shared with {reference}": int(table["overlap"]),
+                     "expected by chance": table["expected by chance"],
+                     "P(≥ shared | chance)": table["P(overlap ≥ observed | chance)"],
+                     "Spearman (all heads)": spearman(scores, imp[reference], seed=seed)})
+    return pd.DataFrame(rows).set_index("question type")
+
+
+def shared_circuit(model, sets: dict[str, list[Example]], heads: list[tuple[int, int]], means: Means,
+                   draws: int = 200, seed: int = 0, control_examples: int | None = None) -> pd.DataFrame:
+    """Mean-ablate `heads` (the colour type's top heads) and measure every type: Δ accuracy and Δ log p(true
+    answer) with bootstrap intervals, against `draws` random head sets with as many heads in each of the same layers
+    (permutation p-value of the mean Δ log p). A shared circuit hurts every type; a colour-specific one, colour."""
+    rows = []
+    for qtype, examples in progress(list(sets.items()), "ablate the colour heads"):
+        test = HeadSetTest(model, examples, "vqa", lambda m, r: ablated(m, row_heads=r, how="mean", means=means),
+                           control_examples)
+        hit = test.effect([list(heads)])
+        rows.append({"question type": qtype, "Δ accuracy": bootstrap(hit["Δ accuracy"][0], seed=seed),
+                     "Δ log p": bootstrap(hit["Δ log p"][0], seed=seed),
+                     **test.controls(list(heads), draws, np.random.default_rng(seed), controls=("same-layer",)),
+                     "n": len(examples)})
+    return pd.DataFrame(rows).set_index("question type")
+
+
+def attention_spread(readings: dict[str, dict], heads: dict[str, tuple[int, int]], seed: int = 0) -> pd.DataFrame:
+    """Per type, where its own top head (`heads`) looks from the last position (`head_readings`): the share of its
+    attention on image patches and the relative entropy of that attention over the patches. A lookup head is
+    sharp; a head that gathers many objects (counting) would be broad."""
+    rows = []
+    for qtype, (layer, head) in heads.items():
+        attention = readings[qtype]["attention"]
+        rows.append({"question type": qtype, "head": f"{layer}_{head}",
+                     "attention on image": bootstrap(attention["attention on image"][:, layer, head], seed=seed),
+                     "relative entropy over patches": bootstrap(attention["entropy"][:, layer, head], seed=seed),
+                     "n": len(attention["entropy"])})
+    return pd.DataFrame(rows).set_index("question type")
+
+
+@torch.no_grad()
+def mirrored_order(model, examples: list[Example]) -> pd.DataFrame:
+    """Where does the model read left and right from? Three runs of each position question:
+    - as is;
+    - `image mirrored`: the picture flipped left to right (the positive control: the true side flips);
+    - `token order mirrored`: the image tokens' embeddings reversed within each row of the grid, so each patch's
+      features sit at the mirrored sequence position (RoPE sees the mirrored order) while the features themselves,
+      which carry the vision tower's own position embeddings, are unchanged.
+    Per run: the share of answers that are the other side than the unmirrored run's answer, with its interval."""
+    from PIL import ImageOps
+
+    flips = {"image mirrored": [], "token order mirrored": []}
+    for example in progress(examples, "mirrored position questions"):
+        inputs = model.inputs(example.image, example.question)
+        answer = _answer(model, inputs=inputs)
+        mirrored = model.inputs(ImageOps.mirror(example.image), example.question)
+        flips["image mirrored"].append(float(_answer(model, inputs=mirrored) != answer))
+        embeds = language_model_inputs(model.hf, model.anatomy.language_model, inputs)
+        swapped = mirror_rows(embeds, positions_of(model.hf, inputs, model.tokenizer))
+        flips["token order mirrored"].append(float(_answer(model, embeds=swapped, mask=inputs["attention_mask"])
+                                                   != answer))
+    return pd.DataFrame([{"intervention": name, "answers that flip side": bootstrap(np.array(v)), "n": len(v)}
+                         for name, v in flips.items()]).set_index("intervention")
+
+
+@torch.no_grad()
+def answers(model, examples: list[Example]) -> pd.Series:
+    """How often the model gives each answer (its top-1 next token) to `examples`, most frequent first."""
+    said = [model.tokenizer.decode([_answer(model, inputs=model.inputs(**e.inputs("vqa")))]).strip() for e in examples]
+    return pd.Series(said).value_counts()
+
+
+def mirror_rows(embeds: torch.Tensor, positions) -> torch.Tensor:
+    """The input embeddings [1, S, d] with the image tokens' embeddings reversed within each row of the patch grid
+    (`positions`: the example's trace Positions); every other position unchanged."""
+    rows, cols = positions.grid_shape
+    order = positions.image_positions.reshape(rows, cols).to(embeds.device)
+    out = embeds.clone()
+    out[0, order.flatten()] = embeds[0, order.flip(1).flatten()]
+    return out
+
+
+def _answer(model, inputs: dict | None = None, embeds=None, mask=None) -> int:
+    if inputs is not None:
+        logits = model.hf(**inputs, use_cache=False, logits_to_keep=1).logits
+    else:
+        logits = model.hf(inputs_embeds=embeds, attention_mask=mask, use_cache=False, logits_to_keep=1).logits
+    return int(logits[0, -1].argmax())
+
+
+# ---- diagnosis: is an answer supported by the image? ----
+FEATURES = {"attention on image": "the best head's attention from the last position on the image patches",
+            "map peak": "the tool's map: the largest patch's share of the map",
+            "map entropy": "the tool's map: its entropy relative to a uniform map",
+            "best head Imp": "the best head's log-probability increase"}
+
+
+def explanation_features(model, examples: list[Example]) -> pd.DataFrame:
+    """Per example, the model's answer and what its explanation (`explain`, the tool) alone says: FEATURES; and,
+    from the scene's true boxes (not a feature: a detector never sees them), whether the map's top patch lies on
+    one of the scene's animals."""
+    rows = []
+    for i, example in enumerate(progress(examples, "explanations")):
+        x = model.explain(example.image, question=example.question)
+        best = x.top_heads[0]
+        grid = np.asarray(x.patch_grid).ravel()
+        p = grid / grid.sum()
+        on_animals = np.zeros(x.grid_shape, bool)
+        for _, box in example.boxes:
+            on_animals |= box_mask(box, x.image.size, x.image_processor, tuple(x.grid_shape))
+        rows.append({"example": i, "answer": x.answer, "expected": example.expected,
+                     "top patch on an animal": float(pointing(x.patch_grid, on_animals)) if example.boxes else np.nan,
+                     "attention on image": circuits.attention_mass(x.trace, best["layer"], best["head"],
+                                                                   x.trace.positions.image_positions),
+                     "map peak": float(p.max()),
+                     "map entropy": float(-(p[p > 0] * np.log(p[p > 0])).sum() / np.log(len(p))),
+                     "best head Imp": float(best["score"])})
+    return pd.DataFrame(rows)
+
+
+def yes_answers(model, examples: list[Example]) -> tuple[pd.DataFrame, Estimate]:
+    """Existence questions: which the model answers "yes", and how often it says "yes" about an animal the scene
+    does not hold (the hallucination rate, with its interval over those questions). Returns the explanation
+    features (`explanation_features`) of every "yes" answer, with a column `hallucinated` (the animal is absent),
+    and the rate."""
+    said = answer_scores(model, examples, "vqa")["correct"].astype(bool)
+    absent = np.array([e.expected == "no" for e in examples])
+    yes = np.where(absent, ~said, said)   # a wrong answer to a yes/no question is the other word
+    rate = bootstrap((yes & absent)[absent].astype(float)) if absent.any() else None
+    features = explanation_features(model, [e for e, y in zip(examples, yes) if y])
+    features["hallucinated"] = features["expected"] == "no"
+    return features, rate
+
+
+def fit_rule(scores: np.ndarray, flagged: np.ndarray) -> tuple[float, str, float]:
+    """The threshold and direction ("above" or "below") on one feature that best separate flagged examples from
+    the rest on a calibration set, by balanced accuracy (so a rare label is not ignored), and that accuracy."""
+    best = (-1.0, 0.0, "below")
+    values = np.unique(scores)
+    cuts = (values[1:] + values[:-1]) / 2 if len(values) > 1 else values   # midway: no rule sits on one example
+    for direction in ("below", "above"):
+        for t in cuts:
+            guess = scores <= t if direction == "below" else scores >= t
+            balanced = (guess[flagged].mean() + (~guess[~flagged]).mean()) / 2
+            if balanced > best[0]:
+                best = (balanced, float(t), direction)
+    return best[1], best[2], best[0]
+
+
+def apply_rule(scores: np.ndarray, threshold: float, direction: str) -> np.ndarray:
+    return scores <= threshold if direction == "below" else scores >= threshold
+
+
+def detector(features: pd.DataFrame, label: str, calibration: np.ndarray, seed: int = 0) -> pd.DataFrame:
+    """For each explanation feature: a one-threshold rule fitted on the `calibration` rows, and its precision and
+    recall at flagging `label` (a boolean column) on the other rows, with bootstrap intervals. Chance: flagging at
+    random as often as the rule does has precision = the label's share of the test rows and recall = the rule's
+    flag rate. `chosen` marks the feature whose rule separated the calibration rows best: chosen before the test
+    rows are looked at, so its test numbers are not the best of four tries."""
+    test = ~calibration
+    truth = features[label].to_numpy(bool)
+    rows = []
+    for feature in FEATURES:
+        values = features[feature].to_numpy(float)
+        threshold, direction, balanced = fit_rule(values[calibration], truth[calibration])
+        flag = apply_rule(values[test], threshold, direction)
+        t = truth[test]
+        rows.append({"feature": feature, "rule": f"flag when {'≤' if direction == 'below' else '≥'} {threshold:.3g}",
+                     "precision": bootstrap(t[flag].astype(float), seed=seed) if flag.any() else "none flagged",
+                     "recall": bootstrap(flag[t].astype(float), seed=seed) if t.any() else "no positives",
+                     "chance precision": round(float(t.mean()), 3), "chance recall": round(float(flag.mean()), 3),
+                     "n (test)": int(test.sum()), "positives (test)": int(t.sum()),
+                     "balanced accuracy (calibration)": round(balanced, 3)})
+    frame = pd.DataFrame(rows).set_index("feature")
+    frame["chosen"] = frame.index == frame["balanced accuracy (calibration)"].idxmax()
+    return frame
+
+
+
+# ---- the multi-question organism's card ----
+BARS = {"VQA": 0.90, "TQA": 0.95}   # issue's bars on held-out examples: every type's VQA, and its text counterpart
+
+
+def card(llava_name: str, vicuna_name: str, n: int = 300, eval_seed: int = 2024, device: str = "cpu") -> dict:
+    """A multi-question organism's card: held-out accuracy of every type, VQA and TQA of the Llava and TQA of its
+    text model, on n fresh examples per type and mode (evaluation seed `eval_seed`)."""
+    from .models import load
+
+    llava, vicuna = load(llava_name, device=device), load(vicuna_name, device=device)
+    scenes, texts = example_sets(n, eval_seed), example_sets(n, eval_seed, text=True)
+    out = {"n": n, "eval_seed": eval_seed, "accuracy": {}}
+    for who, model, mode, sets in ((llava_name, llava, "vqa", scenes), (llava_name, llava, "tqa", texts),
+                                   (vicuna_name, vicuna, "tqa", texts)):
+        frame = accuracy(model, sets, mode)
+        for qtype, row in frame.iterrows():
+            out["accuracy"][f"{who} {mode.upper()} {qtype}"] = float(row["accuracy"].mean)
+    return out
+
+
+def card_table(cards: dict[str, dict]) -> pd.DataFrame:
+    """Cards side by side ({model: card}): one row per (mode, type), each model's accuracy with its 95 % Wilson
+    interval, the bar, and whether every model clears it. The text model's rows are named by their mode alone."""
+    from .cards import wilson
+
+    rows: dict = {}
+    for name, c in cards.items():
+        for key, value in c["accuracy"].items():
+            model, mode, qtype = key.rsplit(" ", 2)
+            role = "text model" if "vicuna" in model else "Llava"
+            low, high = wilson(value, c["n"])
+            rows.setdefault((f"{role} {mode}", qtype), {})[name] = f"{value:.3f} [{low:.3f}, {high:.3f}]"
+    frame = pd.DataFrame(rows).T
+    frame["bar"] = [f"{BARS[mode.split()[-1]]:.2f}" for mode, _ in frame.index]
+    frame["every model clears it"] = ["yes" if all(float(v.split()[0]) >= float(bar) for v in row.drop("bar"))
+                                      else "no" for (_, row), bar in zip(frame.iterrows(), frame["bar"])]
+    frame.index.names = ["model, mode", "question type"]
+    return frame
+
+
+def write_card(out, n: int = 300, eval_seed: int = 2024) -> dict:
+    """Measure out/toy-llava-multi (with out/toy-vicuna-multi) and write out/toy-llava-multi/card.json, with the
+    training seconds and seed of its log (what `train-organism --multi` does after the Llava stages)."""
+    import json
+    from pathlib import Path
+
+    out = Path(out)
+    logs = [out / f"training-log-{stage}-multi.json" for stage in ("llava", "all")]
+    log = json.loads(next((p for p in logs if p.exists()), logs[0]).read_text())
+    measured = card(str(out / "toy-llava-multi"), str(out / "toy-vicuna-multi"), n, eval_seed)
+    measured["accuracy"] = {key.replace(str(out) + "/", ""): v for key, v in measured["accuracy"].items()}
+    measured.update({"training seed": log["seed"], "training seconds": log["seconds"]})
+    (out / "toy-llava-multi" / "card.json").write_text(json.dumps(measured, indent=2) + "\n")
+    return measured

@@ -1,0 +1,77 @@
+"""Chapter 6's measurements: each can fail, on synthetic inputs whose answer is known or on a tiny model."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import llavamech
+from llavamech import question_study as study
+from llavamech.examples import Example, typed_examples
+from llavamech.hooks import language_model_inputs
+from llavamech.trace import positions_of
+
+
+def test_a_separable_feature_is_found_and_a_random_one_is_at_chance():
+    rng = np.random.default_rng(0)
+    n = 400
+    label = rng.random(n) < 0.3
+    features = pd.DataFrame({"attention on image": np.where(label, 0.1, 0.9) + rng.normal(0, 0.01, n),
+                             "map peak": rng.random(n), "map entropy": rng.random(n), "best head Imp": rng.random(n),
+                             "flag": label})
+    calibration = rng.random(n) < 0.5
+    table = study.detector(features, "flag", calibration)
+    separable = table.loc["attention on image"]
+    assert separable["precision"].mean == 1 and separable["recall"].mean == 1 and separable["chosen"]
+    assert "≤" in separable["rule"]
+    noise = table.loc["map peak"]
+    assert abs(noise["precision"].mean - noise["chance precision"]) < 0.15
+
+
+def test_overlap_of_a_type_with_itself_is_complete():
+    rng = np.random.default_rng(1)
+    imp = {"colour": rng.random((20, 4, 8)), "other": rng.random((20, 4, 8))}
+    table = study.overlap_with(imp, "colour", k=3)
+    assert table.loc["colour", "shared with colour"] == 3 and table.loc["colour", "Spearman (all heads)"].mean == 1
+    assert table.loc["colour", "P(≥ shared | chance)"] < 1e-3
+    assert table.loc["other", "expected by chance"] == pytest.approx(9 / 32)
+
+
+def test_mirroring_rows_moves_only_image_tokens_and_twice_is_the_identity():
+    model = llavamech.load("tiny-random-llava")
+    inputs = model.inputs(Example(None, "dog").image or _image(), "What is the color of the dog?")
+    embeds = language_model_inputs(model.hf, model.anatomy.language_model, inputs)
+    positions = positions_of(model.hf, inputs, model.tokenizer)
+    once = study.mirror_rows(embeds, positions)
+    image = torch.zeros(embeds.shape[1], dtype=torch.bool)
+    image[positions.image_positions] = True
+    assert torch.equal(once[0, ~image], embeds[0, ~image]) and not torch.equal(once[0, image], embeds[0, image])
+    grid = positions.image_positions.reshape(positions.grid_shape)
+    assert torch.equal(once[0, grid[0, 0]], embeds[0, grid[0, -1]])
+    assert torch.equal(study.mirror_rows(once, positions), embeds)
+
+
+def _image():
+    from PIL import Image
+    return Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8))
+
+
+def test_examples_group_by_type_and_free_questions_are_left_out():
+    sets = {t: typed_examples(3, t) for t in ("existence", "counting")}
+    free = Example(None, "dog", asked="Why is the dog here?")
+    grouped = study.by_type(sets["existence"] + sets["counting"] + [free])
+    assert list(grouped) == ["existence", "counting"] and all(len(v) == 3 for v in grouped.values())
+
+
+def test_absent_variants_ask_about_animals_the_scene_does_not_hold():
+    colour = typed_examples(10, "colour")
+    for original, absent in zip(colour, study.absent_variants(colour)):
+        assert absent.animal not in dict(original.facts) and absent.expected is None and absent.box is None
+
+
+def test_cards_are_tabled_against_their_bars():
+    card = {"n": 100, "accuracy": {"toy-llava-multi VQA colour": 0.95, "toy-llava-multi VQA counting": 0.5,
+                                   "toy-vicuna-multi TQA colour": 0.99}}
+    table = study.card_table({"seed 0": card})
+    assert table.loc[("Llava VQA", "colour"), "every model clears it"] == "yes"
+    assert table.loc[("Llava VQA", "counting"), "every model clears it"] == "no"
+    assert table.loc[("text model TQA", "colour"), "bar"] == "0.95"
