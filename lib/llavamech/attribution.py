@@ -1,4 +1,4 @@
-"""The paper's importance score (shared/PAPER.md §3): log-probability increase under a frozen-norm readout.
+"""The paper's importance score (the book's appendix A): log-probability increase under a frozen-norm readout.
 
 z(x) = W_U (g * x / s), with g the final norm's gain and s the RMS of the final residual h^L_T, frozen once per
 example. Imp(v) = log softmax(z(base + v))_w - log softmax(z(base))_w. Since z is linear,
@@ -66,7 +66,7 @@ def logit_contribution(trace: Trace, vectors: torch.Tensor, token: int | None = 
     return readout(trace, vectors)[..., token].cpu()
 
 
-# ---- decompositions (shared/PAPER.md §2) ----
+# ---- decompositions (appendix A) ----
 def out_scale(trace: Trace, layer: int, part: str) -> torch.Tensor | None:
     """The frozen output norm of a layer's `part` ("attn" or "ffn") as a linear map: (1 + g) / rms(raw output at
     T), [d]; None where the output joins the residual stream as it is (no sandwich norm)."""
