@@ -78,17 +78,6 @@ def parse(question: str) -> Question | None:
     return None
 
 
-def side(box: tuple[int, int, int, int], width: int, margin: float | None = None) -> str | None:
-    """'left' or 'right': the half of the image that holds the centre of `box` (x0, y0, x1, y1); None when the
-    centre lies within `margin` (world.json: 0.1) of the width from the middle, where the question is not asked."""
-    if margin is None:
-        margin = load_world().spec["question_types"]["position"]["centre_margin"]
-    offset = (box[0] + box[2]) / 2 / width - 0.5
-    if abs(offset) < margin:
-        return None
-    return "left" if offset < 0 else "right"
-
-
 def fits(question: Question, answer: str) -> bool:
     """Whether `answer` can answer `question`: one of a closed set (existence, counting, position), a single word
     otherwise (a real model's colours and animals are open sets)."""

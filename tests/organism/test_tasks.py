@@ -29,7 +29,7 @@ def test_scene_items_answer_what_the_scene_shows():
                 assert item.answer == tasks.COUNTS[len(names) - 1]
             else:
                 box = next(a.box for a in item.scene.animals if a.name == item.asked)
-                assert item.answer == questions.side(box, item.scene.image.width) is not None
+                assert item.answer == tasks.side(box, item.scene.image.width) is not None
 
 
 def test_text_items_state_their_facts_and_ask_one_question():
@@ -58,3 +58,10 @@ def test_closed_answers_are_balanced():
     for qtype, share in (("existence", 0.5), ("position", 0.5), ("counting", 1 / 3)):
         answers = Counter(tasks.scene_item(rng, qtype, False, size=64).answer for _ in range(300))
         assert all(abs(n / 300 - share) < 0.1 for n in answers.values()), (qtype, answers)
+
+
+def test_side_is_the_half_holding_the_box_centre_outside_the_margin():
+    assert tasks.side((0, 0, 20, 20), 100) == "left"
+    assert tasks.side((70, 0, 100, 20), 100) == "right"
+    assert tasks.side((40, 0, 60, 20), 100) is None      # centre at the middle
+    assert tasks.side((45, 0, 64, 20), 100) is None      # 4.5 % right of the middle: within 10 %

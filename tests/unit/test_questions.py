@@ -36,10 +36,3 @@ def test_answers_fit_their_type():
     assert questions.fits(ask["counting"].ask(), "three") and not questions.fits(ask["counting"].ask(), "3")
     assert questions.fits(ask["colour"].ask(animal="dog"), "teal")   # a real model's colours are an open set
     assert not questions.fits(ask["colour"].ask(animal="dog"), "dark red")
-
-
-def test_side_is_the_half_holding_the_box_centre_outside_the_margin():
-    assert questions.side((0, 0, 20, 20), 100) == "left"
-    assert questions.side((70, 0, 100, 20), 100) == "right"
-    assert questions.side((40, 0, 60, 20), 100) is None      # centre at the middle
-    assert questions.side((45, 0, 64, 20), 100) is None      # 4.5 % right of the middle: within 10 %
