@@ -48,6 +48,14 @@ def pointing(scores, mask) -> bool:
     return bool(np.asarray(mask).ravel()[int(np.argmax(resolved(np.asarray(scores)).ravel()))])
 
 
+def animals_mask(example: Example, image_size, image_processor, grid_shape) -> np.ndarray:
+    """[rows, cols] booleans: the patches inside any of the scene's animal boxes (`example.boxes`)."""
+    mask = np.zeros(tuple(grid_shape), bool)
+    for _, box in example.boxes:
+        mask |= box_mask(box, image_size, image_processor, tuple(grid_shape))
+    return mask
+
+
 def curve_points(n_patches: int, steps: int) -> np.ndarray:
     """How many patches are removed (or restored) at each point of a curve: 0 .. n_patches in `steps` steps."""
     return np.unique(np.linspace(0, n_patches, steps + 1).round().astype(int))
@@ -159,9 +167,7 @@ def absent_animal(model, examples: list[Example], animals: list[str], colours: l
         for asked, item in (("present", example), ("absent", example.asking(missing[rng.integers(len(missing))]))):
             x = model.explain(item.image, question=item.question)
             grid = np.asarray(x.patch_grid)
-            on_animals = np.zeros(grid.shape, bool)
-            for _, box in example.boxes:
-                on_animals |= box_mask(box, size, model.processor.image_processor, x.grid_shape)
+            on_animals = animals_mask(example, size, model.processor.image_processor, x.grid_shape)
             positive = np.clip(grid, 0, None)
             top = x.top_heads[0]
             rows.append({"scene": i, "asked": asked, "animal": item.animal, "answer": x.answer,

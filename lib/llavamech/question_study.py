@@ -14,8 +14,7 @@ from scipy.stats import spearmanr
 from . import circuits, questions, readouts
 from .examples import Example, typed_examples
 from .hooks import language_model_inputs
-from .imaging import box_mask
-from .patch_eval import pointing
+from .patch_eval import animals_mask, pointing
 from .interventions import HeadSetTest, Means, ablated, answer_scores
 from .progress import progress
 from .stats import Estimate, bootstrap
@@ -220,9 +219,7 @@ def explanation_features(model, examples: list[Example]) -> pd.DataFrame:
         best = x.top_heads[0]
         grid = np.asarray(x.patch_grid).ravel()
         p = grid / grid.sum()
-        on_animals = np.zeros(x.grid_shape, bool)
-        for _, box in example.boxes:
-            on_animals |= box_mask(box, x.image.size, x.image_processor, tuple(x.grid_shape))
+        on_animals = animals_mask(example, x.image.size, x.image_processor, x.grid_shape)
         rows.append({"example": i, "answer": x.answer, "expected": example.expected,
                      "top patch on an animal": float(pointing(x.patch_grid, on_animals)) if example.boxes else np.nan,
                      "attention on image": circuits.attention_mass(x.trace, best["layer"], best["head"],
