@@ -3,7 +3,7 @@ import random
 import pytest
 import torch
 
-from llavamech import tiny_vl
+from llavamech import report, tiny_vl
 from llavamech.organism import build
 from llavamech.models import Model
 from llavamech.organism.world import make_scene
@@ -31,6 +31,15 @@ def tiny(kind: str, kv_heads=None, seed=0, family="llama", next=False) -> Model:
     return Model(f"tiny-random-{family}(kv={kv_heads})", hf, tok)
 
 
+def assert_a_seeded_real_class(build, class_name: str):
+    """`build(seed=...)` (a tiny-model builder of llavamech.tiny_vl or llavamech.organism.build) gives the real
+    transformers class, eager and in eval mode, the same weights for the same seed and others for another."""
+    a, b, other = (build(seed=seed)[0] for seed in (0, 0, 1))
+    assert type(a).__name__ == class_name and a.config._attn_implementation == "eager" and not a.training
+    pairs = list(zip(a.state_dict().values(), b.state_dict().values(), other.state_dict().values()))
+    assert all(torch.equal(x, y) for x, y, _ in pairs) and not all(torch.equal(x, z) for x, _, z in pairs)
+
+
 # Every class llavamech reads: Llava over Llama (MHA, GQA), Mistral and Qwen2 (q/k/v biases), LLaVA-NeXT (tiles,
 # newlines, a non-square grid) over Llama and Qwen2, the language models alone, and the families beyond Llava
 # (llavamech.families): Qwen2-VL, Qwen2.5-VL and Qwen3-VL (dynamic resolution, 2 x 2 merged patches, 3-D rotary
@@ -53,6 +62,12 @@ def model(request):
     return tiny(*request.param)
 
 
+@pytest.fixture(scope="module")
+def llava():
+    """The tiny random Llava, one per test module (a module may change it and put it back)."""
+    return tiny("llava")
+
+
 @pytest.fixture(scope="session")
 def scene():
     return make_scene(random.Random(7), size=80)   # square: LLaVA-NeXT's tests use a wide crop of it
@@ -67,3 +82,11 @@ def example(model, scene):
             scene.image.crop((0, 0, 77, 45)) if model.family is not None else scene.image
         return dict(image=image, question="What is the color of the dog?")
     return dict(question="What is the color of the dog?", context="The dog is white. The cat is black.")
+
+
+@pytest.fixture
+def glued(monkeypatch):
+    """What a page would glue, by name: myst-nb's glue replaced by a dict (every glue helper goes through it)."""
+    store = {}
+    monkeypatch.setattr(report, "_glue", lambda name, value, display=False: store.__setitem__(name, value))
+    return store

@@ -9,27 +9,29 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from safetensors import safe_open
 
 from .models import load
 from .organism import recipe
-from .organism.world import make_scene, patch_labels, sample_facts
+from .organism.world import patch_labels
+from .patch_eval import pointing
+from .progress import progress
 from .paths import MODELS_DIR
 
 EVAL_SEED = 2024  # evaluation streams are seeded apart from every training stream, on held-out keys only
 
 
 def top_patch_on_animal(model, n: int = 200, seed: int = EVAL_SEED) -> float:
-    """Share of held-out scenes where explain()'s highest-scoring patch lies on the asked animal."""
+    """Share of held-out scenes where explain()'s highest-scoring patch lies on the asked animal: the pointing game
+    (`patch_eval.pointing`) against the patches the animal itself is painted on (`patch_labels`), not its box."""
     rng, hits = random.Random(f"{seed}:top-patch"), 0
-    for _ in tqdm(range(n), desc="top patch on the asked animal", leave=False):
-        facts, asked = recipe.sample_split(rng, rng.randint(1, 3), held_out=True)
-        scene = make_scene(rng, size=rng.choice([64, 96, 128]), pairs=facts)
+    for _ in progress(range(n), "top patch on the asked animal"):
+        scene, facts, asked = recipe.colour_scene(rng, True, sizes=recipe.EVALUATION_SIZES)
         grid = np.asarray(model.explain(scene.image, f"What is the color of the {asked}?").patch_grid)
-        labels = patch_labels(scene, grid.shape[0])
-        r, c = np.unravel_index(grid.argmax(), grid.shape)
-        hits += labels[r, c] == [a.name for a in scene.animals].index(asked)
+        painted = patch_labels(scene, grid.shape[0]) == [a.name for a in scene.animals].index(asked)
+        hits += pointing(grid, painted)
     return float(hits / n)
 
 
@@ -90,7 +92,6 @@ def write_files(models_dir: Path, numbers: dict, history: list[dict]) -> None:
 
 
 def _size(folder: Path) -> str:
-    from safetensors import safe_open
     with safe_open(folder / "model.safetensors", "pt") as f:
         n = sum(int(np.prod(f.get_slice(k).get_shape())) for k in f.keys())
     return f"{n / 1e6:.2f} M parameters, {(folder / 'model.safetensors').stat().st_size / 1e6:.1f} MB"
@@ -171,8 +172,6 @@ def accuracy_table(cards: dict[str, dict]):
     """The cards of shipped models side by side, as written when each was trained (n held-out prompts or scenes
     per measure, the evaluation seed of the card): each accuracy with its 95 % Wilson interval, its bar, and
     whether every model clears it. {model name: card} -> DataFrame, one row per measure."""
-    import pandas as pd
-
     bars = {**BARS, "tower probe: animal": PROBE_BAR, "tower probe: colour": None, "top patch on asked animal": None}
     rows = {}
     for measure, bar in bars.items():

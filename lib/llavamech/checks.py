@@ -3,10 +3,13 @@ the book's appendix A compared with an independent computation through the model
 (tests/unit proves the same with its own code.)"""
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import torch
 
 from . import attribution as A
 from .hooks import hooked
+from .models import load
 
 
 def _o_proj_inputs(model, inputs) -> tuple[list[torch.Tensor], list]:
@@ -65,11 +68,6 @@ def dtype_agreement(name: str, examples, dtype: str = "bfloat16", device: str = 
     """The tool in `dtype` against float32 on the same examples (VQA): one row per example with the float32 margin
     (top logit minus the second; below NEAR_TIE the answer is a near-tie), whether the answer and best head agree,
     and the largest differences in p(answer), head scores (relative to the largest score) and the map."""
-    import numpy as np
-    import pandas as pd
-
-    from .models import load
-
     full, half = load(name, device=device), load(name, device=device, dtype=dtype)
     rows = []
     for ex in examples:

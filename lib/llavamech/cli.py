@@ -11,7 +11,11 @@ import os
 import sys
 from pathlib import Path
 
+from . import jobs
 from .errors import LlavamechError
+from .examples import from_coco, toy_examples, typed_examples, write_jsonl
+from .models import load
+from .patches import check_method
 from .paths import refuse_overwrite
 
 MODELS_HELP = "toy-llava (default), toy-vicuna, tiny-random-llava, a Hugging Face id or a local folder"
@@ -126,9 +130,6 @@ def _positive(value, what: str) -> None:
 
 
 def _explain(args) -> int:
-    from .models import load
-    from .patches import check_method
-
     args.out = _path(args.out, "--out")
     if args.image is None and not (args.context or "").strip():
         raise LlavamechError("give an IMAGE, or the facts as --context for a text-only question")
@@ -160,12 +161,10 @@ def _explain(args) -> int:
 
 
 def _run(args) -> int:
-    from .jobs import run
-
     _positive(args.limit, "--limit")
     args.examples, args.out = _path(args.examples, "EXAMPLES"), _path(args.out, "--out")
     _writable_folder(args.out, "--out")
-    summary = run(args.examples, args.model, args.out, device=args.device, dtype=args.dtype, method=args.method,
+    summary = jobs.run(args.examples, args.model, args.out, device=args.device, dtype=args.dtype, method=args.method,
                   heads=args.heads, maps=args.maps, force=args.force, device_map=args.device_map, limit=args.limit)
     if "written" in summary:   # the first process speaks for the run
         print(json.dumps(summary))
@@ -173,8 +172,6 @@ def _run(args) -> int:
 
 
 def _examples(args) -> int:
-    from .examples import toy_examples, typed_examples, write_jsonl
-
     _positive(args.n, "--n")
     drawn = toy_examples if args.type is None else lambda n, seed: typed_examples(n, args.type, seed)
     args.out = _path(args.out, "--out")
@@ -188,8 +185,6 @@ def _examples(args) -> int:
 
 
 def _coco(args) -> int:
-    from .examples import from_coco
-
     _positive(args.limit, "--limit")
     if not 0 <= args.min_area < 1:
         raise LlavamechError(f"--min-area is a share of the image, between 0 and 1; got {args.min_area}")
@@ -202,8 +197,10 @@ def _coco(args) -> int:
 
 
 def _train(args) -> int:
+    # the training machinery (and the cards' plotting) only this command needs: 1 s of imports kept off the others
     from .cards import write_cards
     from .organism.recipe import STAGES, Recipe, folder, multi_recipe, run, smoke_recipe
+    from .question_study import write_card
 
     args.out = _path(args.out, "--out")
     _writable_folder(args.out, "--out")
@@ -224,7 +221,6 @@ def _train(args) -> int:
     run(args.stage, args.out, recipe)
     if not args.smoke and args.stage in ("llava", "all"):
         if args.multi:
-            from .question_study import write_card
             write_card(args.out)
         else:
             write_cards(args.out)

@@ -30,7 +30,9 @@ from PIL import Image
 from .errors import LlavamechError
 from .imaging import load_image
 from .paths import refuse_overwrite
-from .organism.world import tqa_context
+from .devices import resolve_device
+from .organism import recipe, tasks
+from .organism.world import make_scene, tqa_context
 from . import questions
 
 WORDS = re.compile(r"\w+(?: \w+)*")
@@ -88,14 +90,10 @@ class Example:
 def toy_examples(n: int, seed: int = 0, animals: tuple[int, int] = (2, 3)) -> list[Example]:
     """n paired examples from the toy world, on held-out keys only (never trained on): scenes of 2–3 animals by
     default (a distractor is always present), canvases of 64–128 px, boxes from the scene generator."""
-    from .organism.recipe import sample_split
-    from .organism.world import make_scene
-
     rng = random.Random(f"{seed}:examples")
     out = []
     for i in range(n):
-        facts, asked = sample_split(rng, rng.randint(*animals), held_out=True)
-        scene = make_scene(rng, size=rng.choice([64, 96, 128]), pairs=facts)
+        scene, facts, asked = recipe.colour_scene(rng, True, animals, sizes=recipe.EVALUATION_SIZES)
         boxes = tuple((a.name, a.box) for a in scene.animals)
         out.append(Example(scene.image, asked, dict(facts)[asked], dict(boxes)[asked], tuple(facts),
                            f"toy seed {seed} #{i}", boxes))
@@ -107,8 +105,6 @@ def typed_examples(n: int, qtype: str, seed: int = 0, text: bool = False) -> lis
     1–3 animals on canvases of 64–128 px, or with `text` the facts stated as text. `animal` is the animal the
     answer is about (for reverse lookup, the answer itself; "" for counting), with its box where it is in the
     scene. The colour type gives colour examples as `toy_examples` makes them."""
-    from .organism import tasks
-
     if qtype not in tasks.type_names(text=text):
         raise LlavamechError(f"unknown question type '{qtype}'; use one of {', '.join(tasks.type_names(text=text))}")
     rng = random.Random(f"{seed}:{qtype}:{'text' if text else 'scene'}:examples")
@@ -129,8 +125,6 @@ def typed_examples(n: int, qtype: str, seed: int = 0, text: bool = False) -> lis
 def composed(pairs: list[tuple[str, str]], asked: str, layout: int = 0, size: int = 128) -> Example:
     """One toy scene with the given (animal, colour) pairs, laid out under the `layout` seed, asking about `asked`
     (which need not be in the scene)."""
-    from .organism.world import make_scene
-
     scene = make_scene(random.Random(f"{layout}:layout"), size=size, pairs=list(pairs))
     boxes = tuple((a.name, a.box) for a in scene.animals)
     return Example(scene.image, asked, dict(pairs).get(asked), dict(boxes).get(asked), tuple(pairs),
@@ -321,8 +315,6 @@ def check_parameters(*, model=None, device=None, examples=None, n_examples=None,
     """A chapter's parameters (papermill's -p), checked in its first cell before anything is loaded: one
     LlavamechError line for the first that cannot work. None is the chapter's default and passes. `counts` are
     further whole numbers that must be at least 1 (n_heads=3, draws=20; a list such as ks=[1, 3, 5] item by item)."""
-    from .models import resolve_device
-
     _one_line_errors()
     if model is not None and (not isinstance(model, str) or not model.strip()):
         raise LlavamechError(f"model must be a name such as toy-llava or llava-hf/llava-1.5-7b-hf, got {model!r}")

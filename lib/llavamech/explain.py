@@ -43,7 +43,7 @@ class Explanation:
     seconds: dict[str, float]         # timing of the phases
     model: str
     question: str
-    method: str = "tool"              # how patch_grid was computed (see llavamech.patches)
+    method: str = "tool"              # how patch_grid was computed (the tool, or a method of llavamech.patches)
     question_type: str | None = None  # the question's type (llavamech.questions); None: explains the top-1 token
     head_scores: torch.Tensor = field(repr=False, default=None)   # [L, H], not part of the JSON contract
     image: object = field(repr=False, default=None)               # the input as a PIL image, or None
@@ -75,12 +75,9 @@ class Explanation:
 
 
 def explain(model, image=None, question: str = "", context: str | None = None, top_k: int = 10,
-            map_heads: int = 1, method: str = "tool", heads: int = 3, **method_options) -> Explanation:
-    """Answer + head scores + per-patch map. `method="tool"` is the paper's tool: the map of the `map_heads` best
-    heads (1 = the paper; more sums their normalised maps). Any other method of llavamech.patches ("top-k" with
-    `heads`, "attention", "ablation", "gradient", "ig", "random") puts its scores in `patch_grid` instead."""
-    if method != "tool":
-        return _explain_with(model, image, question, context, method, heads, **method_options)
+            map_heads: int = 1) -> Explanation:
+    """The paper's tool: answer + head scores + per-patch map, the map of the `map_heads` best heads (1 = the
+    paper; more sums their normalised maps). The other patch methods are in llavamech.patches."""
     t0 = time.perf_counter()
     pil = load_image(image) if image is not None else None
     trace = model.trace(pil, question, context)
@@ -101,18 +98,3 @@ def explain(model, image=None, question: str = "", context: str | None = None, t
         head_scores=scores, image=pil,
         image_processor=model.processor.image_processor if pil is not None else None, trace=trace)
 
-
-def _explain_with(model, image, question, context, method, heads, **options) -> Explanation:
-    from .errors import LlavamechError
-    from .patches import check_method, patch_map
-
-    check_method(method, model, heads)
-    if image is None:
-        raise LlavamechError(f"the {method} method scores image patches; give an image")
-    if context:
-        raise LlavamechError("patch methods take an image and a question, without --context")
-    pm = patch_map(model, image, question, method, heads=heads, **options)
-    x = pm.explanation
-    x.patch_grid, x.method = pm.scores.tolist(), method
-    x.seconds = {**x.seconds, "method": pm.seconds - x.seconds["total"], "total": pm.seconds}
-    return x

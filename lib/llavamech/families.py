@@ -36,6 +36,8 @@ from typing import Callable
 
 import torch
 import transformers
+from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape
+from transformers.utils import cached_file
 
 from .errors import LlavamechError
 
@@ -93,8 +95,6 @@ def _packed_layout(model: torch.nn.Module, inputs: dict, tokenizer=None) -> torc
     The base image's tokens keep their (tile 0, row, col); the pooled grid's tokens are numbered by where packing
     put them (tile 1, row r between the r-th and (r+1)-th newlines, col c within the row): a pooled token blends
     neighbouring patches, so its own coordinates are fractional. [N, 3]; a newline is (-1, -1, -1)."""
-    from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape
-
     vision, sizes = model.config.vision_config, inputs["image_sizes"]
     side = vision.image_size // vision.patch_size
     tiles_h, tiles_w = get_anyres_image_grid_shape(sizes[0].tolist(), model.config.image_grid_pinpoints,
@@ -248,8 +248,6 @@ def load_processor(family: Family, source, tokenizer, model: torch.nn.Module):
     """The family's processor from a folder or Hub id: its image processor (the PIL backend: no torchvision needed),
     the saved tokenizer, the chat template saved with either, and what the processor must know of the model to count
     its image tokens (read off the model's config)."""
-    from transformers.utils import cached_file
-
     images = transformers.AutoImageProcessor.from_pretrained(source, local_files_only=True, backend="pil")
     template = getattr(tokenizer, "chat_template", None)
     if not template:

@@ -8,7 +8,9 @@ positions of a reference example set (`activation_means`), which keeps the activ
 from __future__ import annotations
 
 import contextlib
+import itertools
 from dataclasses import dataclass
+from math import comb, prod
 
 import numpy as np
 import pandas as pd
@@ -20,8 +22,7 @@ from .errors import LlavamechError
 from .examples import Example
 from .hooks import hooked, inject, language_model_call, sdpa_attention, visual_rows
 from .progress import progress
-from .report import glue
-from .stats import bootstrap
+from .stats import bootstrap, holm
 
 
 @dataclass
@@ -297,9 +298,6 @@ def null_sets(n_layers: int, n_heads: int, heads, control: str, draws: int, rng)
     each layer as the chosen set has there, from those layers' heads. As in a permutation test, a random set may
     share heads with the chosen one; the chosen set itself is never one of them. When there are at most `draws`
     such sets they are enumerated (exact); otherwise `draws` are drawn uniformly (with replacement)."""
-    import itertools
-    from math import comb, prod
-
     if control not in CONTROLS:
         raise ValueError(f"control must be one of {CONTROLS}, not {control!r}")
     chosen = frozenset(map(tuple, heads))
@@ -384,7 +382,8 @@ class HeadSetTest:
         for control in controls:
             c = against_random(self.model, heads, lambda sets: self.effect(sets, self.control), draws, rng, control)
             name = CONTROL_NAMES[control]
-            row.update({f"random Δ accuracy ({name})": spread(c.null_acc),
+            row.update({"Δ log p on the control's examples": f"{c.hit['Δ log p'].mean():.3g}",
+                        f"random Δ accuracy ({name})": spread(c.null_acc),
                         f"random Δ log p ({name})": spread(c.null_logp),
                         f"p ({name})": c.p_value,
                         f"sets ({name})": f"{c.sets} (all)" if c.exact else str(c.sets),
@@ -411,19 +410,34 @@ def head_ablation_test(model, examples: list[Example], mode: str, ranked_heads: 
                      "top-k Δ accuracy": bootstrap(hit["Δ accuracy"][0], seed=seed),
                      "top-k Δ log p": bootstrap(hit["Δ log p"][0], seed=seed),
                      **test.controls(top, draws, rng, controls), "n": len(examples), "n (control)": test.n_control})
-    return pd.DataFrame(rows).set_index("k")
+    return with_holm(pd.DataFrame(rows).set_index("k"))
 
 
 CONTROL_NAMES = {"all": "all heads", "same-layer": "same layers"}
 
 
+def with_holm(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with "p, Holm (control)" beside each "p (control)": every permutation p-value of the table (each
+    row's, each control's) adjusted together as one family (`stats.holm`), so that a claim read off any cell of
+    the table stands at its level however many cells were tested. Tables of several tests put together (`pd.concat`)
+    are adjusted again, as one family."""
+    table = table.drop(columns=[c for c in table.columns if c.startswith("p, Holm (")])
+    columns = [f"p ({name})" for name in CONTROL_NAMES.values() if f"p ({name})" in table.columns]
+    if not columns:
+        return table
+    adjusted = holm(table[columns].to_numpy(float).ravel()).reshape(len(table), len(columns))
+    for i, column in enumerate(columns):
+        table.insert(table.columns.get_loc(column) + 1, column.replace("p (", "p, Holm ("), adjusted[:, i])
+    return table
+
+
 def shown(table: pd.DataFrame) -> pd.DataFrame:
     """The table without its private columns (those starting with `_`: arrays for the figures), its p-values to
-    two significant digits."""
+    two significant digits, a cell a row lacks as "—"."""
     table = table[[c for c in table.columns if not c.startswith("_")]].copy()
-    for column in [c for c in table.columns if c.startswith("p (")]:
+    for column in [c for c in table.columns if c.startswith(("p (", "p, Holm ("))]:
         table[column] = table[column].map(lambda p: f"{p:.2g}" if isinstance(p, float) else p)
-    return table
+    return table.astype(object).where(table.notna(), "—")   # a cell a row does not have (rows of several tests)
 
 
 def spread(values: np.ndarray) -> str:
@@ -432,29 +446,3 @@ def spread(values: np.ndarray) -> str:
         return "none"
     low, high = np.percentile(values, [2.5, 97.5])
     return f"{values.mean():.3g} ({low:.3g} to {high:.3g})"
-
-
-def glue_causal_test(causal: pd.DataFrame, ranked: list[tuple[int, int]]) -> None:
-    """Glue a head-ablation test (`head_ablation_test`) for a chapter's prose. Per k: the top-k effect (kK_dacc,
-    kK_dlogp, kK_dlogp_mean) and, per control, its p-value, the random sets' mean Δ log p and Δ accuracy and how
-    many sets ran (kK_p_all, kK_random_dlogp_same_layer, ...). Where k = 1 ran every single head, the most harmful
-    one and its rank by Imp among `ranked` (worst_single_head, worst_single_dlogp, worst_single_imp_rank)."""
-    by_k = {int(k): row for k, row in causal.iterrows()}
-    for k, row in by_k.items():
-        glue(f"k{k}_dacc", str(row["top-k Δ accuracy"]))
-        glue(f"k{k}_dlogp", str(row["top-k Δ log p"]))
-        glue(f"k{k}_dlogp_mean", float(row["top-k Δ log p"].mean))
-        for control, name in CONTROL_NAMES.items():
-            tag = control.replace("-", "_")
-            glue(f"k{k}_p_{tag}", float(row[f"p ({name})"]))
-            glue(f"k{k}_random_dlogp_{tag}", float(row[f"_null {control}"].mean()))
-            glue(f"k{k}_random_dacc_{tag}", row[f"random Δ accuracy ({name})"])
-            glue(f"k{k}_sets_{tag}", row[f"sets ({name})"])
-    glue("n_heads_total", len(ranked))
-    if 1 in by_k:   # every single head, ablated alone: the all-heads control at k = 1 ran them all
-        single = by_k[1]["_control all"]
-        worst = int(np.argmin(single.null_logp))
-        (layer, head), = single.sets_run[worst]
-        glue("worst_single_head", f"{layer}_{head}")
-        glue("worst_single_dlogp", float(single.null_logp[worst]))
-        glue("worst_single_imp_rank", ranked.index((layer, head)) + 1)

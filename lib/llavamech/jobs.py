@@ -24,9 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .errors import LlavamechError
 from .examples import Example, read_jsonl
+from .imaging import box_mask
+from .models import load
+from .patch_eval import pointing
+from .patches import check_method
 from .progress import progress
 
 try:
@@ -58,7 +63,6 @@ class Processes:
         if missing:   # checked before joining: a stray WORLD_SIZE would otherwise wait forever for its peers
             raise LlavamechError(f"WORLD_SIZE={world} is set but {', '.join(missing)} not: start the processes with "
                                  "`accelerate launch` (or torchrun), or unset WORLD_SIZE for one process")
-        import torch
         from accelerate import PartialState   # started by accelerate launch or torchrun: join the process group
         state = PartialState(cpu=device == "cpu" or not torch.cuda.is_available())   # gloo on CPU, nccl on GPUs
         return cls(state.process_index, state.num_processes, state)
@@ -87,9 +91,6 @@ class Processes:
 def row(model, index: int, example: Example, method: str = "tool", heads: int = 3, top: int = 10):
     """One item's result row (the explanation's contract fields, plus correctness and pointing where the truth is
     known) and the explanation itself."""
-    from .imaging import box_mask
-    from .patch_eval import pointing
-
     x = model.explain(example.image, question=example.question, method=method, heads=heads)
     contract = x.to_dict()
     out = {"index": index, "source": example.source, "image": str(example.image), "animal": example.animal,
@@ -254,9 +255,6 @@ def run(examples, model_name: str, out, device: str = "cpu", dtype: str = "float
         heads: int = 3, maps: bool = False, force: bool = False, device_map: str | None = None,
         limit: int | None = None) -> dict:
     """Explain every item of `examples` (a JSONL example file) into `out`; returns a summary of the whole run."""
-    from .models import load
-    from .patches import check_method
-
     examples, out = Path(examples), Path(out)
     procs = Processes.current(device)
     check_method(method)

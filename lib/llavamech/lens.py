@@ -9,9 +9,12 @@ Scores over the vocabulary ([..., V]) stay on the model's device; ranks, tokens 
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .anatomy import Anatomy
+from .attribution import head_scores, position_scores, top_heads
+from .imaging import box_mask, load_image
 
 
 def vocab_scores(anatomy: Anatomy, vectors: torch.Tensor, onto: str = "embed") -> torch.Tensor:
@@ -75,8 +78,6 @@ def positions_of_kind(trace, kind: str) -> torch.Tensor:
 def important_positions(trace, heads: list[tuple[int, int]], k: int, kind: str, token: int | None = None) -> torch.Tensor:
     """The paper's important positions: the k positions of `kind` with the highest per-position Imp, summed over
     `heads` [(layer, head), ...] (one head: that head's own top positions): [k], best first."""
-    from .attribution import position_scores
-
     candidates = positions_of_kind(trace, kind)
     if len(candidates) < k:
         raise ValueError(f"asked for {k} {kind} positions but the prompt has {len(candidates)}")
@@ -109,8 +110,6 @@ def word_ranks_at_patches(model, trace, words: dict, k: int, generator: torch.Ge
     (e.g. the animals not asked about) gets the mean reciprocal rank over them. `inside` (row-major patch indices,
     e.g. the asked animal's box) adds "in-box": k random patches among those (all of them when fewer; NaN when
     none), the control that does not use the head's scores. Needs all_positions=True."""
-    from .attribution import head_scores, top_heads
-
     if heads is None:
         best = top_heads(head_scores(trace), 1)[0]
         heads = [(best["layer"], best["head"])]
@@ -132,3 +131,17 @@ def word_ranks_at_patches(model, trace, words: dict, k: int, generator: torch.Ge
                 rr = torch.stack([(1.0 / token_ranks(model.anatomy, vectors, t, onto).float()).mean(-1) for t in tokens])
                 out[f"{name} {onto} {word}"] = rr.mean(0)
     return out
+
+
+def colour_animal_ranks(model, item, animals, k: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """`word_ranks_at_patches` for one colour item (a `readouts.collect` item): the answer colour, the asked animal
+    and the scene's other `animals`, at the top head's k important patches, k random patches, and k random patches
+    inside the asked animal's box (the control that does not use the head's scores)."""
+    grid = item.trace.positions.grid_shape
+    example = item.example
+    inside = [] if example.box is None else np.flatnonzero(box_mask(
+        example.box, load_image(example.image).size, model.processor.image_processor, grid).ravel())
+    others = [model.token_id(a) for a in animals if a != example.animal]
+    return word_ranks_at_patches(model, item.trace, {"colour": item.colour_id, "animal": item.animal_id,
+                                                     "other animals": others}, k, generator, inside=inside)
+

@@ -13,18 +13,22 @@ model), loaded from local files only. The multi-question organism of chapter 6 i
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
-import re
 from pathlib import Path
 
 import torch
 import transformers
+from transformers.utils import cached_file
 
 from .organism import build
 from .anatomy import Anatomy
+from .devices import resolve_device
 from .errors import LlavamechError
+from .explain import explain
 from .imaging import load_image
-from . import families, questions
+from .memory import check_fits
+from . import families, patches, questions
 from .paths import MODELS_DIR
 from .trace import Trace, run_trace
 
@@ -65,27 +69,6 @@ def _quiet():
 def is_shipped(name: str) -> bool:
     """The organism's names, including its other training seeds (data/models/toy-llava-seed1, ...)."""
     return name in SHIPPED or (name.startswith("toy-") and "/" not in name and (MODELS_DIR / name).is_dir())
-
-
-def resolve_device(device: str) -> str:
-    """cpu, cuda, cuda:N, mps or auto (a GPU when there is one) -> a device that exists here, or one clear error."""
-    device = (device or "").strip()
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        return device
-    if re.fullmatch(r"cuda(:\d+)?", device):
-        if not torch.cuda.is_available():
-            raise LlavamechError(f"device '{device}' was asked for but no GPU is available here; use --device cpu")
-        if ":" in device and int(device.split(":")[1]) >= torch.cuda.device_count():
-            raise LlavamechError(f"device '{device}' does not exist: this machine has {torch.cuda.device_count()} "
-                                 f"GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
-        return device
-    if device == "mps":
-        if not torch.backends.mps.is_available():
-            raise LlavamechError("device 'mps' (Apple GPU) is not available here; use --device cpu")
-        return device
-    raise LlavamechError(f"unknown device '{device}'; use cpu, cuda, cuda:N, mps or auto")
 
 
 class Model:
@@ -212,10 +195,16 @@ class Model:
         """One hooked forward pass at the last prompt position (see llavamech.trace)."""
         return run_trace(self.hf, self.anatomy, self.inputs(image, question, context), self.tokenizer, all_positions)
 
-    def explain(self, image=None, question: str = "", context: str | None = None, **options):
-        """The paper's tool: answer, head scores, and the best head's per-patch map (see llavamech.explain)."""
-        from .explain import explain
-        return explain(self, image=image, question=question, context=context, **options)
+    def explain(self, image=None, question: str = "", context: str | None = None, method: str = "tool",
+                heads: int = 3, **options):
+        """The paper's tool: answer, head scores, and the best head's per-patch map (see llavamech.explain). Any
+        other `method` of llavamech.patches ("top-k" with `heads`, "attention", "ablation", "gradient", "ig",
+        "random") puts its scores in `patch_grid` instead."""
+        if method == "tool":
+            return explain(self, image=image, question=question, context=context, **options)
+        if context:
+            raise LlavamechError("patch methods take an image and a question, without --context")
+        return patches.explained(self, image, question, method, heads=heads, **options)
 
 
 def load(name: str = "toy-llava", device: str = "cpu", dtype: torch.dtype | str = torch.float32,
@@ -228,7 +217,6 @@ def load(name: str = "toy-llava", device: str = "cpu", dtype: torch.dtype | str 
     device = resolve_device(device)
     dtype = _dtype(dtype)
     if device_map is not None:
-        import importlib.util
         if importlib.util.find_spec("accelerate") is None:
             raise LlavamechError("device_map needs accelerate, which is not installed; pip install accelerate")
         if name in TINY or name in TINY_FAMILIES:
@@ -239,7 +227,7 @@ def load(name: str = "toy-llava", device: str = "cpu", dtype: torch.dtype | str 
             built = build.tiny_llava(**options) if multimodal else (*build.tiny_vicuna(**options), None)
             model = Model(name, *built, device)
         elif name in TINY_FAMILIES:
-            from . import tiny_vl
+            from . import tiny_vl   # imports a model class of every family: 0.35 s that only these names need
             builder, options = TINY_FAMILIES[name]
             built = getattr(tiny_vl, builder)(**options)
             model = Model(name, *built, *([None] if len(built) == 2 else []), device)
@@ -294,7 +282,6 @@ def _from_pretrained(name: str, source, device: str, dtype: torch.dtype = torch.
                                f"language models, those language models alone, and {', '.join(families.FAMILIES)} "
                                "models")
     if device.startswith("cuda") and device_map is None:   # too big for the card: one line before any weight loads
-        from .memory import check_fits
         check_fits(config, str(dtype).removeprefix("torch."), torch.cuda.mem_get_info(torch.device(device))[0],
                    where=device)
     if family is not None:
@@ -313,8 +300,6 @@ def _from_pretrained(name: str, source, device: str, dtype: torch.dtype = torch.
 def _tokenizer(source):
     """The saved tokenizer. A generic one (a tokenizer.json saved as TokenizersBackend) is loaded as it was saved:
     AutoTokenizer would otherwise rebuild the model type's own class (Qwen2Tokenizer) from it and split differently."""
-    from transformers.utils import cached_file
-
     saved = cached_file(source, "tokenizer_config.json", local_files_only=True, _raise_exceptions_for_missing_entries=False)
     generic = saved and json.loads(Path(saved).read_text()).get("tokenizer_class") in ("TokenizersBackend",
                                                                                         "PreTrainedTokenizerFast")

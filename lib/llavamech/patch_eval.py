@@ -17,15 +17,16 @@ import contextlib
 import numpy as np
 import torch
 import pandas as pd
+from PIL import Image
 from scipy.stats import spearmanr
 
 from .examples import Example
 from .hooks import model_lock
 from .imaging import box_mask, load_image
 from .interventions import Means
-from .patches import METHODS, Embedded, answer_logprob, patch_maps
+from .patches import METHODS, Embedded, answer_logprob, embed, patch_maps
 from .progress import progress
-from .stats import bootstrap
+from .stats import Estimate, bootstrap
 
 RESOLUTION = 1e-6   # ranks see a map's scores to the precision float32 computes them (see `resolved`)
 METRICS = ("pointing", "mass in box", "deletion", "insertion", "agreement", "top-1 agreement")
@@ -128,6 +129,13 @@ def evaluate(model, examples: list[Example], methods=METHODS, means: Means | Non
     return pd.DataFrame(rows)
 
 
+def paired_difference(per_scene: pd.DataFrame, a: str, b: str, metric: str, seed: int = 0) -> Estimate:
+    """Method `a`'s `metric` minus method `b`'s on the same scenes, with a bootstrap 95 % interval over scenes
+    (paired: each scene's two values resampled together, so the scenes' own difficulty cancels)."""
+    by_scene = per_scene.pivot(index="scene", columns="method", values=metric)[[a, b]].dropna()
+    return bootstrap((by_scene[a] - by_scene[b]).to_numpy(float), seed=seed)
+
+
 def summary(per_scene: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """One row per method, one column per metric: mean with its bootstrap 95 % interval over scenes ("—" where a
     metric does not apply: ablation's agreement with itself); the last row is the box's share of the patches
@@ -185,10 +193,6 @@ def prior_baseline(model, examples: list[Example], means: Means | None = None) -
     """What the model answers without the image's content (the language prior that every deletion score sits
     on): one row per scene with the answer and p(answer) on the image, on a blank image of the image's mean colour,
     and with every patch's visual embedding replaced as `ablation` replaces one (the deletion curve's end)."""
-    from PIL import Image
-
-    from .patches import embed
-
     rows = []
     for i, example in enumerate(progress(examples, f"{model.name}: without the image")):
         image = load_image(example.image)

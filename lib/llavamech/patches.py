@@ -25,12 +25,11 @@ import torch
 from . import families
 from .batching import first_batch, halving, in_batches
 from .errors import LlavamechError
-from .explain import explain, head_map
+from .explain import Explanation, explain, head_map
 from .hooks import frozen_weights, hooked, inject, language_model_call, sdpa_attention
 from .interventions import Means
 from .trace import positions_of
 
-METHODS = ("tool", "top-k", "attention", "ablation", "gradient", "ig", "random")
 DEFAULT_HEADS = 3   # heads summed by `top-k`
 
 
@@ -47,6 +46,68 @@ class PatchMap:
     embedded: "Embedded | None" = field(repr=False, default=None)   # the input embeddings, when a method needed them
 
 
+@dataclass
+class Scoring:
+    """What every method may read for one image and question: the tool's traced pass (`explanation`), and the
+    input embeddings, captured on first use and shared by the methods that perturb them."""
+    model: object
+    question: str
+    explanation: object
+    heads: int = DEFAULT_HEADS
+    means: "Means | None" = None
+    ig_steps: int = 32
+    seed: int = 0
+    _embedded: "Embedded | None" = field(default=None, repr=False)
+
+    @property
+    def embedded(self) -> "Embedded":
+        if self._embedded is None:
+            x = self.explanation
+            self._embedded = embed(self.model, self.model.inputs(x.image, self.question),
+                                   x.trace.positions.image_positions)
+        return self._embedded
+
+    @property
+    def token(self) -> int:
+        return self.explanation.answer_token_id
+
+
+def _tool(s: Scoring):
+    return head_map(s.explanation.trace, s.explanation.top_heads[:1])
+
+
+def _top_k(s: Scoring):
+    return head_map(s.explanation.trace, s.explanation.top_heads[:s.heads])
+
+
+def _attention(s: Scoring):
+    trace = s.explanation.trace
+    return trace.attn_weights[:, :, trace.positions.image_positions].mean((0, 1))
+
+
+def _ablation(s: Scoring):
+    return ablation_scores(s.model, s.embedded, s.token, s.means)
+
+
+def _gradient(s: Scoring):
+    return gradient_scores(s.model, s.embedded, s.token, s.means)
+
+
+def _ig(s: Scoring):
+    return ig_scores(s.model, s.embedded, s.token, s.means, steps=s.ig_steps)
+
+
+def _random(s: Scoring):
+    rows, cols = s.explanation.grid_shape
+    return np.random.default_rng(s.seed).random(rows * cols)
+
+
+# name -> the function that scores the patches (the module docstring says what each is); the one place a method
+# is named, so the CLI, `llavamech run`, the widget and the evaluations all take the same list.
+METHODS = {"tool": _tool, "top-k": _top_k, "attention": _attention, "ablation": _ablation,
+           "gradient": _gradient, "ig": _ig, "random": _random}
+
+
 def check_method(method: str, model=None, heads: int | None = None) -> None:
     """One clear error for a method or head count that cannot run on this model."""
     if method not in METHODS:
@@ -60,7 +121,7 @@ def check_method(method: str, model=None, heads: int | None = None) -> None:
             raise LlavamechError(f"--heads must be between 1 and {total} (the model's heads), not {heads}")
 
 
-def patch_maps(model, image, question: str, methods=METHODS, heads: int = DEFAULT_HEADS,
+def patch_maps(model, image, question: str, methods=tuple(METHODS), heads: int = DEFAULT_HEADS,
                means: Means | None = None, ig_steps: int = 32, seed: int = 0) -> dict[str, PatchMap]:
     """Scores of each method over the patch grid for the model's own answer to `question` about `image`. The
     methods share one traced forward pass (and one capture of the input embeddings); each map's `seconds` is
@@ -71,29 +132,35 @@ def patch_maps(model, image, question: str, methods=METHODS, heads: int = DEFAUL
         raise LlavamechError(f"{model.name} is a text-only model: it has no image patches to score")
     t0 = time.perf_counter()
     x = explain(model, image=image, question=question, top_k=max(10, heads))
-    shared, emb = time.perf_counter() - t0, None
+    shared = time.perf_counter() - t0
+    scoring = Scoring(model, question, x, heads, means, ig_steps, seed)
     maps = {}
     for method in methods:
         t = time.perf_counter()
-        if method in ("tool", "top-k"):
-            scores = head_map(x.trace, x.top_heads[:heads if method == "top-k" else 1]).cpu().numpy()
-        elif method == "attention":
-            scores = x.trace.attn_weights[:, :, x.trace.positions.image_positions].mean((0, 1)).cpu().numpy()
-        elif method == "random":
-            scores = np.random.default_rng(seed).random(x.grid_shape[0] * x.grid_shape[1])
-        else:
-            if emb is None:
-                emb = embed(model, model.inputs(x.image, question), x.trace.positions.image_positions)
-            run = {"ablation": ablation_scores, "gradient": gradient_scores, "ig": ig_scores}[method]
-            scores = run(model, emb, x.answer_token_id, means, **({"steps": ig_steps} if method == "ig" else {}))
+        scores = METHODS[method](scoring)
+        scores = scores.cpu().numpy() if torch.is_tensor(scores) else scores
         maps[method] = PatchMap(method, np.asarray(scores, dtype=np.float64).reshape(x.grid_shape), x.answer,
-                                x.answer_token_id, x.answer_prob, shared + time.perf_counter() - t, x, emb)
+                                x.answer_token_id, x.answer_prob, shared + time.perf_counter() - t, x,
+                                scoring._embedded)
     return maps
 
 
 def patch_map(model, image, question: str, method: str = "tool", **options) -> PatchMap:
     """One method's map (see `patch_maps` for the options)."""
     return patch_maps(model, image, question, (method,), **options)[method]
+
+
+def explained(model, image, question: str, method: str, heads: int = DEFAULT_HEADS, **options) -> Explanation:
+    """The tool's Explanation (answer, head scores, JSON contract) with `method`'s scores as its `patch_grid`: what
+    `Model.explain(method=...)`, the CLI and `llavamech run` return for a method other than the tool."""
+    check_method(method, model, heads)
+    if image is None:
+        raise LlavamechError(f"the {method} method scores image patches; give an image")
+    pm = patch_map(model, image, question, method, heads=heads, **options)
+    x = pm.explanation
+    x.patch_grid, x.method = pm.scores.tolist(), method
+    x.seconds = {**x.seconds, "method": pm.seconds - x.seconds["total"], "total": pm.seconds}
+    return x
 
 
 @dataclass
@@ -188,7 +255,7 @@ def ig_scores(model, emb: Embedded, token: int, means: Means | None = None, step
     same replacement as `ablation`), summed over features. Completeness: the scores sum to log p(answer) clean
     minus with every patch removed, up to the Riemann error of `steps`. The steps run in batches that fit the
     device (the sum is the same in any batching)."""
-    from captum.attr import IntegratedGradients
+    from captum.attr import IntegratedGradients   # 0.4 s to import, and only this method needs it
 
     visual = emb.visual[None]
     baseline = _fill(emb, means).expand_as(visual).clone()

@@ -6,6 +6,8 @@ installs, the book), else the copy installed with the package (`llavamech/_data`
 import os
 from pathlib import Path
 
+from .errors import LlavamechError
+
 _PACKAGE = Path(__file__).resolve().parent
 _CHECKOUT = _PACKAGE.parents[1] / "data"
 
@@ -27,7 +29,6 @@ SEEDS_DIR = DATA_DIR / "seeds"
 def check_data() -> None:
     """One clear line when the shipped data cannot be found (a source tree without data/, a wrong setting)."""
     if not WORLD_JSON.is_file():
-        from .errors import LlavamechError
         raise LlavamechError(f"llavamech's data folder is missing ({DATA_DIR} has no world.json); install the "
                              "package from a wheel or a checkout, or set LLAVAMECH_DATA to a copy of data/")
 
@@ -35,8 +36,6 @@ def check_data() -> None:
 def refuse_overwrite(targets, force: bool, inputs=()) -> None:
     """Files a command is about to write: none may be one of its `inputs` (not even under --force: the command would
     destroy what it reads), and none may already exist unless `force`. Checked before anything is written."""
-    from .errors import LlavamechError
-
     for target in map(Path, targets):
         for source in map(Path, inputs):
             if target.resolve() == source.resolve() or (target.exists() and source.exists()

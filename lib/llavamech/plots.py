@@ -44,12 +44,14 @@ def patch_overlay(explanation, title: str | None = None, ax=None):
     return fig
 
 
-def head_heatmap(scores: torch.Tensor, title: str, label: str = "log-prob increase", ax=None):
-    """A layers x heads heat map of head scores, layer 0 at the bottom."""
+def head_heatmap(scores: torch.Tensor, title: str, label: str = "log-prob increase", ax=None,
+                 lim: float | None = None):
+    """A layers x heads heat map of head scores, layer 0 at the bottom, its colours spanning ±`lim` (default: the
+    largest |score|; give panels one `lim` so that a colour means one value across them)."""
     fig, ax = plt.subplots(figsize=(max(4, scores.shape[1] * 0.35 + 2), max(2.5, scores.shape[0] * 0.35 + 1.2))) \
         if ax is None else (ax.figure, ax)
     scores = as_array(scores)
-    lim = float(np.abs(scores).max()) or 1.0
+    lim = lim or float(np.abs(scores).max()) or 1.0
     im = ax.imshow(scores, cmap="RdBu_r", vmin=-lim, vmax=lim, origin="lower", aspect="auto")
     ax.set_xlabel("head")
     ax.set_ylabel("layer")

@@ -6,13 +6,22 @@ Every function takes example sets keyed by question type ({"colour": [...], "exi
 """
 from __future__ import annotations
 
+import json
+import random
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import torch
+from PIL import ImageOps
 from scipy.stats import spearmanr
 
 from . import circuits, questions, readouts
+from .cards import wilson
 from .examples import Example, typed_examples
+from .models import load
+from .organism.tasks import type_names
+from .organism.world import load_world
 from .hooks import language_model_inputs
 from .patch_eval import animals_mask, pointing
 from .interventions import HeadSetTest, Means, ablated, answer_scores
@@ -29,8 +38,6 @@ def chance(qtype: str) -> float:
 
 def example_sets(n: int, seed: int = 0, text: bool = False, qtypes=None) -> dict[str, list[Example]]:
     """n held-out examples of each question type (scenes, or with `text` the facts as text)."""
-    from .organism.tasks import type_names
-
     return {t: typed_examples(n, t, seed, text) for t in (qtypes or type_names(text=text))}
 
 
@@ -48,10 +55,6 @@ def by_type(examples: list[Example]) -> dict[str, list[Example]]:
 def absent_variants(examples: list[Example], seed: int = 0) -> list[Example]:
     """Each colour example asked instead about an animal its scene does not hold (no true colour): the questions a
     grounded answer cannot exist for."""
-    import random
-
-    from .organism.world import load_world
-
     rng = random.Random(f"{seed}:absent")
     return [e.asking(rng.choice([a for a in load_world().animals if a not in dict(e.facts)])) for e in examples]
 
@@ -161,8 +164,6 @@ def mirrored_order(model, examples: list[Example]) -> pd.DataFrame:
       features sit at the mirrored sequence position (RoPE sees the mirrored order) while the features themselves,
       which carry the vision tower's own position embeddings, are unchanged.
     Per run: the share of answers that are the other side than the unmirrored run's answer, with its interval."""
-    from PIL import ImageOps
-
     flips = {"image mirrored": [], "token order mirrored": []}
     for example in progress(examples, "mirrored position questions"):
         inputs = model.inputs(example.image, example.question)
@@ -296,8 +297,6 @@ BARS = {"VQA": 0.90, "TQA": 0.95}   # issue's bars on held-out examples: every t
 def card(llava_name: str, vicuna_name: str, n: int = 300, eval_seed: int = 2024, device: str = "cpu") -> dict:
     """A multi-question organism's card: held-out accuracy of every type, VQA and TQA of the Llava and TQA of its
     text model, on n fresh examples per type and mode (evaluation seed `eval_seed`)."""
-    from .models import load
-
     llava, vicuna = load(llava_name, device=device), load(vicuna_name, device=device)
     scenes, texts = example_sets(n, eval_seed), example_sets(n, eval_seed, text=True)
     out = {"n": n, "eval_seed": eval_seed, "accuracy": {}}
@@ -312,8 +311,6 @@ def card(llava_name: str, vicuna_name: str, n: int = 300, eval_seed: int = 2024,
 def card_table(cards: dict[str, dict]) -> pd.DataFrame:
     """Cards side by side ({model: card}): one row per (mode, type), each model's accuracy with its 95 % Wilson
     interval, the bar, and whether every model clears it. The text model's rows are named by their mode alone."""
-    from .cards import wilson
-
     rows: dict = {}
     for name, c in cards.items():
         for key, value in c["accuracy"].items():
@@ -332,9 +329,6 @@ def card_table(cards: dict[str, dict]) -> pd.DataFrame:
 def write_card(out, n: int = 300, eval_seed: int = 2024) -> dict:
     """Measure out/toy-llava-multi (with out/toy-vicuna-multi) and write out/toy-llava-multi/card.json, with the
     training seconds and seed of its log (what `train-organism --multi` does after the Llava stages)."""
-    import json
-    from pathlib import Path
-
     out = Path(out)
     logs = [out / f"training-log-{stage}-multi.json" for stage in ("llava", "all")]
     log = json.loads(next((p for p in logs if p.exists()), logs[0]).read_text())

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from .organism import tasks
 from .organism.world import load_world
 
 SLOT = re.compile(r"\{(\w+)\}")
@@ -57,11 +58,13 @@ class QuestionType:
 def types() -> dict[str, QuestionType]:
     """name -> QuestionType, from data/world.json in its order (colour first)."""
     world = load_world()
-    spec = {k: v for k, v in world.spec["question_types"].items() if k != "about"}
     sets = {"colours": world.colour_names, "animals": world.animals}
-    return {name: QuestionType(name, t["question"], t["answer_prefix"],
-                               tuple(sets[t["answers"]]) if isinstance(t["answers"], str) else tuple(t["answers"]),
-                               t["fact"]) for name, t in spec.items()}
+    out = {}
+    for name in tasks.type_names():
+        t = tasks.spec(name)
+        answers = sets[t["answers"]] if isinstance(t["answers"], str) else t["answers"]
+        out[name] = QuestionType(name, t["question"], t["answer_prefix"], tuple(answers), t["fact"])
+    return out
 
 
 def parse(question: str) -> Question | None:

@@ -15,6 +15,7 @@ import torch
 from . import attribution
 from .examples import Example
 from .progress import progress
+from .stats import ranking_agreement
 from .trace import Trace
 
 
@@ -106,3 +107,18 @@ def correct(item: Item) -> float:
 def top_heads_of(mean_scores, k: int) -> list[tuple[int, int]]:
     """The k heads with the highest mean score, as (layer, head), best first."""
     return [(h["layer"], h["head"]) for h in attribution.top_heads(torch.as_tensor(mean_scores), k)]
+
+
+def imp_vs_z(imp, z, layers_z, top: int) -> dict:
+    """How far Imp and the linear logit contribution z rank the heads alike, for one setting: `imp` and `z` are the
+    heads' mean scores [L, H], `layers_z` the layers' z [2, L] (attention, FFN) averaged over examples. A table row:
+    Spearman over all heads, how many of the `top` heads each puts first the other shares, both top lists, the
+    best attention layer and the largest FFN z; and, under "_agree", `stats.ranking_agreement`'s numbers."""
+    agree = ranking_agreement(imp, z, top=top)
+    return {"Spearman, Imp vs z (all heads)": f"{agree['spearman']:.3f}",
+            f"top {top} shared": agree["shared top"],
+            f"top {top} by Imp": ", ".join(f"{l}_{h}" for l, h in top_heads_of(imp, top)),
+            f"top {top} by z": ", ".join(f"{l}_{h}" for l, h in top_heads_of(z, top)),
+            "best attention layer by z": int(layers_z[0].argmax()), "largest FFN z": f"{layers_z[1].max():.3f}",
+            "_agree": agree}
+

@@ -72,3 +72,10 @@ def compare(estimates: dict[str, Estimate], keys: list[str] | None = None,
         glue(f"holds_{glue_name(key)}", row["holds here?"] or "—")
         glue(f"here_{glue_name(key)}", row["here (95 % CI)"])
     return frame
+
+
+def glue_paper(*keys: str) -> None:
+    """Glue the paper's value of each key of data/reference/paper.csv as paper_NAME, so prose never types it."""
+    numbers = paper_numbers()
+    for key in keys:
+        glue("paper_" + glue_name(key), float(numbers.loc[key, "value"]))

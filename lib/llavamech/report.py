@@ -1,13 +1,18 @@
 """Helpers for the book's executed pages: `glue` a value for the prose (myst-nb where it is installed; elsewhere,
-e.g. in Colab, the value is only kept), and tables that render the same every time. (Executed notebooks are
+e.g. in Colab, the value is only kept), the measures a chapter glues together (`glue_causal_test`), and tables
+that render the same every time. (Executed notebooks are
 normalised and compared by `llavamech.notebooks`; progress bars live in `llavamech.progress`.)"""
 from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .interventions import CONTROL_NAMES
 
 try:
     from myst_nb import glue as _glue
 except ImportError:  # Colab and plain Jupyter: nothing to render into
     _glue = None
-
 
 GLUE_DIGITS = 6   # significant digits kept of a glued float: more than any page shows, fewer than float32 noise
 
@@ -35,24 +40,50 @@ def glue_estimates(estimates: dict) -> None:
         glue(glue_name(key) + "_ci", f"[{est.low:.3f}, {est.high:.3f}]")
 
 
-def glue_paper(*keys: str) -> None:
-    """Glue the paper's value of each key of data/reference/paper.csv as paper_NAME, so prose never types it."""
-    from .reference import paper_numbers
-
-    numbers = paper_numbers()
-    for key in keys:
-        glue("paper_" + glue_name(key), float(numbers.loc[key, "value"]))
+def glue_causal_test(causal: pd.DataFrame, ranked: list[tuple[int, int]]) -> None:
+    """Glue a head-ablation test (`head_ablation_test`) for a chapter's prose. Per k: the top-k effect (kK_dacc,
+    kK_dlogp, kK_dlogp_mean) and, per control, its p-value and Holm-adjusted p-value over the table, the random
+    sets' mean Δ log p and Δ accuracy and how many sets ran (kK_p_all, kK_holm_all, kK_random_dlogp_same_layer, ...). Where k = 1 ran every single head, the most harmful
+    one and its rank by Imp among `ranked` (worst_single_head, worst_single_dlogp, worst_single_imp_rank). For the
+    scorecard: which tests stand after Holm's correction (causal_verdict) and the one closest to standing
+    (causal_summary)."""
+    by_k = {int(k): row for k, row in causal.iterrows()}
+    for k, row in by_k.items():
+        glue(f"k{k}_dacc", str(row["top-k Δ accuracy"]))
+        glue(f"k{k}_dlogp", str(row["top-k Δ log p"]))
+        glue(f"k{k}_dlogp_mean", float(row["top-k Δ log p"].mean))
+        for control, name in CONTROL_NAMES.items():
+            tag = control.replace("-", "_")
+            glue(f"k{k}_p_{tag}", float(row[f"p ({name})"]))
+            glue(f"k{k}_holm_{tag}", float(row[f"p, Holm ({name})"]))
+            glue(f"k{k}_random_dlogp_{tag}", float(row[f"_null {control}"].mean()))
+            glue(f"k{k}_random_dacc_{tag}", row[f"random Δ accuracy ({name})"])
+            glue(f"k{k}_sets_{tag}", row[f"sets ({name})"])
+    glue("n_heads_total", len(ranked))
+    holm = {(k, name): float(row[f"p, Holm ({name})"]) for k, row in by_k.items() for name in CONTROL_NAMES.values()}
+    standing = [f"k = {k} against {name}" for (k, name), p in holm.items() if p < 0.05]
+    (k_min, name_min), p_min = min(holm.items(), key=lambda item: item[1])
+    glue("causal_verdict", "yes: " + "; ".join(standing) if standing else "not established: no test survives correction")
+    glue("causal_summary", f"top {k_min}: Δ log p {by_k[k_min]['top-k Δ log p']}; smallest Holm-adjusted p "
+                           f"{p_min:.2g} (against {name_min}, {len(holm)} tests)")
+    if 1 in by_k:   # every single head, ablated alone: the all-heads control at k = 1 ran them all
+        single = by_k[1]["_control all"]
+        worst = int(np.argmin(single.null_logp))
+        (layer, head), = single.sets_run[worst]
+        glue("worst_single_head", f"{layer}_{head}")
+        glue("worst_single_dlogp", float(single.null_logp[worst]))
+        glue("worst_single_imp_rank", ranked.index((layer, head)) + 1)
 
 
 def table(frame, name: str, number_format: str | None = None):
     """A DataFrame shown in full (no truncated cells) as HTML with a fixed table id, so that re-executing a page
     reproduces it byte for byte (pandas' Styler draws a random id each time). A frame may carry, in `attrs`, a
     `note` (a footnote under the table) and `index=False` (no index column)."""
-    from IPython.display import HTML
+    from IPython.display import HTML   # Jupyter's: not on a bare GPU machine, which runs chapters as scripts
 
     styler = frame.style.set_uuid(name)
     if number_format:
-        styler = styler.format(number_format)
+        styler = styler.format(number_format, na_rep="—")   # a cell a row does not have
     if frame.attrs.get("index", True) is False:
         styler = styler.hide(axis="index")
     note = f'<p class="table-note">{frame.attrs["note"]}</p>' if frame.attrs.get("note") else ""

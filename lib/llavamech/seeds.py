@@ -16,7 +16,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from .examples import toy_examples
+from .interventions import activation_means
+from .models import load
+from .patch_eval import evaluate
 from .paths import MODELS_DIR, SEEDS_DIR
+from .stats import bootstrap
 
 # name: seeds of (toy-vicuna, toy-clip, the Llava stages); the main organism is all zeros
 VARIANTS = {
@@ -48,12 +53,7 @@ def variants() -> pd.DataFrame:
 
 def evaluate_variant(name: str, n: int, seed: int) -> pd.DataFrame:
     """The patch evaluation of one shipped variant, as chapter 5 runs it (mean ablation over the scenes)."""
-    import llavamech
-    from .examples import toy_examples
-    from .interventions import activation_means
-    from .patch_eval import evaluate
-
-    model = llavamech.load(name)
+    model = load(name)
     items = toy_examples(n, seed)
     per_scene = evaluate(model, items, means=activation_means(model, items, "vqa"), seed=seed)
     return per_scene.drop(columns=["deletion curve", "insertion curve"]).assign(model=name)
@@ -63,8 +63,6 @@ def seed_table(per_scene: pd.DataFrame, methods=("tool", "top-k", "attention", "
                metric: str = "pointing", seed: int = 0) -> pd.DataFrame:
     """One row per model: its stage seeds, VQA accuracy on the scenes, the tool's most frequent head (and on what
     share of scenes it is the top head), and `metric` for each method with its bootstrap 95 % interval."""
-    from .stats import bootstrap
-
     rows = []
     for name, group in per_scene.groupby("model", sort=False):
         tool = group[group["method"] == "tool"]
@@ -96,6 +94,18 @@ def one_stage_apart(by_seed: pd.DataFrame, column: str = "pointing: tool") -> pd
                 rows.append({"stage whose seed changes": STAGES[apart[0]], "from": a, "to": b, f"{column}, from": x,
                              f"{column}, to": y, "change": y.mean - x.mean})
     return pd.DataFrame(rows)
+
+
+def stage_effects(pairs: pd.DataFrame) -> tuple[str, pd.Series]:
+    """From `one_stage_apart`'s pairs: the largest change in the measure that changing each stage's seed alone
+    makes (a Series by stage, absolute values), and the stage with the largest, the one that carries the difference."""
+    by_stage = pairs.groupby("stage whose seed changes")["change"].agg(lambda c: c.abs().max())
+    return by_stage.idxmax(), by_stage
+
+
+def usual_heads(by_seed: pd.DataFrame) -> pd.Series:
+    """Per toy-vicuna seed, the tool's usual head of each model trained on that Vicuna ("1_3, 1_3, ...")."""
+    return by_seed.groupby("toy-vicuna seed")["tool's usual head"].agg(lambda h: ", ".join(v.split()[0] for v in h))
 
 
 def main(argv=None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import spearmanr
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,17 @@ def bootstrap(values, n_boot: int = 2000, seed: int = 0) -> Estimate:
     return Estimate(unwrap(mean), unwrap(low), unwrap(high), n)
 
 
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (same order as given): a test stands at level α when its
+    adjusted p is at most α, with the chance of any false rejection in the family at most α."""
+    p = np.asarray(p_values, dtype=float)
+    order = np.argsort(p, kind="stable")
+    scaled = np.minimum(1.0, p[order] * (len(p) - np.arange(len(p))))
+    adjusted = np.empty_like(p)
+    adjusted[order] = np.maximum.accumulate(scaled)
+    return adjusted
+
+
 def chance_mrr(vocab_size: int) -> float:
     """Expected reciprocal rank of a token whose rank is uniform over the vocabulary: H_V / V."""
     return float(np.sum(1.0 / np.arange(1, vocab_size + 1)) / vocab_size)
@@ -60,8 +72,6 @@ def scaled_k(k_paper: int, n_positions: int, n_paper: int = 576) -> int:
 def ranking_agreement(a, b, top: int = 5) -> dict:
     """How far two scores of the same units (e.g. every head's mean Imp and mean linear logit contribution) rank
     them alike: Spearman's rho over all units, and how many of each score's `top` units the other's top shares."""
-    from scipy.stats import spearmanr
-
     a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
     if a.shape != b.shape:
         raise ValueError(f"the two scores must cover the same units ({a.shape} vs {b.shape})")

@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass, field
 
 import torch
+from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape
 
 from . import families
 from .anatomy import Anatomy
@@ -90,8 +91,6 @@ def image_layout(model: torch.nn.Module, image_sizes: torch.Tensor) -> torch.Ten
     """LLaVA-NeXT: the (tile, row, col) of every image token, read from the model's own packing code (tiles ->
     one grid -> padding removed -> a newline per row -> after the base image) run on coordinates instead of
     features, so the map follows whatever layout the model uses. [N, 3]; a newline is (-1, -1, -1)."""
-    from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape
-
     vision = model.config.vision_config
     side = vision.image_size // vision.patch_size
     tiles_h, tiles_w = get_anyres_image_grid_shape(image_sizes[0].tolist(), model.config.image_grid_pinpoints,

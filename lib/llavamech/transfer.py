@@ -13,8 +13,12 @@ import pandas as pd
 import torch
 from scipy.stats import hypergeom, spearmanr
 
-from .hooks import model_lock
-from .stats import Estimate
+from .hooks import hooked, model_lock
+from .imaging import box_mask, load_image
+from .interventions import HeadSetTest
+from .progress import progress
+from .reference import paper_numbers
+from .stats import Estimate, bootstrap
 
 
 def top_set(scores, k: int) -> set[tuple[int, int]]:
@@ -25,15 +29,21 @@ def top_set(scores, k: int) -> set[tuple[int, int]]:
 
 
 def overlap_table(a, b, ks, seed: int = 0) -> pd.DataFrame:
-    """For each k: how many of the top-k heads of `a` are among the top-k of `b`, the number expected if the two
+    """For each k: how many of the top-k heads of `a` are among the top-k of `b`; the number expected if the two
     top sets were drawn at random (k·k/N of N heads), and the chance of an overlap at least this large (the
-    hypergeometric tail)."""
-    n = np.asarray(a).size
+    hypergeometric tail); and the same within the layers the two top sets occupy (N = those layers' heads), the
+    stricter null where a circuit sits in few layers: two sets confined to one layer of 8 heads share heads often."""
+    a, b = np.asarray(a), np.asarray(b)
+    n = a.size
     rows = []
     for k in ks:
-        shared = len(top_set(a, k) & top_set(b, k))
+        top_a, top_b = top_set(a, k), top_set(b, k)
+        shared = len(top_a & top_b)
+        within = len({layer for layer, _ in top_a | top_b}) * a.shape[-1]
         rows.append({"k": k, "share of heads": k / n, "overlap": shared, "expected by chance": k * k / n,
-                     "P(overlap ≥ observed | chance)": float(hypergeom.sf(shared - 1, n, k, k))})
+                     "P(overlap ≥ observed | chance)": float(hypergeom.sf(shared - 1, n, k, k)),
+                     "heads in their layers": within, "expected (their layers)": k * k / within,
+                     "P(overlap ≥ observed | their layers)": float(hypergeom.sf(shared - 1, within, k, k))})
     return pd.DataFrame(rows).set_index("k")
 
 
@@ -130,8 +140,6 @@ def transplanted_rows(tuned, base, row_heads):
     `transplanted` would, one row at a time), through hooks on the attention projections: the rows' q, k, v
     slices are recomputed with the old weights and the o_proj output corrected by the old minus the new W_O
     columns. The weights themselves are never changed. Many transplants in one batched pass."""
-    from .hooks import hooked
-
     _check_same_shape(tuned, base)
     a, rows = tuned.anatomy, len(row_heads)
     # per layer and projection: {index: (old weight slice, old bias slice or None, new weight, rows using it)}
@@ -185,9 +193,6 @@ def transplant_test(tuned, base, examples, heads, mode: str = "vqa", draws: int 
     of the true colour, with bootstrap intervals over examples), against random head sets given theirs back
     (`interventions.null_sets`, per control in `controls`: the sets' mean, 2.5–97.5 % range, and the permutation
     p-value of the chosen heads' mean Δ log p, on the first `control_examples` examples; all batched)."""
-    from .interventions import HeadSetTest
-    from .stats import bootstrap
-
     test = HeadSetTest(tuned, examples, mode, lambda model, rows: transplanted_rows(model, base, rows),
                        control_examples)
     heads = [tuple(h) for h in heads]
@@ -204,10 +209,6 @@ def where_heads_look(model, examples, heads, seed: int = 0) -> pd.DataFrame:
     """For each head, the share of its attention from the last position on the asked animal's box, on the rest of
     the image, on the asked animal's word in the question, and on the rest of the text, over scenes (mean with
     bootstrap interval); and each target's share of the positions (what uniform attention would give)."""
-    from .imaging import box_mask, load_image
-    from .progress import progress
-    from .stats import bootstrap
-
     targets = ["asked animal's box", "rest of the image", "asked animal's word", "rest of the text"]
     shares, sizes = {h: [] for h in heads}, []
     for example in progress([e for e in examples if e.box is not None], f"{model.name}: where the heads look"):
@@ -234,8 +235,6 @@ def where_heads_look(model, examples, heads, seed: int = 0) -> pd.DataFrame:
 def paper_overlap(key: str, k: int = 10, n_heads: int = 1024) -> dict:
     """The paper's top-k overlap (data/reference/paper.csv) with its own chance level: Llava-1.5-7b has 32 layers
     of 32 heads, and the paper compares top-10 sets."""
-    from .reference import paper_numbers
-
     shared = int(float(paper_numbers().loc[key, "value"]))
     return {"k": k, "share of heads": k / n_heads, "overlap": shared, "expected by chance": k * k / n_heads,
             "P(overlap ≥ observed | chance)": float(hypergeom.sf(shared - 1, n_heads, k, k))}

@@ -22,6 +22,8 @@ QWEN = {k: v for k, v in FAMILIES.items() if k.startswith("qwen")}
 EXTRAS = {"qwen2_vl": ["position_ids"], "qwen2_5_vl": ["position_ids"], "qwen3_vl": ["position_ids"],
           "gemma3": ["token_type_ids"],
           "llava_onevision": [], "idefics3": [], "smolvlm": []}
+# images: a scene of that size cut to that box (odd-sized; wide, so that a pooled grid is not square)
+ODD, WIDE = (80, (0, 0, 77, 45)), (110, (0, 0, 101, 45))
 
 
 @pytest.fixture(scope="module", params=list(QWEN.values()), ids=list(QWEN))
@@ -39,9 +41,13 @@ def gemma():
     return tiny("gemma3")
 
 
+def cut(scene_size, box):
+    return make_scene(random.Random(7), size=scene_size).image.crop(box)
+
+
 @pytest.fixture(scope="module")
 def odd():
-    return make_scene(random.Random(7), size=80).image.crop((0, 0, 77, 45))
+    return cut(*ODD)
 
 
 def test_grid_follows_the_image_and_the_rotary_positions(qwen, odd):
@@ -81,40 +87,30 @@ def test_each_token_covers_its_rectangle_of_the_processors_pixels(qwen):
         assert token[:, 1].min() == 5 * y0 and token[:, 1].max() == 5 * (y1 - 1)
 
 
-def test_qwen_layout_names_the_merged_feature_the_model_puts_there(qwen, odd):
-    """Token k of the vision tower's merged output is what the model places at the k-th image position."""
-    seen = {}
-    hooks = [qwen.hf.model.visual.register_forward_hook(lambda m, a, o: seen.update(merged=o.pooler_output)),
-             qwen.anatomy.language_model.register_forward_pre_hook(
-                 lambda m, a, k: seen.update(embeds=k["inputs_embeds"][0]), with_kwargs=True)]
-    try:
-        trace = qwen.trace(odd, Q)
-    finally:
-        for h in hooks:
-            h.remove()
+def qwen_hooks(qwen, seen):
+    return [qwen.hf.model.visual.register_forward_hook(lambda m, a, o: seen.update(merged=o.pooler_output))]
+
+
+def qwen_layout(qwen, trace, seen):
+    """Qwen-VL: token k of the vision tower's merged output is what the model places at the k-th image position."""
     rows, cols = trace.positions.grid_shape
     for position, tile, row, col in trace.positions.image_tokens.tolist():
         torch.testing.assert_close(seen["embeds"][position], seen["merged"][row * cols + col], atol=0, rtol=0)
 
 
-def test_gemma_layout_names_the_pooled_cell_of_the_patches(gemma, odd):
+def gemma_hooks(gemma, seen):
+    projector = gemma.hf.model.multi_modal_projector
+    tower = gemma.hf.model.vision_tower
+    return [tower.register_forward_hook(lambda m, a, o: seen.update(patches=o.last_hidden_state)),
+            projector.avg_pool.register_forward_hook(   # the first call: not the layout's, on coordinates
+                lambda m, a, o: None if "pooled" in seen else seen.update(pooled=o)),
+            projector.register_forward_hook(lambda m, a, o: seen.update(tokens=o))]
+
+
+def gemma_layout(gemma, trace, seen):
     """Gemma 3: the 48 px image is 6 x 6 SigLIP patches pooled 2 x 2 into 3 x 3 tokens. Token (r, c) is the mean of
     patches 2r..2r+1 x 2c..2c+1 (read off the vision tower and the projector's pooling), and the projector's k-th
     output is what the model places at the k-th image position."""
-    seen = {}
-    projector = gemma.hf.model.multi_modal_projector
-    tower = gemma.hf.model.vision_tower
-    hooks = [tower.register_forward_hook(lambda m, a, o: seen.update(patches=o.last_hidden_state)),
-             projector.avg_pool.register_forward_hook(   # the first call: not the layout's, on coordinates
-                 lambda m, a, o: None if "pooled" in seen else seen.update(pooled=o)),
-             projector.register_forward_hook(lambda m, a, o: seen.update(tokens=o)),
-             gemma.anatomy.language_model.register_forward_pre_hook(
-                 lambda m, a, k: seen.update(embeds=k["inputs_embeds"][0]), with_kwargs=True)]
-    try:
-        trace = gemma.trace(odd, Q)
-    finally:
-        for h in hooks:
-            h.remove()
     assert trace.positions.grid_shape == (3, 3)
     patches = seen["patches"][0].reshape(6, 6, -1)
     for k, (position, tile, row, col) in enumerate(trace.positions.image_tokens.tolist()):
@@ -123,24 +119,17 @@ def test_gemma_layout_names_the_pooled_cell_of_the_patches(gemma, odd):
         torch.testing.assert_close(seen["embeds"][position], seen["tokens"][0, k], atol=0, rtol=0)
 
 
-def test_onevision_layout_names_the_pooled_grid_the_model_builds(odd):
-    """LLaVA-OneVision: the base image's tokens are the projector's tile-0 outputs; each newline is the newline
-    vector; and the token numbered (row r, col c) of the pooled grid is, computed here from the projector's tile
-    outputs, the tiles assembled, unpadded by transformers' own `unpad_image` and pooled bilinearly to the grid's
-    size, at (r, c)."""
+def onevision_hooks(ov, seen):
+    return [ov.hf.model.multi_modal_projector.register_forward_hook(lambda m, a, o: seen.update(tiles=o))]
+
+
+def onevision_layout(ov, trace, seen):
+    """LLaVA-OneVision (on a wide 101 x 45 px image): the base image's tokens are the projector's tile-0 outputs;
+    each newline is the newline vector; and the token numbered (row r, col c) of the pooled grid is, computed here
+    from the projector's tile outputs, the tiles assembled, unpadded by transformers' own `unpad_image` and pooled
+    bilinearly to the grid's size, at (r, c)."""
     from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape, unpad_image
 
-    ov = tiny("llava-onevision")
-    wide = make_scene(random.Random(7), size=110).image.crop((0, 0, 101, 45))
-    seen = {}
-    hooks = [ov.hf.model.multi_modal_projector.register_forward_hook(lambda m, a, o: seen.update(tiles=o)),
-             ov.anatomy.language_model.register_forward_pre_hook(
-                 lambda m, a, k: seen.update(embeds=k["inputs_embeds"][0]), with_kwargs=True)]
-    try:
-        trace = ov.trace(wide, Q)
-    finally:
-        for h in hooks:
-            h.remove()
     positions, side = trace.positions, 4
     rows, cols = positions.grid_shape
     assert rows != cols and (positions.image_tokens[:, 1] == -1).sum() == rows
@@ -154,25 +143,18 @@ def test_onevision_layout_names_the_pooled_grid_the_model_builds(odd):
         torch.testing.assert_close(seen["embeds"][position], expected, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("kind", ["idefics3", "smolvlm"])
-def test_idefics3_layout_follows_the_announced_tiles_and_the_pixel_shuffle(kind, odd):
+def idefics3_hooks(idefics, seen):
+    tower = idefics.hf.model.vision_model
+    return [tower.register_forward_hook(lambda m, a, o: seen.update(patches=o.last_hidden_state)),
+            idefics.hf.model.connector.register_forward_hook(lambda m, a, o: seen.update(tokens=o))]
+
+
+def idefics3_layout(idefics, trace, seen):
     """Idefics3: 77 x 45 px -> 96 x 56 -> 96 x 64, split into 2 x 3 tiles of 32 px (4 x 4 patches, shuffled 2 x 2
     into 4 tokens) plus the whole image. The token at (row r, col c) of tile (i, j) holds, among its four
     shuffled-in patch vectors, exactly the patches of rows 2r..2r+1 and columns 2c..2c+1 of that tile (read off the
     vision tower), and is the connector's output for the tile its <row_i_col_j> announces (the global image last).
     SmolVLM: the same."""
-    idefics = tiny(kind)
-    seen = {}
-    tower = idefics.hf.model.vision_model
-    hooks = [tower.register_forward_hook(lambda m, a, o: seen.update(patches=o.last_hidden_state)),
-             idefics.hf.model.connector.register_forward_hook(lambda m, a, o: seen.update(tokens=o)),
-             idefics.anatomy.language_model.register_forward_pre_hook(
-                 lambda m, a, k: seen.update(embeds=k["inputs_embeds"][0]), with_kwargs=True)]
-    try:
-        trace = idefics.trace(odd, Q)
-    finally:
-        for h in hooks:
-            h.remove()
     positions = trace.positions
     assert positions.grid_shape == (4, 6) and len(positions.image_tokens) == 7 * 4
     patches = seen["patches"].reshape(7, 4, 4, -1)                    # [tiles + global, rows, cols, d]
@@ -187,6 +169,32 @@ def test_idefics3_layout_follows_the_announced_tiles_and_the_pixel_shuffle(kind,
         chunks = shuffled.reshape(4, d)
         assert all(any(torch.equal(chunk, p) for chunk in chunks) for p in cell)
     assert positions.label(int(positions.image_positions[7])) == "patch 1,1"
+
+
+# family: (the image; the hooks that read the vision side; the layout's checks)
+QWEN_LAYOUT = (ODD, qwen_hooks, qwen_layout)
+IDEFICS3_LAYOUT = (ODD, idefics3_hooks, idefics3_layout)
+LAYOUTS = {"qwen2-vl": QWEN_LAYOUT, "qwen2.5-vl": QWEN_LAYOUT, "qwen3-vl": QWEN_LAYOUT,
+           "gemma3": (ODD, gemma_hooks, gemma_layout), "llava-onevision": (WIDE, onevision_hooks, onevision_layout),
+           "idefics3": IDEFICS3_LAYOUT, "smolvlm": IDEFICS3_LAYOUT}
+
+
+@pytest.mark.parametrize("family", list(LAYOUTS))
+def test_layout_names_the_feature_the_model_puts_at_each_image_position(family):
+    """Each family's layout (trace.positions) read against the model's own pass: what the language model is given
+    at each image position (its input embeddings, hooked) is the vision-side output (hooked, per family) that the
+    layout names there."""
+    (scene_size, box), hooks, layout = LAYOUTS[family]
+    model, image = tiny(*FAMILIES[family]), cut(scene_size, box)
+    seen = {}
+    handles = hooks(model, seen) + [model.anatomy.language_model.register_forward_pre_hook(
+        lambda m, a, k: seen.update(embeds=k["inputs_embeds"][0]), with_kwargs=True)]
+    try:
+        trace = model.trace(image, Q)
+    finally:
+        for h in handles:
+            h.remove()
+    layout(model, trace, seen)
 
 
 def test_maps_are_drawn_on_the_whole_image(any_family, odd):
@@ -294,7 +302,7 @@ def test_gemma_soft_cap_enters_the_score_exactly(gemma, odd):
     from llavamech.checks import identity_errors
     from llavamech.models import Model
     from llavamech.tiny_vl import tiny_gemma3_text
-    from tests.unit.test_identities import ATOL, brute_imp, capture_o_proj_inputs, close, direct_head_output
+    from tests.unit.test_attribution import ATOL, brute_imp, capture_o_proj_inputs, close, direct_head_output
 
     capped = Model("tiny-random-gemma3-text(cap 0.1)", *tiny_gemma3_text(soft_cap=0.1))
     example = dict(question=Q, context="The dog is white. The cat is black.")
@@ -319,7 +327,6 @@ def test_gemma_soft_cap_enters_the_score_exactly(gemma, odd):
         gemma.anatomy.soft_cap = None
 
 
-
 def test_other_families_are_refused_in_one_line_naming_the_supported(tmp_path):
     from transformers import PaliGemmaConfig
 
@@ -328,33 +335,6 @@ def test_other_families_are_refused_in_one_line_naming_the_supported(tmp_path):
     with pytest.raises(LlavamechError, match=supported) as e:
         llavamech.load(str(tmp_path))
     assert "\n" not in str(e.value)
-
-
-def test_published_checkpoints_have_their_published_sizes():
-    """Counted on the meta device from the configs written out in llavamech.memory: the model cards' sizes, in
-    billions to their two decimals."""
-    from llavamech import memory
-
-    sizes = {memory.qwen2_vl_7b_config: 8.29, memory.qwen2_5_vl_7b_config: 8.29, memory.qwen3_vl_8b_config: 8.77,
-             memory.gemma3_4b_config: 4.30,
-             memory.llava_onevision_7b_config: 8.03}
-    for config, billions in sizes.items():
-        assert round(memory.parameters(config()) / 1e9, 2) == billions, config.__name__
-
-
-def test_patch_boxes_agree_with_box_mask_under_a_centre_crop():
-    """llava-1.5's view (resize the short side, centre crop): each cell's rectangle maps back through the crop and
-    the resize, its centre is where box_mask looks, and the cropped-off margins lie in no cell."""
-    llava = tiny("llava")
-    ip = llava.processor.image_processor     # 32 px crop of the short side resized to 32
-    boxes = patch_boxes((128, 64), ip, (4, 4))
-    assert tuple(boxes[0, 0]) == (32, 0, 48, 16) and tuple(boxes[-1, -1]) == (80, 48, 96, 64)
-    for r in range(4):
-        for c in range(4):
-            x0, y0, x1, y1 = boxes[r, c]
-            centre = ((x0 + x1) / 2, (y0 + y1) / 2)
-            mask = box_mask((centre[0] - 1, centre[1] - 1, centre[0] + 1, centre[1] + 1), (128, 64), ip, (4, 4))
-            assert mask.sum() == 1 and mask[r, c]
 
 
 def test_qwen3_deepstack_additions_are_terms_of_the_residual_stream(odd):

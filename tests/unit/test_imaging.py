@@ -1,11 +1,15 @@
 """One image loader for every mode Pillow opens: what reaches the model looks like the picture (not clipped white or
-black), upright by its EXIF orientation, bounded in size, and fully decoded (a damaged file is refused up front)."""
+black), upright by its EXIF orientation, bounded in size, and fully decoded (a damaged file is refused up front); a
+box on the picture mapped onto the patch grid through the processor's resize and centre crop, and back."""
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from llavamech import LlavamechError
-from llavamech.imaging import load_image
+from llavamech.imaging import box_mask, load_image, patch_boxes
+from tests.conftest import tiny
 
 GREY = (np.arange(48 * 40).reshape(48, 40) * 7 % 256).astype(np.uint8)   # every grey level, some several times
 
@@ -69,3 +73,28 @@ def test_damaged_files_are_refused_whole(tmp_path):
         load_image(Image.open(cut))
     with pytest.raises(LlavamechError, match="NUL byte"):
         load_image(str(tmp_path / "a\x00.png"))
+
+
+def test_box_mask_follows_resize_and_centre_crop():
+    proc = SimpleNamespace(crop_size={"height": 64, "width": 64}, size={"shortest_edge": 64})
+    square = box_mask((0, 0, 32, 32), (64, 64), proc, (8, 8))
+    assert square[:4, :4].all() and square.sum() == 16
+    wide = box_mask((32, 0, 64, 32), (128, 64), proc, (8, 8))  # the crop drops 32 px on each side
+    assert np.array_equal(wide, square)
+    big = box_mask((0, 0, 64, 64), (128, 128), proc, (8, 8))    # halved by the resize
+    assert np.array_equal(big, square)
+
+
+def test_patch_boxes_agree_with_box_mask_under_a_centre_crop():
+    """llava-1.5's view (resize the short side, centre crop): each cell's rectangle maps back through the crop and
+    the resize, its centre is where box_mask looks, and the cropped-off margins lie in no cell."""
+    llava = tiny("llava")
+    ip = llava.processor.image_processor     # 32 px crop of the short side resized to 32
+    boxes = patch_boxes((128, 64), ip, (4, 4))
+    assert tuple(boxes[0, 0]) == (32, 0, 48, 16) and tuple(boxes[-1, -1]) == (80, 48, 96, 64)
+    for r in range(4):
+        for c in range(4):
+            x0, y0, x1, y1 = boxes[r, c]
+            centre = ((x0 + x1) / 2, (y0 + y1) / 2)
+            mask = box_mask((centre[0] - 1, centre[1] - 1, centre[0] + 1, centre[1] + 1), (128, 64), ip, (4, 4))
+            assert mask.sum() == 1 and mask[r, c]

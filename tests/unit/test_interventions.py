@@ -177,22 +177,6 @@ def test_ablation_test_reports_both_controls():
     assert "_null all" not in I.shown(table).columns
 
 
-def test_a_causal_test_is_glued_for_the_prose(monkeypatch):
-    from llavamech import load
-    glued = {}
-    monkeypatch.setattr(I, "glue", lambda name, value: glued.__setitem__(name, value))
-    model = load("tiny-random-llava")
-    a = model.anatomy
-    ranked = [(l, h) for l in reversed(range(a.n_layers)) for h in range(a.n_heads)]   # every head, as chapters rank
-    table = I.head_ablation_test(model, toy_examples(4, seed=6), "vqa", ranked, ks=(1, 2), draws=40, how="zero",
-                                 control_examples=2)
-    I.glue_causal_test(table, ranked)
-    assert {"k1_dacc", "k2_dlogp", "k2_p_all", "k1_p_same_layer", "k2_sets_same_layer"} <= glued.keys()
-    assert glued["k2_p_all"] == float(table.loc[2, "p (all heads)"]) and glued["n_heads_total"] == len(ranked)
-    layer, head = map(int, glued["worst_single_head"].split("_"))   # k = 1 ran every other head alone
-    assert glued["worst_single_imp_rank"] == ranked.index((layer, head)) + 1 > 1
-
-
 def test_passes_on_embeddings_are_the_models_own_on_every_family(model):
     """encode + set_scores run the language model on the merged embeddings with what the model derives besides them
     (Qwen-VL's 3-D positions, Gemma 3's token types, Qwen3-VL's deepstack features), per batch row: with no head
@@ -218,3 +202,17 @@ def test_passes_on_embeddings_are_the_models_own_on_every_family(model):
     means = I.activation_means(model, examples, mode)
     table = I.head_ablation_test(model, examples, mode, [(1, 0), (0, 1)], ks=(1,), draws=2, means=means)
     assert list(table.index) == [1] and 0 < table.loc[1, "p (all heads)"] <= 1
+
+
+def test_holm_columns_adjust_every_p_value_of_a_table_together_and_shown_fills_missing_cells():
+    import pandas as pd
+
+    table = pd.DataFrame({"p (all heads)": [0.01, 0.2], "p (same layers)": [0.04, 0.5], "clean accuracy": [0.9, None]},
+                         index=[1, 3])
+    adjusted = I.with_holm(table)
+    assert list(adjusted.columns) == ["p (all heads)", "p, Holm (all heads)", "p (same layers)",
+                                      "p, Holm (same layers)", "clean accuracy"]
+    assert adjusted["p, Holm (all heads)"].tolist() == pytest.approx([0.04, 0.4])
+    assert adjusted["p, Holm (same layers)"].tolist() == pytest.approx([0.12, 0.5])
+    assert I.with_holm(adjusted).equals(adjusted)   # a table put together again is adjusted afresh, once
+    assert I.shown(adjusted).loc[3, "clean accuracy"] == "—"

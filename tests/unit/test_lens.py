@@ -1,6 +1,13 @@
+import random
+
+import numpy as np
 import torch
 
-from llavamech import lens
+from llavamech import lens, load, readouts
+from llavamech.examples import toy_examples
+from llavamech.imaging import box_mask, load_image
+from llavamech.lens import token_ranks, word_ranks_at_patches
+from llavamech.organism.world import make_scene
 
 
 def test_unembed_lens_of_the_final_residual_is_the_logits(model, example):
@@ -34,25 +41,7 @@ def test_patch_top_tokens_lie_on_the_grid(model, example):
     assert grid[1][1] == model.tokenizer.convert_ids_to_tokens(int((first @ model.anatomy.embed.weight.T).argmax()))
 
 
-def test_box_mask_follows_resize_and_centre_crop():
-    import numpy as np
-    from types import SimpleNamespace
-    from llavamech.imaging import box_mask
-    proc = SimpleNamespace(crop_size={"height": 64, "width": 64}, size={"shortest_edge": 64})
-    square = box_mask((0, 0, 32, 32), (64, 64), proc, (8, 8))
-    assert square[:4, :4].all() and square.sum() == 16
-    wide = box_mask((32, 0, 64, 32), (128, 64), proc, (8, 8))  # the crop drops 32 px on each side
-    assert np.array_equal(wide, square)
-    big = box_mask((0, 0, 64, 64), (128, 128), proc, (8, 8))    # halved by the resize
-    assert np.array_equal(big, square)
-
-
 def test_word_ranks_at_patches_shapes_and_range():
-    import torch
-    from llavamech import load
-    from llavamech.lens import word_ranks_at_patches
-    from llavamech.organism.world import make_scene
-    import random
     model = load("tiny-random-llava")
     trace = model.trace(make_scene(random.Random(1), size=64).image, "What is the color of the dog?", all_positions=True)
     out = word_ranks_at_patches(model, trace, {"colour": model.token_id("red")}, 2, torch.Generator().manual_seed(0))
@@ -62,12 +51,6 @@ def test_word_ranks_at_patches_shapes_and_range():
 
 
 def test_word_ranks_in_the_box_and_over_several_words():
-    import random
-
-    import torch
-    from llavamech import load
-    from llavamech.lens import token_ranks, word_ranks_at_patches
-    from llavamech.organism.world import make_scene
     model = load("tiny-random-llava")
     trace = model.trace(make_scene(random.Random(1), size=64).image, "What is the color of the dog?", all_positions=True)
     ids = [model.token_id(w) for w in ("cat", "cow")]
@@ -79,3 +62,21 @@ def test_word_ranks_in_the_box_and_over_several_words():
     assert torch.allclose(out["in-box embed others"], expected)
     empty = word_ranks_at_patches(model, trace, {"others": ids}, 2, torch.Generator().manual_seed(0), inside=[])
     assert torch.isnan(empty["in-box unembed others"]).all()
+
+
+def test_colour_animal_ranks_read_the_answer_the_asked_animal_the_others_and_the_box():
+    model = load("tiny-random-llava")
+    item = readouts.collect(model, toy_examples(1, seed=2), {"item": lambda it: it}, mode="vqa",
+                            all_positions=True)["item"][0]
+    animals = ["cat", "cow", "dog", "bird"]
+    out = lens.colour_animal_ranks(model, item, animals, 2, torch.Generator().manual_seed(0))
+    example = item.example
+    inside = np.flatnonzero(box_mask(example.box, load_image(example.image).size, model.processor.image_processor,
+                                     item.trace.positions.grid_shape).ravel())
+    others = [model.token_id(a) for a in animals if a != example.animal]
+    expected = word_ranks_at_patches(model, item.trace, {"colour": item.colour_id, "animal": item.animal_id,
+                                                         "other animals": others}, 2,
+                                     torch.Generator().manual_seed(0), inside=inside)
+    assert out.keys() == expected.keys() and "in-box unembed animal" in out
+    for key in out:
+        assert torch.equal(torch.nan_to_num(out[key], nan=-1.0), torch.nan_to_num(expected[key], nan=-1.0)), key

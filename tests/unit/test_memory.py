@@ -25,6 +25,16 @@ def test_llava_15_7b_has_its_published_size():
     assert table.loc["bfloat16", "weights"] == pytest.approx(table.loc["float32", "weights"] / 2)
 
 
+def test_published_checkpoints_have_their_published_sizes():
+    """Counted on the meta device from the configs written out in llavamech.memory: the model cards' sizes, in
+    billions to their two decimals."""
+    sizes = {memory.qwen2_vl_7b_config: 8.29, memory.qwen2_5_vl_7b_config: 8.29, memory.qwen3_vl_8b_config: 8.77,
+             memory.gemma3_4b_config: 4.30,
+             memory.llava_onevision_7b_config: 8.03}
+    for config, billions in sizes.items():
+        assert round(memory.parameters(config()) / 1e9, 2) == billions, config.__name__
+
+
 def test_check_fits_names_the_memory_needed_and_the_way_out():
     from llavamech.errors import LlavamechError
     config = memory.llava_15_7b_config()

@@ -1,7 +1,8 @@
 """The evaluation of patch maps: metrics on hand-made maps, where the right answer is known."""
 import numpy as np
-import torch
+import pandas as pd
 import pytest
+import torch
 
 from llavamech import patch_eval as E
 
@@ -87,3 +88,11 @@ def test_randomised_weights_are_restored_and_other_threads_wait_for_them():
         other.start()
         other.join()
     assert seen == [False] and torch.equal(layer.mlp.down_proj.weight, before)
+
+
+def test_paired_difference_is_over_the_same_scenes():
+    per_scene = pd.DataFrame({"scene": [0, 0, 1, 1, 2, 2], "method": ["tool", "ig"] * 3,
+                              "pointing": [1.0, 0.0, 1.0, 1.0, 1.0, 0.0]})
+    d = E.paired_difference(per_scene, "tool", "ig", "pointing")
+    assert d.mean == pytest.approx(2 / 3) and d.n == 3 and d.low <= d.mean <= d.high
+    assert E.paired_difference(per_scene, "ig", "tool", "pointing").mean == pytest.approx(-2 / 3)

@@ -13,11 +13,6 @@ from tests.conftest import tiny
 
 
 @pytest.fixture(scope="module")
-def llava():
-    return tiny("llava")
-
-
-@pytest.fixture(scope="module")
 def means(llava):
     return I.activation_means(llava, toy_examples(3, seed=1), "vqa")
 
@@ -109,3 +104,26 @@ def test_every_method_maps_llava_next_onto_its_non_square_grid(scene):
     with pytest.raises(ValueError, match="LLaVA-NeXT"):
         with I.ablated(next_, patches=[0]):
             pass
+
+
+def test_explain_with_a_method_puts_its_map_in_the_contract(llava, scene, means, maps):
+    """`Model.explain(method=...)`: the tool's answer and heads, the method's scores as `patch_grid`, and its name."""
+    tool = llava.explain(scene.image, "What is the color of the dog?")
+    for method in ("top-k", "ablation"):
+        x = llava.explain(scene.image, "What is the color of the dog?", method=method, means=means)
+        assert x.method == method and x.answer == tool.answer and x.top_heads == tool.top_heads
+        assert np.allclose(np.asarray(x.patch_grid), maps[method].scores, atol=1e-6)
+        assert x.seconds["total"] >= x.seconds["method"] >= 0
+    assert llava.explain(scene.image, "What is the color of the dog?").method == "tool"
+    with pytest.raises(LlavamechError, match="without --context"):
+        llava.explain(scene.image, "What is the color of the dog?", context="The dog is red.", method="gradient")
+    with pytest.raises(LlavamechError, match="give an image"):
+        llava.explain(None, "What is the color of the dog?", method="gradient")
+
+
+def test_the_registry_names_every_method_once_and_captures_embeddings_only_for_those_that_perturb(llava, scene):
+    assert list(P.METHODS) == ["tool", "top-k", "attention", "ablation", "gradient", "ig", "random"]
+    cheap = P.patch_maps(llava, scene.image, "What is the color of the dog?", ("tool", "top-k", "attention", "random"))
+    assert all(pm.embedded is None for pm in cheap.values())
+    perturbed = P.patch_maps(llava, scene.image, "What is the color of the dog?", ("tool", "gradient"))
+    assert perturbed["gradient"].embedded is not None

@@ -1,5 +1,6 @@
 import pytest
 
+from llavamech import reference
 from llavamech.reference import agreement, compare, paper_numbers
 from llavamech.stats import Estimate
 
@@ -43,3 +44,13 @@ def test_compare_says_how_ours_was_measured_where_the_paper_names_its_setting():
     table = compare(ours, setting="top 2 of 64 patches")
     assert "top-20" in table.loc["vis.colour_mrr.important", "measure"]
     assert table.loc["vis.colour_mrr.important", "here (95 % CI)"].endswith("(n=80; top 2 of 64 patches)")
+
+
+def test_glue_paper_reads_the_reference_table(glued):
+    reference.glue_paper("circuit.animal_mrr.tqa")
+    assert glued == {"paper_circuit_animal_mrr_tqa": float(paper_numbers().loc["circuit.animal_mrr.tqa", "value"])}
+
+
+def test_glue_paper_rejects_an_unknown_key(glued):
+    with pytest.raises(KeyError):
+        reference.glue_paper("no.such.key")

@@ -1,16 +1,10 @@
-"""The book helpers: glued estimates and paper numbers under predictable names."""
+"""The book helpers: glued estimates and causal tests under predictable names, tables that render the same."""
+import numpy as np
 import pytest
 
-from llavamech import report
-from llavamech.reference import paper_numbers
+from llavamech import interventions, load, report
+from llavamech.examples import toy_examples
 from llavamech.stats import Estimate
-
-
-@pytest.fixture
-def glued(monkeypatch):
-    store = {}
-    monkeypatch.setattr(report, "_glue", lambda name, value, display=False: store.__setitem__(name, value))
-    return store
 
 
 def test_glue_estimates_names_mean_and_interval(glued):
@@ -18,19 +12,26 @@ def test_glue_estimates_names_mean_and_interval(glued):
     assert glued == {"circuit_colour_mrr_tqa": 0.5, "circuit_colour_mrr_tqa_ci": "[0.250, 0.750]"}
 
 
-def test_glue_paper_reads_the_reference_table(glued):
-    report.glue_paper("circuit.animal_mrr.tqa")
-    assert glued == {"paper_circuit_animal_mrr_tqa": float(paper_numbers().loc["circuit.animal_mrr.tqa", "value"])}
-
-
-def test_glue_paper_rejects_an_unknown_key(glued):
-    with pytest.raises(KeyError):
-        report.glue_paper("no.such.key")
-
-
 def test_glued_floats_keep_what_a_page_can_show(glued):
-    import numpy as np
     report.glue("x", 2.6566260796785355)
     report.glue("y", np.float32(0.7733888))
     report.glue("n", 7)
     assert glued == {"x": 2.65663, "y": 0.773389, "n": 7} and type(glued["y"]) is float
+
+
+def test_a_causal_test_is_glued_for_the_prose(monkeypatch):
+    glued = {}
+    monkeypatch.setattr(report, "glue", lambda name, value: glued.__setitem__(name, value))
+    model = load("tiny-random-llava")
+    a = model.anatomy
+    ranked = [(l, h) for l in reversed(range(a.n_layers)) for h in range(a.n_heads)]   # every head, as chapters rank
+    table = interventions.head_ablation_test(model, toy_examples(4, seed=6), "vqa", ranked, ks=(1, 2), draws=40, how="zero",
+                                 control_examples=2)
+    report.glue_causal_test(table, ranked)
+    assert {"k1_dacc", "k2_dlogp", "k2_p_all", "k1_p_same_layer", "k2_sets_same_layer", "k2_holm_all"} <= glued.keys()
+    holm = [glued[f"k{k}_holm_{tag}"] for k in (1, 2) for tag in ("all", "same_layer")]
+    assert glued["causal_verdict"].startswith("yes: k = " if min(holm) < 0.05 else "not established")
+    assert f"{min(holm):.2g} (against" in glued["causal_summary"] and "4 tests" in glued["causal_summary"]
+    assert glued["k2_p_all"] == float(table.loc[2, "p (all heads)"]) and glued["n_heads_total"] == len(ranked)
+    layer, head = map(int, glued["worst_single_head"].split("_"))   # k = 1 ran every other head alone
+    assert glued["worst_single_imp_rank"] == ranked.index((layer, head)) + 1 > 1

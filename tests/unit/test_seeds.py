@@ -16,3 +16,16 @@ def test_pairs_one_stage_apart_name_the_stage_and_the_change():
     got = {(r["stage whose seed changes"], r["from"], r["to"]): round(r["change"], 3) for _, r in pairs.iterrows()}
     assert got == {("toy-vicuna", "toy-llava-v0-c1-l1", "toy-llava-seed1"): -0.12,
                    ("toy-clip", "toy-llava-v1-c0-l1", "toy-llava-seed1"): 0.05}
+
+
+def test_the_stage_with_the_largest_change_carries_the_difference():
+    pairs = pd.DataFrame({"stage whose seed changes": ["toy-vicuna", "toy-clip", "toy-vicuna", "llava stages"],
+                          "change": [-0.12, 0.05, 0.02, -0.03]})
+    carrier, by_stage = seeds.stage_effects(pairs)
+    assert carrier == "toy-vicuna" and by_stage["toy-vicuna"] == 0.12 and by_stage["toy-clip"] == 0.05
+
+
+def test_usual_heads_are_listed_per_vicuna_seed():
+    by_seed = pd.DataFrame({"toy-vicuna seed": [0, 0, 1], "tool's usual head": ["1_3 (0.9)", "1_4 (0.8)", "1_7 (1.0)"]},
+                           index=["a", "b", "c"])
+    assert seeds.usual_heads(by_seed).to_dict() == {0: "1_3, 1_4", 1: "1_7"}

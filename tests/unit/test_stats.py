@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from llavamech.stats import bootstrap, chance_mrr, scaled_k
+from llavamech.stats import bootstrap, chance_mrr, holm, scaled_k
 
 
 def test_bootstrap_mean_and_interval():
@@ -44,3 +44,14 @@ def test_an_estimate_over_identical_examples_says_so_instead_of_a_degenerate_int
     from llavamech.stats import bootstrap
     assert str(bootstrap([1.0] * 20)) == "1 (all 20 alike)"
     assert str(bootstrap([0.0, 1.0] * 10)).startswith("0.5 [")
+
+
+def test_holm_adjusts_a_family_step_down_and_keeps_its_order():
+    p = [0.04, 0.005, 0.03, 0.5]
+    # sorted 0.005, 0.03, 0.04, 0.5 -> x4, x3, x2, x1 = 0.02, 0.09, 0.08 -> 0.09 (monotone), 0.5
+    assert np.allclose(holm(p), [0.09, 0.02, 0.09, 0.5])
+    assert np.allclose(holm([0.5, 0.9]), [1.0, 1.0]) and holm([0.01]) == pytest.approx([0.01])
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        q = rng.random(6)
+        assert (holm(q) >= q).all() and (holm(q) <= 1).all()

@@ -105,3 +105,17 @@ def test_transplant_test_reports_both_controls_with_p_values():
     # same layers: the other 2-sets of layer 0's heads, all of them when there are no more than the draws asked
     n_heads = tuned.anatomy.n_heads
     assert len(row["_null same-layer"]) == min(5, n_heads * (n_heads - 1) // 2 - 1)
+
+
+def test_overlap_within_the_layers_the_top_sets_occupy():
+    a = np.zeros((4, 8))
+    a[1] = np.arange(8.0) + 1   # every top head in layer 1
+    b = a.copy()
+    b[1] = b[1][::-1]           # same layer, opposite order: the two top 3 share no head
+    table = T.overlap_table(a, b, [3])
+    row = table.loc[3]
+    assert row["overlap"] == 0 and row["heads in their layers"] == 8
+    assert row["expected (their layers)"] == pytest.approx(9 / 8)
+    same = T.overlap_table(a, a, [3]).loc[3]
+    assert same["P(overlap ≥ observed | their layers)"] == pytest.approx(1 / 56)   # 1 / C(8, 3)
+    assert same["P(overlap ≥ observed | chance)"] < same["P(overlap ≥ observed | their layers)"]

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from transformers import LlamaForCausalLM, LlavaForConditionalGeneration
+from transformers import CLIPModel, LlamaForCausalLM, LlavaForConditionalGeneration
 
 from . import build, tasks
 from .world import caption, load_world, make_scene, patch_labels, sample_facts, tqa_prompt, vqa_prompt
@@ -123,8 +123,17 @@ def induction_batch(rng, tok, n: int):
     return _pad(seqs, labels, tok.pad_token_id)
 
 
-def _scene_for(rng, facts):
-    return make_scene(rng, size=rng.choice([64, 64, 96, 128]), pairs=facts)
+TRAINING_SIZES = (64, 64, 96, 128)   # canvas sizes in training (64 twice as often)
+EVALUATION_SIZES = (64, 96, 128)     # and in the held-out examples and cards
+
+
+def colour_scene(rng: random.Random, held_out: bool, animals: tuple[int, int] = (1, 3),
+                 sizes: tuple[int, ...] = TRAINING_SIZES):
+    """(scene, facts, asked animal): a colour question's scene of `animals` (least, most) animals on a canvas of
+    one of `sizes`, its key on the wanted side of the split. The one sampler of the colour task, so the recipe's
+    batches, the held-out examples and the cards draw the same way."""
+    facts, asked = sample_split(rng, rng.randint(*animals), held_out)
+    return make_scene(rng, size=rng.choice(sizes), pairs=facts), facts, asked
 
 
 def vqa_batch(rng, processor, n: int, held_out=False):
@@ -132,8 +141,8 @@ def vqa_batch(rng, processor, n: int, held_out=False):
     tok = processor.tokenizer
     images, texts, answers = [], [], []
     for _ in range(n):
-        facts, asked = sample_split(rng, rng.randint(1, 3), held_out)
-        images.append(_scene_for(rng, facts).image)
+        scene, facts, asked = colour_scene(rng, held_out)
+        images.append(scene.image)
         texts.append(vqa_prompt(asked))
         answers.append(tok.convert_tokens_to_ids(dict(facts)[asked]))
     enc = processor(images=images, text=texts, return_tensors="pt")
@@ -164,8 +173,8 @@ def caption_batch(rng, processor, n: int):
     tok = processor.tokenizer
     images, seqs, labels = [], [], []
     for _ in range(n):
-        facts, _ = sample_split(rng, rng.randint(1, 3), False)
-        images.append(_scene_for(rng, facts).image)
+        scene, facts, _ = colour_scene(rng, False)
+        images.append(scene.image)
         prefix = processor(images=images[-1], text="USER: <image>\nASSISTANT:")["input_ids"][0]
         cap = tok(caption(facts), add_special_tokens=False)["input_ids"]
         seqs.append(list(prefix) + cap)
@@ -408,7 +417,6 @@ def train_llava(recipe: Recipe, vicuna, clip, tok):
 
 
 def _llava_from(recipe: Recipe, out: Path):
-    from transformers import CLIPModel
     vicuna = LlamaForCausalLM.from_pretrained(out / _name("toy-vicuna", recipe))
     clip = CLIPModel.from_pretrained(out / "toy-clip")   # the multi organism sees with the colour organism's eye
     return train_llava(recipe, vicuna, clip, build.build_tokenizer(recipe.multi))

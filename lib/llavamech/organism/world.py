@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from ..paths import SPRITES_DIR, WORLD_JSON, check_data
 
@@ -67,8 +67,6 @@ def sample_facts(rng: random.Random, n: int, world: World | None = None) -> list
 # ---- sprites ----
 def render_sprites(font_path: str, out_dir=SPRITES_DIR) -> None:
     """Render every animal's emoji glyph once into a greyscale+alpha PNG (run by hand; needs the font)."""
-    from PIL import ImageDraw, ImageFont
-
     font = ImageFont.truetype(font_path, 109)  # CBDT colour fonts only render at their native size
     out_dir.mkdir(parents=True, exist_ok=True)
     for animal, code in load_world().spec["animals"].items():

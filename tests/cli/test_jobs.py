@@ -1,5 +1,5 @@
-"""`llavamech run`: one row per item, exactly once, across kills, restarts and processes; example files from toy
-scenes and from COCO annotations; a different run into the same folder refused."""
+"""`llavamech run` (llavamech.jobs): one row per item, exactly once, across kills, restarts and processes; example
+files from toy scenes and from COCO annotations; a different run into the same folder refused."""
 import json
 import math
 import os

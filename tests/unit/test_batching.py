@@ -1,0 +1,71 @@
+"""Batches that run out of device memory are halved and retried (llavamech.batching), alone and inside the methods
+that batch: out-of-memory injected, so this runs on a CPU."""
+import contextlib
+
+import numpy as np
+import pytest
+import torch
+
+from llavamech import patches as P
+from llavamech.batching import in_batches
+from llavamech.errors import LlavamechError
+
+QUESTION = "What is the color of the dog?"
+
+
+def test_a_batch_out_of_memory_is_halved_and_retried():
+    sizes = []
+
+    def run(chunk):
+        sizes.append(len(chunk))
+        if len(chunk) > 3:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return [2 * x for x in chunk]
+
+    assert sum(in_batches(run, list(range(10)), "ablation", 8), []) == [2 * x for x in range(10)]
+    assert sizes == [8, 4, 2, 2, 2, 2, 2]
+
+
+def test_out_of_memory_at_batch_one_is_one_clear_error():
+    def run(chunk):
+        raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+
+    with pytest.raises(LlavamechError) as e:
+        in_batches(run, [1, 2, 3], "ablation", 4)
+    assert str(e.value).startswith("out of GPU memory in ablation at batch 1;") and "\n" not in str(e.value)
+
+
+@contextlib.contextmanager
+def memory_for(model, rows: int):
+    """Inside the block the model 'runs out of memory' on a batch of more than `rows` rows (injected)."""
+    def refuse(module, args, kwargs):
+        given = kwargs["inputs_embeds"] if kwargs.get("inputs_embeds") is not None else kwargs["input_ids"]
+        if len(given) > rows:
+            raise torch.OutOfMemoryError(f"CUDA out of memory at a batch of {len(given)} (injected)")
+
+    handle = model.hf.register_forward_pre_hook(refuse, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def test_ablation_and_integrated_gradients_fit_by_halving(llava, scene):
+    emb = P.embed(llava, llava.inputs(scene.image, QUESTION))
+    ablation, ig = P.ablation_scores(llava, emb, 5, None), P.ig_scores(llava, emb, 5, steps=8)
+    with memory_for(llava, 4):
+        np.testing.assert_allclose(P.ablation_scores(llava, emb, 5, None), ablation, atol=1e-5)
+        np.testing.assert_allclose(P.ig_scores(llava, emb, 5, steps=8), ig, atol=1e-5)
+    with memory_for(llava, 0), pytest.raises(LlavamechError, match="out of GPU memory in ablation at batch 1"):
+        P.ablation_scores(llava, emb, 5, None)
+
+
+def test_causal_checks_fit_by_halving(llava):
+    from llavamech.examples import toy_examples
+    from llavamech.interventions import answer_scores
+    examples = toy_examples(6, seed=4)
+    full = answer_scores(llava, examples, "tqa")
+    with memory_for(llava, 1):
+        small = answer_scores(llava, examples, "tqa")
+    np.testing.assert_allclose(small["log p"], full["log p"], atol=1e-5)
+    np.testing.assert_array_equal(small["correct"], full["correct"])

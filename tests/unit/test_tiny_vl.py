@@ -1,0 +1,36 @@
+"""The tiny random models of the families beyond Llava (llavamech.tiny_vl) that the tests run on: the real classes,
+seeded, with what the identities need made non-trivial (Qwen's q/k/v biases, Gemma's gains), and a soft-cap
+where asked for."""
+from functools import partial
+
+import pytest
+
+from llavamech import tiny_vl
+from tests.conftest import assert_a_seeded_real_class
+
+BUILDERS = {"qwen2-vl": (partial(tiny_vl.tiny_qwen_vl, version="2"), "Qwen2VLForConditionalGeneration"),
+            "qwen2.5-vl": (partial(tiny_vl.tiny_qwen_vl, version="2.5"), "Qwen2_5_VLForConditionalGeneration"),
+            "qwen3-vl": (partial(tiny_vl.tiny_qwen_vl, version="3"), "Qwen3VLForConditionalGeneration"),
+            "gemma3": (tiny_vl.tiny_gemma3, "Gemma3ForConditionalGeneration"),
+            "gemma3-text": (tiny_vl.tiny_gemma3_text, "Gemma3ForCausalLM"),
+            "llava-onevision": (tiny_vl.tiny_llava_onevision, "LlavaOnevisionForConditionalGeneration"),
+            "idefics3": (tiny_vl.tiny_idefics3, "Idefics3ForConditionalGeneration"),
+            "smolvlm": (tiny_vl.tiny_smolvlm, "SmolVLMForConditionalGeneration")}
+
+
+@pytest.mark.parametrize("name", list(BUILDERS))
+def test_each_builder_gives_its_real_class_seeded(name):
+    assert_a_seeded_real_class(*BUILDERS[name])
+
+
+def test_biases_and_gains_are_not_their_zero_defaults_and_the_cap_is_set_where_asked():
+    qwen = tiny_vl.tiny_qwen_vl(version="2")[0]
+    biases = [p for n, p in qwen.named_parameters() if n.endswith(("q_proj.bias", "k_proj.bias", "v_proj.bias"))]
+    assert biases and all(p.abs().max() > 0 for p in biases)
+    gemma = tiny_vl.tiny_gemma3_text()[0]
+    gains = [p for n, p in gemma.named_parameters() if n.endswith("norm.weight")]
+    assert gains and all(p.abs().max() > 0 for p in gains)    # Gemma's norms scale by 1 + g: g = 0 would hide g
+    assert gemma.config.final_logit_softcapping is None
+    assert tiny_vl.tiny_gemma3_text(soft_cap=0.1)[0].config.final_logit_softcapping == 0.1
+    tok = tiny_vl.qwen_tokenizer()
+    assert all(tok.convert_tokens_to_ids(t) != tok.unk_token_id for t in tiny_vl.QWEN_SPECIAL[1:])
