@@ -46,9 +46,9 @@ import torch
 import llavamech
 from llavamech import lens, plots, readouts
 from llavamech.examples import check_parameters, load_examples
-from llavamech.imaging import box_mask, load_image, model_view
-from llavamech.reference import compare
-from llavamech.report import glue, glue_estimates, glue_paper, table
+from llavamech.imaging import load_image, model_view
+from llavamech.reference import compare, glue_paper
+from llavamech.report import glue, glue_estimates, table
 from llavamech.stats import bootstrap, chance_mrr, scaled_k
 
 check_parameters(model=model, device=device, examples=examples, n_examples=n_examples, seed=seed, image=image,
@@ -113,16 +113,8 @@ generator = torch.Generator().manual_seed(seed)
 animals = sorted({e.animal for e in items} | {a for e in items for a, _ in (e.facts or [])})
 
 
-def readout(it):
-    grid = it.trace.positions.grid_shape
-    inside = [] if it.example.box is None else np.flatnonzero(box_mask(
-        it.example.box, load_image(it.example.image).size, m.processor.image_processor, grid).ravel())
-    others = [m.token_id(a) for a in animals if a != it.example.animal]
-    return lens.word_ranks_at_patches(m, it.trace, {"colour": it.colour_id, "animal": it.animal_id,
-                                                    "other animals": others}, k, generator, inside=inside)
-
-
-ranks = readouts.collect(m, items, {"rr": readout}, mode="vqa", all_positions=True)["rr"]
+ranks = readouts.collect(m, items, {"rr": lambda it: lens.colour_animal_ranks(m, it, animals, k, generator)},
+                         mode="vqa", all_positions=True)["rr"]
 rr = {key: bootstrap(value, seed=seed) for key, value in ranks.items()}      # each [L+1] over layers
 at_embedding = {key: est[0] for key, est in rr.items()}                      # the projector's outputs
 chance = chance_mrr(vocab)

@@ -51,7 +51,8 @@ import llavamech
 from llavamech import interventions, patch_eval, patches, plots, transfer
 from llavamech.examples import check_parameters, load_examples
 from llavamech import seeds
-from llavamech.report import glue, glue_paper, table
+from llavamech.reference import glue_paper
+from llavamech.report import glue, table
 from llavamech.stats import bootstrap
 
 check_parameters(model=model, device=device, examples=examples, n_examples=n_examples, seed=seed, heads=heads,
@@ -121,6 +122,11 @@ glue("agreement_tool", str(results.loc["tool", "agreement"]))
 glue("agreement_ig", str(results.loc["ig", "agreement"]) if "ig" in methods else "not run")
 glue("top1_tool", str(results.loc["tool", "top-1 agreement"]))
 glue("top1_random", str(results.loc["random", "top-1 agreement"]) if "random" in methods else "not run")
+glue("top1_ig", str(results.loc["ig", "top-1 agreement"]) if "ig" in methods else "not run")
+for other in ("ig", "ablation"):
+    glue(f"pointing_tool_minus_{other}", str(patch_eval.paired_difference(per_scene, "tool", other, "pointing",
+                                                                          seed=seed))
+         if {"tool", other} <= set(methods) else "not run")
 n_patches = int(np.prod(maps[0][methods[0]].scores.shape))
 glue("n_patches", n_patches)
 
@@ -135,17 +141,21 @@ glue("ablation_passes", n_patches + 1)
 
 # %% [markdown]
 # The tool's top patch lies on the asked animal in {glue:text}`pointing_tool` of the scenes; integrated gradients'
-# in {glue:text}`pointing_ig`, causal ablation's in {glue:text}`pointing_ablation`, the top-{glue:text}`heads`
+# in {glue:text}`pointing_ig` (paired difference, tool minus IG, on the same scenes:
+# {glue:text}`pointing_tool_minus_ig`), causal ablation's in {glue:text}`pointing_ablation` (tool minus ablation:
+# {glue:text}`pointing_tool_minus_ablation`), the top-{glue:text}`heads`
 # variant's in {glue:text}`pointing_top-k`, where a random patch lands there {glue:text}`box_share:.3f` of the
 # time. Mean attention — the paper's baseline — points at the animal in {glue:text}`pointing_attention` but spreads
 # its mass over the image (see *mass in box*); gradient × input does worst, {glue:text}`pointing_gradient`.
 # Removing one patch at a time is the causal truth of that one patch, but an animal covers several: with one of
-# them gone the others still carry the colour, which is why single-patch ablation points less well than the tool
-# and orders patches worse on the deletion curve. Over all patches every method agrees with ablation only loosely
-# (Spearman: tool {glue:text}`agreement_tool`, integrated gradients {glue:text}`agreement_ig`): most patches change
-# log p(answer) by float32 noise when removed, so their order means little. On the patch that matters most the
-# tool and ablation agree in {glue:text}`top1_tool` of the scenes, against {glue:text}`top1_random` for a random map
-# (chance: 1 in {glue:text}`n_patches`).
+# them gone the others still carry the colour, which is why single-patch ablation can point less well than the
+# tool (the paired difference above says whether it does here). Over all patches every method agrees with
+# ablation only loosely (Spearman: tool {glue:text}`agreement_tool`, integrated gradients
+# {glue:text}`agreement_ig`): most patches change log p(answer) very little when removed alone, so their order means
+# little. On the patch that matters most the tool and ablation agree in {glue:text}`top1_tool` of the scenes,
+# integrated gradients and ablation in {glue:text}`top1_ig`, against {glue:text}`top1_random` for a random map
+# (chance: 1 in {glue:text}`n_patches`). By agreement with ablation, then, integrated gradients is at least as
+# close as the tool; the tool's case is pointing at the animal from one forward pass.
 
 # %% [markdown]
 # **Speed: the paper's claim beside this run.**
@@ -159,7 +169,7 @@ glue("ablation_passes", n_patches + 1)
 # patches, and `bench/bench_7b.py` at llava-1.5-7b's own shape on a GPU.
 
 # %% [markdown]
-# ### Through every patch, the curves separate the methods
+# ### Through every patch, the tool, ablation and integrated gradients fall alike, far faster than a random order
 #
 # The table's curves have {glue:text}`steps` steps. Here every patch is removed (or restored) in turn, on the first
 # {glue:text}`curve_examples` scenes:
@@ -175,16 +185,22 @@ every_areas = patch_eval.summary(every, seed=seed)[["deletion", "insertion"]].dr
 glue("curve_examples", curve_examples)
 glue("deletion_tool_every", str(every_areas.loc["tool", "deletion"]) if "tool" in curve_methods else "not run")
 glue("deletion_random_every", str(every_areas.loc["random", "deletion"]) if "random" in curve_methods else "not run")
+glue("deletion_others_every", ", ".join(f"{m} {every_areas.loc[m, 'deletion']}" for m in curve_methods
+                                        if m not in ("tool", "random")) or "not run")
+deletion_means = patch_eval.mean_curves(every, "deletion")
+glue("curve_end", float(np.mean([curve[-1] for curve in deletion_means.values()])))
+glue("tool_half", float(deletion_means["tool"][len(points) // 2]) if "tool" in curve_methods else float("nan"))
 table(every_areas, "every-patch")
 
 # %% [markdown]
 # Removing patches in the tool's order drives p(answer) down with area {glue:text}`deletion_tool_every`, against
-# {glue:text}`deletion_random_every` in a random order.
+# {glue:text}`deletion_random_every` in a random order; causal ablation's and integrated gradients' orders do as
+# well as the tool's ({glue:text}`deletion_others_every`: the intervals overlap). Every patch separates the
+# informed orders from a random one, not the informed orders from each other, on {glue:text}`curve_examples` scenes.
 #
 # ### How much of the answer needs the image? The language prior
 #
-# A deletion score means little without the floor it falls to: what the model answers when the image carries no
-# information. Each of the first {glue:text}`prior_examples` scenes is asked again with a blank image of its mean
+# A deletion score means little without knowing what the answer keeps when the image carries no information. Each of the first {glue:text}`prior_examples` scenes is asked again with a blank image of its mean
 # colour, and with every patch removed as ablation removes one (the deletion curve's end):
 
 # %%
@@ -201,8 +217,12 @@ table(prior_table, "prior")
 # %% [markdown]
 # With a blank image the model names the asked animal's colour in {glue:text}`prior_blank_accuracy` of the scenes
 # (chance {glue:text}`prior_chance`), and gives its answer a probability of {glue:text}`prior_blank_p`; with every
-# patch removed, {glue:text}`prior_removed_p`. That is the floor of every deletion curve above: a method's deletion
-# area is worth reading as its distance from the floor, not from zero.
+# patch removed, {glue:text}`prior_removed_p` — where every deletion curve ends (on the curves' scenes,
+# {glue:text}`curve_end:.3f`). It is not the curves' floor: with half the patches removed in the tool's order,
+# p(answer) is already {glue:text}`tool_half:.3f`, below that end. With the asked animal's patches gone and the
+# other animals still in view, the model names another animal's colour, more confidently than with no image
+# content at all. So a deletion area under the prior is expected of a good order: it measures how soon the rest of
+# the image takes the answer over, and the prior is what the answer keeps with nothing to read.
 #
 # ### Do the maps depend on the model? The randomisation test
 #
@@ -257,7 +277,7 @@ table(similarity, "randomisation")
 study = pd.read_csv(seed_study or seeds.SEED_STUDY)
 cards = seeds.variants()
 by_seed = seeds.seed_table(study, seed=seed)
-table(by_seed, "seeds")
+table(by_seed.T, "seeds")   # one column per model: the table fits the page
 
 # %%
 shipped = study[study["model"] == model]
@@ -301,35 +321,43 @@ table(pd.DataFrame(looks).T, "seed-heads")
 
 # %%
 pairs = seeds.one_stage_apart(by_seed)
-by_stage = pairs.groupby("stage whose seed changes")["change"].agg(lambda c: c.abs().max())
-carrier = by_stage.idxmax()
+carrier, by_stage = seeds.stage_effects(pairs)
 glue("carrier", carrier)
-glue("carrier_change", f"{pairs.loc[pairs['stage whose seed changes'] == carrier, 'change'].abs().max():.2f}")
+glue("carrier_change", f"{by_stage[carrier]:.2f}")
 glue("others_change", f"{by_stage.drop(carrier).max():.2f}" if len(by_stage) > 1 else "—")
 glue("others", " and ".join(by_stage.drop(carrier).index) or "—")
-usual = by_seed.groupby("toy-vicuna seed")["tool's usual head"].agg(lambda h: ", ".join(v.split()[0] for v in h))
-glue("heads_by_vicuna", "; ".join(f"seed-{v} Vicuna: {heads}" for v, heads in usual.items()))
+glue("heads_by_vicuna", "; ".join(f"seed-{v} Vicuna: {heads}" for v, heads in seeds.usual_heads(by_seed).items()))
+glue("best_pointing_model", by_seed["pointing: tool"].map(lambda e: e.mean).idxmax())
 for method in ("tool", "top-k", "ablation", "ig"):
     means_across = by_seed[f"pointing: {method}"].map(lambda e: e.mean)
     glue(f"range_{method}", f"{means_across.min():.3f}–{means_across.max():.3f}")
-table(pairs.assign(change=pairs["change"].map("{:+.3f}".format)), "stages")
+stages = pairs.assign(change=pairs["change"].map("{:+.3f}".format))
+stages.attrs["index"] = False   # the pairs have no name of their own
+table(stages, "stages")
 
 # %% [markdown]
 # The stage whose seed moves the tool's aim is **{glue:text}`carrier`**: changing its seed alone moves pointing by up
 # to {glue:text}`carrier_change`, while changing the {glue:text}`others` seeds moves it by at most
 # {glue:text}`others_change`. The tool's usual head goes with the Vicuna as well ({glue:text}`heads_by_vicuna`): the
-head that binds colour to animal is chosen when the language model is trained on text, and visual tuning keeps it
-— as chapter 4 found for the heads in general. Every model answers about as well, so what differs is not whether the language model
+# head that binds colour to animal is chosen when the language model is trained on text, and visual tuning keeps it
+# — as chapter 4 found for the heads in general. Every model answers about as well, so what differs is not whether the language model
 # can bind the colour to the animal, but which of its heads does the binding and how narrowly that head reads the
 # animal's patches — the table of where each model's usual head looks, above, shows the heads differ from model to
 # model. Across the models the tool's pointing spans {glue:text}`range_tool`; the top-k variant's
-{glue:text}`range_top-k`, causal ablation's {glue:text}`range_ablation`, integrated gradients'
-{glue:text}`range_ig`.
+# {glue:text}`range_top-k`, causal ablation's {glue:text}`range_ablation`, integrated gradients'
+# {glue:text}`range_ig`.
 
 # %% [markdown]
-# Earlier, a seed-1 organism trained under a previous recipe (its Vicuna stopped at 900 steps by another rule)
-# placed the tool's top patch on the animal only about a third of the time; the seed-1 model trained under the
-# current recipe does not repeat that. The shipped study is the current recipe's.
+# **A disclosure.** Earlier, a seed-1 organism trained under a previous recipe placed the tool's top patch on the
+# animal only about a third of the time (0.325 of 200 scenes). Its Vicuna had stopped at 900 steps with held-out
+# TQA 0.970; the current recipe trains the Vicuna until held-out TQA reaches 0.98 (at least 800 steps), because the
+# seeds leave the training plateau at different steps. The rule is about the text model's accuracy, not the tool,
+# but it was adopted after that seed-1 result had been seen, so this book cannot rule out that the recipe was
+# selected, unintentionally, for a tool that points well. The study above is the guard against reading too much
+# into one model: across the current recipe's seeds and crosses the tool's pointing still ranges over
+# {glue:text}`range_tool`, and the model where it points best is {glue:text}`best_pointing_model` (the other chapters
+# use toy-llava, seed 0), so their pictures of the tool are its best case among these. The shipped
+# study is the current recipe's; the previous seed-1 numbers are recorded in the git history of the model cards.
 
 # %% [markdown]
 # ## Asked about an animal that is not there
