@@ -111,10 +111,6 @@ glue("steps", steps)
 table(results, "methods")
 
 # %%
-def mean(method, metric):
-    return results.loc[method, metric].mean
-
-
 for method in methods:
     glue(f"pointing_{method}", str(results.loc[method, "pointing"]))
 glue("box_share", float(results.loc["box's share of the patches", "pointing"].mean))
@@ -188,8 +184,9 @@ glue("deletion_random_every", str(every_areas.loc["random", "deletion"]) if "ran
 glue("deletion_others_every", ", ".join(f"{m} {every_areas.loc[m, 'deletion']}" for m in curve_methods
                                         if m not in ("tool", "random")) or "not run")
 deletion_means = patch_eval.mean_curves(every, "deletion")
-glue("curve_end", float(np.mean([curve[-1] for curve in deletion_means.values()])))
-glue("tool_half", float(deletion_means["tool"][len(points) // 2]) if "tool" in curve_methods else float("nan"))
+# as printed: deep in a curve p(answer) is ~1e-3, where float32 noise moves the third significant digit
+glue("curve_end", f"{np.mean([curve[-1] for curve in deletion_means.values()]):.3f}")
+glue("tool_half", f"{deletion_means['tool'][len(points) // 2]:.3f}" if "tool" in curve_methods else "not run")
 table(every_areas, "every-patch")
 
 # %% [markdown]
@@ -218,8 +215,8 @@ table(prior_table, "prior")
 # With a blank image the model names the asked animal's colour in {glue:text}`prior_blank_accuracy` of the scenes
 # (chance {glue:text}`prior_chance`), and gives its answer a probability of {glue:text}`prior_blank_p`; with every
 # patch removed, {glue:text}`prior_removed_p` — where every deletion curve ends (on the curves' scenes,
-# {glue:text}`curve_end:.3f`). It is not the curves' floor: with half the patches removed in the tool's order,
-# p(answer) is already {glue:text}`tool_half:.3f`, below that end. With the asked animal's patches gone and the
+# {glue:text}`curve_end`). It is not the curves' floor: with half the patches removed in the tool's order,
+# p(answer) is already {glue:text}`tool_half`, below that end. With the asked animal's patches gone and the
 # other animals still in view, the model names another animal's colour, more confidently than with no image
 # content at all. So a deletion area under the prior is expected of a good order: it measures how soon the rest of
 # the image takes the answer over, and the prior is what the answer keeps with nothing to read.
@@ -376,12 +373,16 @@ glue("absent_on_animal", str(hallucination.loc["top patch on an animal", "absent
 glue("present_on_animal", str(hallucination.loc["top patch on an animal", "present"]))
 glue("animals_share", float(hallucination.loc["animals' share of the patches", "absent"].mean))
 glue("n_absent", int(absent["scene"].nunique()))
+glue("scene_colour_chance", float(np.mean([len({c for _, c in e.facts}) / len(colours) for e in items[:n_absent]])))
 table(hallucination, "absent-animal")
 
 # %% [markdown]
 # Asked about an absent animal on {glue:text}`n_absent` scenes, the model still names a colour in
-# {glue:text}`absent_colour` of them, a colour that is in the scene in {glue:text}`absent_scene_colour`: it answers
-# with some animal's colour rather than saying nothing is there. The map shows where that colour came from: its top
+# {glue:text}`absent_colour` of them, a colour that is in the scene in {glue:text}`absent_scene_colour` (a colour
+# drawn at random would be one of the scene's in {glue:text}`scene_colour_chance:.2f`): it answers with some
+# animal's colour. That it names a colour at all is by construction — the organism never learnt to say that
+# nothing is there, and its answer prefix asks for a colour — so what this measures is where the colour comes
+# from, not whether a model would refuse. The map shows where that colour came from: its top
 # patch lies on one of the scene's animals in {glue:text}`absent_on_animal` of the scenes (asked about a present
 # animal, {glue:text}`present_on_animal`; the animals cover {glue:text}`animals_share:.2f` of the patches).
 
