@@ -176,12 +176,33 @@ circuits.rankings_table(measures, seed=seed)
 # baseline for both words. That is what $W_U$ does at a word's own position: the residual stream there predicts
 # the *next* token (after "brown" comes "."), so the word itself is pushed down the ranking.
 #
-# ```{margin} A non-replication
+# ```{margin} A non-replication of the reading
 # The paper reads the animal in the key input (MRR {glue:text}`paper_circuit_animal_mrr_tqa:.3f` in Vicuna). Through the final norm and $W_U$ the
 # organism's key input at the colour word ranks the asked animal *below* chance
-# ({glue:text}`circuit_animal_mrr_tqa:.3f`). Whatever earlier heads write there for the query to match, it is
-# not in a direction $W_U$ reads. The attention test below shows that the matching itself happens.
+# ({glue:text}`circuit_animal_mrr_tqa:.3f`). Is the animal not there, or only not in a direction $W_U$ reads?
+# The positive control below answers.
 # ```
+
+# %% [markdown]
+# **A positive control for the reading.** A readout that finds nothing proves something only if the thing could
+# be found. So the same vector — the key input at the top head's important position — is given to the simplest
+# linear read-out that does not assume $W_U$'s directions: a nearest-class-mean classifier of the asked animal,
+# trained and tested on separate halves of the examples. Beside it, the key input at a random text position.
+
+# %%
+key_probe = circuits.probe(m, items, top[0], MODE, part="key input", seed=seed)
+glue("probe_key", str(bootstrap(key_probe["important"], seed=seed)))
+glue("probe_key_random", str(bootstrap(key_probe["random"], seed=seed)))
+glue("probe_chance", key_probe["chance"])
+glue("probe_head", f"{top[0][0]}_{top[0][1]}")
+
+# %% [markdown]
+# The key input at head {glue:text}`probe_head`'s important position names the asked animal in
+# {glue:text}`probe_key` of the held-out halves' examples; at a random position, {glue:text}`probe_key_random`
+# (the most frequent animal alone: {glue:text}`probe_chance:.3f`). The animal *is* there, written by the earlier
+# layer where the query can match it, but in directions $W_U$ does not read. What fails to replicate is the
+# paper's way of reading the key input, not the query–key mechanism; a 4-layer model, whose residual stream at a
+# word need not keep that word's unembedding direction, is where such a reading is most likely to fail.
 
 # %% [markdown]
 # ## Query–key: the heads find the animal that was asked about
@@ -292,9 +313,8 @@ table(compare(ours, chance={f"circuit.colour_mrr.{MODE}": chance, f"circuit.anim
 # the answer needs indirectly, the top heads do not stand out.
 #
 # **Does not replicate.** The paper's reading of the animal in the *key input* through $W_U$. On the organism the
-# matching is visible in the attention pattern but not in that projection. The paper's numbers come from a
-# 7B model whose residual stream at a word also carries that word for many layers; a 4-layer model has no room
-# for that, so this is a limit of the reading as much as a fact about the mechanism.
+# matching is visible in the attention pattern, and a linear probe finds the animal in the key input
+# ({glue:text}`probe_key`), but not through that projection: the reading fails, the mechanism does not.
 #
 # **Cannot.** Vicuna's circuit spans 32 layers and 1,024 heads, with heads that copy, suppress and correct;
 # the organism has 32 heads in 4 layers, and its one working layer is the whole story. Rerun this page on

@@ -180,6 +180,22 @@ circuits.rankings_table(measures["Llava VQA"], seed=seed)
 # patches'); the paper reports {glue:text}`paper_circuit_animal_mrr_vqa:.3f` for Llava, lower than its
 # {glue:text}`paper_circuit_animal_mrr_tqa:.3f` for Vicuna, so its own reading weakens on
 # images too.
+#
+# The positive control of chapter 2: the key input at the top head's most important patch, given to a
+# nearest-class-mean classifier of the asked animal (trained and tested on separate halves of the scenes), and the
+# same at a random patch.
+
+# %%
+key_probe = circuits.probe(llava, items, top[0], "vqa", part="key input", seed=seed)
+glue("probe_key", str(bootstrap(key_probe["important"], seed=seed)))
+glue("probe_key_random", str(bootstrap(key_probe["random"], seed=seed)))
+glue("probe_chance", key_probe["chance"])
+
+# %% [markdown]
+# The key input at the important patch names the asked animal in {glue:text}`probe_key` of the held-out halves'
+# scenes, at a random patch in {glue:text}`probe_key_random` (the most frequent animal alone:
+# {glue:text}`probe_chance:.3f`). As on text, the animal is present for the query to match, in directions $W_U$
+# does not read.
 
 # %% [markdown]
 # Then the query–key and value–output tests, in all three settings.
@@ -280,7 +296,8 @@ table(compare(ours, chance={"circuit.colour_mrr.vqa": chance, "circuit.animal_mr
 # after correcting for the six tests). Whether they matter more than the other heads of their own layer, this
 # size of test cannot say.
 #
-# **Differs.** The key-input reading of the animal fails here as in chapter 2. The attention shift between
+# **Differs.** The key-input reading of the animal through $W_U$ fails here as in chapter 2, while a linear probe
+# finds the animal in the same vector ({glue:text}`probe_key`): the reading fails, not the mechanism. The attention shift between
 # "same" and "another" animal is sharper than the paper's, and the OV logit difference in VQA is large where
 # the paper's is near zero: the organism's scenes are clean (one flat colour per animal), Llava's photographs
 # are not, and {glue:text}`n_patches` patches with {glue:text}`k` chosen are a coarser grain than 576 with 20.

@@ -109,6 +109,45 @@ def measure(model, examples: list[Example], heads: list[tuple[int, int]], k: int
     return {key: np.array([r[key] for r in rows], dtype=np.float64) for key in rows[0]}
 
 
+def centroid_accuracy(vectors: np.ndarray, labels: list[str], folds: int = 2, seed: int = 0) -> np.ndarray:
+    """Per example, whether a nearest-class-mean classifier trained on the other folds names its label: [n] of
+    0/1. Features are standardised with the training folds' mean and spread; a label absent from the training
+    folds counts as missed. The simplest linear read-out there is: it finds a word wherever a direction separates it."""
+    x, labels = np.asarray(vectors, dtype=np.float64), np.asarray(labels)
+    fold = np.random.default_rng(seed).permutation(len(x)) % folds
+    hit = np.zeros(len(x))
+    for f in range(folds):
+        train, test = fold != f, fold == f
+        mu, sd = x[train].mean(0), x[train].std(0) + 1e-8
+        z = (x - mu) / sd
+        classes = sorted(set(labels[train]))
+        centroids = np.stack([z[train][labels[train] == c].mean(0) for c in classes])
+        guess = np.asarray(classes)[np.argmin(((z[test][:, None] - centroids[None]) ** 2).sum(-1), axis=1)]
+        hit[test] = guess == labels[test]
+    return hit
+
+
+def probe(model, examples: list[Example], head: tuple[int, int], mode: str, part: str = "key input",
+          seed: int = 0) -> dict:
+    """A positive control for reading a word through W_U: is the asked animal *linearly* present in `part` at the
+    head's most important position, whatever direction it takes? Per example, `part` (see `stream_parts`) at the
+    head's top position and at one random position of the same kind; each set classified by `centroid_accuracy`
+    (2 folds). {"important", "random": per-example 0/1 arrays, "chance": the most frequent animal's share}."""
+    kind = "image" if mode == "vqa" else "text"
+    generator = torch.Generator().manual_seed(seed)
+    layer = head[0]
+    at = {"important": [], "random": []}
+    for example in progress(examples, f"{model.name} {mode.upper()}: {part} probe"):
+        trace = model.trace(**example.inputs(mode), all_positions=True)
+        for name, where in (("important", lens.important_positions(trace, [head], 1, kind)),
+                            ("random", lens.random_positions(trace, 1, kind, generator))):
+            at[name].append(stream_parts(trace, layer, where)[part][0].float().cpu().numpy())
+    labels = [e.animal for e in examples]
+    counts = pd.Series(labels).value_counts()
+    return {**{name: centroid_accuracy(np.stack(v), labels, seed=seed) for name, v in at.items()},
+            "chance": float(counts.iloc[0] / len(labels))}
+
+
 def paper_estimates(measures: dict[str, np.ndarray], mode: str, seed: int = 0) -> dict:
     """The measures of `measure` (averaged over the heads, bootstrapped over examples) under the keys of
     data/reference/paper.csv, with the random-position baselines the claims are tested against."""

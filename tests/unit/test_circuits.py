@@ -1,7 +1,9 @@
 """The §5 decompositions are exact (float32, 1e-5) on tiny random Llava and Llama, with and without GQA."""
+import numpy as np
 import torch
 
-from llavamech import attribution, circuits, lens
+from llavamech import attribution, circuits, lens, load
+from llavamech.examples import toy_examples
 
 ATOL = 1e-5
 
@@ -54,8 +56,6 @@ def test_ranks_at_the_final_layer_are_the_ranks_in_the_logits(model, example):
 
 
 def test_measure_returns_one_row_per_example_and_head(tmp_path):
-    from llavamech import load
-    from llavamech.examples import toy_examples
     model = load("tiny-random-llava")
     out = circuits.measure(model, toy_examples(4, seed=1), [(1, 0), (1, 2)], k=2, mode="vqa",
                            colours=["red", "blue", "green"], seed=0)
@@ -63,3 +63,22 @@ def test_measure_returns_one_row_per_example_and_head(tmp_path):
     assert out["attention same"].shape == out["MRR value output colour"].shape == (4, 2)
     assert ((out["attention same"] >= 0) & (out["attention same"] <= 1)).all()
     assert ((out["random MRR key input animal"] > 0) & (out["random MRR key input animal"] <= 1)).all()
+
+
+def test_a_centroid_probe_finds_a_separable_label_and_not_a_random_one():
+    rng = np.random.default_rng(0)
+    labels = [("cat", "dog", "cow")[i % 3] for i in range(90)]
+    centres = {"cat": np.eye(8)[0] * 4, "dog": np.eye(8)[1] * 4, "cow": np.eye(8)[2] * 4}
+    separable = np.stack([centres[l] for l in labels]) + rng.normal(size=(90, 8))
+    assert circuits.centroid_accuracy(separable, labels).mean() > 0.9
+    noise = rng.normal(size=(90, 8))
+    assert circuits.centroid_accuracy(noise, labels).mean() < 0.6
+    assert set(np.unique(circuits.centroid_accuracy(noise, labels))) <= {0.0, 1.0}
+
+
+def test_probe_reads_a_part_at_the_important_and_at_a_random_position():
+    model = load("tiny-random-vicuna")
+    items = toy_examples(6, seed=4)
+    out = circuits.probe(model, items, (1, 0), "tqa", seed=0)
+    assert out["important"].shape == out["random"].shape == (6,)
+    assert 0 < out["chance"] <= 1
