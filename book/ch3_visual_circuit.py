@@ -49,7 +49,6 @@ import pandas as pd
 import llavamech
 from llavamech import circuits, interventions, patch_eval, plots, readouts
 from llavamech.examples import check_parameters, load_examples
-from llavamech.imaging import box_mask, load_image
 from llavamech.reference import compare, glue_paper
 from llavamech.report import glue, glue_causal_test, glue_estimates, table
 from llavamech.stats import bootstrap, chance_mrr, scaled_k
@@ -131,9 +130,8 @@ pd.DataFrame({name: [f"{l}_{h} ({heads[name][l, h].mean:.2f})" for l, h in
 # %%
 shown = items[:n_maps]
 explained = [llava.explain(e.image, question=e.question) for e in shown]
-on_animal = [None if e.box is None else patch_eval.pointing(x.patch_grid, box_mask(
-                 e.box, load_image(e.image).size, llava.processor.image_processor, x.grid_shape))
-             for e, x in zip(shown, explained)]
+masks = [e.box_mask(llava.processor.image_processor, x.grid_shape) for e, x in zip(shown, explained)]
+on_animal = [None if mask is None else patch_eval.pointing(x.patch_grid, mask) for x, mask in zip(explained, masks)]
 fig = plots.map_grid([x.view for x in explained], [x.patch_grid for x in explained],
                      [f"{e.animal}? → {x.answer} (truth {e.colour})\nhead {x.top_heads[0]['layer']}_"
                       f"{x.top_heads[0]['head']}; top patch in its box: {'?' if hit is None else 'yes' if hit else 'NO'}"

@@ -28,7 +28,7 @@ from pathlib import Path
 from PIL import Image
 
 from .errors import LlavamechError
-from .imaging import load_image
+from .imaging import box_mask, load_image
 from .paths import refuse_overwrite
 from .devices import resolve_device
 from .organism import recipe, tasks
@@ -69,6 +69,13 @@ class Example:
     def distractors(self) -> tuple[str, ...]:
         """The other animals of the scene."""
         return tuple(a for a, _ in self.facts if a != self.animal)
+
+    def box_mask(self, image_processor, grid_shape):
+        """[rows, cols] booleans: the patches of the model's grid inside the asked animal's box
+        (`imaging.box_mask`); None when the item has no box."""
+        if self.box is None:
+            return None
+        return box_mask(self.box, load_image(self.image).size, image_processor, tuple(grid_shape))
 
     def asking(self, animal: str) -> "Example":
         """The same scene, asking about another animal (its colour and box where the facts and boxes know them)."""

@@ -14,7 +14,6 @@ import torch
 
 from .anatomy import Anatomy
 from .attribution import head_scores, position_scores, top_heads
-from .imaging import box_mask, load_image
 
 
 def vocab_scores(anatomy: Anatomy, vectors: torch.Tensor, onto: str = "embed") -> torch.Tensor:
@@ -137,10 +136,9 @@ def colour_animal_ranks(model, item, animals, k: int, generator: torch.Generator
     """`word_ranks_at_patches` for one colour item (a `readouts.collect` item): the answer colour, the asked animal
     and the scene's other `animals`, at the top head's k important patches, k random patches, and k random patches
     inside the asked animal's box (the control that does not use the head's scores)."""
-    grid = item.trace.positions.grid_shape
     example = item.example
-    inside = [] if example.box is None else np.flatnonzero(box_mask(
-        example.box, load_image(example.image).size, model.processor.image_processor, grid).ravel())
+    mask = example.box_mask(model.processor.image_processor, item.trace.positions.grid_shape)
+    inside = [] if mask is None else np.flatnonzero(mask.ravel())
     others = [model.token_id(a) for a in animals if a != example.animal]
     return word_ranks_at_patches(model, item.trace, {"colour": item.colour_id, "animal": item.animal_id,
                                                      "other animals": others}, k, generator, inside=inside)

@@ -112,8 +112,7 @@ def evaluate(model, examples: list[Example], methods=METHODS, means: Means | Non
         tool = maps["ablation"].explanation
         top = tool.top_heads[0]
         emb = maps["ablation"].embedded
-        mask = None if example.box is None else box_mask(example.box, load_image(example.image).size,
-                                                         model.processor.image_processor, tool.grid_shape)
+        mask = example.box_mask(model.processor.image_processor, tool.grid_shape)
         for method in methods:
             pm = maps[method]
             curve = curves(model, emb, pm.answer_token_id, pm.scores, means, steps, seed=seed + i)

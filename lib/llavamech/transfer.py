@@ -14,7 +14,6 @@ import torch
 from scipy.stats import hypergeom, spearmanr
 
 from .hooks import hooked, model_lock
-from .imaging import box_mask, load_image
 from .interventions import HeadSetTest
 from .progress import progress
 from .reference import paper_numbers
@@ -217,9 +216,8 @@ def where_heads_look(model, examples, heads, seed: int = 0) -> pd.DataFrame:
         image = torch.zeros(n, dtype=torch.bool)
         image[trace.positions.image_positions] = True
         box = torch.zeros(n, dtype=torch.bool)
-        box[trace.positions.image_positions[torch.as_tensor(box_mask(
-            example.box, load_image(example.image).size, model.processor.image_processor,
-            trace.positions.grid_shape).ravel())]] = True
+        box[trace.positions.image_positions[torch.as_tensor(
+            example.box_mask(model.processor.image_processor, trace.positions.grid_shape).ravel())]] = True
         word = trace.input_ids.cpu() == model.token_id(example.animal)
         parts = [box, image & ~box, word, ~image & ~word]
         sizes.append([part.float().mean().item() for part in parts])

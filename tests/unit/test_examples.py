@@ -1,11 +1,13 @@
 """Example sets: toy draws are held out and well-formed; JSONL files are read, and every kind of bad line is
 refused with its line number before anything is computed."""
 import json
+from dataclasses import replace
 
 import pytest
 from PIL import Image
 
-from llavamech import LlavamechError
+from llavamech import LlavamechError, load
+from llavamech.imaging import box_mask, load_image
 from llavamech.examples import Example, load_examples, read_jsonl, toy_examples
 from llavamech.organism.recipe import is_held_out
 
@@ -191,3 +193,12 @@ def test_chapter_parameters_are_checked_in_one_line(tmp_path):
         with pytest.raises(LlavamechError, match=message) as err:
             check_parameters(**bad)
         assert "\n" not in str(err.value)
+
+
+def test_an_examples_box_mask_is_the_imaging_mask_of_its_box_or_none():
+    processor = load("tiny-random-llava").processor.image_processor
+    example = toy_examples(1, seed=5)[0]
+    assert (example.box_mask(processor, (8, 8)) ==
+            box_mask(example.box, load_image(example.image).size, processor, (8, 8))).all()
+    assert example.box_mask(processor, (8, 8)).any()
+    assert replace(example, box=None).box_mask(processor, (8, 8)) is None
