@@ -18,9 +18,11 @@ from .organism import recipe
 from .organism.world import patch_labels
 from .patch_eval import pointing
 from .progress import progress
+from .stats import Estimate
 from .paths import MODELS_DIR
 
 EVAL_SEED = 2024  # evaluation streams are seeded apart from every training stream, on held-out keys only
+TOP_PATCH_SCENES = 200   # scenes of the card's top-patch measure (its accuracies use the card's own n)
 
 
 def top_patch_on_animal(model, n: int = 200, seed: int = EVAL_SEED) -> float:
@@ -45,19 +47,22 @@ def measure(models_dir: Path = MODELS_DIR, n: int = 500, seed: int = EVAL_SEED) 
             "toy-llava VQA": recipe.vqa_accuracy(llava.hf, llava.processor, n, seed),
             "toy-llava TQA": recipe.tqa_accuracy(llava.hf, llava.tokenizer, n, seed),
             "toy-llava tower probe": recipe.probe_accuracy(llava.hf.model.vision_tower, seed=seed),
-            "top patch on asked animal": top_patch_on_animal(llava, n=200, seed=seed),
+            "top patch on asked animal": top_patch_on_animal(llava, n=TOP_PATCH_SCENES, seed=seed),
         }
 
 
-def plot_curves(history: list[dict], path: Path) -> None:
-    """Training losses and held-out accuracies per stage."""
+def curves_figure(history: list[dict], cols: int = 2):
+    """Training losses and held-out accuracies per stage, `cols` stages a row."""
     order = ["vicuna", "clip", "stage1", "stage2"]
     stages = sorted(dict.fromkeys(r["stage"] for r in history), key=order.index)
-    fig, axes = plt.subplots(1, len(stages), figsize=(3.3 * len(stages), 2.8))
-    for ax, stage in zip(np.atleast_1d(axes), stages):
+    rows_of_panels = -(-len(stages) // cols)
+    fig, axes = plt.subplots(rows_of_panels, cols, figsize=(5.2 * cols, 3.2 * rows_of_panels), squeeze=False)
+    for ax in axes.flat[len(stages):]:
+        ax.axis("off")
+    for ax, stage in zip(axes.flat, stages):
         rows = [r for r in history if r["stage"] == stage]
         ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=0.6, color="grey")
-        ax.set_ylabel("training loss", fontsize=8)
+        ax.set_ylabel("training loss", fontsize=9)
         ax.set_title(stage)
         ax.set_xlabel("step")
         curves = {key: [(r["step"], r[key]) for r in rows if key in r] for key in ("tqa", "vqa", "probe_animal")}
@@ -67,8 +72,14 @@ def plot_curves(history: list[dict], path: Path) -> None:
             for i, (key, pts) in enumerate(curves.items()):
                 acc.plot(*zip(*pts), "o-", ms=3, color=f"C{i}", label=f"held-out {key}")
             acc.set_ylim(0, 1.02)
-            acc.legend(fontsize=7, loc="center right")
+            acc.legend(fontsize=9, loc="center right")
     fig.tight_layout()
+    return fig
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    """`curves_figure`, saved for the model cards."""
+    fig = curves_figure(history)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -168,20 +179,37 @@ def wilson(share: float, n: int) -> tuple[float, float]:
     return float(centre - half), float(centre + half)
 
 
+def tower_probe(card: dict) -> dict[str, Estimate]:
+    """The card's linear probes on the vision tower ("animal", "colour"), each with its 95 % Wilson interval over
+    the probe's held-out animals (`recipe.probe_test_size` at the card's evaluation seed)."""
+    n = recipe.probe_test_size(seed=card["eval_seed"])
+    return {name: Estimate(value, *wilson(value, n), n) for name, value in card["toy-llava tower probe"].items()}
+
+
+def measured_on(card: dict, measure: str) -> int:
+    """How many held-out items a card's measure was taken on."""
+    if measure.startswith("tower probe"):
+        return recipe.probe_test_size(seed=card["eval_seed"])
+    return TOP_PATCH_SCENES if measure == "top patch on asked animal" else card["n"]
+
+
 def accuracy_table(cards: dict[str, dict]):
-    """The cards of shipped models side by side, as written when each was trained (n held-out prompts or scenes
-    per measure, the evaluation seed of the card): each accuracy with its 95 % Wilson interval, its bar, and
-    whether every model clears it. {model name: card} -> DataFrame, one row per measure."""
+    """The cards of shipped models side by side, as written when each was trained (the evaluation seed of the
+    card; `measured_on` items per measure): each accuracy with its 95 % Wilson interval, its bar, and whether every
+    model clears it. {model name: card} -> DataFrame, one row per measure, with its n."""
     bars = {**BARS, "tower probe: animal": PROBE_BAR, "tower probe: colour": None, "top patch on asked animal": None}
     rows = {}
     for measure, bar in bars.items():
-        row = {}
+        row, sizes = {}, set()
         for name, card in cards.items():
             value = card["toy-llava tower probe"][measure.split(": ")[1]] if measure.startswith("tower") else card[measure]
-            low, high = wilson(value, card["n"]) if not measure.startswith("tower") else (np.nan, np.nan)
-            row[name] = f"{value:.3f}" + ("" if np.isnan(low) else f" [{low:.3f}, {high:.3f}]")
+            n = measured_on(card, measure)
+            sizes.add(n)
+            row[name] = "{:.3f} [{:.3f}, {:.3f}]".format(value, *wilson(value, n))
+        row["n"] = " / ".join(map(str, sorted(sizes)))
         row["bar"] = "" if bar is None else f"{bar:.2f}"
-        values = [float(v.split()[0]) for k, v in row.items() if k != "bar"]
-        row["every model clears it"] = "" if bar is None else ("yes" if min(values) >= bar else "no")
+        values = [card_value for key, card_value in row.items() if key in cards]
+        row["every model clears it"] = "" if bar is None else (
+            "yes" if min(float(v.split()[0]) for v in values) >= bar else "no")
         rows[measure] = row
     return pd.DataFrame(rows).T.rename_axis("measure")

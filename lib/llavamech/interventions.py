@@ -431,13 +431,20 @@ def with_holm(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+SHOWN_NOTE = ("Mean [a, b]: the 95 % bootstrap interval of a mean over examples. Mean (a to b): the random head "
+              "sets' mean and the range of their middle 95 %, a spread over sets, not an interval. p: permutation "
+              "p-value against the random sets; Holm: adjusted over every test of the table.")
+
+
 def shown(table: pd.DataFrame) -> pd.DataFrame:
     """The table without its private columns (those starting with `_`: arrays for the figures), its p-values to
-    two significant digits, a cell a row lacks as "—"."""
+    two significant digits, a cell a row lacks as "—", and a note (shown under it) on how to read its cells."""
     table = table[[c for c in table.columns if not c.startswith("_")]].copy()
     for column in [c for c in table.columns if c.startswith(("p (", "p, Holm ("))]:
         table[column] = table[column].map(lambda p: f"{p:.2g}" if isinstance(p, float) else p)
-    return table.astype(object).where(table.notna(), "—")   # a cell a row does not have (rows of several tests)
+    table = table.astype(object).where(table.notna(), "—")   # a cell a row does not have (rows of several tests)
+    table.attrs["note"] = SHOWN_NOTE
+    return table
 
 
 def spread(values: np.ndarray) -> str:

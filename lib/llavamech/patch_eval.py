@@ -49,11 +49,14 @@ def pointing(scores, mask) -> bool:
     return bool(np.asarray(mask).ravel()[int(np.argmax(resolved(np.asarray(scores)).ravel()))])
 
 
-def animals_mask(example: Example, image_size, image_processor, grid_shape) -> np.ndarray:
-    """[rows, cols] booleans: the patches inside any of the scene's animal boxes (`example.boxes`)."""
+def animals_mask(example: Example, image_size, image_processor, grid_shape, colour: str | None = None) -> np.ndarray:
+    """[rows, cols] booleans: the patches inside any of the scene's animal boxes (`example.boxes`), or, given a
+    `colour`, inside the boxes of the animals of that colour (none: an empty mask)."""
     mask = np.zeros(tuple(grid_shape), bool)
-    for _, box in example.boxes:
-        mask |= box_mask(box, image_size, image_processor, tuple(grid_shape))
+    colours = dict(example.facts)
+    for animal, box in example.boxes:
+        if colour is None or colours.get(animal) == colour:
+            mask |= box_mask(box, image_size, image_processor, tuple(grid_shape))
     return mask
 
 
@@ -162,7 +165,9 @@ def absent_animal(model, examples: list[Example], animals: list[str], colours: l
     """Ask each scene about an animal it does not hold (drawn from `animals` under `seed`) and, beside it, about
     the animal it does hold. One row per (scene, question): the answer, whether it names a colour, whether that
     colour belongs to an animal of the scene, its probability, the top head, and where the tool's map points —
-    its top patch on any animal of the scene, and its share of positive mass on the animals. Scenes need every
+    its top patch on any animal of the scene, on an animal of the colour it names (the one the answer came from,
+    if the map finds it; 0 when no animal has that colour), and its share of positive mass on the animals. Scenes
+    need every
     animal's box (`Example.boxes`; the toy scenes have them)."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -182,6 +187,8 @@ def absent_animal(model, examples: list[Example], animals: list[str], colours: l
                          "a colour of the scene": float(x.answer in dict(example.facts).values()),
                          "correct": np.nan if item.colour is None else float(x.answer == item.colour),
                          "top patch on an animal": float(pointing(grid, on_animals)),
+                         "top patch on an animal of that colour": float(pointing(grid, animals_mask(
+                             example, size, model.processor.image_processor, x.grid_shape, colour=x.answer))),
                          "mass on the animals": float(positive[on_animals].sum() / positive.sum()),
                          "animals' share of the patches": float(on_animals.mean()),
                          "top head": f"{top['layer']}_{top['head']}"})
@@ -284,8 +291,8 @@ def similarity(randomisation: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
         lambda v: bootstrap(v.to_numpy(float), seed=seed)).unstack()
 
 
-ABSENT_MEASURES = ("a colour", "a colour of the scene", "p(answer)", "top patch on an animal", "mass on the animals",
-                   "animals' share of the patches")
+ABSENT_MEASURES = ("a colour", "a colour of the scene", "p(answer)", "top patch on an animal",
+                   "top patch on an animal of that colour", "mass on the animals", "animals' share of the patches")
 
 
 def absent_table(absent: pd.DataFrame, seed: int = 0) -> pd.DataFrame:

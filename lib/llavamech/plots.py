@@ -2,10 +2,14 @@
 given as NumPy arrays, lists or tensors on any device."""
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from PIL import Image
+
+from .stats import bootstrap
 
 
 def as_array(values, dtype=None) -> np.ndarray:
@@ -22,24 +26,42 @@ def upsample(grid, size: tuple[int, int]) -> np.ndarray:
     return np.clip(np.asarray(Image.fromarray(arr, mode="F").resize(size, Image.BICUBIC)), 0, None)
 
 
+def shade_map(ax, view, grid, scale: float | None = None) -> None:
+    """Draw a [rows, cols] map over the image on `ax`, bicubically upsampled: the image keeps its own colours where
+    the map is high and is darkened where it is low (a coloured heat map would tint the very colours the questions
+    ask about). `scale`: the value drawn at full brightness (default: the map's own largest)."""
+    up = upsample(grid, view.size)
+    scale = float(up.max()) if scale is None else scale
+    shade = np.zeros((*up.shape, 4), np.float32)
+    shade[..., 3] = 0.7 * (1 - np.sqrt(np.clip(up / scale, 0, 1))) if scale > 0 else 0.7   # sqrt: mid values seen
+    ax.imshow(view)
+    ax.imshow(shade)
+    ax.axis("off")
+
+
+def _shade_bar(fig, axes, top: float, label: str, **kwargs):
+    """The colour bar of `shade_map`'s shading, from dark (0) to the image's own colours (`top`)."""
+    colors = plt.matplotlib.colors
+    bar = plt.cm.ScalarMappable(colors.PowerNorm(0.5, 0, top),
+                                colors.LinearSegmentedColormap.from_list("shade", [(0.3, 0.3, 0.3), (1, 1, 1)]))
+    return fig.colorbar(bar, ax=axes, label=label, **kwargs)
+
+
 def patch_overlay(explanation, title: str | None = None, ax=None):
-    """The image as the model saw it, beside the patch map drawn over it."""
+    """The image as the model saw it, beside the patch map drawn over it (`shade_map`)."""
     view = explanation.view
     if view is None:
         raise ValueError("this explanation has no image (text-only input)")
     fig, axes = (plt.subplots(1, 2, figsize=(7, 3.6)) if ax is None else (ax[0].figure, ax))
-    heat = upsample(explanation.patch_grid, view.size)
     axes[0].imshow(view)
     axes[0].set_title("what the model sees")
-    axes[1].imshow(view)
-    im = axes[1].imshow(heat, cmap="jet", alpha=0.5)
+    axes[0].axis("off")
+    shade_map(axes[1], view, explanation.patch_grid)
     rows, cols = explanation.grid_shape
     top, method = explanation.top_heads[0], getattr(explanation, "method", "tool")
     axes[1].set_title(f"head {top['layer']}_{top['head']} over {rows}x{cols} patches" if method == "tool"
                       else f"{method} scores over {rows}x{cols} patches")
-    for a in axes:
-        a.axis("off")
-    fig.colorbar(im, ax=axes[1], fraction=0.046, pad=0.04)
+    _shade_bar(fig, axes[1], 1.0, "share of the map's largest value", fraction=0.046, pad=0.04)
     fig.suptitle(title or f"{explanation.model}: {explanation.question!r} -> {explanation.answer!r}")
     return fig
 
@@ -93,9 +115,9 @@ def image_grid(images: list, captions: list[str], cols: int = 4, size: float = 2
     return fig
 
 
-def token_grid(image, tokens: list[list[str]], title: str, ax=None, fontsize: float = 8):
-    """The image with each patch's token written on it (a [rows][cols] grid of strings); at 8 pt a word is at least
-    11 px tall on the page (a 6 pt label was too small to read)."""
+def token_grid(image, tokens: list[list[str]], title: str, ax=None, fontsize: float = 9):
+    """The image with each patch's token written on it (a [rows][cols] grid of strings); at 9 pt over 6.5-inch
+    grids (a full-width page cell) a label is about 11 px tall and the longest word fits its patch."""
     fig, ax = plt.subplots(figsize=(5.6, 5.6)) if ax is None else (ax.figure, ax)
     ax.imshow(image)
     rows, cols = len(tokens), len(tokens[0])
@@ -103,7 +125,7 @@ def token_grid(image, tokens: list[list[str]], title: str, ax=None, fontsize: fl
     for r in range(rows):
         for c in range(cols):
             ax.text((c + 0.5) * w / cols, (r + 0.5) * h / rows, tokens[r][c], ha="center", va="center",
-                    fontsize=fontsize, color="white", bbox=dict(boxstyle="round,pad=0.1", fc="black", alpha=0.55, lw=0))
+                    fontsize=fontsize, color="white", bbox=dict(boxstyle="round,pad=0.1", fc="black", alpha=0.7, lw=0))
     for i in range(1, rows):
         ax.axhline(i * h / rows - 0.5, color="white", lw=0.3, alpha=0.6)
     for i in range(1, cols):
@@ -125,7 +147,7 @@ def estimate_bars(estimates: dict, title: str, ylabel: str, chance: float | None
     ax.set_xticklabels(labels, fontsize=8)
     if chance is not None:
         ax.axhline(chance, color="k", ls="--", lw=0.8, label=f"chance {chance:.3g}")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=8)
     ax.axhline(0, color="k", lw=0.4)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
@@ -146,56 +168,50 @@ def by_layer(curves: dict, title: str, ylabel: str, chance: float | None = None,
     ax.set_xlabel("input of layer (emb = the embeddings, final = the last residual)")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=8)
     return fig
 
 
 def token_bars(tokens: list[str], scores: dict, title: str, ax=None):
     """Per-position scores over a prompt's tokens, one bar series per label ({label: [S]})."""
-    fig, ax = plt.subplots(figsize=(max(6, 0.22 * len(tokens)), 2.8)) if ax is None else (ax.figure, ax)
+    fig, ax = plt.subplots(figsize=(max(6, 0.3 * len(tokens)), 3.2)) if ax is None else (ax.figure, ax)
     width = 0.8 / len(scores)
     for i, (label, values) in enumerate(scores.items()):
         ax.bar(np.arange(len(tokens)) + (i - (len(scores) - 1) / 2) * width, as_array(values), width, label=label)
     ax.set_xticks(range(len(tokens)))
-    ax.set_xticklabels(tokens, rotation=90, fontsize=7)
+    ax.set_xticklabels(tokens, rotation=90, fontsize=9)
+    ax.set_xlim(-0.6, len(tokens) - 0.4)
     ax.axhline(0, color="k", lw=0.4)
     ax.set_ylabel("per-position Imp")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
     return fig
 
 
 def map_grid(views: list, grids: list, captions: list[str], cols: int = 4, size: float = 2.4,
              shared: bool = False):
-    """Several patch maps, each bicubically upsampled over the image the model saw. The image keeps its own colours
-    where the map is high and is darkened where it is low (a coloured heat map would tint the very colours the
-    questions ask about). `shared`: one scale for every map (maps of one method, comparable), with a colour bar;
-    otherwise each map is scaled to its own largest value (maps of different methods, in different units)."""
+    """Several patch maps, each drawn over the image the model saw (`shade_map`). `shared`: one scale for every map
+    (maps of one method, comparable); otherwise each map is scaled to its own largest value (maps of different
+    methods, in different units). Either way one colour bar says how bright reads. Captions are wrapped to their map's width, so neighbours never touch."""
     rows = -(-len(views) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * size, rows * size * 1.15), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * size, rows * size * 1.2), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     top = max(float(np.max(as_array(g, np.float32))) for g in grids) if shared else None
+    width = max(12, int(size * 13))   # characters of a 7 pt caption that fit over a map `size` inches wide
     for ax, view, grid, cap in zip(axes.flat, views, grids, captions):
-        up = upsample(grid, view.size)
-        scale = top if shared else float(up.max())
-        shade = np.zeros((*up.shape, 4), np.float32)
-        shade[..., 3] = 0.7 * (1 - np.sqrt(np.clip(up / scale, 0, 1))) if scale > 0 else 0.7   # sqrt: mid values seen
-        ax.imshow(view)
-        ax.imshow(shade)
-        ax.set_title(cap, fontsize=7)
-    if shared:
-        colors = plt.matplotlib.colors
-        bar = plt.cm.ScalarMappable(colors.PowerNorm(0.5, 0, top),
-                                    colors.LinearSegmentedColormap.from_list("shade", [(0.3, 0.3, 0.3), (1, 1, 1)]))
-        fig.colorbar(bar, ax=axes.ravel().tolist(), shrink=0.7, pad=0.02, label="map value, one scale")
+        shade_map(ax, view, grid, top)
+        ax.set_title("\n".join(textwrap.fill(line, width) for line in cap.split("\n")), fontsize=7)
+    _shade_bar(fig, axes.ravel().tolist(), top if shared else 1.0,
+               "map value, one scale" if shared else "share of each map's own largest value", shrink=0.7, pad=0.02)
     return fig
 
 
 def ablation_strip(table, title: str, ax=None, label: str = "top-k heads", ylabel: str = "Δ log p(true colour)"):
     """Per row (k): Δ log p of each random head set (grey dots: from all heads; blue: from the chosen heads' own
-    layers, where the table has that control) against the chosen heads (red, 95 % interval), with each control's
-    permutation p-value under the row."""
+    layers, where the table has that control) against the chosen heads (red, 95 % interval; on the examples the
+    random sets ran on, where the table keeps its `Control`s, as the p-value compares them), with each control's
+    permutation p-value under the row, Holm-adjusted over the table beside it where the table carries that column."""
     fig, ax = plt.subplots(figsize=(max(4.5, 1.6 * len(table) + 1.5), 3.2)) if ax is None else (ax.figure, ax)
     rng = np.random.default_rng(0)
     controls = [(c, name, colour, shift) for c, name, colour, shift in
@@ -207,38 +223,49 @@ def ablation_strip(table, title: str, ax=None, label: str = "top-k heads", ylabe
             draws = row[f"_null {c}"]
             ax.scatter(i + shift + rng.uniform(-0.1, 0.1, len(draws)), draws, s=6, color=colour, alpha=0.5,
                        label=f"random sets ({name})" if i == 0 else None)
-        est = row[value]
+        # the chosen set on the examples the random sets ran on, where the table has them: like for like
+        control = next((row[f"_control {c}"] for c, *_ in controls if f"_control {c}" in table.columns), None)
+        est = row[value] if control is None else bootstrap(control.hit["Δ log p"])
         ax.errorbar(i, est.mean, yerr=[[est.mean - est.low], [est.high - est.mean]], fmt="o", color="C3", capsize=4,
-                    zorder=3, label=f"{label} (95 % CI)" if i == 0 else None)
+                    zorder=3, label=(f"{label} (95 % CI" + (", same examples)" if control is not None else ")"))
+                    if i == 0 else None)
     ax.set_xticks(range(len(table)))
-    ax.set_xticklabels([f"k = {k}\n" + "\n".join(f"p = {row[f'p ({name})']:.2g} ({name})" for _, name, _, _ in controls)
-                        if isinstance(k, (int, np.integer)) else
-                        f"{k}\n" + "\n".join(f"p = {row[f'p ({name})']:.2g} ({name})" for _, name, _, _ in controls)
-                        for k, row in table.iterrows()], fontsize=7)
+    ax.set_xticklabels([(f"k = {k}" if isinstance(k, (int, np.integer)) else str(k)) + "".join(
+        "\n" + _p_label(row, name) for _, name, _, _ in controls) for k, row in table.iterrows()], fontsize=7)
     ax.axhline(0, color="k", lw=0.4)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=8)
     return fig
 
 
-def head_scatter(x, y, xlabel: str, ylabel: str, title: str, label_top: int = 3, ax=None, diagonal: bool = True):
-    """One dot per head ([L, H] arrays or flat), the `label_top` heads furthest above the diagonal (or highest in y
-    without one) named layer_head."""
-    fig, ax = plt.subplots(figsize=(3.8, 3.4)) if ax is None else (ax.figure, ax)
+def _p_label(row, name: str) -> str:
+    holm = row.get(f"p, Holm ({name})")
+    return f"p = {row[f'p ({name})']:.2g}" + (f", Holm {holm:.2g}" if holm is not None else "") + f" ({name})"
+
+
+def head_scatter(x, y, xlabel: str, ylabel: str, title: str, label_top: int = 3, ax=None, diagonal: bool = True,
+                 names: list[str] | None = None):
+    """One dot per head ([L, H] arrays, named layer_head; or flat, named by `names`), the `label_top` heads furthest
+    above the diagonal (or highest in y without one) labelled."""
+    fig, ax = plt.subplots(figsize=(4.4, 3.8)) if ax is None else (ax.figure, ax)
     x, y = as_array(x, float), as_array(y, float)
-    cols = x.shape[1] if x.ndim == 2 else 1
+    if names is None:
+        names = [f"{l}_{h}" for l in range(x.shape[0]) for h in range(x.shape[1])] if x.ndim == 2 else \
+            [str(i) for i in range(x.size)]
     x, y = x.ravel(), y.ravel()
-    ax.scatter(x, y, s=14, color="C0", alpha=0.75)
+    ax.scatter(x, y, s=16, color="C0", alpha=0.75)
     if diagonal:
         lo, hi = min(x.min(), y.min()), max(x.max(), y.max())
         ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
-    for i in np.argsort(-(y - x if diagonal else y))[:label_top]:
-        ax.annotate(f"{i // cols}_{i % cols}" if cols > 1 else str(i), (x[i], y[i]), fontsize=7,
-                    xytext=(3, 3), textcoords="offset points", color="C3")
-    ax.set_xlabel(xlabel, fontsize=8)
-    ax.set_ylabel(ylabel, fontsize=8)
-    ax.set_title(title, fontsize=9)
+    for rank, i in enumerate(np.argsort(-(y - x if diagonal else y))[:label_top]):
+        ax.annotate(names[i], (x[i], y[i]), fontsize=9, xytext=(6, -4 - 9 * rank), textcoords="offset points",
+                    color="C3", arrowprops=dict(arrowstyle="-", color="C3", lw=0.5))
+    ax.margins(0.12)   # room for the labels inside the axes
+    ax.tick_params(labelsize=9)
+    ax.set_xlabel(xlabel, fontsize=9)
+    ax.set_ylabel(ylabel, fontsize=9)
+    ax.set_title(title, fontsize=10)
     return fig
 
 
@@ -261,27 +288,38 @@ def accuracy_by_type(tables: list, title: str, ax=None):
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("accuracy (held out)")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=8, loc="lower left")
     return fig
 
 
-def accuracy_curves(histories: dict[str, list[dict]], prefix: str, title: str, ax=None):
+def accuracy_curves(histories: dict[str, list[dict]], prefix: str, title: str, ax=None, types: list[str] | None = None):
     """Held-out accuracy per question type over training steps, from training logs ({label: history}; the rows
-    whose keys start with `prefix`, e.g. "vqa_"): one colour per type, one line style per log."""
+    whose keys start with `prefix`, e.g. "vqa_"): one colour per type, one line style per log. `types` fixes the
+    colours (the i-th type gets the i-th colour), so that panels drawn apart agree; default: the logs' order."""
     fig, ax = plt.subplots(figsize=(6, 3)) if ax is None else (ax.figure, ax)
     styles = ["-", "--", ":", "-."]
-    types = list(dict.fromkeys(k[len(prefix):] for h in histories.values() for row in h for k in row
-                               if k.startswith(prefix)))
+    logged = list(dict.fromkeys(k[len(prefix):] for h in histories.values() for row in h for k in row
+                                if k.startswith(prefix)))
+    colour = {t: f"C{i}" for i, t in enumerate(types or logged)}
+    types = [t for t in (types or logged) if t in logged]
     for (label, history), style in zip(histories.items(), styles):
-        for i, qtype in enumerate(types):
+        for qtype in types:
             points = [(row["step"], row[prefix + qtype]) for row in history if prefix + qtype in row]
             if points:
-                ax.plot(*zip(*points), style, color=f"C{i}", lw=1.2, label=f"{qtype} ({label})")
+                ax.plot(*zip(*points), style, color=colour[qtype], lw=1.2)
     ax.set_xlabel("training step")
     ax.set_ylabel("held-out accuracy")
     ax.set_ylim(0, 1.02)
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=6, ncol=2)
+    # two keys below the axes, where they hide no line: the colour is the type, the line style the run
+    line = plt.matplotlib.lines.Line2D
+    kinds = ax.legend([line([], [], color=colour[t]) for t in types], types, fontsize=8, title="type",
+                      title_fontsize=8, loc="upper left", bbox_to_anchor=(0, -0.2), ncol=3, frameon=False)
+    ax.add_artist(kinds)
+    if len(histories) > 1:
+        ax.legend([line([], [], color="k", ls=style) for style in styles[:len(histories)]], list(histories),
+                  fontsize=8, title="run", title_fontsize=8, loc="upper right", bbox_to_anchor=(1, -0.2),
+                  frameon=False)
     return fig
 
 
@@ -296,7 +334,7 @@ def deletion_insertion(curves: dict[str, dict[str, np.ndarray]], points: np.ndar
         ax.set_xlabel(f"share of patches {'removed' if kind == 'deletion' else 'restored'}, in the method's order")
         ax.set_ylabel("mean p(answer)")
         ax.set_title(f"{kind} ({'lower' if kind == 'deletion' else 'higher'} area is better)", fontsize=9)
-    axes[1].legend(fontsize=7)
+    axes[1].legend(fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -314,6 +352,6 @@ def randomisation(similarity):
     ax.set_xticks(range(len(levels)), levels, fontsize=8)
     ax.set_ylabel("Spearman with the trained model's map")
     ax.set_xlabel("randomised, from the top down")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -112,15 +112,16 @@ def spearman(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int = 0) ->
 def overlap_with(imp: dict[str, np.ndarray], reference: str = "colour", k: int = 5, seed: int = 0) -> pd.DataFrame:
     """Per type: its top-k heads, how many are among the reference type's top-k (with the number a random pair of
     top sets shares, k·k/N, and the hypergeometric chance of sharing at least as many), and the Spearman
-    correlation of the two mean Imp maps over all heads."""
+    correlation of the two mean Imp maps over all heads. The reference's own row has no test: "—"."""
     rows = []
     for qtype, scores in imp.items():
         table = overlap_table(scores.mean(0), imp[reference].mean(0), [k]).iloc[0]
+        itself = qtype == reference
         rows.append({"question type": qtype, f"top-{k} heads": ", ".join(f"{l}_{h}" for l, h in top_heads(scores, k)),
                      f"shared with {reference}": int(table["overlap"]),
                      "expected by chance": table["expected by chance"],
-                     "P(≥ shared | chance)": table["P(overlap ≥ observed | chance)"],
-                     "Spearman (all heads)": spearman(scores, imp[reference], seed=seed)})
+                     "P(≥ shared | chance)": np.nan if itself else table["P(overlap ≥ observed | chance)"],
+                     "Spearman (all heads)": "—" if itself else spearman(scores, imp[reference], seed=seed)})
     return pd.DataFrame(rows).set_index("question type")
 
 

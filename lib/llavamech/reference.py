@@ -15,6 +15,7 @@ from .stats import Estimate
 
 PAPER_CSV = REFERENCE_DIR / "paper.csv"
 SHORT = {"revised paper": "revised submission (secondary)", "code": "authors' code"}
+TAG = {"revised paper": "rev.", "code": "code"}   # the scorecard's tags, spelled out in the introduction's key
 NOTE = ("Paper: the number's source in brackets. \"Revised submission (secondary)\": known only from one published "
         "review quoting a revised submission, not from the paper's text; see <a href=\"intro.html#provenance\">where "
         "the paper's numbers come from</a>. Here: mean with its 95 % bootstrap interval over n examples.")
@@ -43,7 +44,8 @@ def compare(estimates: dict[str, Estimate], keys: list[str] | None = None,
     """One row per paper key in `keys` (default: every key with an estimate): the claim, the measure, the paper's
     number with its provenance, ours with n and the 95 % interval, chance where given, and whether the claim holds
     here. `setting` says how ours was measured where the paper's measure names its own (e.g. "top 2 of 64 patches"
-    beside the paper's top-20 of 576). Each row's verdict and estimate are also glued (holds_KEY, here_KEY) for the
+    beside the paper's top-20 of 576). Each row's verdict, estimate (with and without n), and the paper's number
+    with its short provenance tag are also glued (holds_KEY, here_KEY, here_short_KEY, paper_cell_KEY) for the
     introduction's scorecard."""
     table = paper_numbers()
     keys = keys if keys is not None else [k for k in table.index if k in estimates]
@@ -71,6 +73,9 @@ def compare(estimates: dict[str, Estimate], keys: list[str] | None = None,
     for key, row in frame.iterrows():   # for the introduction's scorecard, which cites every chapter's verdicts
         glue(f"holds_{glue_name(key)}", row["holds here?"] or "—")
         glue(f"here_{glue_name(key)}", row["here (95 % CI)"])
+        ref = table.loc[key]
+        glue(f"paper_cell_{glue_name(key)}", f"{float(ref['value']):.4g} ({TAG.get(ref['provenance'], ref['provenance'])})")
+        glue(f"here_short_{glue_name(key)}", str(estimates[key]) if key in estimates else "not measured")
     return frame
 
 

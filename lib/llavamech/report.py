@@ -10,8 +10,9 @@ import pandas as pd
 from .interventions import CONTROL_NAMES
 
 try:
+    from IPython.core.formatters import format_display_data  # noqa: F401  (myst-nb's glue formats through it)
     from myst_nb import glue as _glue
-except ImportError:  # Colab and plain Jupyter: nothing to render into
+except ImportError:  # Colab and plain Jupyter, or a chapter run as a script without IPython: nothing to render into
     _glue = None
 
 GLUE_DIGITS = 6   # significant digits kept of a glued float: more than any page shows, fewer than float32 noise
@@ -34,10 +35,11 @@ def glue_name(key: str) -> str:
 
 
 def glue_estimates(estimates: dict) -> None:
-    """Glue each estimate's mean under its key's name and its 95 % interval as text under NAME_ci."""
+    """Glue each estimate's mean under its key's name (for comparisons in prose) and the estimate as the book
+    prints every one, mean and 95 % interval to 3 significant digits, as text under NAME_est."""
     for key, est in estimates.items():
         glue(glue_name(key), float(est.mean))
-        glue(glue_name(key) + "_ci", f"[{est.low:.3f}, {est.high:.3f}]")
+        glue(glue_name(key) + "_est", str(est))
 
 
 def glue_causal_test(causal: pd.DataFrame, ranked: list[tuple[int, int]]) -> None:
@@ -45,8 +47,9 @@ def glue_causal_test(causal: pd.DataFrame, ranked: list[tuple[int, int]]) -> Non
     kK_dlogp, kK_dlogp_mean) and, per control, its p-value and Holm-adjusted p-value over the table, the random
     sets' mean Δ log p and Δ accuracy and how many sets ran (kK_p_all, kK_holm_all, kK_random_dlogp_same_layer, ...). Where k = 1 ran every single head, the most harmful
     one and its rank by Imp among `ranked` (worst_single_head, worst_single_dlogp, worst_single_imp_rank). For the
-    scorecard: which tests stand after Holm's correction (causal_verdict) and the one closest to standing
-    (causal_summary)."""
+    scorecard: which tests stand after Holm's correction (causal_verdict: "yes" only when one stands against heads
+    of the chosen heads' own layers; "partly" when only against heads of any layer, which shows the layer matters)
+    and the one closest to standing (causal_summary)."""
     by_k = {int(k): row for k, row in causal.iterrows()}
     for k, row in by_k.items():
         glue(f"k{k}_dacc", str(row["top-k Δ accuracy"]))
@@ -62,8 +65,15 @@ def glue_causal_test(causal: pd.DataFrame, ranked: list[tuple[int, int]]) -> Non
     glue("n_heads_total", len(ranked))
     holm = {(k, name): float(row[f"p, Holm ({name})"]) for k, row in by_k.items() for name in CONTROL_NAMES.values()}
     standing = [f"k = {k} against {name}" for (k, name), p in holm.items() if p < 0.05]
+    within = CONTROL_NAMES["same-layer"]
     (k_min, name_min), p_min = min(holm.items(), key=lambda item: item[1])
-    glue("causal_verdict", "yes: " + "; ".join(standing) if standing else "not established: no test survives correction")
+    if any(name == within for (_, name), p in holm.items() if p < 0.05):
+        verdict = "yes: " + "; ".join(standing)
+    elif standing:   # beyond heads of any layer only: that says the layer matters, not these heads within it
+        verdict = f"partly: {'; '.join(standing)} (the layer matters), not against {within}"
+    else:
+        verdict = "not established: no test survives correction"
+    glue("causal_verdict", verdict)
     glue("causal_summary", f"top {k_min}: Δ log p {by_k[k_min]['top-k Δ log p']}; smallest Holm-adjusted p "
                            f"{p_min:.2g} (against {name_min}, {len(holm)} tests)")
     if 1 in by_k:   # every single head, ablated alone: the all-heads control at k = 1 ran them all

@@ -19,7 +19,7 @@ class Estimate:
         if np.ndim(self.mean):
             return f"Estimate(shape {np.shape(self.mean)}, n={self.n})"
         if self.low == self.high == self.mean:   # every example alike: a percentile interval says nothing more
-            return f"{self.mean:.3g} (all {self.n} alike)"
+            return f"{self.mean:#.3g} (all {self.n} alike)"
         return f"{self.mean:.3g} [{self.low:.3g}, {self.high:.3g}]"
 
     def __getitem__(self, index) -> "Estimate":
@@ -46,6 +46,19 @@ def bootstrap(values, n_boot: int = 2000, seed: int = 0) -> Estimate:
     mean = np.nanmean(x, axis=0)
     unwrap = (lambda a: float(a)) if x.ndim == 1 else (lambda a: a)
     return Estimate(unwrap(mean), unwrap(low), unwrap(high), n)
+
+
+def sign_flip_p(differences, n_perm: int = 10_000, seed: int = 0) -> np.ndarray:
+    """One-sided paired permutation p-value that the mean of `differences` ([n] or [n, ...]: one row per example,
+    each a paired difference) is above zero, per element: each example's sign is flipped at random, the observed
+    mean's rank among the flipped means counted with the observed one included, so p ≥ 1 / (n_perm + 1)."""
+    x = np.asarray(differences, dtype=np.float64)
+    flat = x.reshape(len(x), -1)
+    signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(n_perm, len(x)))
+    flipped = signs @ flat / len(x)
+    observed = flat.mean(axis=0)
+    p = (1 + (flipped >= observed - 1e-12).sum(axis=0)) / (n_perm + 1)
+    return p.reshape(x.shape[1:]) if x.ndim > 1 else float(p[0])
 
 
 def holm(p_values) -> np.ndarray:

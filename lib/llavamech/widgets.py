@@ -12,7 +12,7 @@ from .errors import LlavamechError
 from .examples import composed
 from .explain import normalise_map
 from .patches import METHODS, patch_map
-from .plots import upsample
+from .plots import shade_map
 
 NONE = "(none)"
 
@@ -70,10 +70,9 @@ class Explorer:
         self.output.clear_output(wait=True)
         with self.output:
             fig, axes = plt.subplots(1, 2, figsize=(6.4, 3.2))
-            for ax in axes:
-                ax.imshow(x.view)
-                ax.axis("off")
-            axes[1].imshow(upsample(grid, x.view.size), cmap="jet", alpha=0.5)
+            axes[0].imshow(x.view)
+            axes[0].axis("off")
+            shade_map(axes[1], x.view, grid)
             axes[0].set_title("what the model sees", fontsize=9)
             axes[1].set_title(label, fontsize=9)
             plt.show()

@@ -216,3 +216,4 @@ def test_holm_columns_adjust_every_p_value_of_a_table_together_and_shown_fills_m
     assert adjusted["p, Holm (same layers)"].tolist() == pytest.approx([0.12, 0.5])
     assert I.with_holm(adjusted).equals(adjusted)   # a table put together again is adjusted afresh, once
     assert I.shown(adjusted).loc[3, "clean accuracy"] == "—"
+    assert "[a, b]" in I.shown(adjusted).T.attrs["note"]   # the note on reading the cells survives the transpose

@@ -59,6 +59,24 @@ def test_absent_animal_asks_both_questions_of_each_scene():
     assert all(a not in dict(e.facts) for a, e in zip(absent["animal"], items))
     assert absent["correct"].isna().all() and frame[frame["asked"] == "present"]["correct"].notna().all()
     assert ((frame["mass on the animals"] >= 0) & (frame["mass on the animals"] <= 1)).all()
+    # on an animal of the named colour implies on an animal; no animal of that colour, no hit
+    assert (frame["top patch on an animal of that colour"] <= frame["top patch on an animal"]).all()
+    assert (frame.loc[frame["a colour of the scene"] == 0, "top patch on an animal of that colour"] == 0).all()
+
+
+def test_the_mask_of_one_colour_covers_only_the_animals_of_that_colour():
+    from llavamech.examples import toy_examples
+    from llavamech.imaging import load_image
+    from tests.conftest import tiny
+
+    model = tiny("llava")
+    example = toy_examples(1, seed=4)[0]
+    size, grid = load_image(example.image).size, (6, 6)
+    every = E.animals_mask(example, size, model.processor.image_processor, grid)
+    by_colour = [E.animals_mask(example, size, model.processor.image_processor, grid, colour=c)
+                 for c in {c for _, c in example.facts}]
+    assert np.array_equal(np.logical_or.reduce(by_colour), every) and all(m.any() for m in by_colour)
+    assert not E.animals_mask(example, size, model.processor.image_processor, grid, colour="no such colour").any()
 
 
 def test_pointing_is_the_top_patch_in_the_mask_and_float_noise_does_not_decide_it():

@@ -39,7 +39,7 @@ FIGURES = {
     "estimate_bars": (lambda: plots.estimate_bars({"x": E, "y": E}, "estimates", "share", chance=0.5), 1),
     "by_layer": (lambda: plots.by_layer({"x": CURVE}, "by layer", "rank", chance=0.1), 1),
     "token_bars": (lambda: plots.token_bars(["a", "b", "c"], {"u": [1, 2, 3], "v": torch.ones(3)}, "tokens"), 1),
-    "map_grid": (lambda: plots.map_grid([IMAGE] * 3, [np.eye(2)] * 3, ["a", "b", "c"], cols=2), 4),
+    "map_grid": (lambda: plots.map_grid([IMAGE] * 3, [np.eye(2)] * 3, ["a", "b", "c"], cols=2), 5),
     "map_grid, shared": (lambda: plots.map_grid([IMAGE] * 3, [np.eye(2)] * 3, ["a", "b", "c"], cols=2,
                                                 shared=True), 5),
     "ablation_strip": (lambda: plots.ablation_strip(pd.DataFrame(
@@ -60,7 +60,7 @@ FIGURES = {
 
 def test_every_public_plotting_function_is_covered():
     drawing = {name for name, f in vars(plots).items() if callable(f) and not name.startswith("_")
-               and getattr(f, "__module__", None) == plots.__name__} - {"as_array", "upsample"}
+               and getattr(f, "__module__", None) == plots.__name__} - {"as_array", "upsample", "shade_map"}
     assert drawing == {name.split(",")[0] for name in FIGURES}
 
 
@@ -93,3 +93,61 @@ def test_scores_become_arrays_from_tensors_and_lists_and_maps_are_upsampled_with
     assert plots.as_array([1, 2], np.float32).dtype == np.float32
     up = plots.upsample(np.array([[0, 1], [1, 0]]), (8, 6))
     assert up.shape == (6, 8) and up.min() >= 0
+
+
+def test_the_ablation_strip_names_each_p_value_and_its_holm_adjustment_where_the_table_has_one():
+    table = pd.DataFrame({"Δ log p": [E, E], "_null all": [[0.1], [0.2]], "p (all heads)": [0.01, 0.04],
+                          "p, Holm (all heads)": [0.02, 0.04]}, index=[1, 2])
+    for frame, expected in ((table, "p = 0.01, Holm 0.02 (all heads)"),
+                            (table.drop(columns="p, Holm (all heads)"), "p = 0.01 (all heads)")):
+        fig = plots.ablation_strip(frame, "ablation")
+        try:
+            assert fig.axes[0].get_xticklabels()[0].get_text() == f"k = 1\n{expected}"
+        finally:
+            plt.close(fig)
+
+
+def test_map_grid_wraps_a_long_caption_to_its_maps_width():
+    caption = "bird? → green (truth red)\nhead 1_2; top patch in its box: no"
+    fig = plots.map_grid([IMAGE] * 2, [np.eye(2)] * 2, [caption, "short"], cols=2, size=1.5)
+    try:
+        lines = fig.axes[0].get_title().split("\n")
+        assert len(lines) > 2 and max(map(len, lines)) <= 1.5 * 13 and fig.axes[1].get_title() == "short"
+    finally:
+        plt.close(fig)
+
+
+def test_shade_map_darkens_where_the_map_is_low_and_leaves_the_image_where_it_is_high():
+    fig, ax = plt.subplots()
+    try:
+        plots.shade_map(ax, Image.new("RGB", (40, 40), "red"), np.array([[1.0, 0.0], [0.0, 0.0]]))
+        alpha = np.asarray(ax.images[1].get_array())[..., 3]
+        assert alpha[:20, :20].min() < 0.01 and alpha[-1, -1] > 0.6 and alpha.max() <= 0.7 + 1e-6
+        assert np.asarray(ax.images[0].get_array())[0, 0].tolist() == [255, 0, 0]   # the image's own colour kept
+    finally:
+        plt.close(fig)
+
+
+def test_the_ablation_strip_sets_the_chosen_heads_on_the_examples_the_random_sets_ran_on():
+    on_control = SimpleNamespace(hit={"Δ log p": np.array([-2.0, -4.0])})
+    table = pd.DataFrame({"Δ log p": [E], "_null all": [[0.1, 0.2]], "_control all": [on_control],
+                          "p (all heads)": [0.3]}, index=[3])
+    fig = plots.ablation_strip(table, "ablation")
+    try:
+        marker = [line for line in fig.axes[0].lines if line.get_marker() == "o"][0]
+        assert marker.get_ydata()[0] == pytest.approx(-3.0)   # the control's examples' mean, not the table's 0.5
+    finally:
+        plt.close(fig)
+
+
+def test_accuracy_curves_give_a_type_the_same_colour_in_every_panel():
+    history = [{"step": 1, "vqa_position": 0.5, "vqa_colour": 0.9}]
+    fig, axes = plt.subplots(1, 2)
+    try:
+        plots.accuracy_curves({"a": history}, "vqa_", "one", ax=axes[0], types=["colour", "counting", "position"])
+        plots.accuracy_curves({"a": [{"step": 1, "vqa_position": 0.4}]}, "vqa_", "two", ax=axes[1],
+                              types=["colour", "counting", "position"])
+        colours = [[line.get_color() for line in ax.lines] for ax in axes]
+        assert colours == [["C0", "C2"], ["C2"]]   # colour C0, position C2 in both, whichever the log lists first
+    finally:
+        plt.close(fig)

@@ -54,3 +54,11 @@ def test_glue_paper_reads_the_reference_table(glued):
 def test_glue_paper_rejects_an_unknown_key(glued):
     with pytest.raises(KeyError):
         reference.glue_paper("no.such.key")
+
+
+def test_compare_glues_each_rows_cells_for_the_scorecard(glued):
+    compare({"ov.logit_difference.tqa": Estimate(1.5, 1.2, 1.8, 40)})
+    assert glued == {"holds_ov_logit_difference_tqa": "yes",
+                     "here_ov_logit_difference_tqa": "1.5 [1.2, 1.8] (n=40)",
+                     "here_short_ov_logit_difference_tqa": "1.5 [1.2, 1.8]",
+                     "paper_cell_ov_logit_difference_tqa": "2.56 (rev.)"}

@@ -9,7 +9,7 @@ from llavamech.stats import Estimate
 
 def test_glue_estimates_names_mean_and_interval(glued):
     report.glue_estimates({"circuit.colour_mrr.tqa": Estimate(0.5, 0.25, 0.75, 10)})
-    assert glued == {"circuit_colour_mrr_tqa": 0.5, "circuit_colour_mrr_tqa_ci": "[0.250, 0.750]"}
+    assert glued == {"circuit_colour_mrr_tqa": 0.5, "circuit_colour_mrr_tqa_est": "0.5 [0.25, 0.75]"}
 
 
 def test_glued_floats_keep_what_a_page_can_show(glued):
@@ -30,8 +30,16 @@ def test_a_causal_test_is_glued_for_the_prose(monkeypatch):
     report.glue_causal_test(table, ranked)
     assert {"k1_dacc", "k2_dlogp", "k2_p_all", "k1_p_same_layer", "k2_sets_same_layer", "k2_holm_all"} <= glued.keys()
     holm = [glued[f"k{k}_holm_{tag}"] for k in (1, 2) for tag in ("all", "same_layer")]
-    assert glued["causal_verdict"].startswith("yes: k = " if min(holm) < 0.05 else "not established")
+    assert glued["causal_verdict"].startswith(("yes: k = ", "partly: k = ") if min(holm) < 0.05 else "not established")
     assert f"{min(holm):.2g} (against" in glued["causal_summary"] and "4 tests" in glued["causal_summary"]
     assert glued["k2_p_all"] == float(table.loc[2, "p (all heads)"]) and glued["n_heads_total"] == len(ranked)
     layer, head = map(int, glued["worst_single_head"].split("_"))   # k = 1 ran every other head alone
     assert glued["worst_single_imp_rank"] == ranked.index((layer, head)) + 1 > 1
+    # the verdict: "yes" needs a test standing against the chosen heads' own layers; against any layer, "partly"
+    for all_p, within_p, verdict in ((0.01, 0.2, "partly: k = 1 against all heads (the layer matters), not against "
+                                                   "same layers"),
+                                     (0.01, 0.02, "yes: k = 1 against all heads; k = 1 against same layers"),
+                                     (0.2, 0.2, "not established: no test survives correction")):
+        adjusted = table.assign(**{"p, Holm (all heads)": [all_p, 1.0], "p, Holm (same layers)": [within_p, 1.0]})
+        report.glue_causal_test(adjusted, ranked)
+        assert glued["causal_verdict"] == verdict

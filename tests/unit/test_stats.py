@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from llavamech.stats import bootstrap, chance_mrr, holm, scaled_k
+from llavamech.stats import bootstrap, chance_mrr, holm, scaled_k, sign_flip_p
 
 
 def test_bootstrap_mean_and_interval():
@@ -42,7 +42,7 @@ def test_ranking_agreement():
 
 def test_an_estimate_over_identical_examples_says_so_instead_of_a_degenerate_interval():
     from llavamech.stats import bootstrap
-    assert str(bootstrap([1.0] * 20)) == "1 (all 20 alike)"
+    assert str(bootstrap([1.0] * 20)) == "1.00 (all 20 alike)"
     assert str(bootstrap([0.0, 1.0] * 10)).startswith("0.5 [")
 
 
@@ -55,3 +55,11 @@ def test_holm_adjusts_a_family_step_down_and_keeps_its_order():
     for _ in range(20):
         q = rng.random(6)
         assert (holm(q) >= q).all() and (holm(q) <= 1).all()
+
+
+def test_sign_flip_p_is_the_share_of_sign_flips_whose_mean_reaches_the_observed_one():
+    # [1, 2, 3]: only the all-positive flip (1 of 8) reaches the mean 2; [-1, -2, -3]: every flip does
+    p = sign_flip_p(np.array([[1.0, -1.0], [2.0, -2.0], [3.0, -3.0]]), n_perm=20_000)
+    assert p.shape == (2,) and p[0] == pytest.approx(1 / 8, abs=0.01) and p[1] == pytest.approx(1.0)
+    assert sign_flip_p(np.zeros(5), n_perm=99) == 1.0                      # no difference at all: never significant
+    assert sign_flip_p(np.full(30, 0.5), n_perm=999) == pytest.approx(1 / 1000, abs=2e-3)   # floor 1 / (n_perm + 1)

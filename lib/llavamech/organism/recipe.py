@@ -222,25 +222,38 @@ def accuracies(model, tok_or_processor, recipe: Recipe, mode: str) -> dict:
     return {f"{mode}_{t}": measure(model, tok_or_processor, recipe.eval_n, recipe.seed, t) for t in names}
 
 
+def _probe_items(rng, n: int) -> list[tuple]:
+    """The probes' items, drawn until there are at least n: (scene, the scene's patch labels, which animal)."""
+    items = []
+    while len(items) < n:
+        scene = make_scene(rng, size=IMAGE_SIZE)
+        labels = torch.as_tensor(patch_labels(scene, IMAGE_SIZE // PATCH).reshape(-1))
+        items += [(scene, labels, i) for i in range(len(scene.animals)) if (labels == i).any()]
+    return items
+
+
+def probe_test_size(n_test: int = 256, seed: int = 0) -> int:
+    """How many held-out animals `probe_accuracy` tests on (whole scenes are drawn, so a few more than n_test)."""
+    return len(_probe_items(_rng(seed, "probe-test"), n_test))
+
+
 @torch.no_grad()
 def probe_accuracy(vision, n_train=512, n_test=256, seed=0) -> dict:
     """Linear probes on the tower's layer -2 patch features averaged over each animal's patches:
-    animal and colour accuracy on held-out scenes. The check that the eye sees animals (appendix B)."""
+    animal and colour accuracy on held-out scenes (`probe_test_size` animals). The check that the eye sees
+    animals (appendix B)."""
     world = load_world()
     processor = build.build_processor(build.build_tokenizer(), IMAGE_SIZE, PATCH)
 
     def features(rng, n):
-        xs, animals, colours = [], [], []
-        while len(xs) < n:
-            scene = make_scene(rng, size=IMAGE_SIZE)
-            pix = processor.image_processor(scene.image, return_tensors="pt")["pixel_values"]
-            feats = vision(pixel_values=pix, output_hidden_states=True).hidden_states[-2][0, 1:]
-            labels = torch.as_tensor(patch_labels(scene, IMAGE_SIZE // PATCH).reshape(-1))
-            for i, a in enumerate(scene.animals):
-                if (labels == i).any():
-                    xs.append(feats[labels == i].mean(0))
-                    animals.append(world.animals.index(a.name))
-                    colours.append(world.colour_names.index(a.colour))
+        xs, animals, colours, seen = [], [], [], None
+        for scene, labels, i in _probe_items(rng, n):
+            if scene is not seen:   # one tower pass per scene, for all of its animals
+                pix = processor.image_processor(scene.image, return_tensors="pt")["pixel_values"]
+                feats, seen = vision(pixel_values=pix, output_hidden_states=True).hidden_states[-2][0, 1:], scene
+            xs.append(feats[labels == i].mean(0))
+            animals.append(world.animals.index(scene.animals[i].name))
+            colours.append(world.colour_names.index(scene.animals[i].colour))
         return torch.stack(xs), torch.tensor(animals), torch.tensor(colours)
 
     xtr, atr, ctr = features(_rng(seed, "probe-train"), n_train)
