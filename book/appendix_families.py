@@ -138,7 +138,7 @@ for name in ("tiny-random-qwen2-vl", "tiny-random-gemma3"):
 
 # %%
 glue("odd_size", f"{width} × {height}")
-fig, axes = plt.subplots(2, (len(multimodal) + 1) // 2, figsize=(10, 4.6))
+fig, axes = plt.subplots(2, (len(multimodal) + 1) // 2, figsize=(12, 5))
 axes = axes.ravel()
 for ax in axes[len(multimodal):]:
     ax.axis("off")
@@ -152,7 +152,7 @@ for ax, (name, m) in zip(axes, multimodal.items()):
         row, col = positions.row_col(position)
         x0, y0, x1, y1 = boxes[row, col]
         ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="white", linewidth=1))
-        ax.text((x0 + x1) / 2, (y0 + y1) / 2, str(position), color="white", ha="center", va="center", fontsize=6)
+        ax.text((x0 + x1) / 2, (y0 + y1) / 2, str(position), color="white", ha="center", va="center", fontsize=8)
     ax.set_xlim(0, width)
     ax.set_ylim(height, 0)
     ax.set_title(f"{name}\n{positions.grid_shape[0]} × {positions.grid_shape[1]} tokens", fontsize=9)
@@ -192,7 +192,7 @@ worst = {name: max(e.values()) for name, e in errors.items()}
 glue("worst_family_identity", f"{max(worst.values()):.1e}")
 table(pd.DataFrame({"class": {n: type(m.hf).__name__ for n, m in models.items()},
                     "heads (kv)": {n: f"{m.anatomy.n_heads} ({m.anatomy.n_kv_heads})" for n, m in models.items()},
-                    "RMSNorm eps": {n: m.anatomy.eps for n, m in models.items()},
+                    "RMSNorm eps": {n: f"{m.anatomy.eps:.0e}" for n, m in models.items()},
                     "largest identity error": {n: f"{w:.1e}" for n, w in worst.items()}}), "family-identities")
 
 # %% [markdown]

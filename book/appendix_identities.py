@@ -44,7 +44,7 @@ import llavamech
 from llavamech import attribution, plots
 from llavamech.checks import identity_errors
 from llavamech.examples import check_parameters
-from llavamech.report import math, table
+from llavamech.report import glue, math, table
 from llavamech.organism.world import make_scene
 
 check_parameters(model=model, device=device, image=image, question=question, seed=seed)
@@ -89,11 +89,15 @@ table(pd.DataFrame({"max |error|": errors}).rename(index=math).rename_axis("iden
 # %% [markdown]
 # ## Scores of one example
 #
-# One forward pass gives all of them. Layer scores first: attention and FFN layers, each added to its own base.
+# One forward pass gives all of them, for the token the model would say next — on this tiny *random* model an
+# arbitrary one (here {glue:text}`random_answer`), since its weights were never trained: the identities hold for any
+# token, and the scores below only show what each call returns. Layer scores first: attention and FFN layers, each
+# added to its own base.
 
 # %%
 trace = m.trace(picture, question)
 answer = m.tokenizer.decode([trace.top_token]).strip()
+glue("random_answer", repr(answer))
 fig = plots.layer_bars(attribution.layer_scores(trace), f"{m.name}: layers' Imp for {answer!r}")
 
 # %% [markdown]

@@ -38,12 +38,11 @@ import random
 
 import matplotlib.pyplot as plt
 import pandas as pd
-from IPython.display import Image
 
 import llavamech
-from llavamech import plots, question_study
+from llavamech import plots, question_study, questions
 from llavamech.organism import recipe
-from llavamech.cards import accuracy_table, wilson
+from llavamech.cards import accuracy_table, curves_figure, wilson
 from llavamech.report import glue, table
 from llavamech.examples import check_parameters
 from llavamech.models import model_card
@@ -96,7 +95,9 @@ fig = plots.image_grid([s.image for s in scenes],
 # Loss and held-out accuracy per stage, as logged while training the shipped models.
 
 # %%
-Image(filename=str(MODELS_DIR / "training-curves.png"))
+history = [r for stage in ("vicuna", "clip", "llava")
+           for r in json.loads((MODELS_DIR / f"training-log-{stage}.json").read_text())["history"]]
+fig = curves_figure(history)
 
 # %% [markdown]
 # The text model sits on the shortcut plateau (≈ 1/3, the chance of picking the right one of 2–4 colours in the
@@ -165,12 +166,12 @@ table(pd.DataFrame({"accuracy [95 % interval]": {k: "{:.3f} [{:.3f}, {:.3f}]".fo
 multi_logs = {name: json.loads((MODELS_DIR / f"training-log-{name}.json").read_text())
               for name in ("vicuna-multi", "llava-multi", "llava-multi-seed1", "llava-multi-frozen-tower")}
 stage2 = {name: [r for r in log["history"] if r["stage"] == "stage2"] for name, log in multi_logs.items()}
-fig, axes = plt.subplots(1, 2, figsize=(12, 3.4))
+fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
 plots.accuracy_curves({"text model": multi_logs["vicuna-multi"]["history"]}, "tqa_",
-                      "toy-vicuna-multi: TQA per type", ax=axes[0])
+                      "toy-vicuna-multi: TQA per type", ax=axes[0], types=list(questions.types()))
 plots.accuracy_curves({"seed 0": stage2["llava-multi"], "seed 1": stage2["llava-multi-seed1"],
                        "seed 0, tower frozen": stage2["llava-multi-frozen-tower"]},
-                      "vqa_", "toy-llava-multi, stage 2: VQA per type", ax=axes[1])
+                      "vqa_", "toy-llava-multi, stage 2: VQA per type", ax=axes[1], types=list(questions.types()))
 fig.tight_layout()
 
 # %% [markdown]

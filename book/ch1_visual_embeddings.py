@@ -41,6 +41,7 @@ if "google.colab" in sys.modules:
 # %%
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import torch
 
 import llavamech
@@ -65,7 +66,8 @@ print(m)
 print(f"{len(items)} examples; {n_patches} image patches per example; k = {k} important patches; vocabulary {vocab}")
 
 # %% [markdown]
-# ```{margin} Our choices
+# ```{admonition} Our choices
+# :class: note
 # **Important patches** are the $k$ image positions with the highest per-position Imp in the example's own top
 # head (the head the paper's tool uses), for the model's own answer. The paper takes 20 of Llava's 576 patches;
 # we keep the share: $k = \mathrm{round}(20 \cdot P / 576)$, {glue:text}`k` of this model's {glue:text}`n_patches`. **Random patches** are
@@ -80,10 +82,10 @@ print(f"{len(items)} examples; {n_patches} image patches per example; k = {k} im
 # The top token at each patch of the projector's output (the input of layer 0), projected onto $E$ (left) and,
 # for contrast, read out through the final norm and $W_U$ as if it were the last residual (right).
 
-# %%
+# %% tags=["full-width"]
 trace = m.trace(picture, asked, all_positions=True)
 view = model_view(picture, m.processor.image_processor)
-fig, axes = plt.subplots(1, 2, figsize=(11.2, 5.8))
+fig, axes = plt.subplots(1, 2, figsize=(13, 6.8))
 plots.token_grid(view, lens.patch_top_tokens(m, trace, 0, "embed"), "projected onto E (input embeddings)", axes[0])
 plots.token_grid(view, lens.patch_top_tokens(m, trace, 0, "unembed"), "read out through W_U", axes[1])
 fig.suptitle(f"{m.name}: top token of each visual embedding; scene of {first.source}", fontsize=10);
@@ -150,18 +152,15 @@ table(compare(ours, chance={key: chance for key in ours}, setting=f"top {k} of {
 
 # %% [markdown]
 # On the organism the claim holds, and clearly: at the {glue:text}`k` important patches of each example the
-# true colour's MRR on $E$ is {glue:text}`vis_colour_mrr_important:.3f` {glue:text}`vis_colour_mrr_important_ci`,
+# true colour's MRR on $E$ is {glue:text}`vis_colour_mrr_important_est`,
 # against {glue:text}`vis_colour_mrr_random:.3f` at random patches, which is chance
-# ({glue:text}`chance:.3f`). The animal is readable too, but less: {glue:text}`vis_animal_mrr_important:.3f`
-# {glue:text}`vis_animal_mrr_important_ci` against {glue:text}`vis_animal_mrr_random:.3f` — the paper's ordering
+# ({glue:text}`chance:.3f`). The animal is readable too, but less: {glue:text}`vis_animal_mrr_important_est` against {glue:text}`vis_animal_mrr_random:.3f` — the paper's ordering
 # (colour far above animal, both above random; n = {glue:text}`n` here). The table's last column tests the
 # paper's *claim* (important above random, 95 % intervals apart), not its number: the organism's vocabulary
 # has {glue:text}`vocab` words, Llava's 32,064, so an MRR here and there are on different scales.
 #
 # The control that does not depend on the head: $k$ random patches inside the asked animal's box
-# (n = {glue:text}`n_boxed` scenes with a box) give the colour an MRR of {glue:text}`vis_colour_mrr_in_box:.3f`
-# {glue:text}`vis_colour_mrr_in_box_ci` and the animal {glue:text}`vis_animal_mrr_in_box:.3f`
-# {glue:text}`vis_animal_mrr_in_box_ci`. The colour inside the box is {glue:text}`in_box_vs_random` the random
+# (n = {glue:text}`n_boxed` scenes with a box) give the colour an MRR of {glue:text}`vis_colour_mrr_in_box_est` and the animal {glue:text}`vis_animal_mrr_in_box_est`. The colour inside the box is {glue:text}`in_box_vs_random` the random
 # patches' (95 % intervals apart) and {glue:text}`in_box_vs_important` the important patches': the visual
 # embeddings carry the colour wherever the asked animal is, and the head's choice of patches adds to it. Part of
 # the important-vs-random gap is the head's selection, not all of it.
@@ -233,15 +232,20 @@ print("layers where the colour MRR at important patches is above the random patc
 # the tower, before the projector, separates the colours and the animals.
 
 # %%
+from llavamech.cards import tower_probe  # noqa: E402
 from llavamech.models import model_card  # noqa: E402
 
 try:
-    probe = model_card(model).get("toy-llava tower probe")
+    probe = tower_probe(model_card(model))
 except (OSError, ValueError):   # not a shipped organism: no card
     probe = None
-glue("probe_colour", f"{probe['colour']:.3f}" if probe else "not measured (no organism card)")
-glue("probe_animal", f"{probe['animal']:.3f}" if probe else "not measured")
-print(probe)
+glue("probe_colour", str(probe["colour"]) if probe else "not measured (no organism card)")
+glue("probe_animal", str(probe["animal"]) if probe else "not measured")
+glue("probe_n", probe["animal"].n if probe else 0)
+glue("probe_apart", "apart" if probe and probe["colour"].low > probe["animal"].high else "overlapping")
+if probe:
+    table(pd.DataFrame({"accuracy [95 % Wilson interval]": {name: str(e) for name, e in probe.items()},
+                        "held-out animals": {name: e.n for name, e in probe.items()}}), "tower-probe")
 
 # %% [markdown]
 # ## What the organism shows, and what it cannot
@@ -249,8 +253,9 @@ print(probe)
 # **Shows.** In a Llava trained the Llava way, the projector learns to emit vectors that sit near the input
 # embedding of the patch's colour word — without ever being told to: stage 1 trains it only to caption scenes
 # ("a brown dog and a red cat ."), stage 2 to answer questions. Animals are readable less well than colours,
-# as in the paper. Part of that asymmetry is already in the eye: the tower's features give the colour to a linear
-# probe with accuracy {glue:text}`probe_colour` and the animal with {glue:text}`probe_animal`, although the
+# as in the paper. Part of that asymmetry is already in the eye: on {glue:text}`probe_n` held-out animals the
+# tower's features give the colour to a linear probe with accuracy {glue:text}`probe_colour` and the animal with
+# {glue:text}`probe_animal` (95 % intervals {glue:text}`probe_apart`), although the
 # organism's eye was given explicit animal supervision (see the appendix on the model organism). The organism
 # cannot say how much of the gap the projector adds on top of the eye's.
 #

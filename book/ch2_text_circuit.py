@@ -119,7 +119,7 @@ glue("ffn_layer_imp", float(layers.mean[1].max()))
 top_table
 
 # %% [markdown]
-# `toy-vicuna` answers {glue:text}`accuracy` of these held-out prompts (n = {glue:text}`n`). As in the paper, the
+# `toy-vicuna`'s accuracy on these held-out prompts is {glue:text}`accuracy` (n = {glue:text}`n`). As in the paper, the
 # answer comes from attention, not from the FFNs: the best attention layer adds
 # {glue:text}`attn_layer_imp:.2f` to the log probability of the answer, the best FFN layer
 # {glue:text}`ffn_layer_imp:.2f`. Within it, the answer is spread over the heads of one layer: the top head,
@@ -170,11 +170,11 @@ glue_estimates(ours)
 circuits.rankings_table(measures, seed=seed)
 
 # %% [markdown]
-# The **value output** reads as the colour: MRR {glue:text}`circuit_colour_mrr_tqa:.3f`
-# {glue:text}`circuit_colour_mrr_tqa_ci` at the important positions (chance {glue:text}`chance:.3f`) — the
+# The **value output** reads as the colour: MRR {glue:text}`circuit_colour_mrr_tqa_est` at the important positions (chance {glue:text}`chance:.3f`) — the
 # value–output side carries the colour, as the paper says. The other three readings are *below* their random
-# baseline for both words. That is what $W_U$ does at a word's own position: the residual stream there predicts
-# the *next* token (after "brown" comes "."), so the word itself is pushed down the ranking.
+# baseline for both words. A likely reason, not tested here: at a word's own position the residual stream is
+# trained to predict the *next* token (after "brown" comes "."), so read through $W_U$ it ranks the following
+# word, not the word itself.
 #
 # ```{margin} A non-replication of the reading
 # The paper reads the animal in the key input (MRR {glue:text}`paper_circuit_animal_mrr_tqa:.3f` in Vicuna). Through the final norm and $W_U$ the
@@ -226,11 +226,9 @@ glue("uniform", uniform)
 
 # %% [markdown]
 # The query–key claim holds, strongly: asked about the animal, the top heads put
-# {glue:text}`qk_attention_same_tqa:.3f` {glue:text}`qk_attention_same_tqa_ci` of their attention on its colour
-# word; asked about another animal of the same context, {glue:text}`qk_attention_different_tqa:.3f`
-# {glue:text}`qk_attention_different_tqa_ci` (uniform attention: {glue:text}`uniform:.3f`). The value–output
-# vectors from there favour the true colour over a random other colour by {glue:text}`ov_logit_difference_tqa:.2f`
-# {glue:text}`ov_logit_difference_tqa_ci` logits (the paper: {glue:text}`paper_ov_logit_difference_tqa:.2f` in Vicuna).
+# {glue:text}`qk_attention_same_tqa_est` of their attention on its colour
+# word; asked about another animal of the same context, {glue:text}`qk_attention_different_tqa_est` (uniform attention: {glue:text}`uniform:.3f`). The value–output
+# vectors from there favour the true colour over a random other colour by {glue:text}`ov_logit_difference_tqa_est` logits (the paper: {glue:text}`paper_ov_logit_difference_tqa:.2f` in Vicuna).
 
 # %% [markdown]
 # ## Causal check: the answer needs several heads of one layer at once; no comparison with random heads survives correction
@@ -314,7 +312,9 @@ table(compare(ours, chance={f"circuit.colour_mrr.{MODE}": chance, f"circuit.anim
 #
 # **Does not replicate.** The paper's reading of the animal in the *key input* through $W_U$. On the organism the
 # matching is visible in the attention pattern, and a linear probe finds the animal in the key input
-# ({glue:text}`probe_key`), but not through that projection: the reading fails, the mechanism does not.
+# ({glue:text}`probe_key`), but not through that projection: the reading through $W_U$ fails, while the
+# information the query–key match needs is there. That the match uses it is what the attention pattern shows; no
+# intervention on the key input tests it here.
 #
 # **Cannot.** Vicuna's circuit spans 32 layers and 1,024 heads, with heads that copy, suppress and correct;
 # the organism has 32 heads in 4 layers, and its one working layer is the whole story. Rerun this page on

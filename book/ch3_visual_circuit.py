@@ -172,8 +172,7 @@ glue_paper("circuit.animal_mrr.vqa", "circuit.animal_mrr.tqa", "qk.attention_sam
 circuits.rankings_table(measures["Llava VQA"], seed=seed)
 
 # %% [markdown]
-# As on text, the value output is the colour (MRR {glue:text}`circuit_colour_mrr_vqa:.3f`
-# {glue:text}`circuit_colour_mrr_vqa_ci`, chance {glue:text}`chance:.3f`), and the key input at the important
+# As on text, the value output is the colour (MRR {glue:text}`circuit_colour_mrr_vqa_est`, chance {glue:text}`chance:.3f`), and the key input at the important
 # patches does not read as the animal through $W_U$ ({glue:text}`circuit_animal_mrr_vqa:.3f`, below the random
 # patches'); the paper reports {glue:text}`paper_circuit_animal_mrr_vqa:.3f` for Llava, lower than its
 # {glue:text}`paper_circuit_animal_mrr_tqa:.3f` for Vicuna, so its own reading weakens on
@@ -223,13 +222,12 @@ plots.estimate_bars({"true − other colour": ours["ov.logit_difference.vqa"]},
 fig.tight_layout()
 
 # %% [markdown]
-# Asked about the animal, the top heads put {glue:text}`qk_attention_same_vqa:.3f`
-# {glue:text}`qk_attention_same_vqa_ci` of their attention on its top {glue:text}`k` patches; asked about another
-# animal of the same scene, {glue:text}`qk_attention_different_vqa:.3f` {glue:text}`qk_attention_different_vqa_ci`
+# Asked about the animal, the top heads put {glue:text}`qk_attention_same_vqa_est` of their attention on its top {glue:text}`k` patches; asked about another
+# animal of the same scene, {glue:text}`qk_attention_different_vqa_est`
 # (uniform: {glue:text}`uniform:.3f`). The paper's Llava shifts less (attention on the asked animal's patches
 # {glue:text}`paper_qk_attention_same_vqa:.3f`, on another animal's {glue:text}`paper_qk_attention_different_vqa:.3f`;
 # revised submission, secondary). The value–output vectors
-# favour the true colour by {glue:text}`ov_logit_difference_vqa:.2f` {glue:text}`ov_logit_difference_vqa_ci`
+# favour the true colour by {glue:text}`ov_logit_difference_vqa_est`
 # logits, where the paper measured only {glue:text}`paper_ov_logit_difference_vqa:.2f` in Llava: in the organism the OV side carries the colour as
 # strongly from patches as from words.
 
@@ -295,7 +293,8 @@ table(compare(ours, chance={"circuit.colour_mrr.vqa": chance, "circuit.animal_mr
 # size of test cannot say.
 #
 # **Differs.** The key-input reading of the animal through $W_U$ fails here as in chapter 2, while a linear probe
-# finds the animal in the same vector ({glue:text}`probe_key`): the reading fails, not the mechanism. The attention shift between
+# finds the animal in the same vector ({glue:text}`probe_key`): the reading through $W_U$ fails, while the
+# information the match needs is there (no intervention on the key input tests that the match uses it). The attention shift between
 # "same" and "another" animal is sharper than the paper's, and the OV logit difference in VQA is large where
 # the paper's is near zero: the organism's scenes are clean (one flat colour per animal), Llava's photographs
 # are not, and {glue:text}`n_patches` patches with {glue:text}`k` chosen are a coarser grain than 576 with 20.

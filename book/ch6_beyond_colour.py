@@ -92,7 +92,7 @@ pd.DataFrame({"VQA": vqa["accuracy"].map(str), "TQA": tqa["accuracy"].map(str).r
               "chance": vqa["chance"].map("{:.3g}".format), "n (each)": vqa["n"]})
 
 # %% [markdown]
-# On scenes it answers colour questions {glue:text}`vqa_colour`, reverse lookups {glue:text}`vqa_reverse`,
+# On scenes its accuracy is {glue:text}`vqa_colour` on colour questions, on reverse lookups {glue:text}`vqa_reverse`,
 # existence {glue:text}`vqa_existence` and counting {glue:text}`vqa_counting` (n = {glue:text}`n` each). Its
 # weakest type is {glue:text}`weakest_vqa` ({glue:text}`weakest_vqa_acc`, chance 0.5): **the organism cannot
 # tell left from right in a picture**, although it answers the same question stated as text
@@ -112,8 +112,9 @@ imp = study.imp_of(readings)
 fig, axes = plt.subplots(2, 3, figsize=(11, 6.4))
 for ax in axes.flat[len(imp):]:
     ax.axis("off")
+lim = max(float(np.abs(scores.mean(0)).max()) for scores in imp.values())   # one colour scale for every type
 for ax, (qtype, scores) in zip(axes.flat, imp.items()):
-    plots.head_heatmap(scores.mean(0), f"{qtype}: mean head Imp", ax=ax)
+    plots.head_heatmap(scores.mean(0), f"{qtype}: mean head Imp", ax=ax, lim=lim)
 fig.tight_layout()
 overlap = study.overlap_with(imp, "colour", k, seed=seed)
 colour_heads = study.top_heads(imp["colour"], k)
@@ -123,7 +124,7 @@ glue("colour_heads", ", ".join(f"{l}_{h}" for l, h in colour_heads))
 for qtype, row in overlap.iterrows():
     glue(f"shared_{qtype}", int(row["shared with colour"]))
     glue(f"rho_{qtype}", str(row["Spearman (all heads)"]))
-overlap
+table(overlap, "overlap", {"expected by chance": "{:.2f}", "P(≥ shared | chance)": "{:.3g}"})
 
 # %% [markdown]
 # The colour type's top {glue:text}`k` heads are {glue:text}`colour_heads`. Of each other type's top
@@ -136,7 +137,7 @@ overlap
 # each answer; whether the colour heads are *needed* for the others is a causal question.
 
 # %% [markdown]
-# ## Ablating the colour heads: they are specific to colour against their own layers' heads
+# ## Ablating the colour heads costs colour beyond random heads of their layers — and counting about as much
 #
 # The colour type's top {glue:text}`k` heads mean-ablated, every type measured, against
 # {glue:text}`draws` random head sets with as many heads in each of the same layers (the stricter control of
@@ -152,28 +153,30 @@ fig = plots.ablation_strip(shared, f"{llava.name}: mean-ablating the colour head
 glue("draws", draws)
 glue("n_control", int(min(control_examples or n_examples, n_examples)))
 specific = [t for t, row in shared.iterrows() if row["p (same layers)"] < 0.05]
-glue("ablation_verdict", "Only " + " and ".join(specific) + " lose more than under random same-layer heads "
-     "(p < 0.05)." if specific else "No type loses more than under random same-layer heads (p ≥ 0.05 for each).")
+glue("ablation_verdict", "Uncorrected, " + " and ".join(specific) + " lose more than under random same-layer "
+     "heads (p < 0.05)." if specific else "No type loses more than under random same-layer heads (p ≥ 0.05 for each).")
 corrected = [t for t, row in shared.iterrows() if row["p (same layers)"] < 0.05 / len(shared)]
 glue("bonferroni_verdict", " and ".join(corrected) + " alone" if corrected else "no type")
 for qtype, row in shared.iterrows():
     glue(f"ablate_{qtype}_dacc", str(row["Δ accuracy"]))
     glue(f"ablate_{qtype}_dlogp", str(row["Δ log p"]))
     glue(f"ablate_{qtype}_p", float(row["p (same layers)"]))
-interventions.shown(shared)
+table(interventions.shown(shared), "colour-heads-ablated")
 
 # %% [markdown]
 # Without the colour heads, colour accuracy changes by {glue:text}`ablate_colour_dacc` (p =
-# {glue:text}`ablate_colour_p:.2g` against same-layer heads); reverse lookup by {glue:text}`ablate_reverse_dacc`
-# (p = {glue:text}`ablate_reverse_p:.2g`), existence by {glue:text}`ablate_existence_dacc` (p =
-# {glue:text}`ablate_existence_p:.2g`), counting by {glue:text}`ablate_counting_dacc` (p =
-# {glue:text}`ablate_counting_p:.2g`) and position by {glue:text}`ablate_position_dacc` (p =
-# {glue:text}`ablate_position_p:.2g`). {glue:text}`ablation_verdict` With five types tested, a Bonferroni
+# {glue:text}`ablate_colour_p:.3f` against same-layer heads); reverse lookup by {glue:text}`ablate_reverse_dacc`
+# (p = {glue:text}`ablate_reverse_p:.3f`), existence by {glue:text}`ablate_existence_dacc` (p =
+# {glue:text}`ablate_existence_p:.3f`), counting by {glue:text}`ablate_counting_dacc` (p =
+# {glue:text}`ablate_counting_p:.3f`) and position by {glue:text}`ablate_position_dacc` (p =
+# {glue:text}`ablate_position_p:.3f`). {glue:text}`ablation_verdict` With five types tested, a Bonferroni
 # threshold of 0.01 leaves {glue:text}`bonferroni_verdict`. Existence loses accuracy too, but random heads of its
-# layers cost it about as much: those layers matter to it, not these particular heads. So the organism does not
-# run one lookup circuit for every question: the colour heads are a colour circuit (counting, which borrows the
-# top one, below, is the borderline case), and the closest relative of the colour question, reverse lookup, has
-# heads of its own.
+# layers cost it about as much: those layers matter to it, not these particular heads. Counting loses as much log
+# p as colour itself ({glue:text}`ablate_counting_dlogp` against {glue:text}`ablate_colour_dlogp`), so the colour
+# heads are not specific to colour: they serve counting too (it borrows the top one, below). What the test does
+# not find, on {glue:text}`n_control` examples per type, is a cost to reverse lookup or position beyond random
+# heads of the same layers — absence of evidence at this size, not evidence of absence; reverse lookup's own top
+# heads are others (above).
 
 # %% [markdown]
 # ## Counting uses the colour head, reading broadly
@@ -200,7 +203,7 @@ spread
 # ({glue:text}`entropy_counting`): one head, two ways of reading, chosen by the question. Existence's top head
 # ({glue:text}`head_existence`) hardly looks at the image from the last position; the answer reaches it from
 # earlier positions. Ablating the colour heads cost counting {glue:text}`ablate_counting_dlogp` in log p
-# (p = {glue:text}`ablate_counting_p:.2g` against same-layer heads, one test of five).
+# (p = {glue:text}`ablate_counting_p:.3f` against same-layer heads, one test of five).
 
 # %% [markdown]
 # ## Left and right: the model guesses, and neither the picture nor the token order moves its guess
@@ -226,8 +229,9 @@ mirror
 # {glue:text}`flip_order`. The model says **{glue:text}`position_answer`** in {glue:text}`position_answer_share`
 # of the scenes, whatever the picture: it answers from a prior, not from the image. The organism shows how a
 # model can fail here: a head that copies a patch's features copies no position (rotary positions act on
-# queries and keys, not on values), so side must be written into the features themselves — and this toy vision
-# tower, never trained to say where anything is, does not write it (appendix B).
+# queries and keys, not on values), so side must be written into the features themselves. The failed control
+# shows that this model does not use side; whether its toy vision tower, never trained to say where anything is,
+# writes side into the features at all is not tested here.
 
 # %% [markdown]
 # ## The tool finds the animal for both lookups, colour and reverse
@@ -313,7 +317,10 @@ glue("best_precision", str(detected.loc[best, "precision"]))
 glue("best_recall", str(detected.loc[best, "recall"]))
 glue("chance_precision", float(detected.loc[best, "chance precision"]))
 glue("n_test", int(detected.loc[best, "n (test)"]))
-detected
+shown_rules = detected.assign(**{c: detected[c].map("{:.3f}".format) for c in
+                                 ("chance precision", "chance recall", "balanced accuracy (calibration)")},
+                              chosen=detected["chosen"].map({True: "yes", False: ""}))
+table(shown_rules.rename(columns={"chosen": "chosen on the calibration half"}).T, "detector")
 
 # %%
 fig, axes = plt.subplots(2, 2, figsize=(8, 5.4))
@@ -327,8 +334,9 @@ fig.tight_layout()
 
 # %% [markdown]
 # **Hallucinated existence is rare, and the explanation does not single it out.** Asked about an absent
-# animal, the model says *yes* to {glue:text}`hallucination_rate` of {glue:text}`n_absent` existence questions
-# ({glue:text}`n_hallucinated` hallucinations among {glue:text}`n_existence` questions). The table above sets
+# animal, the model says *yes* to {glue:text}`n_hallucinated` of the {glue:text}`n_absent` existence questions
+# about an absent animal (a share of {glue:text}`hallucination_rate`; {glue:text}`n_existence` existence questions
+# in all, the others about an animal that is there). The table above sets
 # their explanations beside the grounded *yes* answers: the intervals overlap on every feature, and too few
 # hallucinations exist for a rule to be fitted and tested on separate halves.
 #
@@ -364,10 +372,12 @@ table(side, "paper-vs-here-6")
 # %% [markdown]
 # ## What the organism shows, and what it cannot
 #
-# **Shows.** The paper's mechanism is a colour mechanism here, not a general one: the heads that answer colour
-# questions answer no other type more than random heads of their layers do, and reverse lookup, the same facts
-# asked the other way round, has heads of its own. Counting borrows the colour head and reads with it broadly. The
-# patch tool localises every lookup, and its explanation — the best head's attention on the image — flags
+# **Shows.** The paper's mechanism is not one circuit for every question here: ablating the colour heads costs
+# colour (the one test that survives correction) and counting about as much, while reverse lookup, the same facts
+# asked the other way round, has top heads of its own; for the other types the test finds no cost beyond random
+# heads of the same layers, on small samples. Counting borrows the colour head and reads with it broadly. The
+# patch tool points at the animal for colour and reverse lookups as often as integrated gradients; for existence
+# and position it points less often (small samples, wide intervals). Its explanation — the best head's attention on the image — flags
 # answers the image cannot support with precision well above chance. A trained model can also fail outright:
 # this one answers position questions from a prior, and the tool's maps for those answers look as confident as
 # any other.
@@ -378,7 +388,7 @@ table(side, "paper-vs-here-6")
 #
 # **Cannot.** Real photographs hold objects the question does not name, textures, occlusion and a language
 # prior trained on the web; the organism's prior is only its training distribution, and its vision tower is a
-# toy that never learnt where things are. A real Llava's CLIP does, so its position questions may well be
-# answered by a mechanism this organism lacks. Rerun this page on a real
+# toy that was never trained to say where things are. A real Llava's vision tower, trained on web images, may
+# well carry position, so its position questions may be answered by a mechanism this organism lacks. Rerun this page on a real
 # model with your own questions: `papermill -p model llava-hf/llava-1.5-7b-hf -p device cuda -p examples mine.jsonl`,
 # where each item carries a `question` and its `answer`.
