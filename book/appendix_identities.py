@@ -111,7 +111,8 @@ fig = plots.head_heatmap(heads, f"{m.name}: head Imp for {answer!r}")
 # ## The patch map
 #
 # The best head's per-position scores at the image positions, min-max normalised and divided by their sum,
-# laid out on the patch grid and drawn over the image **as the model saw it** (resized and centre-cropped).
+# laid out on the patch grid and drawn over the image **as the model saw it** (resized and centre-cropped); the
+# drawing scales the map to its largest value, which is where the image keeps its own colours.
 # On a random model the map means nothing; the same call on the trained organism is the subject of chapter 5.
 
 # %%

@@ -16,8 +16,8 @@
 # Llava-1.5-7B and Vicuna-7B cannot be downloaded on the machines that build this book, and there is no GPU.
 # So the book runs on a **model organism**: a toy Vicuna and a toy Llava built from the *same Hugging Face
 # classes* (`LlamaForCausalLM`, `CLIPModel`, `LlavaForConditionalGeneration`), trained *the same way* the real
-# ones were, here, on a toy world with the paper's task. Every `llavamech` call in this book runs unchanged on
-# the real models.
+# ones were, here, on a toy world with the paper's task. Every `llavamech` call in this book is written to run
+# unchanged on the real models (appendix C says what has been checked, and what has not).
 
 # %% tags=["parameters"]
 model = "toy-llava"

@@ -13,9 +13,10 @@
 # %% [markdown]
 # # C · Running on the real Llava
 #
-# Every chapter runs on the toy organism so that it executes anywhere in a couple of minutes. The same calls run on
-# `llava-hf/llava-1.5-7b-hf` and `lmsys/vicuna-7b-v1.5`, on newer Llava-family models, and over thousands of your
-# own images. This page gives the commands, what each needs in GPU memory, which model classes llavamech reads
+# Every chapter runs on the toy organism so that it executes anywhere in a couple of minutes. The same calls are
+# written to run on `llava-hf/llava-1.5-7b-hf` and `lmsys/vicuna-7b-v1.5`, on newer Llava-family models, and over
+# thousands of your own images (checked on CPU and on tiny random models of each class; the GPU runs are pending,
+# see the box below). This page gives the commands, what each needs in GPU memory, which model classes llavamech reads
 # (each checked below on a tiny random model of that class), what half precision changes, and what the organism can
 # and cannot stand in for.
 

@@ -243,9 +243,8 @@ glue("probe_colour", str(probe["colour"]) if probe else "not measured (no organi
 glue("probe_animal", str(probe["animal"]) if probe else "not measured")
 glue("probe_n", probe["animal"].n if probe else 0)
 glue("probe_apart", "apart" if probe and probe["colour"].low > probe["animal"].high else "overlapping")
-if probe:
-    table(pd.DataFrame({"accuracy [95 % Wilson interval]": {name: str(e) for name, e in probe.items()},
-                        "held-out animals": {name: e.n for name, e in probe.items()}}), "tower-probe")
+table(pd.DataFrame({"accuracy [95 % Wilson interval]": {name: str(e) for name, e in probe.items()},
+                    "held-out animals": {name: e.n for name, e in probe.items()}}), "tower-probe") if probe else None
 
 # %% [markdown]
 # ## What the organism shows, and what it cannot

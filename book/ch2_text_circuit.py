@@ -251,8 +251,8 @@ causal = interventions.head_ablation_test(m, items, MODE, ranked, ks=ks, draws=d
                                           seed=seed, control_examples=control_examples)
 glue("draws", draws)
 glue("n_control", int(causal["n (control)"].iloc[0]))
-fig = plots.ablation_strip(causal, f"{m.name}: {ablation}-ablating heads (n = {len(items)}; random sets on "
-                                   f"{int(causal['n (control)'].iloc[0])})")
+fig = plots.ablation_strip(causal, f"{m.name}: {ablation}-ablating heads, each set on the same "
+                                   f"{int(causal['n (control)'].iloc[0])} examples")
 table(interventions.shown(causal).T, "causal")   # one column per k: the table fits the page
 
 # %%

@@ -71,7 +71,7 @@ print(llava, vicuna, sep="\n")
 # Mean head Imp of the model's own answer in each setting, over the same {glue:text}`n` examples (top row), and
 # each head's linear logit contribution $z(v)_w$, which does not saturate (bottom row).
 
-# %%
+# %% tags=["full-width"]
 scores = {name: readouts.collect(m, items, {"heads": readouts.head_imp, "layers": readouts.layer_imp, "heads z": readouts.head_z,
                                         "layers z": readouts.layer_z, "correct": readouts.correct}, mode=mode)
           for name, (m, mode) in settings.items()}
@@ -249,8 +249,8 @@ causal = interventions.head_ablation_test(llava, items, "vqa", ranked, ks=ks, dr
                                           means=means, seed=seed, control_examples=control_examples)
 glue("draws", draws)
 glue("n_control", int(causal["n (control)"].iloc[0]))
-fig = plots.ablation_strip(causal, f"{llava.name} VQA: {ablation}-ablating heads (n = {len(items)}; random sets on "
-                                   f"{int(causal['n (control)'].iloc[0])})")
+fig = plots.ablation_strip(causal, f"{llava.name} VQA: {ablation}-ablating heads, each set on the same "
+                                   f"{int(causal['n (control)'].iloc[0])} scenes")
 table(interventions.shown(causal).T, "causal")   # one column per k: the table fits the page
 
 # %%

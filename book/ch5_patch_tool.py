@@ -250,11 +250,17 @@ glue("rand_ig_first", str(similarity.loc[first, "ig"]) if "ig" in tested else "n
 same_answer = randomisation.loc[(randomisation["randomised"] == levels[-1]) & (randomisation["method"] == tested[0]),
                                 "same answer"]   # one row per scene
 glue("rand_answer_same_all", f"{int(same_answer.sum())} of {len(same_answer)}")
-unchanged = [m for m in tested if similarity.loc[levels[-1], m].low > 0]
-glue("rand_verdict", "every map's correlation with the trained model's has an interval that includes zero: "
-     f"on {randomised_examples} scenes, no map is shown to survive the randomisation" if not unchanged else
-     f"the map of {', '.join(unchanged)} still correlates with the trained model's: it reflects the input, not the "
-     "model")
+last = similarity.loc[levels[-1]]
+kept_all = [m for m in tested if last[m].low > 0]     # still like the trained model's map
+reversed_all = [m for m in tested if last[m].high < 0]   # its opposite: still tied to the input, not to the model
+unsettled = [m for m in tested if m not in kept_all + reversed_all]
+glue("rand_verdict", "; ".join(
+    [f"the map of {', '.join(kept_all)} still correlates with the trained model's: it reflects the input, not "
+     "the model"] * bool(kept_all) +
+    [f"the map of {', '.join(f'{m} ({last[m]})' for m in reversed_all)} correlates negatively with the trained "
+     "model's: still tied to the input, not to the trained weights"] * bool(reversed_all) +
+    [f"{', '.join(unsettled)}: intervals that include zero, so on {randomised_examples} scenes no survival is "
+     "shown"] * bool(unsettled)))
 before_projector = levels[-2]   # every layer randomised, the projector still trained
 kept = [m for m in tested if similarity.loc[before_projector, m].low > 0]
 glue("rand_before_projector", before_projector)

@@ -198,10 +198,10 @@ def map_grid(views: list, grids: list, captions: list[str], cols: int = 4, size:
     for ax in axes.flat:
         ax.axis("off")
     top = max(float(np.max(as_array(g, np.float32))) for g in grids) if shared else None
-    width = max(12, int(size * 13))   # characters of a 7 pt caption that fit over a map `size` inches wide
+    width = max(10, int(size * 11.5))   # characters of an 8 pt caption that fit over a map `size` inches wide
     for ax, view, grid, cap in zip(axes.flat, views, grids, captions):
         shade_map(ax, view, grid, top)
-        ax.set_title("\n".join(textwrap.fill(line, width) for line in cap.split("\n")), fontsize=7)
+        ax.set_title("\n".join(textwrap.fill(line, width) for line in cap.split("\n")), fontsize=8)
     _shade_bar(fig, axes.ravel().tolist(), top if shared else 1.0,
                "map value, one scale" if shared else "share of each map's own largest value", shrink=0.7, pad=0.02)
     return fig
@@ -212,7 +212,7 @@ def ablation_strip(table, title: str, ax=None, label: str = "top-k heads", ylabe
     layers, where the table has that control) against the chosen heads (red, 95 % interval; on the examples the
     random sets ran on, where the table keeps its `Control`s, as the p-value compares them), with each control's
     permutation p-value under the row, Holm-adjusted over the table beside it where the table carries that column."""
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.6 * len(table) + 1.5), 3.2)) if ax is None else (ax.figure, ax)
+    fig, ax = plt.subplots(figsize=(max(4.5, 2.6 * len(table) + 1.5), 3.4)) if ax is None else (ax.figure, ax)
     rng = np.random.default_rng(0)
     controls = [(c, name, colour, shift) for c, name, colour, shift in
                 (("all", "all heads", "grey", -0.17), ("same-layer", "same layers", "C0", 0.17))
@@ -241,7 +241,7 @@ def ablation_strip(table, title: str, ax=None, label: str = "top-k heads", ylabe
 
 def _p_label(row, name: str) -> str:
     holm = row.get(f"p, Holm ({name})")
-    return f"p = {row[f'p ({name})']:.2g}" + (f", Holm {holm:.2g}" if holm is not None else "") + f" ({name})"
+    return f"p = {row[f'p ({name})']:.3g}" + (f", Holm {holm:.3g}" if holm is not None else "") + f" ({name})"
 
 
 def head_scatter(x, y, xlabel: str, ylabel: str, title: str, label_top: int = 3, ax=None, diagonal: bool = True,

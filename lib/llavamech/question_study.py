@@ -211,9 +211,12 @@ FEATURES = {"attention on image": "the best head's attention from the last posit
             "best head Imp": "the best head's log-probability increase"}
 
 
+BASELINES = {"p(answer)": "the model's probability of its own answer: a detector that needs no explanation"}
+
+
 def explanation_features(model, examples: list[Example]) -> pd.DataFrame:
-    """Per example, the model's answer and what its explanation (`explain`, the tool) alone says: FEATURES; and,
-    from the scene's true boxes (not a feature: a detector never sees them), whether the map's top patch lies on
+    """Per example, the model's answer and what its explanation (`explain`, the tool) alone says: FEATURES; the
+    baseline a detector needs no explanation for: BASELINES; and, from the scene's true boxes (not a feature: a detector never sees them), whether the map's top patch lies on
     one of the scene's animals."""
     rows = []
     for i, example in enumerate(progress(examples, "explanations")):
@@ -228,7 +231,7 @@ def explanation_features(model, examples: list[Example]) -> pd.DataFrame:
                                                                    x.trace.positions.image_positions),
                      "map peak": float(p.max()),
                      "map entropy": float(-(p[p > 0] * np.log(p[p > 0])).sum() / np.log(len(p))),
-                     "best head Imp": float(best["score"])})
+                     "best head Imp": float(best["score"]), "p(answer)": float(x.answer_prob)})
     return pd.DataFrame(rows)
 
 
@@ -265,16 +268,18 @@ def apply_rule(scores: np.ndarray, threshold: float, direction: str) -> np.ndarr
     return scores <= threshold if direction == "below" else scores >= threshold
 
 
-def detector(features: pd.DataFrame, label: str, calibration: np.ndarray, seed: int = 0) -> pd.DataFrame:
+def detector(features: pd.DataFrame, label: str, calibration: np.ndarray, seed: int = 0,
+             baselines=tuple(BASELINES)) -> pd.DataFrame:
     """For each explanation feature: a one-threshold rule fitted on the `calibration` rows, and its precision and
     recall at flagging `label` (a boolean column) on the other rows, with bootstrap intervals. Chance: flagging at
     random as often as the rule does has precision = the label's share of the test rows and recall = the rule's
-    flag rate. `chosen` marks the feature whose rule separated the calibration rows best: chosen before the test
-    rows are looked at, so its test numbers are not the best of four tries."""
+    flag rate. `chosen` marks the explanation feature whose rule separated the calibration rows best: chosen before
+    the test rows are looked at, so its test numbers are not the best of four tries. The `baselines` present in
+    `features` get a rule of their own beside them, never chosen: what a detector without the explanation does."""
     test = ~calibration
     truth = features[label].to_numpy(bool)
     rows = []
-    for feature in FEATURES:
+    for feature in [*FEATURES, *(b for b in baselines if b in features)]:
         values = features[feature].to_numpy(float)
         threshold, direction, balanced = fit_rule(values[calibration], truth[calibration])
         flag = apply_rule(values[test], threshold, direction)
@@ -286,7 +291,7 @@ def detector(features: pd.DataFrame, label: str, calibration: np.ndarray, seed: 
                      "n (test)": int(test.sum()), "positives (test)": int(t.sum()),
                      "balanced accuracy (calibration)": round(balanced, 3)})
     frame = pd.DataFrame(rows).set_index("feature")
-    frame["chosen"] = frame.index == frame["balanced accuracy (calibration)"].idxmax()
+    frame["chosen"] = frame.index == frame.loc[list(FEATURES), "balanced accuracy (calibration)"].idxmax()
     return frame
 
 

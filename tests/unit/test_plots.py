@@ -112,7 +112,7 @@ def test_map_grid_wraps_a_long_caption_to_its_maps_width():
     fig = plots.map_grid([IMAGE] * 2, [np.eye(2)] * 2, [caption, "short"], cols=2, size=1.5)
     try:
         lines = fig.axes[0].get_title().split("\n")
-        assert len(lines) > 2 and max(map(len, lines)) <= 1.5 * 13 and fig.axes[1].get_title() == "short"
+        assert len(lines) > 2 and max(map(len, lines)) <= 1.5 * 11.5 and fig.axes[1].get_title() == "short"
     finally:
         plt.close(fig)
 

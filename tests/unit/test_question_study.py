@@ -17,11 +17,13 @@ def test_a_separable_feature_is_found_and_a_random_one_is_at_chance():
     label = rng.random(n) < 0.3
     features = pd.DataFrame({"attention on image": np.where(label, 0.1, 0.9) + rng.normal(0, 0.01, n),
                              "map peak": rng.random(n), "map entropy": rng.random(n), "best head Imp": rng.random(n),
-                             "flag": label})
+                             "p(answer)": np.where(label, 0.2, 0.8), "flag": label})
     calibration = rng.random(n) < 0.5
     table = study.detector(features, "flag", calibration)
     separable = table.loc["attention on image"]
     assert separable["precision"].mean == 1 and separable["recall"].mean == 1 and separable["chosen"]
+    baseline = table.loc["p(answer)"]   # as separable, and reported beside the features, but never the one chosen
+    assert baseline["precision"].mean == 1 and not baseline["chosen"] and table["chosen"].sum() == 1
     assert "≤" in separable["rule"]
     noise = table.loc["map peak"]
     assert abs(noise["precision"].mean - noise["chance precision"]) < 0.15
