@@ -158,10 +158,10 @@ glue("holds_overlap", "beyond chance over all heads; within their layers " +
 gain = transfer.gains(means["Vicuna TQA"], means["Llava VQA"])
 gainers = [(int(r.layer), int(r.index)) for r in gain.head(n_gainers).itertuples()]
 top_gainer = f"{gainers[0][0]}_{gainers[0][1]}"
-paired_gain = bootstrap(scores["Llava VQA"] - scores["Vicuna TQA"], seed=seed)     # [L, H], same examples
+gain_by_example = scores["Llava VQA"] - scores["Vicuna TQA"]   # [n, L, H]: the same examples in both settings
+paired_gain = bootstrap(gain_by_example, seed=seed)
 flips = 10_000
-gain_p = holm(sign_flip_p(scores["Llava VQA"] - scores["Vicuna TQA"], n_perm=flips, seed=seed).ravel()
-              ).reshape(paired_gain.mean.shape)
+gain_p = holm(sign_flip_p(gain_by_example, n_perm=flips, seed=seed).ravel()).reshape(paired_gain.mean.shape)
 significant = np.argwhere(gain_p <= 0.05)
 glue_paper("worked.head_19_6", "worked.head_22_27")
 glue("n_gained_significantly", len(significant))
@@ -178,10 +178,10 @@ by_setting["p, Holm over every head"] = [f"≤ {floor:.2g} (the test's floor)" i
 glue("gainers", ", ".join(by_setting.index))
 glue("top_gainer", top_gainer)
 glue("gain_tuning", float(by_setting.loc[top_gainer, "Llava TQA"] - by_setting.loc[top_gainer, "Vicuna TQA"]))
-glue("gain_input", float(by_setting.loc[top_gainer, "Llava VQA"] - by_setting.loc[top_gainer, "Llava TQA"]))
+gain_input = float(by_setting.loc[top_gainer, "Llava VQA"] - by_setting.loc[top_gainer, "Llava TQA"])
+glue("gain_input", gain_input)
 glue("holds_gainers", "no" if not len(significant) else
-     "yes, by the tuning: from Llava TQA to Llava VQA the top gainer changes by "
-     f"{by_setting.loc[top_gainer, 'Llava VQA'] - by_setting.loc[top_gainer, 'Llava TQA']:+.3f}")
+     f"yes, by the tuning: from Llava TQA to Llava VQA the top gainer changes by {gain_input:+.3f}")
 table(by_setting, "gainers", {name: "{:.3f}" for name in settings})
 
 # %%

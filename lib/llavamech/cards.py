@@ -25,7 +25,7 @@ EVAL_SEED = 2024  # evaluation streams are seeded apart from every training stre
 TOP_PATCH_SCENES = 200   # scenes of the card's top-patch measure (its accuracies use the card's own n)
 
 
-def top_patch_on_animal(model, n: int = 200, seed: int = EVAL_SEED) -> float:
+def top_patch_on_animal(model, n: int = TOP_PATCH_SCENES, seed: int = EVAL_SEED) -> float:
     """Share of held-out scenes where explain()'s highest-scoring patch lies on the asked animal: the pointing game
     (`patch_eval.pointing`) against the patches the animal itself is painted on (`patch_labels`), not its box."""
     rng, hits = random.Random(f"{seed}:top-patch"), 0
@@ -200,16 +200,15 @@ def accuracy_table(cards: dict[str, dict]):
     bars = {**BARS, "tower probe: animal": PROBE_BAR, "tower probe: colour": None, "top patch on asked animal": None}
     rows = {}
     for measure, bar in bars.items():
-        row, sizes = {}, set()
+        row, sizes, values = {}, set(), []
         for name, card in cards.items():
             value = card["toy-llava tower probe"][measure.split(": ")[1]] if measure.startswith("tower") else card[measure]
             n = measured_on(card, measure)
             sizes.add(n)
+            values.append(value)
             row[name] = "{:.3f} [{:.3f}, {:.3f}]".format(value, *wilson(value, n))
         row["n"] = " / ".join(map(str, sorted(sizes)))
         row["bar"] = "" if bar is None else f"{bar:.2f}"
-        values = [card_value for key, card_value in row.items() if key in cards]
-        row["every model clears it"] = "" if bar is None else (
-            "yes" if min(float(v.split()[0]) for v in values) >= bar else "no")
+        row["every model clears it"] = "" if bar is None else ("yes" if min(values) >= bar else "no")
         rows[measure] = row
     return pd.DataFrame(rows).T.rename_axis("measure")

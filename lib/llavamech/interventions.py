@@ -438,7 +438,8 @@ SHOWN_NOTE = ("Mean [a, b]: the 95 % bootstrap interval of a mean over examples.
 
 def shown(table: pd.DataFrame) -> pd.DataFrame:
     """The table without its private columns (those starting with `_`: arrays for the figures), its p-values to
-    three significant digits (0.0498 is visibly under 0.05), a cell a row lacks as "—", and a note (shown under it) on how to read its cells."""
+    three significant digits (0.0498 is visibly under 0.05), a cell a row lacks as "—", and a note (shown under
+    it) on how to read its cells."""
     table = table[[c for c in table.columns if not c.startswith("_")]].copy()
     for column in [c for c in table.columns if c.startswith(("p (", "p, Holm ("))]:
         table[column] = table[column].map(lambda p: f"{p:.3g}" if isinstance(p, float) else p)

@@ -167,8 +167,7 @@ def absent_animal(model, examples: list[Example], animals: list[str], colours: l
     colour belongs to an animal of the scene, its probability, the top head, and where the tool's map points —
     its top patch on any animal of the scene, on an animal of the colour it names (the one the answer came from,
     if the map finds it; 0 when no animal has that colour), and its share of positive mass on the animals. Scenes
-    need every
-    animal's box (`Example.boxes`; the toy scenes have them)."""
+    need every animal's box (`Example.boxes`; the toy scenes have them)."""
     rng = np.random.default_rng(seed)
     rows = []
     for i, example in enumerate(progress(examples, f"{model.name}: absent animals")):

@@ -216,8 +216,8 @@ BASELINES = {"p(answer)": "the model's probability of its own answer: a detector
 
 def explanation_features(model, examples: list[Example]) -> pd.DataFrame:
     """Per example, the model's answer and what its explanation (`explain`, the tool) alone says: FEATURES; the
-    baseline a detector needs no explanation for: BASELINES; and, from the scene's true boxes (not a feature: a detector never sees them), whether the map's top patch lies on
-    one of the scene's animals."""
+    baseline a detector needs no explanation for: BASELINES; and, from the scene's true boxes (not a feature: a
+    detector never sees them), whether the map's top patch lies on one of the scene's animals."""
     rows = []
     for i, example in enumerate(progress(examples, "explanations")):
         x = model.explain(example.image, question=example.question)

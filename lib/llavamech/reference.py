@@ -71,11 +71,11 @@ def compare(estimates: dict[str, Estimate], keys: list[str] | None = None,
     frame = pd.DataFrame(rows, index=pd.Index(keys, name="key"))
     frame.attrs.update(note=NOTE, index=False)   # shown by report.table: a footnote, and no internal key column
     for key, row in frame.iterrows():   # for the introduction's scorecard, which cites every chapter's verdicts
+        ref = table.loc[key]
         glue(f"holds_{glue_name(key)}", row["holds here?"] or "—")
         glue(f"here_{glue_name(key)}", row["here (95 % CI)"])
-        ref = table.loc[key]
+        glue(f"here_short_{glue_name(key)}", str(estimates.get(key, "not measured")))
         glue(f"paper_cell_{glue_name(key)}", f"{float(ref['value']):.4g} ({TAG.get(ref['provenance'], ref['provenance'])})")
-        glue(f"here_short_{glue_name(key)}", str(estimates[key]) if key in estimates else "not measured")
     return frame
 
 

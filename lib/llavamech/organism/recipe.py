@@ -11,6 +11,7 @@ and is the only kind ever evaluated, so no accuracy is computed on training data
 """
 from __future__ import annotations
 
+import functools
 import json
 import random
 import time
@@ -232,6 +233,7 @@ def _probe_items(rng, n: int) -> list[tuple]:
     return items
 
 
+@functools.lru_cache
 def probe_test_size(n_test: int = 256, seed: int = 0) -> int:
     """How many held-out animals `probe_accuracy` tests on (whole scenes are drawn, so a few more than n_test)."""
     return len(_probe_items(_rng(seed, "probe-test"), n_test))
