@@ -189,14 +189,14 @@ def caption_batch(rng, processor, n: int):
 @torch.no_grad()
 def tqa_accuracy(model, tok, n: int, seed: int, qtype: str | None = None) -> float:
     """Share of held-out TQA prompts whose top-1 next token is the answer (the asked animal's colour; with
-    `qtype`, that type's answer)."""
+    `qtype`, that type's answer). Runs on the model's device (a chapter's may be a GPU)."""
     rng, hits = _rng(seed, "eval-tqa" + (f"-{qtype}" if qtype else "")), 0
     for start in range(0, n, 64):
         ids, mask, lab = (tqa_batch(rng, tok, min(64, n - start), held_out=True) if qtype is None else
                           multi_tqa_batch(rng, tok, min(64, n - start), held_out=True, qtype=qtype))
         prompt_len = mask.sum(1) - 2  # last prompt position (the answer follows it)
-        logits = model(input_ids=ids, attention_mask=mask).logits
-        pred = logits[torch.arange(len(ids)), prompt_len].argmax(-1)
+        logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
+        pred = logits[torch.arange(len(ids)), prompt_len].argmax(-1).cpu()
         hits += (pred == ids[torch.arange(len(ids)), prompt_len + 1]).sum().item()
     return hits / n
 
@@ -209,7 +209,9 @@ def vqa_accuracy(model, processor, n: int, seed: int, qtype: str | None = None) 
     for start in range(0, n, 64):
         enc, answers = (vqa_batch(rng, processor, min(64, n - start), held_out=True) if qtype is None else
                         multi_vqa_batch(rng, processor, min(64, n - start), held_out=True, qtype=qtype))
-        pred = model(**enc).logits[:, -1].argmax(-1)
+        enc = {k: v.to(model.device, model.dtype) if v.is_floating_point() else v.to(model.device)
+               for k, v in enc.items()}
+        pred = model(**enc).logits[:, -1].argmax(-1).cpu()
         hits += (pred == answers).sum().item()
     return hits / n
 
