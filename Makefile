@@ -7,7 +7,7 @@ CHAPTERS := $(wildcard book/*.py)
 NOTEBOOKS := $(CHAPTERS:.py=.ipynb)
 PIP := $(VENV)/bin/pip
 
-.PHONY: book test execute html linkcheck unit gpu-test bench-7b clean
+.PHONY: book test execute html linkcheck unit gpu-test gpu-emulated bench-7b clean
 .DELETE_ON_ERROR:
 
 $(STAMP): requirements.txt pyproject.toml
@@ -53,10 +53,23 @@ linkcheck: html
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit tests/cli tests/organism tests/gpu -rs   # tests/gpu: skipped, with the reason, without a GPU
 
+# The GPU tier on an emulated GPU (tests/gpu/emulated.py): where every tensor lives, checked without a GPU. Not CUDA's
+# kernels, numerics, speed or memory: those need `make gpu-test` on one.
+EMULATED_GPU := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TQDM_DISABLE=1 $(PY) -m pytest tests/gpu tests/unit/test_devices.py \
+	-p tests.gpu.emulated -rs
+gpu-emulated: $(STAMP)
+	$(EMULATED_GPU)
+
 test: $(STAMP)
 	$(PY) -m pytest tests/unit tests/cli tests/organism tests/gpu -rs   # tests/gpu: skipped, with the reason, without a GPU
 	touch $(CHAPTERS)   # re-execute every chapter: tests/book compares the fresh outputs with the committed ones
-	$(MAKE) --no-print-directory execute MACHINE="$(OTHER_MACHINE)"
+	mkdir -p _build
+	# The chapters execute on one thread; the emulated GPU tier runs beside them on another core.
+	$(EMULATED_GPU) > _build/gpu-emulated.log 2>&1 & tier=$$!; \
+	$(MAKE) --no-print-directory execute MACHINE="$(OTHER_MACHINE)"; executed=$$?; \
+	wait $$tier; emulated=$$?; echo "GPU tier on an emulated GPU (_build/gpu-emulated.log):"; \
+	tail -n $$([ $$emulated = 0 ] && echo 3 || echo 300) _build/gpu-emulated.log; \
+	[ $$executed = 0 ] && [ $$emulated = 0 ]
 	$(MAKE) --no-print-directory html linkcheck
 	$(PY) -m pytest tests/book
 

@@ -73,6 +73,12 @@ check_parameters(model=model, device=device, n_examples=n_examples, seed=seed, s
 # CPU against GPU agreement, the paper's worked example against the authors' saved head scores, and
 # `bench/bench_7b.py` (speed and peak memory at llava-1.5-7b's shape). One command runs them all on a GPU machine:
 # `bash tests/gpu/run.sh`. Until it has, treat the real-model commands above as written to run, not as shown to.
+#
+# What can be checked without a GPU is where each tensor lives. `make test` runs the same tier on an *emulated*
+# GPU (`tests/gpu/emulated.py`: tensors that report a GPU device while their data stays on the CPU), where every
+# chapter, method and command above runs at `device="cuda"`, and a NumPy conversion of a GPU tensor, a GPU tensor
+# meeting a CPU one, or a result returned on the GPU fails as on CUDA. On the code of the first GPU run it stops
+# each chapter at the line where that run crashed. CUDA's kernels, numerics, speed and memory it cannot check.
 # ```
 
 # %% [markdown]

@@ -3,7 +3,7 @@
 Two checks. Statically, library code turns a tensor into NumPy only as `.cpu().numpy()` (a `.numpy()` of a CUDA
 tensor raises; the first GPU run hit four of them). Dynamically, every public function that returns data gives
 tensors on the CPU and NumPy arrays: `check_results_are_on_the_cpu` runs here on the CPU and in tests/gpu on CUDA,
-where it is the real test."""
+where it is the real test (real, or emulated by tests/gpu/emulated.py in `make test`)."""
 import ast
 from pathlib import Path
 
