@@ -321,8 +321,11 @@ glue("seed_ig_range", f"{min(v[1].mean for v in pointing.values()):.3f}–{max(v
 # head looks from the last position:
 
 # %%
+present, absent = seeds.with_weights(by_seed.index)
+if absent:
+    print(f"not shown, their weights are not in this checkout: {', '.join(absent)}")
 looks = {}
-for name in by_seed.index:
+for name in present:
     variant = llavamech.load(name, device=device)
     head = by_seed.loc[name, "tool's usual head"].split()[0]
     layer, index = map(int, head.split("_"))

@@ -51,6 +51,13 @@ def variants() -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("model")
 
 
+def with_weights(names) -> tuple[list[str], list[str]]:
+    """`names` split into those that can be loaded and the shipped variants whose weights are not here: a checkout
+    slimmed to be sent to a GPU machine (tests/gpu/slim.sh) keeps their cards and folders but not their weights."""
+    absent = [n for n in names if (MODELS_DIR / n).is_dir() and not (MODELS_DIR / n / "model.safetensors").exists()]
+    return [n for n in names if n not in absent], absent
+
+
 def evaluate_variant(name: str, n: int, seed: int) -> pd.DataFrame:
     """The patch evaluation of one shipped variant, as chapter 5 runs it (mean ablation over the scenes)."""
     model = load(name)

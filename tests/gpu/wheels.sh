@@ -1,17 +1,28 @@
 #!/usr/bin/env bash
-# Wheels for the GPU tier, fetched where there is network, for a GPU machine that has none (Linux x86_64, CPython
-# 3.11 and 3.12; torch, transformers and accelerate are already there, so they are never downloaded):
-#     bash tests/gpu/wheels.sh [FOLDER]        # default tests/gpu/wheels; tests/gpu/run.sh installs from it
+# Wheels for the GPU tier, fetched where there is network, for a GPU machine that has none (Linux x86_64):
+#     bash tests/gpu/wheels.sh [FOLDER]            # everything in tests/gpu/requirements.txt, CPython 3.11 and 3.12
+#     bash tests/gpu/wheels.sh --device [FOLDER]   # only tests/gpu/requirements-device.txt, CPython 3.12: for a
+#                                                  # machine that has the scientific stack (about 20 MB)
+# FOLDER defaults to tests/gpu/wheels, which tests/gpu/run.sh installs from (with the requirements file used, copied
+# there). torch and accelerate are never downloaded.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+REQS=tests/gpu/requirements.txt PYTHONS="3.11 3.12"
+if [ "${1:-}" = "--device" ]; then REQS=tests/gpu/requirements-device.txt PYTHONS=3.12; shift; fi
 OUT=${1:-tests/gpu/wheels}
 mkdir -p "$OUT"
-for PY in 3.11 3.12; do
+for PY in $PYTHONS; do
     TARGET=(--only-binary=:all: --implementation cp --python-version "$PY"
             --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
             --platform any -d "$OUT")
-    pip download -q "${TARGET[@]}" -r tests/gpu/requirements.txt
-    # captum depends on torch: fetch it alone (its other dependencies are in the list above).
+    pip download -q "${TARGET[@]}" -r "$REQS"
+    # captum depends on torch: fetched alone (its other dependencies are in the scientific stack).
     pip download -q "${TARGET[@]}" --no-deps captum==0.9.0
 done
-ls "$OUT" | wc -l | xargs echo "wheels in $OUT:"
+if [ "$REQS" = tests/gpu/requirements-device.txt ]; then
+    # keep the pins, regex (transformers wants a recent one) and the widgets stack; the rest of transformers' needs
+    # (huggingface-hub, tokenizers, numpy, ...) such a machine has in versions that satisfy it
+    find "$OUT" -name '*.whl' | grep -Ev '/(transformers|regex|captum|ipywidgets|comm|ipython|jupyterlab_widgets|widgetsnbextension|traitlets|jedi|parso|decorator|matplotlib_inline|pexpect|ptyprocess|prompt_toolkit|wcwidth|stack_data|executing|asttokens|pure_eval|ipython_pygments_lexers)-' | xargs -r rm -f
+fi
+cp "$REQS" "$OUT/requirements.txt"
+echo "wheels in $OUT: $(ls "$OUT"/*.whl | wc -l), $(du -sh "$OUT" | cut -f1)"

@@ -29,3 +29,14 @@ def test_usual_heads_are_listed_per_vicuna_seed():
     by_seed = pd.DataFrame({"toy-vicuna seed": [0, 0, 1], "tool's usual head": ["1_3 (0.9)", "1_4 (0.8)", "1_7 (1.0)"]},
                            index=["a", "b", "c"])
     assert seeds.usual_heads(by_seed).to_dict() == {0: "1_3, 1_4", 1: "1_7"}
+
+
+def test_variants_without_their_weights_are_set_aside(tmp_path, monkeypatch):
+    for name, weights in (("toy-llava", True), ("toy-llava-seed1", False)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "card.json").write_text("{}")
+        if weights:
+            (tmp_path / name / "model.safetensors").write_bytes(b"")
+    monkeypatch.setattr(seeds, "MODELS_DIR", tmp_path)
+    assert seeds.with_weights(["toy-llava", "toy-llava-seed1", "my/model"]) == (["toy-llava", "my/model"],
+                                                                                ["toy-llava-seed1"])
