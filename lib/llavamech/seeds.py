@@ -87,10 +87,12 @@ def seed_table(per_scene: pd.DataFrame, methods=("tool", "top-k", "attention", "
 STAGES = ("toy-vicuna", "toy-clip", "Llava stages")
 
 
-def one_stage_apart(by_seed: pd.DataFrame, column: str = "pointing: tool") -> pd.DataFrame:
+def one_stage_apart(by_seed: pd.DataFrame, column: str = "pointing: tool", study: pd.DataFrame | None = None,
+                    seed: int = 0) -> pd.DataFrame:
     """Every pair of evaluated models whose stage seeds differ in one stage only: which stage, the two models, their
     `column` and the change. A stage whose seed moves the number carries the difference; one that does not, does
-    not (on these seeds)."""
+    not (on these seeds). With the per-scene `study`, each change also gets a paired bootstrap interval over the
+    scenes both models were evaluated on (`scene_change`): evaluation noise, not the spread over training runs."""
     seeds = {name: VARIANTS[name] for name in by_seed.index if name in VARIANTS}
     rows = []
     for a in seeds:
@@ -98,9 +100,22 @@ def one_stage_apart(by_seed: pd.DataFrame, column: str = "pointing: tool") -> pd
             apart = [i for i in range(3) if seeds[a][i] != seeds[b][i]]
             if len(apart) == 1 and seeds[a][apart[0]] < seeds[b][apart[0]]:
                 x, y = by_seed.loc[a, column], by_seed.loc[b, column]
-                rows.append({"stage whose seed changes": STAGES[apart[0]], "from": a, "to": b, f"{column}, from": x,
-                             f"{column}, to": y, "change": y.mean - x.mean})
+                row = {"stage whose seed changes": STAGES[apart[0]], "from": a, "to": b, f"{column}, from": x,
+                       f"{column}, to": y, "change": y.mean - x.mean}
+                if study is not None:
+                    row["change on the same scenes"] = scene_change(study, a, b, column, seed)
+                rows.append(row)
     return pd.DataFrame(rows)
+
+
+def scene_change(study: pd.DataFrame, a: str, b: str, column: str = "pointing: tool", seed: int = 0):
+    """Model b's `column` ("metric: method") minus model a's, scene by scene over the scenes both were evaluated on,
+    with a paired bootstrap 95 % interval."""
+    metric, method = column.split(": ")
+    rows = study[study["method"] == method]
+    x, y = (rows[rows["model"] == name].set_index("scene")[metric] for name in (a, b))
+    both = x.index.intersection(y.index)
+    return bootstrap((y[both] - x[both]).to_numpy(dtype=float), seed=seed)
 
 
 def stage_effects(pairs: pd.DataFrame) -> tuple[str, pd.Series]:

@@ -40,3 +40,14 @@ def test_variants_without_their_weights_are_set_aside(tmp_path, monkeypatch):
     monkeypatch.setattr(seeds, "MODELS_DIR", tmp_path)
     assert seeds.with_weights(["toy-llava", "toy-llava-seed1", "my/model"]) == (["toy-llava", "my/model"],
                                                                                 ["toy-llava-seed1"])
+
+
+def test_a_change_between_models_is_paired_over_their_common_scenes():
+    study = pd.DataFrame({"scene": [0, 1, 2, 3, 0, 1, 2], "method": ["tool"] * 7,
+                          "model": ["a"] * 4 + ["b"] * 3, "pointing": [1, 1, 0, 1, 0, 1, 0]})
+    change = seeds.scene_change(study, "a", "b")
+    assert change.n == 3 and abs(change.mean - (-1 / 3)) < 1e-12 and change.low <= change.mean <= change.high
+    by_seed = pd.DataFrame({"pointing: tool": [est(0.75), est(1 / 3)]}, index=["toy-llava", "toy-llava-v0-c0-l1"])
+    named = study.replace({"model": {"a": "toy-llava", "b": "toy-llava-v0-c0-l1"}})
+    pairs = seeds.one_stage_apart(by_seed, study=named)
+    assert pairs.loc[0, "change on the same scenes"].mean == change.mean
