@@ -9,7 +9,10 @@ fail on a real GPU for where its tensors are fails here too, in PyTorch's words:
 - a result handed back on the GPU where the device rule (package docstring) wants the CPU.
 The first real GPU run failed in exactly these ways, in every chapter. What it cannot prove: CUDA kernels, their
 numerics, speed and memory (bench/bench_7b.py and the real tier, `bash tests/gpu/run.sh`, on a GPU). `torch.cuda`
-answers as a 24 GB card with nothing allocated, so the batch sizes follow the free-memory path.
+answers as a 24 GB card with nothing allocated, so the batch sizes follow the free-memory path, and memory never
+runs out (the halving on out-of-memory is tested apart). Known gaps: the emulated device's type is not "cuda", so
+code that branches on `device.type == "cuda"` takes its CPU branch; modes are per thread, so work in a new thread
+is not emulated; CUDA events, pinned memory and `torch.cuda.get_device_properties` are not there.
 
 Use:  `make gpu-emulated` (= `pytest tests/gpu tests/unit/test_devices.py -p tests.gpu.emulated`: the GPU tier, whose
       subprocesses inherit the emulation through emulated_site/sitecustomize.py; `make test` runs it), or
@@ -80,7 +83,9 @@ def _check_devices(func, args, kwargs):
             raise RuntimeError("indices should be either on cpu or on the same device as the indexed tensor (cpu)")
         args = (args[0],) + tuple(args[2:])
     tensors = [x for x in tree_flatten((args, kwargs))[0] if isinstance(x, torch.Tensor)]
-    on_cpu = [x for x in tensors if not isinstance(x, Emulated) and x.dim() > 0]
+    # a 0-d CPU tensor passes as a scalar only in element-wise operations (TensorIterator's), as on CUDA
+    scalars_pass = torch.Tag.pointwise in func.tags
+    on_cpu = [x for x in tensors if not isinstance(x, Emulated) and (x.dim() > 0 or not scalars_pass)]
     if on_cpu and len(on_cpu) < len(tensors):
         raise RuntimeError(f"Expected all tensors to be on the same device, but found at least two devices, "
                            f"cuda:0 (emulated as lazy:0) and cpu! (in {name})")
@@ -171,7 +176,14 @@ class EmulatedCudaMode(TorchFunctionMode):
                                                                     and args[0].dim() > 1)):
             return _vector_product(func, args, kwargs)
         if func in (torch.tensor, torch.as_tensor):   # their data read with every mode off: from the CPU copy
+            on_gpu = bool(args) and isinstance(args[0], Emulated)
             args = tree_map(_inner, args)
+            if on_gpu and "device" not in kwargs:   # made from a GPU tensor, the result stays on the GPU (from a
+                # list of GPU scalars, PyTorch reads their values and makes a CPU tensor, as here)
+                return func(*args, **kwargs).to(DEVICE)
+        if isinstance(kwargs.get("generator"), torch.Generator) and _emulated(_on_device(kwargs.get("device"))) \
+                and kwargs["generator"].device.type == "cpu":
+            raise RuntimeError("Expected a 'cuda' device type for generator but found 'cpu'")
         if func is not torch._C._nn._parse_to and _emulated(_on_device(kwargs.get("device"))):
             # a factory (torch.tensor, torch.zeros, ... device=...): made on the CPU, then moved (some, such as
             # torch.tensor, build their data where no dispatch mode sees it)

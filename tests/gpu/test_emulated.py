@@ -43,6 +43,13 @@ def test_mixing_devices_is_refused_as_on_a_gpu():
             torch.cat([x, cpu])
         with pytest.raises(RuntimeError, match="indices should be either on cpu"):
             cpu[torch.tensor([0]).to("cuda")]
+        with pytest.raises(RuntimeError, match="same device"):   # a 0-d CPU tensor is a scalar only element-wise
+            x.index_select(0, torch.tensor(1))
+        with pytest.raises(RuntimeError, match="generator"):
+            torch.randn(2, device="cuda", generator=torch.Generator().manual_seed(0))
+        assert torch.as_tensor(x).device == x.device and torch.tensor([x[0], x[1]]).device.type == "cpu"
+        with pytest.raises(TypeError, match="to numpy"):
+            torch.as_tensor(x).numpy()
         # what a GPU allows: a 0-d CPU scalar, CPU indices, a list index, copies across devices
         assert (x + torch.tensor(2.0)).device == x.device
         assert x[torch.tensor([0, 2])].shape == (2,) and x[[0, 1]].shape == (2,)

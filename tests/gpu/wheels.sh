@@ -2,7 +2,7 @@
 # Wheels for the GPU tier, fetched where there is network, for a GPU machine that has none (Linux x86_64):
 #     bash tests/gpu/wheels.sh [FOLDER]            # everything in tests/gpu/requirements.txt, CPython 3.11 and 3.12
 #     bash tests/gpu/wheels.sh --device [FOLDER]   # only tests/gpu/requirements-device.txt, CPython 3.12: for a
-#                                                  # machine that has the scientific stack (about 20 MB)
+#                                                  # machine that has the scientific stack (about 30 MB)
 # FOLDER defaults to tests/gpu/wheels, which tests/gpu/run.sh installs from (with the requirements file used, copied
 # there). torch and accelerate are never downloaded.
 set -euo pipefail
@@ -20,9 +20,9 @@ for PY in $PYTHONS; do
     pip download -q "${TARGET[@]}" --no-deps captum==0.9.0
 done
 if [ "$REQS" = tests/gpu/requirements-device.txt ]; then
-    # keep the pins, regex (transformers wants a recent one) and the widgets stack; the rest of transformers' needs
-    # (huggingface-hub, tokenizers, numpy, ...) such a machine has in versions that satisfy it
-    find "$OUT" -name '*.whl' | grep -Ev '/(transformers|regex|captum|ipywidgets|comm|ipython|jupyterlab_widgets|widgetsnbextension|traitlets|jedi|parso|decorator|matplotlib_inline|pexpect|ptyprocess|prompt_toolkit|wcwidth|stack_data|executing|asttokens|pure_eval|ipython_pygments_lexers)-' | xargs -r rm -f
+    # transformers' heavy needs that such a machine has in versions that satisfy it stay behind (numpy >= 1.17,
+    # huggingface-hub >= 1.31, tokenizers >= 0.23.1, safetensors >= 0.8); everything else travels in case it is absent
+    find "$OUT" -name '*.whl' | grep -E '/(numpy|huggingface_hub|hf_xet|tokenizers|safetensors)-' | xargs -r rm -f
 fi
 cp "$REQS" "$OUT/requirements.txt"
 echo "wheels in $OUT: $(ls "$OUT"/*.whl | wc -l), $(du -sh "$OUT" | cut -f1)"
