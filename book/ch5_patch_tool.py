@@ -343,7 +343,7 @@ pairs = seeds.one_stage_apart(by_seed, study=study, seed=seed)
 carrier, by_stage = seeds.stage_effects(pairs)
 largest = pairs.loc[pairs.loc[pairs["stage whose seed changes"] == carrier, "change"].abs().idxmax()]
 glue("carrier_change_est", str(largest["change on the same scenes"]))
-outside = pairs["change on the same scenes"].map(lambda e: e.low > 0 or e.high < 0)
+outside = pairs["change on the same scenes"].map(lambda e: e.excludes(0))
 glue("pairs_outside_noise", f"{outside.sum()} of {len(pairs)}")
 glue("stages_outside_noise", " and ".join(sorted(set(pairs.loc[outside, "stage whose seed changes"]))) or "none")
 glue("carrier", carrier)
