@@ -50,8 +50,9 @@ linkcheck: html
 	rm -rf /tmp/llavamech-html && cp -r _build/html /tmp/llavamech-html && chmod -R a+rX /tmp/llavamech-html
 	$(VENV)/bin/linkchecker --no-status --ignore-url '^https?://' /tmp/llavamech-html/index.html
 
+UNIT := $(PY) -m pytest tests/unit tests/cli tests/organism tests/gpu -rs   # tests/gpu: skipped, with the reason, without a GPU
 unit: $(STAMP)
-	$(PY) -m pytest tests/unit tests/cli tests/organism tests/gpu -rs   # tests/gpu: skipped, with the reason, without a GPU
+	$(UNIT)
 
 # The GPU tier on an emulated GPU (tests/gpu/emulated.py): where every tensor lives, checked without a GPU. Not CUDA's
 # kernels, numerics, speed or memory: those need `make gpu-test` on one.
@@ -61,7 +62,7 @@ gpu-emulated: $(STAMP)
 	$(EMULATED_GPU)
 
 test: $(STAMP)
-	$(PY) -m pytest tests/unit tests/cli tests/organism tests/gpu -rs   # tests/gpu: skipped, with the reason, without a GPU
+	$(UNIT)
 	touch $(CHAPTERS)   # re-execute every chapter: tests/book compares the fresh outputs with the committed ones
 	mkdir -p _build
 	# The chapters execute on one thread; the emulated GPU tier runs beside them on another core.

@@ -18,7 +18,7 @@
 # stream — once three things are known for that family: where its pieces live, which sequence positions are image
 # tokens and which rectangle of the image each one covers, and how its prompt is asked. This page gives them for
 # the families llavamech reads beyond Llava and LLaVA-NeXT, checks every identity on a tiny random model of each
-# (built from the real classes' configs), and gives the memory one real checkpoint of each needs.
+# (the real classes at a tiny size), and gives the memory one real checkpoint of each needs.
 
 # %% tags=["parameters"]
 seed = 0
@@ -64,6 +64,7 @@ multimodal = {name: m for name, m in models.items() if m.is_multimodal}
 # | LLaVA-OneVision | `LlavaOnevisionForConditionalGeneration` | LLaVA-NeXT's any-resolution tiles (up to 6 × 6 of 384 px) and base image over Qwen2 with a SigLIP tower (no CLS token); the unpadded high-resolution grid is **pooled bilinearly** to at most 9 tiles' worth of tokens, so a token blends neighbouring patches | supported |
 # | Idefics3 | `Idefics3ForConditionalGeneration` | the image resized to multiples of 364 px and split into tiles, plus the whole image squashed to one ("global"); each tile's 26 × 26 patches **pixel-shuffled** 3 × 3 into 81 tokens; each tile's tokens **announced by a text token** (`<row_i_col_j>`, `<global-img>`); Llama 3 | supported |
 # | SmolVLM | `SmolVLMForConditionalGeneration` | Idefics3's architecture and layout under classes of its own, over a smaller Llama; its chat turns open with ChatML's im_start token; its processor needs the `num2words` package | supported |
+# | InternVL | `InternVLForConditionalGeneration` (InternVL2.5, 3 and 3.5 in transformers' classes) | the image squashed to a grid of 448 px tiles whose aspect ratio is closest to the image's (up to 12 tiles by default), plus the whole image as a **thumbnail** tile; each tile's 32 × 32 patches **pixel-shuffled** 2 × 2 into 256 tokens, all tiles in **one block** between `<img>` and `</img>` with nothing saying where a tile starts; over Qwen2 (InternVL3), Qwen3 (InternVL3.5: q/k norms) or InternLM2 converted to Llama | supported (layout checked on transformers' GotOcr2 tiling; InternVL3.5's own image processor is not in transformers 5.23) |
 #
 # A model of any other family is refused by `llavamech.load` with one line naming what is supported.
 #
@@ -124,7 +125,9 @@ for name in ("tiny-random-qwen2-vl", "tiny-random-gemma3"):
 # per row) is run on coordinates, as for LLaVA-NeXT; a pooled token's row and column are where packing put it.
 # **Idefics3** (and SmolVLM): the text token announcing each block of image tokens names its tile, and the connector's own pixel
 # shuffle, run on coordinates, places each token within its tile (its tokens come tile by tile, so the map's grid is
-# assembled from them). In each the model sees the whole image (resized, or tiled with the padding removed), so token
+# assembled from them). **InternVL**: nothing in the prompt marks its tiles, so the image's size goes into the inputs
+# (as LLaVA-NeXT's processor gives it) and the processor's own choice of grid for that many tiles is made again;
+# within a tile the model's own pixel shuffle, run on coordinates, places each token. In each the model sees the whole image (resized, or tiled with the padding removed), so token
 # $(r, c)$ of an $R \times C$ grid covers the rectangle $[c\,w/C, (c+1)\,w/C) \times [r\,h/R, (r+1)\,h/R)$ of the
 # original $w \times h$ image (`llavamech.imaging.patch_boxes`; for OneVision its centre, as a pooled token also
 # blends in its neighbours, and to within the rounding of the unpadding). The unit tests prove it from the other side:
@@ -133,8 +136,8 @@ for name in ("tiny-random-qwen2-vl", "tiny-random-gemma3"):
 # col); each Idefics3 token holds exactly the patches of its cell of its announced tile; and what the tower outputs
 # $k$-th is what the model puts at the $k$-th image position. Below, each rectangle on the {glue:text}`odd_size` image
 # is labelled with its sequence position (Gemma squashes the image to a square, so its cells are as wide as the
-# image's aspect ratio makes them; OneVision's base image and Idefics3's global image, 16 and 4 more tokens, are not
-# drawn).
+# image's aspect ratio makes them; OneVision's base image, Idefics3's global image and InternVL's thumbnail, 16, 4
+# and 4 more tokens, are not drawn).
 
 # %%
 glue("odd_size", f"{width} × {height}")
@@ -166,7 +169,7 @@ table(pd.DataFrame(layouts).T, "layouts")
 
 # %% [markdown]
 # (The model input is Qwen-VL's flattened patches — 2 frames of each, as for video — Gemma's square image, and
-# OneVision's and Idefics3's tiles with their base or global image.)
+# OneVision's, Idefics3's and InternVL's tiles with their base, global or thumbnail image.)
 #
 # ## Every identity, on every family
 #
@@ -204,8 +207,9 @@ table(pd.DataFrame({"class": {n: type(m.hf).__name__ for n, m in models.items()}
 # `llavamech.memory`; nothing is downloaded), at a prompt of 300 positions for the Qwen-VL models and Gemma 3 —
 # about a 448 × 448 image (256 tokens for Qwen2-VL and Qwen2.5-VL, 196 for Qwen3-VL's patches of 16; Gemma 3's 256
 # for any image) and the question; of 7,400 for LLaVA-OneVision — its base image's 729 tokens, its pooled tiles' at
-# most 9 × 729 and their newlines; and of 1,450 for Idefics3 — 16 tiles and the global image of 81 tokens each,
-# their tags, and the question (`memory.memory_table(config, seq_len)` gives any other length). A
+# most 9 × 729 and their newlines; of 1,450 for Idefics3 — 16 tiles and the global image of 81 tokens each,
+# their tags, and the question; and of 3,400 for InternVL3 — a 4:3 photograph cut into its default maximum of
+# 12 tiles (4 × 3) and a thumbnail, 256 tokens each, and the question (`memory.memory_table(config, seq_len)` gives any other length). A
 # dynamic-resolution model's prompt grows with the image: up to `max_pixels` / 28² tokens
 # (1,280 with Qwen2-VL's default `max_pixels` of 28² × 1,280, about a megapixel); an image whose tokens alone would
 # exceed the model's positions is refused in one line naming `max_pixels`.
@@ -216,7 +220,8 @@ checkpoints = {"Qwen/Qwen2-VL-7B-Instruct": (memory.qwen2_vl_7b_config(), 300),
                "Qwen/Qwen3-VL-8B-Instruct": (memory.qwen3_vl_8b_config(), 300),
                "google/gemma-3-4b-it": (memory.gemma3_4b_config(), 300),
                "llava-hf/llava-onevision-qwen2-7b-ov-hf": (memory.llava_onevision_7b_config(), 7400),
-               "HuggingFaceM4/Idefics3-8B-Llama3": (memory.idefics3_8b_config(), 1450)}
+               "HuggingFaceM4/Idefics3-8B-Llama3": (memory.idefics3_8b_config(), 1450),
+               "OpenGVLab/InternVL3-8B-hf": (memory.internvl3_8b_config(), 3400)}
 rows = []
 for checkpoint, (config, seq_len) in checkpoints.items():
     frame = memory.memory_table(config, seq_len=seq_len)
@@ -234,8 +239,8 @@ table(frame, "family-memory", "{:.2f}")
 # There is no trained organism of these families: the tiny models here are random. They prove everything exact —
 # the decompositions, the layout of image tokens on the image, the prompt, every patch method's plumbing — on the
 # real classes and processors. They cannot say anything about what a trained Qwen2-VL or Gemma 3 does: which heads
-# carry the colour, whether it has the paper's two-stage visual circuit, whether the tool's map is as good as it is
-# on Llava — nor what a frozen norm scale does to a trained model's head ranking (on Gemma a head's share depends on
+# carry the colour, whether its visual question reuses its text circuit as the paper finds in Llava, whether the
+# tool's map points at the evidence as well as it does on the organism — nor what a frozen norm scale does to a trained model's head ranking (on Gemma a head's share depends on
 # the other heads through $s_o$). Run the chapters with `-p model Qwen/Qwen2-VL-7B-Instruct` or
 # `-p model google/gemma-3-4b-it` on a GPU for that. The causal checks of chapters 2–4 and chapter 5's mean
 # baseline run on every family: their passes on the input embeddings are handed what the model derives besides them

@@ -17,8 +17,9 @@
 # are pieces of the residual stream at the last prompt position $T$. This appendix defines the pieces and the
 # score, and checks — numerically, on the model named in the parameters below — that each piece is exact.
 #
-# By default it runs on `tiny-random-llava`, a randomly initialised Llava built from the real classes' configs:
-# exactness does not depend on training, so a random model proves the algebra (the unit tests do the same on every
+# By default it runs on `tiny-random-llava`, a randomly initialised Llava of the real classes
+# (`LlavaForConditionalGeneration` over `LlamaForCausalLM`, with a CLIP tower) at a tiny size
+# ({glue:text}`model_size`): exactness does not depend on training or size, so a random model proves the algebra (the unit tests do the same on every
 # class llavamech reads: Llava and LLaVA-NeXT over Llama, Mistral and Qwen2, and those language models alone, with
 # and without grouped-query attention, to $10^{-5}$ in float32).
 
@@ -50,6 +51,8 @@ from llavamech.organism.world import make_scene
 check_parameters(model=model, device=device, image=image, question=question, seed=seed)
 m = llavamech.load(model, device=device)
 picture = image if image is not None else make_scene(random.Random(seed), size=96).image
+glue("model_size", f"{m.anatomy.n_layers} layers, d = {m.anatomy.d_model}, a vocabulary of "
+                   f"{m.anatomy.lm_head.out_features} tokens")
 print(m)
 
 # %% [markdown]
@@ -79,8 +82,11 @@ print(m)
 # ## Each identity, checked
 #
 # Each row compares the library's decomposition with an independent computation through the model's own
-# modules (the input of `o_proj` captured by a separate hook, the model's own final norm). The errors are
-# float32 rounding.
+# modules: the input of `o_proj` captured by a separate hook, the hidden states the model itself returns, and
+# **brute force** — each vector added to its base and read out through the model's own final norm (its scale
+# frozen) and unembedding, one vector at a time, instead of the library's batched readout (for neurons, the 16
+# largest contributions of the last layer). The row $h^{l-1} + A^l = m^l$ only checks that the hooks capture
+# consistent pieces (the model adds exactly those two, so its error is zero). The errors are float32 rounding.
 
 # %% tags=["volatile"]
 errors = identity_errors(m, picture, question)

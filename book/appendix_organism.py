@@ -131,16 +131,29 @@ table(accuracies, "cards")
 # again. The last row differs across seeds more than any accuracy does; chapter 5 measures why.
 #
 # **Two evaluation sets.** The cards' VQA scenes hold 1–3 animals; the chapters' held-out scenes
-# (`llavamech.examples.toy_examples`) hold 2–3, so every question has a distractor, and accuracy there is lower
-# (chapter 3). Both are drawn only from held-out keys. A live check on `n_examples` fresh held-out examples of the
+# (`llavamech.examples.toy_examples`) hold 2–3, so every question has a distractor (chapter 3 measures accuracy
+# there). Both are drawn only from held-out keys. A live check on `n_examples` fresh held-out examples of the
 # cards' kind, drawn now with this notebook's seed:
 
 # %%
 live = {"toy-vicuna TQA": recipe.tqa_accuracy(vicuna.hf, vicuna.tokenizer, n_examples, seed + 7),
         "toy-llava VQA": recipe.vqa_accuracy(llava.hf, llava.processor, n_examples, seed + 7),
         "toy-llava TQA": recipe.tqa_accuracy(llava.hf, llava.tokenizer, n_examples, seed + 7)}
-table(pd.DataFrame({"accuracy [95 % interval]": {k: "{:.3f} [{:.3f}, {:.3f}]".format(v, *wilson(v, n_examples))
-                                                 for k, v in live.items()}, "n": n_examples}), "live")
+card = cards[shipped[0]]
+live_vqa, card_vqa = wilson(live["toy-llava VQA"], n_examples), wilson(card["toy-llava VQA"], card["n"])
+glue("live_vqa", "{:.3f} [{:.3f}, {:.3f}]".format(live["toy-llava VQA"], *live_vqa))
+glue("card_vqa", "{:.3f} [{:.3f}, {:.3f}]".format(card["toy-llava VQA"], *card_vqa))
+glue("live_n", n_examples)
+glue("live_vs_card", "overlap" if live_vqa[1] >= card_vqa[0] and card_vqa[1] >= live_vqa[0] else "do not overlap")
+table(pd.DataFrame({"live accuracy [95 % Wilson interval]": {k: "{:.3f} [{:.3f}, {:.3f}]".format(v, *wilson(v, n_examples))
+                                                 for k, v in live.items()}, "n": n_examples,
+                    f"the card's (n = {card['n']})": {k: f"{card[k]:.3f}" for k in live}}), "live")
+
+# %% [markdown]
+# The live VQA check, {glue:text}`live_vqa` on {glue:text}`live_n` scenes, sits below the card's
+# {glue:text}`card_vqa` on {glue:text}`card_n`; the two intervals {glue:text}`live_vs_card`. Both are samples of
+# the same kind of scene, the card's five times larger: read the card's figure as the model's accuracy and the live
+# check as a smoke test that the shipped weights are the ones the card measured.
 
 # %% [markdown]
 # ## The multi-question organism (chapter 6)
@@ -153,7 +166,8 @@ table(pd.DataFrame({"accuracy [95 % interval]": {k: "{:.3f} [{:.3f}, {:.3f}]".fo
 # `toy-llava-multi-seed1` retrains the Llava stages with seed 1 on the same text model and eye.
 #
 # ```{margin} Position: two attempts, both near chance
-# With the vision tower frozen in stage 2, as llava-1.5 keeps it, position questions stayed at chance (dotted
+# Chance is one in two (left or right). With the vision tower frozen in stage 2, as llava-1.5 keeps it, position
+# questions stayed at chance (dotted
 # lines below: that first attempt's log, seed 0). The toy CLIP was never asked where anything is, and a head that
 # copies a patch's features copies no position (rotary positions act on queries and keys, not values). The
 # shipped recipe tunes the tower in stage 2 at a tenth of the rate, as LLaVA-NeXT and LLaVA-OneVision tune theirs:

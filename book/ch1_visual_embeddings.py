@@ -88,12 +88,14 @@ view = model_view(picture, m.processor.image_processor)
 fig, axes = plt.subplots(1, 2, figsize=(13, 6.8))
 plots.token_grid(view, lens.patch_top_tokens(m, trace, 0, "embed"), "projected onto E (input embeddings)", axes[0])
 plots.token_grid(view, lens.patch_top_tokens(m, trace, 0, "unembed"), "read out through W_U", axes[1])
-fig.suptitle(f"{m.name}: top token of each visual embedding; scene of {first.source}", fontsize=10);
+shown = "" if image is not None or not first.facts else ": " + ", ".join(f"a {c} {a}" for a, c in first.facts)
+fig.suptitle(f"{m.name}: top token of each visual embedding; scene of {first.source}{shown}", fontsize=10);
 
 # %% [markdown]
 # Read the left grid as a dictionary lookup: on the default scene, background patches land nearest to `?`, and
-# the animals' patches nearest to animal words — often the right one, sometimes a neighbour. The colour word is
-# rarely the single nearest token. A top-1 token is a blunt measure, though: the colour may still rank second or
+# the animals' patches nearest to animal words — often the right one, sometimes a neighbour — or to colour words,
+# not always the animal's own (the title says what the scene holds). The right colour is rarely the single nearest
+# token. A top-1 token is a blunt measure, though: the colour may still rank second or
 # third. The mean reciprocal rank, over many scenes, is the measure that counts that.
 
 # %% [markdown]
@@ -192,6 +194,11 @@ glue("layers_asked_below_others", int(np.sum(np.asarray(rr["important unembed an
 glue("n_lens_layers", len(rr["important unembed animal"].mean))
 glue("asked_minus_others_max", float(np.nanmax(np.asarray(rr["important unembed animal"].mean)
                                              - np.asarray(rr["important unembed other animals"].mean))))
+below_others = np.asarray(rr["important unembed animal"].mean) < np.asarray(rr["important unembed other animals"].mean)
+glue("readouts_asked_below_others", ", ".join(("emb" if i == 0 else f"layer {i}") if i < len(below_others) - 1
+                                              else "final" for i in np.flatnonzero(below_others)) or "none")
+glue("colour_lens_emb_important", float(rr["important unembed colour"].mean[0]))
+glue("colour_lens_emb_random", float(rr["random unembed colour"].mean[0]))
 
 # %%
 lens_important = rr["important unembed colour"]
@@ -204,8 +211,10 @@ print("layers where the colour MRR at important patches is above the random patc
       readable)
 
 # %% [markdown]
-# Read through $W_U$, the visual embeddings themselves say little (the left panel's first point: the unembedding
-# was never trained to read them). The colour becomes the readable *output* at important patches from the input
+# Read through $W_U$, the visual embeddings themselves do not read as their colour (the left panel's first point:
+# MRR {glue:text}`colour_lens_emb_important:.3f` at the important patches, {glue:text}`colour_lens_emb_random:.3f` at
+# random ones, chance {glue:text}`chance:.3f`): the unembedding was never trained to read them, and where the
+# colour is, it is read *least* — a pattern the animal shows too (below). The colour becomes the readable *output* at important patches from the input
 # of layer {glue:text}`first_readable_layer` on, and by the final residual its MRR there is
 # {glue:text}`colour_mrr_final_important:.3f`, against {glue:text}`colour_mrr_final_random:.3f` at random
 # patches. In the organism the answer is assembled at the last position by layer 1's heads (chapter 3); the
@@ -214,15 +223,16 @@ print("layers where the colour MRR at important patches is above the random patc
 #
 # The animal, read through $W_U$, is below chance at {glue:text}`animal_lens_below_everywhere` layer and every
 # kind of patch (its MRR at most {glue:text}`animal_lens_max:.3f`, upper 95 % bound
-# {glue:text}`animal_lens_high_max:.3f`; chance {glue:text}`chance:.3f`). It is the patch's *own* animal that
-# ranks low: at the same important patches the other animals rank higher (their MRR reaches
-# {glue:text}`others_lens_max:.3f`; the asked animal is below them at {glue:text}`layers_asked_below_others` of
-# the {glue:text}`n_lens_layers` readouts). $W_U$ reads a residual as a prediction of the *next* token, and in
-# the organism's text a word is rarely if ever followed by itself; a patch whose vector lies near the animal's
-# input embedding (as the projection onto $E$ above shows) is read as "the animal was just said", and the animal
-# is pushed down — the same effect chapter 2 finds at a word's own position. The logit lens measures what a
-# position is ready to say next; what a patch *is* is read on $E$, not on $W_U$, so the below-chance MRR says
-# nothing against the animal being in the patch.
+# {glue:text}`animal_lens_high_max:.3f`; chance {glue:text}`chance:.3f`). At the important patches the other
+# animals of the vocabulary rank above the asked one at {glue:text}`layers_asked_below_others` of the
+# {glue:text}`n_lens_layers` readouts ({glue:text}`readouts_asked_below_others`: their MRR reaches
+# {glue:text}`others_lens_max:.3f`); at the others the asked animal is above them, by at most
+# {glue:text}`asked_minus_others_max:.3f`. So the patch's own animal is pushed down only early, where the patch
+# vector is still close to the projector's output. A likely reason, not tested here: $W_U$ reads a residual as a
+# prediction of the *next* token, and in the organism's text a word is rarely followed by itself, so a vector near
+# a word's input embedding (as the projection onto $E$ above shows) reads as "that word was just said" — the
+# pattern chapter 2 finds at a word's own position. The logit lens measures what a position is ready to say next;
+# what a patch *is* is read on $E$, so the below-chance MRR says nothing against the animal being in the patch.
 
 # %% [markdown]
 # ## Is the asymmetry already in the eye?

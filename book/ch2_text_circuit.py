@@ -54,7 +54,7 @@ import llavamech
 from llavamech import attribution, circuits, interventions, plots, readouts
 from llavamech.examples import check_parameters, load_examples
 from llavamech.reference import compare, glue_paper
-from llavamech.report import glue, glue_causal_test, glue_estimates, table
+from llavamech.report import glue, glue_causal_test, glue_estimates, glue_evidence, table
 from llavamech.stats import bootstrap, chance_mrr, ranking_agreement
 
 MODE = "tqa"
@@ -119,8 +119,9 @@ glue("ffn_layer_imp", float(layers.mean[1].max()))
 top_table
 
 # %% [markdown]
-# `toy-vicuna`'s accuracy on these held-out prompts is {glue:text}`accuracy` (n = {glue:text}`n`). As in the paper, the
-# answer comes from attention, not from the FFNs: the best attention layer adds
+# `toy-vicuna`'s accuracy on these held-out prompts is {glue:text}`accuracy` (n = {glue:text}`n`). The paper locates the
+# lookup in attention heads (it reports no FFN figure to compare with); here too the answer comes from attention,
+# not from the FFNs: the best attention layer adds
 # {glue:text}`attn_layer_imp:.2f` to the log probability of the answer, the best FFN layer
 # {glue:text}`ffn_layer_imp:.2f`. Within it, the answer is spread over the heads of one layer: the top head,
 # {glue:text}`top_head`, is the single best head on only some of the examples, and several heads of the same
@@ -231,32 +232,61 @@ glue("uniform", uniform)
 # vectors from there favour the true colour over a random other colour by {glue:text}`ov_logit_difference_tqa_est` logits (the paper: {glue:text}`paper_ov_logit_difference_tqa:.2f` in Vicuna).
 
 # %% [markdown]
-# ## Causal check: the answer needs several heads of one layer at once; no comparison with random heads survives correction
+# ## At positions fixed in advance, the same picture
+#
+# The important positions are chosen by per-position Imp, which grows with the head's attention there and with how
+# well its value output reads as the answer — so measuring attention and the value output *at* them favours both
+# claims by construction. The control: the same measures at the position where the asked animal's colour is stated
+# (the colour word of its fact), found from the text alone, without any head's scores.
+
+# %%
+evidence = circuits.evidence_table(measures, seed=seed)
+glue_evidence(measures, MODE, seed=seed)
+evidence
+
+# %% [markdown]
+# At the asked fact's colour word the top heads' value output reads as the colour with MRR
+# {glue:text}`evidence_colour_mrr_tqa`, and they put {glue:text}`evidence_attention_same_tqa` of their attention
+# there when asked about its animal, {glue:text}`evidence_attention_different_tqa` when asked about another (uniform:
+# {glue:text}`evidence_uniform_tqa:.3f`); the OV logit difference there is {glue:text}`evidence_ov_tqa`. On text the
+# important position *is* that word on nearly every example, so the two columns agree: the claims do not rest on
+# the selection.
+
+# %% [markdown]
+# ## Causal check: the answer needs several heads of one layer at once
 #
 # Direct-effect scores can mislead (a head can score high while others would do its job). So: replace the
 # top-$k$ heads' outputs by their mean over the example set and measure the loss in accuracy and in log
-# probability of the true colour. Two controls: $k$ heads drawn at random from **all** heads, and $k$ heads drawn
-# from the **same layers** as the top $k$ (as many per layer) — the harder control, since the top heads all sit
-# in one layer. Each control runs {glue:text}`draws` random sets per $k$, or every possible set where there are
-# fewer (an exact test), on the first {glue:text}`n_control` examples, and gives a permutation p-value:
-# (1 + random sets losing at least as much log p) / (1 + random sets). The p-value compares like with like: the
-# top $k$'s effect on those same examples (the table's "Δ log p on the control's examples") against the random
-# sets'; the top-$k$ effect beside it, with its interval, is on all {glue:text}`n`. Three values of $k$ against two
-# controls are six tests, so each p-value is also given adjusted for all six (Holm): a claim stands only where
-# its adjusted p is under 0.05.
+# probability of the true colour. The heads are ranked by Imp on the other {glue:text}`n_rank` examples and tested on
+# the first {glue:text}`n_control`, so that the test does not reward heads for scoring high on the examples it
+# tests (that ranking's top {glue:text}`k_max` share {glue:text}`held_out_shared` heads with the ranking on all
+# {glue:text}`n`). Two controls: $k$ heads drawn at random from **all** heads, and $k$ heads drawn from the **same layers** as
+# the top $k$ (as many per layer) — the harder control, since the top heads all sit in one layer. Each control runs
+# {glue:text}`draws` random sets per $k$, or every possible set where there are fewer, on the same examples.
+#
+# The test is paired, example by example: the top $k$'s Δ log p less the random sets' mean Δ log p on the same
+# example, and a one-sided sign-flip p-value that this difference is below zero on average — that the top $k$ cost
+# more than $k$ random heads do. Its resolution grows with the examples. Beside it, where the top $k$ fall among
+# the random sets (rank 1: costliest), which says whether they are the *most* necessary set; among a layer's
+# few sets it cannot be significant (one of 56 sets of three heads at best), so it is shown, not tested. Three
+# values of $k$ against two controls are six tests, adjusted together (Holm): a claim stands only where its
+# adjusted p is under 0.05.
 
 # %%
 means = interventions.activation_means(m, items, MODE)
-causal = interventions.head_ablation_test(m, items, MODE, ranked, ks=ks, draws=draws, how=ablation, means=means,
-                                          seed=seed, control_examples=control_examples)
+tested, held_out = interventions.held_out_ranking(items, scores["heads"], control_examples)
+causal = interventions.head_ablation_test(m, tested, MODE, held_out, ks=ks, draws=draws, how=ablation, means=means,
+                                          seed=seed)
 glue("draws", draws)
-glue("n_control", int(causal["n (control)"].iloc[0]))
-fig = plots.ablation_strip(causal, f"{m.name}: {ablation}-ablating heads, each set on the same "
-                                   f"{int(causal['n (control)'].iloc[0])} examples")
+glue("n_control", len(tested))
+glue("n_rank", len(items) - len(tested))
+glue("held_out_shared", len(set(held_out[:max(ks)]) & set(ranked[:max(ks)])))
+fig = plots.ablation_strip(causal, f"{m.name}: {ablation}-ablating heads, each set on the same {len(tested)} "
+                                   f"examples (heads ranked on {len(items) - len(tested)} others)")
 table(interventions.shown(causal).T, "causal")   # one column per k: the table fits the page
 
 # %%
-glue_causal_test(causal, ranked)
+glue_causal_test(causal, held_out)
 glue("k_max", int(causal.index[-1]))
 
 # %% [markdown]
@@ -266,32 +296,31 @@ glue("k_max", int(causal.index[-1]))
 # missing *information*. `ablation = "zero"` in the parameters reruns the check the other way.
 # ```
 #
-# **k = 1.** Ablating the single top head costs almost nothing (Δ log p {glue:text}`k1_dlogp`): among all
-# {glue:text}`k1_sets_all` other heads ablated alone, p = {glue:text}`k1_p_all:.2f`; among the other heads of its
-# layer, p = {glue:text}`k1_p_same_layer:.2f`. The other heads of its layer do the same job. The head whose
-# ablation alone costs most is {glue:text}`worst_single_head` (Δ log p {glue:text}`worst_single_dlogp:.2f`),
-# ranked {glue:text}`worst_single_imp_rank` of {glue:text}`n_heads_total` by Imp.
+# **k = 1.** Ablating the single top head ({glue:text}`k1_heads`) costs almost nothing (Δ log p
+# {glue:text}`k1_dlogp`). Paired with the other heads of its layer ablated alone, its cost differs from theirs by
+# {glue:text}`k1_paired_same_layer` (p = {glue:text}`k1_p_same_layer:.2f`): the other heads of its layer do the same
+# job. The head whose ablation alone costs most is {glue:text}`worst_single_head` (Δ log p
+# {glue:text}`worst_single_dlogp:.2f`), ranked {glue:text}`worst_single_imp_rank` of {glue:text}`n_heads_total` by
+# Imp.
 #
-# **k = 3 and 5, same layers.** Within the working layer the heads ranked first by Imp cost more on average:
-# ablating the top 3 costs Δ log p {glue:text}`k3_dlogp` where three random heads of that layer cost
-# {glue:text}`k3_random_dlogp_same_layer:.3f` (p = {glue:text}`k3_p_same_layer:.3f`); the top {glue:text}`k_max`
-# cost {glue:text}`k5_dlogp` (accuracy {glue:text}`k5_dacc`) against {glue:text}`k5_random_dlogp_same_layer:.3f`
-# (p = {glue:text}`k5_p_same_layer:.3f`). Both tests are exact over a layer's few sets ({glue:text}`k3_sets_same_layer`
-# at k = 3), so their p-values cannot fall below one in the number of sets plus one; adjusted for the six tests
-# they are {glue:text}`k3_holm_same_layer:.2f` and {glue:text}`k5_holm_same_layer:.2f`. Suggestive, not established
-# at this size.
+# **k = 3 and 5, same layers.** Within the working layer the heads ranked first by Imp cost more than as many of
+# the layer's other heads, example by example: the paired difference is {glue:text}`k3_paired_same_layer` for the
+# top 3 ({glue:text}`k3_heads`; p = {glue:text}`k3_p_same_layer:.2g`, adjusted for the six tests
+# {glue:text}`k3_holm_same_layer:.2g`) and {glue:text}`k5_paired_same_layer` for the top {glue:text}`k_max`
+# (adjusted p = {glue:text}`k5_holm_same_layer:.2g`; accuracy {glue:text}`k5_dacc`). They are among the costliest
+# sets of their layers but not the costliest: rank {glue:text}`k3_rank_same_layer` and
+# {glue:text}`k5_rank_same_layer`.
 #
-# **k = 3 and 5, all heads.** Against random heads of *every* layer the top heads do not stand out: p =
-# {glue:text}`k3_p_all:.2f` at k = 3 and {glue:text}`k5_p_all:.2f` at k = 5. At k = 3 the random sets cost
-# {glue:text}`k3_random_dlogp_all:.3f` on average — close to the top 3's cost in log p — and in accuracy the top 3
-# ({glue:text}`k3_dacc`) hurt *less* than the average random set ({glue:text}`k3_random_dacc_all`, mean and
-# 2.5–97.5 % range): the average is pulled down by the sets that take a head of another layer which the answer
-# needs *indirectly*, as {glue:text}`worst_single_head` above. Imp is a direct-effect score: it sees the heads
-# that write the colour to the last position, not those that prepare what they read.
+# **k = 3 and 5, all heads.** Against random heads of *every* layer the top 3 do not stand out (paired difference
+# {glue:text}`k3_paired_all`, p = {glue:text}`k3_p_all:.2f`): the random sets that take a head of another layer which
+# the answer needs *indirectly*, as {glue:text}`worst_single_head` above, cost as much. The top
+# {glue:text}`k_max` do ({glue:text}`k5_paired_all`, adjusted p = {glue:text}`k5_holm_all:.2g`), though
+# {glue:text}`k5_rank_all` random sets rank them; Imp is a direct-effect score: it sees the heads that write the
+# colour to the last position, not those that prepare what they read.
 #
 # What the check carries, then: the answer depends on one layer's heads, several at once (the top
-# {glue:text}`k_max` together cost {glue:text}`k5_dlogp` in log p). That Imp ranks them within the layer is
-# suggested but not established; that Imp's top heads are the model's most necessary ones is not supported.
+# {glue:text}`k_max` together cost {glue:text}`k5_dlogp` in log p); Imp's top heads of that layer, ranked on other
+# examples, cost more than as many of the layer's other heads; they are not the model's most necessary heads.
 
 # %% [markdown]
 # ## Paper and organism, side by side
@@ -305,10 +334,10 @@ table(compare(ours, chance={f"circuit.colour_mrr.{MODE}": chance, f"circuit.anim
 #
 # **Shows.** A Llama trained only on the task (plus an induction warm-up, see the appendix) solves it with the
 # paper's mechanism: attention, not FFNs; heads whose query side finds the asked animal's fact and whose value
-# side carries its colour; and removing several of that layer's heads at once costs the answer. That the
-# top-ranked heads matter more than as many of the layer's other heads is suggested (uncorrected p-values under
-# 0.05) but does not survive correction for the six tests; against random heads of all layers, which include heads
-# the answer needs indirectly, the top heads do not stand out.
+# side carries its colour — at the positions their scores pick and at the colour word found from the text alone;
+# and removing several of that layer's heads at once costs the answer. The heads Imp ranks first, on other
+# examples, cost more than as many of their layer's other heads (k = 3 and 5, after correction for the six tests);
+# against random heads of all layers, which include heads the answer needs indirectly, only the top 5 stand out.
 #
 # **Does not replicate.** The paper's reading of the animal in the *key input* through $W_U$. On the organism the
 # matching is visible in the attention pattern, and a linear probe finds the animal in the key input

@@ -77,7 +77,9 @@ print(f"{len(items)} held-out scenes; methods: {', '.join(methods)}")
 # **random**: a random map, the chance level of every metric.
 # ```
 #
-# Every method scores the model's own answer, on the same scenes:
+# Every method scores the model's own answer, on the same scenes. Each map darkens the image where the map is low:
+# it is scaled to its own largest value (the methods' units differ) and drawn on a square-root scale, so that middle
+# values stay visible (the colour bar); negative scores are drawn as dark as zero.
 
 # %% tags=["full-width"]
 shown = items[:n_maps]
@@ -95,12 +97,14 @@ glue("heads", heads)
 # ## On held-out scenes the tool points at the animal as often as integrated gradients, from one forward pass
 #
 # ```{margin} The metrics
-# **pointing**: the top patch lies inside the asked animal's box. **mass in box**: the share of the map's
-# positive score inside the box. **deletion**: the area under p(answer) as patches are removed, best first
+# **pointing**: the top patch lies inside the asked animal's box. **mass in box**: the share of the map inside the
+# box, every method's map first min-max scaled to [0, 1] as the tool's is, so that a map's floor counts alike for
+# all. **top patches in box**: the share of the map's top B patches inside the box, B the box's size in patches: a
+# rank measure that no rescaling of a map moves. **deletion**: the area under p(answer) as patches are removed, best first
 # (lower is better). **insertion**: the area as they are restored onto a fully removed image (higher is better).
 # **agreement**: Spearman correlation with causal ablation over all patches. **top-1 agreement**: the map's top
-# patch is ablation's. Chance: the random map, and for pointing and mass the box's share of the patches (last
-# row). The curves here have {glue:text}`steps` steps; every patch, below.
+# patch is ablation's. Chance: the random map, and for the three box measures the box's share of the patches
+# (last row). The curves here have {glue:text}`steps` steps; every patch, below.
 # ```
 
 # %%
@@ -124,6 +128,13 @@ for other in ("ig", "ablation"):
     glue(f"pointing_tool_minus_{other}", str(patch_eval.paired_difference(per_scene, "tool", other, "pointing",
                                                                           seed=seed))
          if {"tool", other} <= set(methods) else "not run")
+for metric, tag in (("mass in box", "mass"), ("top patches in box", "top")):
+    for method in methods:
+        glue(f"{tag}_{method}", str(results.loc[method, metric]))
+    for other in ("attention", "ig"):
+        glue(f"{tag}_tool_minus_{other}", str(patch_eval.paired_difference(per_scene, "tool", other, metric,
+                                                                           seed=seed))
+             if {"tool", other} <= set(methods) else "not run")
 n_patches = int(np.prod(maps[0][methods[0]].scores.shape))
 glue("n_patches", n_patches)
 
@@ -143,7 +154,15 @@ glue("ablation_passes", n_patches + 1)
 # {glue:text}`pointing_tool_minus_ablation`), the top-{glue:text}`heads`
 # variant's in {glue:text}`pointing_top-k`, where a random patch lands there {glue:text}`box_share:.3f` of the
 # time. Mean attention — the paper's baseline — points at the animal in {glue:text}`pointing_attention` but spreads
-# its mass over the image (see *mass in box*); gradient × input does worst, {glue:text}`pointing_gradient`.
+# over the image: with every map min-max scaled alike, the share of its mass in the box is
+# {glue:text}`mass_attention` against the tool's {glue:text}`mass_tool` (tool minus attention, scene by scene:
+# {glue:text}`mass_tool_minus_attention`), and of its top patches, as many as the box has,
+# {glue:text}`top_attention` against the tool's {glue:text}`top_tool` ({glue:text}`top_tool_minus_attention`). By
+# that rank measure, which no scaling moves, integrated gradients' map holds {glue:text}`top_ig` (tool minus
+# integrated gradients, scene by scene: {glue:text}`top_tool_minus_ig`); by mass it holds only
+# {glue:text}`mass_ig` ({glue:text}`mass_tool_minus_ig`), because min-max scaling puts a signed map's zero
+# mid-scale, where the patches that did not matter then count — which is why the rank measure stands beside it.
+# Gradient × input does worst, {glue:text}`pointing_gradient`.
 # Removing one patch at a time is the causal truth of that one patch, but an animal covers several: with one of
 # them gone the others still carry the colour, which is why single-patch ablation can point less well than the
 # tool (the paired difference above says whether it does here). Over all patches every method agrees with
@@ -178,6 +197,7 @@ every = patch_eval.evaluate(llava, items[:curve_examples], curve_methods, means=
 points = patch_eval.curve_points(n_patches, n_patches)
 fig = plots.deletion_insertion({kind: patch_eval.mean_curves(every, kind) for kind in ("deletion", "insertion")},
                                points)
+fig.suptitle(f"{llava.name}: mean curves over {every['scene'].nunique()} scenes, every patch", fontsize=10, y=1.03)
 every_areas = patch_eval.summary(every, seed=seed)[["deletion", "insertion"]].drop("box's share of the patches")
 glue("curve_examples", curve_examples)
 glue("deletion_tool_every", str(every_areas.loc["tool", "deletion"]) if "tool" in curve_methods else "not run")
@@ -240,6 +260,8 @@ randomisation = patch_eval.randomisation_test(llava, items[:randomised_examples]
                                               ig_steps=ig_steps, seed=seed)
 similarity = patch_eval.similarity(randomisation, seed=seed)
 fig = plots.randomisation(similarity[tested])
+fig.suptitle(f"{llava.name}: mean over {randomisation['scene'].nunique()} scenes, 95 % intervals", fontsize=10,
+             y=1.03)
 levels = list(similarity.index)
 first = levels[0]
 glue("randomised_examples", randomised_examples)
@@ -254,17 +276,35 @@ last = similarity.loc[levels[-1]]
 kept_all = [m for m in tested if last[m].low > 0]     # still like the trained model's map
 reversed_all = [m for m in tested if last[m].high < 0]   # its opposite: still tied to the input, not to the model
 unsettled = [m for m in tested if m not in kept_all + reversed_all]
-glue("rand_verdict", "; ".join(
-    [f"the map of {', '.join(kept_all)} still correlates with the trained model's: it reflects the input, not "
-     "the model"] * bool(kept_all) +
-    [f"the map of {', '.join(f'{m} ({last[m]})' for m in reversed_all)} correlates negatively with the trained "
-     "model's: still tied to the input, not to the trained weights"] * bool(reversed_all) +
-    [f"{', '.join(unsettled)}: intervals that include zero, so on {randomised_examples} scenes no survival is "
-     "shown"] * bool(unsettled)))
+
+
+def maps_of(names: list[str], level: str) -> str:
+    """"the map of a (its correlation)" or "the maps of a (…) and b (…)": prose that agrees with how many."""
+    listed = [f"{m} ({similarity.loc[level, m]})" for m in names]
+    return (f"the map{'s' * (len(names) > 1)} of " + (", ".join(listed[:-1]) + " and " if len(names) > 1 else "")
+            + listed[-1])
+
+
+def verb(names: list[str], singular: str, plural: str) -> str:
+    return plural if len(names) > 1 else singular
+
+
+verdicts = []
+if kept_all:
+    verdicts.append(f"{maps_of(kept_all, levels[-1])} still {verb(kept_all, 'correlates', 'correlate')} with the "
+                    "trained model's: the input, not the model, sets them")
+if reversed_all:
+    verdicts.append(f"{maps_of(reversed_all, levels[-1])} {verb(reversed_all, 'correlates', 'correlate')} "
+                    "negatively with the trained model's: still tied to the input, not to the trained weights")
+if unsettled:
+    verdicts.append(f"{maps_of(unsettled, levels[-1])} {verb(unsettled, 'has', 'have')} an interval that includes "
+                    f"zero, so on {randomised_examples} scenes none is shown to survive")
+glue("rand_verdict", "; ".join(verdicts))
 before_projector = levels[-2]   # every layer randomised, the projector still trained
 kept = [m for m in tested if similarity.loc[before_projector, m].low > 0]
 glue("rand_before_projector", before_projector)
-glue("rand_kept_layers", "; ".join(f"{m} {similarity.loc[before_projector, m]}" for m in kept) or "none of them")
+glue("rand_kept_layers", f"{maps_of(kept, before_projector)} still {verb(kept, 'correlates', 'correlate')} with "
+     "the trained model's" if kept else "no map still correlates detectably with the trained model's")
 table(similarity, "randomisation")
 
 # %% [markdown]
@@ -275,7 +315,7 @@ table(similarity, "randomisation")
 # norm: a map that survives the top layers' randomisation is what the method is, not a failure of the test — but
 # it means the tool says nothing about what the layers above its head do. With every layer and the projector
 # randomised, {glue:text}`rand_verdict`. One step earlier, with {glue:text}`rand_before_projector` randomised and
-# the projector still trained, these maps still correlate with the trained model's: {glue:text}`rand_kept_layers`.
+# the projector still trained, {glue:text}`rand_kept_layers`.
 # A map that survives the language model's randomisation follows the visual tokens the projector makes, so it says
 # little about the language model. (The randomised model gives the trained model's answer in
 # {glue:text}`rand_answer_same_all` of the scenes: its maps explain another answer, as the test intends.)
@@ -298,8 +338,10 @@ table(by_seed.T, "seeds")   # one column per model: the table fits the page
 # %%
 shipped = study[study["model"] == model]
 if len(shipped) and examples == "toy" and seed == 0 and len(items) == shipped["scene"].nunique():
-    drift = (per_scene.groupby("method")["pointing"].mean() - shipped.groupby("method")["pointing"].mean()).abs().max()
-    print(f"the shipped study's {model} rows against this run: largest difference in pointing {drift:.3f}")
+    metrics = [c for c in patch_eval.METRICS if c in per_scene.columns and c in shipped.columns]
+    drift = (per_scene.groupby("method")[metrics].mean() - shipped.groupby("method")[metrics].mean()).abs().max()
+    print(f"shipped study vs this run ({model}), largest difference of a method's mean:")
+    print(drift.round(3).to_string())
 else:
     print("this run's examples differ from the shipped study's: no consistency check")
 
@@ -351,6 +393,9 @@ glue("carrier_change", f"{by_stage[carrier]:.2f}")
 glue("others_change", f"{by_stage.drop(carrier).max():.2f}" if len(by_stage) > 1 else "—")
 glue("others", " and ".join(by_stage.drop(carrier).index) or "—")
 glue("heads_by_vicuna", "; ".join(f"seed-{v} Vicuna: {heads}" for v, heads in seeds.usual_heads(by_seed).items()))
+usual_share = study[study["method"] == "tool"].groupby("model")["top head"].agg(
+    lambda h: h.value_counts(normalize=True).iloc[0])   # the scenes where the usual head is the tool's pick
+glue("usual_share_range", f"{usual_share.min():.0%}–{usual_share.max():.0%}")
 glue("best_pointing_model", by_seed["pointing: tool"].map(lambda e: e.mean).idxmax())
 for method in ("tool", "top-k", "ablation", "ig"):
     means_across = by_seed[f"pointing: {method}"].map(lambda e: e.mean)
@@ -369,9 +414,12 @@ table(stages, "stages")
 # difference comes from rather than establish it. The tool's usual head goes with the
 # Vicuna as well ({glue:text}`heads_by_vicuna`), which suggests that the head that binds colour to animal is chosen
 # when the language model is trained on text and that visual tuning keeps it — as chapter 4 found for the heads in
-# general. Every model answers about as well, so what differs is not whether the language model can bind the
-# colour to the animal but which of its heads does the binding; how narrowly each head reads the animal's patches
-# (the table above) does not differ detectably between the models, so that is not where the difference lies. Across the models the tool's pointing spans {glue:text}`range_tool`; the top-k variant's
+# general. Every model answers about as well, so each can bind the colour to the animal; what differs is where its
+# best head's map points. The table above shows only each model's usual head, the tool's pick on
+# {glue:text}`usual_share_range` of the scenes: its attention on the animal's box does not separate the models at
+# these unpaired intervals, which leaves open whether the heads the tool picks on the other scenes read the
+# animal less narrowly — a comparison, scene by scene, that this chapter does not make. Across the models the
+# tool's pointing spans {glue:text}`range_tool`; the top-k variant's
 # {glue:text}`range_top-k`, causal ablation's {glue:text}`range_ablation`, integrated gradients'
 # {glue:text}`range_ig`.
 
@@ -400,6 +448,8 @@ animals = sorted({a for e in items for a, _ in e.facts})
 colours = sorted({c for e in items for _, c in e.facts})
 absent = patch_eval.absent_animal(llava, items[:n_absent], animals, colours, seed=seed)
 hallucination = patch_eval.absent_table(absent, seed=seed)
+glue("absent_colour_share", str(hallucination.loc["that colour's animals' share of the patches", "absent"]))
+glue("present_colour_share", str(hallucination.loc["that colour's animals' share of the patches", "present"]))
 glue("absent_colour", str(hallucination.loc["a colour", "absent"]))
 glue("absent_scene_colour", str(hallucination.loc["a colour of the scene", "absent"]))
 glue("absent_on_animal", str(hallucination.loc["top patch on an animal", "absent"]))
@@ -421,9 +471,11 @@ table(hallucination, "absent-animal")
 # from, not whether a model would refuse. The map shows where that colour came from: its top
 # patch lies on one of the scene's animals in {glue:text}`absent_on_animal` of the scenes (asked about a present
 # animal, {glue:text}`present_on_animal`; the animals cover {glue:text}`animals_share:.2f` of the patches), and on
-# an animal of the very colour the model named in {glue:text}`absent_on_colour` (present: {glue:text}`present_on_colour`)
-# — a hit only when the map finds the animal the named colour belongs to, so this row, not the one above it, says
-# whether the map diagnoses the hallucination's source.
+# an animal of the very colour the model named in {glue:text}`absent_on_colour` (present: {glue:text}`present_on_colour`),
+# where a random patch would lie on one in {glue:text}`absent_colour_share` (present:
+# {glue:text}`present_colour_share`: the share of the patches those animals cover) — a hit only when the map finds
+# the animal the named colour belongs to, so this row, not the one above it, says whether the map diagnoses the
+# hallucination's source.
 
 # %% [markdown]
 # ## Explore
@@ -449,7 +501,8 @@ fig = plots.map_grid([explorer.example().image], [state["grid"]],
 #
 # **Shows.** The paper's tool is not a picture only: on the shipped organism it points at the asked animal as
 # often as integrated gradients and more often than single-patch ablation, at the cost of one forward pass, and
-# concentrates its mass on the animal far better than mean attention. But a map is a property of a model as much as
+# keeps more of its map on the animal than mean attention does, by mass with every map scaled alike and by its
+# top patches (paired over the scenes: {glue:text}`top_tool_minus_attention`). But a map is a property of a model as much as
 # of a method: on another seed of the same recipe the same tool points less well while integrated gradients do
 # not, and crossing the stages' seeds suggests (one model per cross, no interval over training runs) that the
 # difference comes with one stage, {glue:text}`carrier`. Its maps survive the randomisation of the layers above its

@@ -20,6 +20,9 @@ def tiny(kind: str, kv_heads=None, seed=0, family="llama", next=False) -> Model:
         return Model("tiny-random-idefics3", *tiny_vl.tiny_idefics3(seed=seed))
     if kind == "smolvlm":
         return Model("tiny-random-smolvlm", *tiny_vl.tiny_smolvlm(seed=seed))
+    if kind == "internvl":   # `family` is its language model: "qwen2" or "qwen3"
+        return Model(f"tiny-random-internvl{'-qwen3' if family == 'qwen3' else ''}",
+                     *tiny_vl.tiny_internvl(seed=seed, text="qwen2" if family == "llama" else family))
     if kind == "llava-onevision":
         return Model("tiny-random-llava-onevision", *tiny_vl.tiny_llava_onevision(seed=seed))
     if kind == "gemma3-text":
@@ -46,7 +49,8 @@ def assert_a_seeded_real_class(build, class_name: str):
 # positions; Qwen3-VL: q/k norms and visual features added after its first layers) and
 # Gemma 3 (pooled image tokens, sandwich norms with 1 + g gains, q/k norms, a sliding-window layer), and alone;
 # LLaVA-OneVision (SigLIP + Qwen2, any-resolution tiles pooled bilinearly); Idefics3 (tiles announced by text
-# tokens plus a global image, pixel shuffle, over Llama) and SmolVLM (the same under its own classes).
+# tokens plus a global image, pixel shuffle, over Llama) and SmolVLM (the same under its own classes); InternVL (tiles
+# chosen by aspect ratio plus a thumbnail, in one block, pixel shuffle) over Qwen2 and over Qwen3 (q/k norms).
 MODELS = {"llava": ("llava",), "llava-gqa": ("llava", 2), "llava-mistral": ("llava", 2, 0, "mistral"),
           "llava-qwen2": ("llava", 2, 0, "qwen2"), "llava-next": ("llava", None, 0, "llama", True),
           "llava-next-qwen2": ("llava", 2, 0, "qwen2", True),
@@ -54,7 +58,8 @@ MODELS = {"llava": ("llava",), "llava-gqa": ("llava", 2), "llava-mistral": ("lla
           "qwen2": ("llama", 2, 0, "qwen2"), "qwen2-vl": ("qwen-vl", 2, 0, "2"),
           "qwen2.5-vl": ("qwen-vl", 2, 0, "2.5"), "qwen3-vl": ("qwen-vl", 2, 0, "3"), "gemma3": ("gemma3", 2),
           "gemma3-text": ("gemma3-text", 2), "llava-onevision": ("llava-onevision", 2),
-          "idefics3": ("idefics3", 2), "smolvlm": ("smolvlm", 2)}
+          "idefics3": ("idefics3", 2), "smolvlm": ("smolvlm", 2), "internvl": ("internvl", 2, 0, "qwen2"),
+          "internvl-qwen3": ("internvl", 2, 0, "qwen3")}
 
 
 @pytest.fixture(scope="session", params=list(MODELS.values()), ids=list(MODELS))

@@ -51,6 +51,11 @@ def measure(models_dir: Path = MODELS_DIR, n: int = 500, seed: int = EVAL_SEED) 
         }
 
 
+STAGE_TITLES = {"vicuna": "toy-vicuna (text)", "clip": "toy-clip (the eye)",
+                "stage1": "toy-llava stage 1: projector on captions",
+                "stage2": "toy-llava stage 2: visual instructions"}
+
+
 def curves_figure(history: list[dict], cols: int = 2):
     """Training losses and held-out accuracies per stage, `cols` stages a row."""
     order = ["vicuna", "clip", "stage1", "stage2"]
@@ -63,7 +68,7 @@ def curves_figure(history: list[dict], cols: int = 2):
         rows = [r for r in history if r["stage"] == stage]
         ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=0.6, color="grey")
         ax.set_ylabel("training loss", fontsize=9)
-        ax.set_title(stage)
+        ax.set_title(STAGE_TITLES.get(stage, stage), fontsize=10)
         ax.set_xlabel("step")
         curves = {key: [(r["step"], r[key]) for r in rows if key in r] for key in ("tqa", "vqa", "probe_animal")}
         curves = {k: v for k, v in curves.items() if v}
@@ -72,6 +77,7 @@ def curves_figure(history: list[dict], cols: int = 2):
             for i, (key, pts) in enumerate(curves.items()):
                 acc.plot(*zip(*pts), "o-", ms=3, color=f"C{i}", label=f"held-out {key}")
             acc.set_ylim(0, 1.02)
+            acc.set_ylabel("held-out accuracy", fontsize=9)
             acc.legend(fontsize=9, loc="center right")
     fig.tight_layout()
     return fig

@@ -26,11 +26,24 @@ def _o_proj_inputs(model, inputs) -> tuple[list[torch.Tensor], list]:
     return seen, scales
 
 
-def identity_errors(model, image=None, question: str = "", context: str | None = None) -> dict[str, float]:
-    """Max absolute error of each identity, over all layers/heads/positions: {identity, in TeX: error}."""
+def _hidden_states(model, inputs) -> list[torch.Tensor]:
+    """The model's own hidden states at T, as transformers returns them: the input of every layer, then the final
+    residual after the final norm."""
+    with torch.no_grad():
+        return [h[0, -1].float() for h in model.hf(**inputs, output_hidden_states=True).hidden_states]
+
+
+def identity_errors(model, image=None, question: str = "", context: str | None = None,
+                    neurons: int = 16) -> dict[str, float]:
+    """Max absolute error of each identity, over all layers/heads/positions (neurons: the `neurons` largest
+    contributions of the last layer, each a readout of the whole vocabulary): {identity, in TeX: error}. "Brute
+    force" recomputes a score through the model's own final norm and unembedding for each vector added to its base,
+    independently of the library's batched readout."""
     trace = model.trace(image, question, context)
     a = model.anatomy
-    o_in, o_scale = _o_proj_inputs(model, model.inputs(image, question, context))
+    inputs = model.inputs(image, question, context)
+    o_in, o_scale = _o_proj_inputs(model, inputs)
+    hidden = _hidden_states(model, inputs)
     with torch.no_grad():
         scale = a.final_norm(trace.final_resid) / trace.final_resid  # g / s, from the model's own norm
 
@@ -45,12 +58,20 @@ def identity_errors(model, image=None, question: str = "", context: str | None =
         heads = A.all_head_outputs(trace)
         layers = A.layer_scores(trace)
         err = lambda x, y: float((x.cpu() - y.cpu()).abs().max())   # scores come back on the CPU
+        last, best = a.n_layers - 1, A.top_heads(A.head_scores(trace), 1)[0]
+        u = A.position_contributions(trace, best["layer"], best["head"])
+        c = A.neuron_contributions(trace, last)
+        strongest = c.norm(dim=1).topk(min(neurons, len(c))).indices
+        after = torch.stack([*hidden[1:a.n_layers], trace.final_resid.float()])   # h^l, the final one before its norm
         return {
             r"\sum_h a^{l,h} = A^l": err(heads.sum(1), trace.attn_out),
             r"\sum_j u^{l,h}_j = a^{l,h}": err(heads, head_direct),
             r"\sum_k c^l_k\, W_{down}[:,k] = F^l": max(err(A.neuron_contributions(trace, l).sum(0), trace.mlp_out[l])
                                    for l in range(a.n_layers)),
             r"h^{l-1} + A^l = m^l": err(trace.resid_in + trace.attn_out, trace.mid),
+            r"h^{l-1} = \text{the model's hidden states}": max(err(trace.resid_in, torch.stack(hidden[:a.n_layers])),
+                                                                err(a.final_norm(trace.final_resid), hidden[-1])),
+            r"m^l + F^l = h^l": err(trace.mid + trace.mlp_out, after),
             r"z(h^L_T) = \text{the logits}": err(A.capped(trace, A.readout(trace, trace.final_resid)),
                                                  trace.logits),
             r"\mathrm{Imp}(A^l) = \text{brute force}": max(err(layers["attn"][l], brute_imp(trace.resid_in[l], trace.attn_out[l]))
@@ -58,6 +79,13 @@ def identity_errors(model, image=None, question: str = "", context: str | None =
             r"\mathrm{Imp}(a^{l,h}) = \text{brute force}": err(A.head_scores(trace), torch.stack([
                 torch.stack([brute_imp(trace.resid_in[l], head_direct[l, h]) for h in range(a.n_heads)])
                 for l in range(a.n_layers)])),
+            r"\mathrm{Imp}(F^l) = \text{brute force}": max(err(layers["ffn"][l], brute_imp(trace.mid[l], trace.mlp_out[l]))
+                                                      for l in range(a.n_layers)),
+            r"\mathrm{Imp}(u_j) = \text{brute force}": err(
+                A.position_scores(trace, best["layer"], best["head"]),
+                torch.stack([brute_imp(trace.resid_in[best["layer"]], v) for v in u])),
+            r"\mathrm{Imp}(c_k W_{down}[:,k]) = \text{brute force}": err(
+                A.neuron_scores(trace, last)[strongest.cpu()], torch.stack([brute_imp(trace.mid[last], c[k]) for k in strongest])),
         }
 
 

@@ -67,6 +67,31 @@ def rankings(model, trace, layer: int, head: int, positions: torch.Tensor, token
             for part in PARTS for name, token in tokens.items()}
 
 
+def evidence_positions(model, trace, example: Example, mode: str) -> torch.Tensor | None:
+    """Where the asked animal's colour is, found without any head's scores: in text, the colour word of the fact
+    about the asked animal (the true colour's token, after the asked animal's name and before any other animal's);
+    in an image, the patches inside the asked animal's box. [P] positions; None where the example has no facts
+    (text) or no box (image), or the text states no such word. The control for the important positions, which are
+    chosen by a score that grows with the head's attention and its value output's readout, so that measuring the
+    same two things there favours the claims by construction."""
+    if mode == "vqa":
+        if example.box is None:
+            return None
+        mask = example.box_mask(model.processor.image_processor, trace.positions.grid_shape)
+        return trace.positions.image_positions[torch.as_tensor(mask.ravel()).nonzero().reshape(-1)]
+    colour = dict(example.facts).get(example.animal)
+    if colour is None:
+        return None
+    ids = trace.input_ids.cpu()
+    named = {model.token_id(a): a for a, _ in example.facts}
+    last, found = None, []
+    for p, token in enumerate(ids[:-1].tolist()):
+        last = named.get(token, last)
+        if token == model.token_id(colour) and last == example.animal:
+            found.append(p)
+    return torch.tensor(found, dtype=torch.long) if found else None
+
+
 def measure(model, examples: list[Example], heads: list[tuple[int, int]], k: int, mode: str,
             colours: list[str], seed: int = 0) -> dict[str, np.ndarray]:
     """Every §5 measure over an example set, for each head in `heads` at its own k important positions (by its
@@ -77,6 +102,9 @@ def measure(model, examples: list[Example], heads: list[tuple[int, int]], k: int
       question names the asked animal / another animal of the scene (important positions found with the first);
       NaN where the scene has no other animal;
     - `OV logit difference`: readout of v_j W_O, true colour minus a random other colour, mean over positions;
+    - `evidence ...`: the value output's colour MRR, the two attention masses and the OV logit difference at the
+      `evidence_positions` instead (chosen without the head's scores), and `evidence uniform attention`, their
+      share of the positions; NaN where an example has none;
     - `correct`: [n] whether the model answered the true colour.
     """
     kind = "image" if mode == "vqa" else "text"
@@ -105,8 +133,41 @@ def measure(model, examples: list[Example], heads: list[tuple[int, int]], k: int
             z = attribution.readout(trace, ov_output(trace, layer, head, top))
             row.setdefault("OV logit difference", []).append(float((z[:, true] - z[:, other]).mean()))
             row.setdefault("uniform attention", []).append(k / trace.seq_len)
+            for key, value in _at_evidence(model, trace, different, example, mode, layer, head, true, other).items():
+                row.setdefault(key, []).append(value)
         rows.append(row)
     return {key: np.array([r[key] for r in rows], dtype=np.float64) for key in rows[0]}
+
+
+def _at_evidence(model, trace, different, example: Example, mode: str, layer: int, head: int, true: int,
+                 other: int) -> dict[str, float]:
+    """`measure`'s `evidence ...` entries for one head on one example (NaN without evidence positions)."""
+    where = evidence_positions(model, trace, example, mode)
+    keys = ("evidence MRR value output colour", "evidence attention same", "evidence attention different",
+            "evidence OV logit difference", "evidence uniform attention")
+    if where is None or not len(where):
+        return dict.fromkeys(keys, np.nan)
+    ranks = lens.token_ranks(model.anatomy, value_output(trace, layer, head, where), true, "unembed")
+    z = attribution.readout(trace, ov_output(trace, layer, head, where))
+    return dict(zip(keys, (float((1.0 / ranks.float()).mean()), attention_mass(trace, layer, head, where),
+                           attention_mass(different, layer, head, where) if different is not None else np.nan,
+                           float((z[:, true] - z[:, other]).mean()), len(where) / trace.seq_len)))
+
+
+def evidence_table(measures: dict[str, np.ndarray], seed: int = 0) -> pd.DataFrame:
+    """The query-key and value-output measures at the important positions beside the same at the evidence positions
+    (`evidence_positions`): a row each, mean over heads with its 95 % interval over examples, and the uniform
+    attention level at each."""
+    def est(key):
+        values = measures[key][~np.isnan(measures[key]).all(1)]   # examples that have the measure
+        return bootstrap(np.nanmean(values, axis=1), seed=seed)
+
+    rows = {"value-output colour MRR": "MRR value output colour", "attention, same animal": "attention same",
+            "attention, another animal": "attention different", "OV logit difference": "OV logit difference",
+            "uniform attention": "uniform attention"}
+    return pd.DataFrame({where: {name: str(est(prefix + key)) for name, key in rows.items()}
+                         for where, prefix in (("important positions (by the head's Imp)", ""),
+                                               ("evidence positions (fixed in advance)", "evidence "))})
 
 
 def centroid_accuracy(vectors: np.ndarray, labels: list[str], folds: int = 2, seed: int = 0) -> np.ndarray:
@@ -171,6 +232,16 @@ def rankings_table(measures: dict[str, np.ndarray], seed: int = 0):
                          for word in ("colour", "animal")
                          for where, prefix in (("important", ""), ("random", "random "))},
                         index=pd.Index(PARTS, name="vector read through the final norm and W_U"))
+
+
+def setting_contrast(a: dict[str, np.ndarray], b: dict[str, np.ndarray], seed: int = 0) -> dict:
+    """Setting b less setting a (`measure` on the same examples, in the same order: paired) for the two measures
+    the paper sets text against images, the value output's colour MRR and the OV logit difference: per example the
+    mean over heads, then the mean difference with its paired 95 % bootstrap interval, under the keys of
+    data/reference/paper.csv."""
+    diff = lambda key: bootstrap(np.nanmean(b[key], axis=1) - np.nanmean(a[key], axis=1), seed=seed)
+    return {"contrast.colour_mrr.vqa_minus_tqa": diff("MRR value output colour"),
+            "contrast.ov_logit_difference.vqa_minus_tqa": diff("OV logit difference")}
 
 
 def setting_summary(measures: dict[str, np.ndarray], correct, mode: str, seed: int = 0) -> dict[str, str]:

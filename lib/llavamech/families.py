@@ -26,6 +26,16 @@ scale_factor × scale_factor into one token; each tile's tokens announced by a t
 <global-img>. The layout reads the announcing tokens and runs the connector's own pixel shuffle on coordinates.
 SmolVLM is Idefics3's architecture under classes of its own (over a smaller Llama), with the same layout; its
 processor needs the num2words package.
+
+InternVL (InternVL2.5, 3 and 3.5 converted to transformers' classes, over Qwen2, Qwen3 or InternLM2 read as Llama):
+the image squashed to a grid of cols × rows tiles of the tower's input (448 px), the grid whose aspect ratio is
+closest to the image's among those of min_patches to max_patches tiles (GotOcr2's crop_to_patches), split row by row,
+then the whole image squashed to one more tile (the thumbnail, last; none when the grid is one tile). Each tile's
+patches are pixel-shuffled 1/downsample_ratio × 1/downsample_ratio into one token (32 × 32 patches of 14 -> 256
+tokens), and all the tiles' tokens stand in one block, <img> <IMG_CONTEXT> × (256 · tiles) </img>, in the order the
+processor emits the tiles. Nothing in the processor's output says the grid: the image's size is added to the inputs
+(as LLaVA-NeXT's processor gives it, `Family.sized`) and the grid found again by the processor's own choice among the
+grids of that many tiles; within a tile, the model's own pixel shuffle is run on coordinates.
 """
 from __future__ import annotations
 
@@ -36,6 +46,7 @@ from typing import Callable
 
 import torch
 import transformers
+from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import get_optimal_tiled_canvas
 from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape
 from transformers.utils import cached_file
 
@@ -52,6 +63,7 @@ class Family:
     layout: Callable | None    # (model, inputs, tokenizer) -> [N, 3] (tile, row, col) of each image token, in order
     resized: bool = False      # the image resized to a size that follows it (dynamic resolution): bounded tokens
     norm_gain_offset: float = 0.0   # RMSNorm scales by offset + g (Gemma: 1 + g)
+    sized: bool = False        # the layout needs the image's size, which the processor does not give: image_sizes
 
     @property
     def model_class(self):
@@ -146,6 +158,31 @@ def _announced_layout(model: torch.nn.Module, inputs: dict, tokenizer) -> torch.
     return torch.cat(blocks)
 
 
+def _tiled_layout(model: torch.nn.Module, inputs: dict, tokenizer=None) -> torch.Tensor:
+    """InternVL: n tiles in the processor's order, the cols × rows grid (row by row) and then the thumbnail, or one
+    tile alone (the whole image, tile 0). The grid is the one the processor's own `get_optimal_tiled_canvas` picks for
+    the image's size among the grids of n - 1 tiles: it picked the grid among those of min_patches to max_patches
+    tiles, and the best of a larger set is the best of the part of it that holds it. Within a tile, the order is
+    the model's own pixel shuffle run on the patch grid's coordinates, as `_announced_layout`. Grid tile (i, j) is
+    tile 1 + i·cols + j, its tokens at rows i·t + r and columns j·t + c of the assembled grid; the thumbnail tile 0."""
+    vision, ratio = model.config.vision_config, model.config.downsample_ratio
+    (height, width), (patch, _) = vision.image_size, vision.patch_size
+    side, scale = height // patch, round(1 / ratio)
+    grid = torch.stack(torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij"), -1)[None].float()
+    shuffled = model.model.pixel_shuffle(grid, ratio).reshape(-1, scale * scale, 2)   # [tokens, s², (r, c)]
+    within, t = (shuffled.amin(1) // scale).long(), side // scale                # (r, c) of each token in its tile
+    n = len(inputs["pixel_values"])
+    whole = torch.cat([torch.zeros(len(within), 1, dtype=torch.long), within], 1)
+    if n == 1:
+        return whole
+    cols, rows = get_optimal_tiled_canvas(tuple(inputs["image_sizes"][0].tolist()), (height, width), n - 1, n - 1)
+    if cols * rows != n - 1:
+        raise ValueError(f"{n} tiles, but no grid of {n - 1} tiles and a thumbnail for this image")
+    blocks = [torch.cat([torch.full((len(within), 1), 1 + k), within + torch.tensor([k // cols * t, k % cols * t])], 1)
+              for k in range(n - 1)]
+    return torch.cat(blocks + [whole])
+
+
 QWEN_VL_INPUTS = ("image_grid_thw", "mm_token_type_ids")   # the grid of patches; which positions are image tokens
 FAMILIES = {f.model_type: f for f in (
     Family("qwen2_vl", "Qwen2VLForConditionalGeneration", "Qwen2VLProcessor", ("qwen2_vl_text",), QWEN_VL_INPUTS,
@@ -163,7 +200,9 @@ FAMILIES = {f.model_type: f for f in (
     Family("idefics3", "Idefics3ForConditionalGeneration", "Idefics3Processor", ("llama",), ("pixel_attention_mask",),
            _announced_layout),
     Family("smolvlm", "SmolVLMForConditionalGeneration", "SmolVLMProcessor", ("llama",), ("pixel_attention_mask",),
-           _announced_layout))}
+           _announced_layout),
+    Family("internvl", "InternVLForConditionalGeneration", "InternVLProcessor", ("qwen2", "qwen3", "llama"), (),
+           _tiled_layout, sized=True))}
 
 
 def layout(model: torch.nn.Module, inputs: dict, tokenizer) -> torch.Tensor:
@@ -259,6 +298,9 @@ def load_processor(family: Family, source, tokenizer, model: torch.nn.Module):
         extra = {"image_seq_length": model.config.mm_tokens_per_image}
     if family.model_type in ("idefics3", "smolvlm"):
         extra = {"image_seq_len": (vision.image_size // vision.patch_size) ** 2 // model.config.scale_factor ** 2}
+    if family.model_type == "internvl":
+        extra = {"image_seq_length": round(vision.image_size[0] // vision.patch_size[0]
+                                           * model.config.downsample_ratio) ** 2}
     if family.model_type == "llava_onevision":   # what its processor must know of the model to count image tokens
         extra = dict(num_image_tokens=(vision.image_size // vision.patch_size) ** 2,
                      vision_feature_select_strategy=model.config.vision_feature_select_strategy,

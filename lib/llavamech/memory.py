@@ -110,6 +110,20 @@ def idefics3_8b_config() -> transformers.Idefics3Config:
     return transformers.Idefics3Config(vision_config=vision, text_config=text, scale_factor=3, image_token_id=128257)
 
 
+def internvl3_8b_config() -> transformers.InternVLConfig:
+    """OpenGVLab/InternVL3-8B-hf's config, as published (InternViT-300M at 448 px, 32 × 32 patches pixel-shuffled
+    2 × 2 into 256 tokens a tile, + Qwen2.5-7B; its vocabulary of 151,674 holds InternVL's added tokens). Written
+    from the original checkpoint's config and transformers' conversion, not read off the -hf files (none offline)."""
+    vision = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                  image_size=448, patch_size=14, attention_bias=True, use_qk_norm=False, norm_type="layer_norm",
+                  layer_scale_init_value=0.1, use_mean_pooling=True)
+    text = dict(model_type="qwen2", vocab_size=151674, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                num_attention_heads=28, num_key_value_heads=4, rms_norm_eps=1e-6, max_position_embeddings=32768,
+                rope_theta=1000000.0, tie_word_embeddings=False)
+    return transformers.InternVLConfig(vision_config=vision, text_config=text, image_token_id=151667,
+                                       image_seq_length=256, downsample_ratio=0.5, tie_word_embeddings=False)
+
+
 def parameters(config) -> int:
     """The number of parameters of the model a config describes, counted on the meta device."""
     with torch.device("meta"):

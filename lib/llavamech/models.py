@@ -5,9 +5,9 @@ its other training seeds such as `toy-llava-seed1`),
 `tiny-random-llava` / `tiny-random-vicuna` (built from configs, seeded; for tests and demos), and tiny random models
 of the families beyond Llava (`TINY_FAMILIES`: `tiny-random-qwen2-vl`, `tiny-random-qwen2.5-vl`, `tiny-random-qwen3-vl`,
 `tiny-random-gemma3`, `tiny-random-gemma3-text`, `tiny-random-llava-onevision`, `tiny-random-idefics3`,
-`tiny-random-smolvlm`). Anything else is a Hugging Face id or a local folder of a supported model (Llava, LLaVA-NeXT,
-Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Gemma 3, LLaVA-OneVision, Idefics3, SmolVLM, or a Llama-family or Gemma 3 language
-model), loaded from local files only. The multi-question organism of chapter 6 is `toy-llava-multi`
+`tiny-random-smolvlm`, `tiny-random-internvl`, `tiny-random-internvl-qwen3`). Anything else is a Hugging Face id or a
+local folder of a supported model (Llava, LLaVA-NeXT, Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Gemma 3, LLaVA-OneVision,
+Idefics3, SmolVLM, InternVL, or a Llama-family or Gemma 3 language model), loaded from local files only. The multi-question organism of chapter 6 is `toy-llava-multi`
 (`toy-vicuna-multi`, `toy-llava-multi-seed1`).
 """
 from __future__ import annotations
@@ -45,7 +45,9 @@ TINY_FAMILIES = {"tiny-random-qwen2-vl": ("tiny_qwen_vl", {"version": "2"}),
                  "tiny-random-qwen3-vl": ("tiny_qwen_vl", {"version": "3"}),
                  "tiny-random-gemma3": ("tiny_gemma3", {}), "tiny-random-gemma3-text": ("tiny_gemma3_text", {}),
                  "tiny-random-llava-onevision": ("tiny_llava_onevision", {}),
-                 "tiny-random-idefics3": ("tiny_idefics3", {}), "tiny-random-smolvlm": ("tiny_smolvlm", {})}
+                 "tiny-random-idefics3": ("tiny_idefics3", {}), "tiny-random-smolvlm": ("tiny_smolvlm", {}),
+                 "tiny-random-internvl": ("tiny_internvl", {}),
+                 "tiny-random-internvl-qwen3": ("tiny_internvl", {"text": "qwen3"})}
 SHIPPED = ("toy-llava", "toy-vicuna", *TINY, *TINY_FAMILIES)
 # Hugging Face model types llavamech reads: Llava-family wrappers and the language models they may carry.
 MULTIMODAL = {"llava": "LlavaForConditionalGeneration", "llava_next": "LlavaNextForConditionalGeneration"}
@@ -148,6 +150,8 @@ class Model:
             if self.family is not None:
                 families.check_image(self, image)
             enc = self.processor(images=image, text=text, return_tensors="pt", **special)
+            if self.family is not None and self.family.sized:   # InternVL: its layout needs the image's size
+                enc["image_sizes"] = torch.tensor([[image.height, image.width]])
         else:
             enc = self.tokenizer(text, return_tensors="pt", **special)
         self._check_vocabulary(text, enc["input_ids"])

@@ -2,12 +2,17 @@
 
 Per scene and method (the model's own answer; "removed" = the patch's visual embedding replaced, as `ablation`):
 - `pointing`: the top patch lies inside the asked animal's box (the pointing game).
-- `mass in box`: the share of the map's positive score that lies inside the box.
+- `mass in box`: the share of the map's score that lies inside the box, every method's map first min-max scaled to
+  [0, 1] (`unit`: the paper's normalisation of the tool's map, applied to every method alike), so that neither
+  where a method puts its zero nor its scale moves the share.
+- `top patches in box`: the share of the map's top B patches that lie in the box, B the box's size in patches: a
+  rank measure, unmoved by any increasing rescaling of the map (signed maps, whose zero min-max scaling puts
+  mid-scale, lose nothing by it).
 - `deletion`: area under p(answer) as patches are removed in the map's order, best first (lower = better).
 - `insertion`: area under p(answer) as patches are restored in that order onto a fully removed image (higher).
 - `agreement`: Spearman rank correlation of the map with causal patch ablation over all patches.
 - `top-1 agreement`: the map's top patch is causal ablation's top patch.
-Chance: the `random` method (a uniform random map) on the same scenes; for pointing and mass, also the box's
+Chance: the `random` method (a uniform random map) on the same scenes; for the three box metrics, also the box's
 share of the patches.
 """
 from __future__ import annotations
@@ -29,9 +34,10 @@ from .progress import progress
 from .stats import Estimate, bootstrap
 
 RESOLUTION = 1e-6   # ranks see a map's scores to the precision float32 computes them (see `resolved`)
-METRICS = ("pointing", "mass in box", "deletion", "insertion", "agreement", "top-1 agreement")
-BETTER = {"pointing": "higher", "mass in box": "higher", "deletion": "lower", "insertion": "higher",
-          "agreement": "higher", "top-1 agreement": "higher"}
+BOX_METRICS = ("pointing", "mass in box", "top patches in box")
+METRICS = (*BOX_METRICS, "deletion", "insertion", "agreement", "top-1 agreement")
+BETTER = {"pointing": "higher", "mass in box": "higher", "top patches in box": "higher", "deletion": "lower",
+          "insertion": "higher", "agreement": "higher", "top-1 agreement": "higher"}
 
 
 def resolved(scores: np.ndarray) -> np.ndarray:
@@ -42,6 +48,22 @@ def resolved(scores: np.ndarray) -> np.ndarray:
     thousandth of the top score above the background in the tool's map, and deleting them first matters."""
     scale = float(np.abs(scores).max())
     return scores if scale == 0 else np.round(scores / (scale * RESOLUTION)) * (scale * RESOLUTION)
+
+
+def ranking(scores: np.ndarray, seed: int = 0) -> np.ndarray:
+    """The patches' flat indices, best first as `resolved` ranks the scores, ties broken at random under `seed`: a
+    flat region carries no order, so a constant map ranks as a random one (and not top-left first)."""
+    tiebreak = np.random.default_rng(seed).random(scores.size)
+    return np.lexsort((tiebreak, -resolved(np.asarray(scores)).ravel()))
+
+
+def unit(scores: np.ndarray) -> np.ndarray:
+    """The map min-max scaled to [0, 1] (a constant map: all ones). The tool's map is already so scaled (and then
+    divided by its sum); scaling every method's alike keeps a raw map's floor (mean attention's, spread over every
+    patch) from counting against it where the tool's floor was removed."""
+    scores = np.asarray(scores, dtype=np.float64)
+    span = scores.max() - scores.min()
+    return (scores - scores.min()) / span if span > 0 else np.ones_like(scores)
 
 
 def pointing(scores, mask) -> bool:
@@ -68,11 +90,9 @@ def curve_points(n_patches: int, steps: int) -> np.ndarray:
 def curves(model, emb: Embedded, token: int, scores: np.ndarray, means: Means | None, steps: int = 8,
            seed: int = 0) -> dict[str, np.ndarray]:
     """p(answer) along the deletion and insertion curves of one map ([points] each), and the points themselves.
-    Ties in the map (a flat region) are broken at random, so a constant map behaves as a random one."""
-    n = scores.size
-    tiebreak = np.random.default_rng(seed).random(n)
-    order = np.lexsort((tiebreak, -resolved(scores).ravel()))   # best first
-    points = curve_points(n, steps)
+    Ties in the map (a flat region) are broken at random (`ranking`), so a constant map behaves as a random one."""
+    order = ranking(scores, seed)
+    points = curve_points(scores.size, steps)
     removed = [tuple(sorted(order[:j])) for j in points] + [tuple(sorted(order[j:])) for j in points]
     unique = list(dict.fromkeys(removed))   # both curves start or end with nothing / everything removed
     p_unique = np.exp(answer_logprob(model, emb, token, [list(r) for r in unique], means))
@@ -86,20 +106,22 @@ def area(points: np.ndarray, values: np.ndarray) -> float:
     return float(np.sum((x[1:] - x[:-1]) * (values[1:] + values[:-1]) / 2))
 
 
-def scene_metrics(scores: np.ndarray, mask: np.ndarray | None, causal: np.ndarray, curve: dict) -> dict:
-    """The metrics of one map (see the module docstring); box metrics are NaN without a box."""
-    flat, positive = resolved(scores).ravel(), np.clip(scores.ravel(), 0, None)
+def scene_metrics(scores: np.ndarray, mask: np.ndarray | None, causal: np.ndarray, curve: dict, seed: int = 0) -> dict:
+    """The metrics of one map (see the module docstring); box metrics are NaN without a box. `seed` breaks ties in
+    the map's ranking, as the curves' (`ranking`)."""
+    flat = resolved(scores).ravel()
     causal = causal.ravel()
     row = {"deletion": area(curve["points"], curve["deletion"]),
            "insertion": area(curve["points"], curve["insertion"]),
            "agreement": float(spearmanr(flat, causal).statistic) if flat.std() > 0 else 0.0,
            "top-1 agreement": float(np.argmax(flat) == np.argmax(resolved(causal)))}
     if mask is None or not mask.any():
-        row.update({"pointing": np.nan, "mass in box": np.nan})
+        row.update(dict.fromkeys(BOX_METRICS, np.nan))
     else:
-        inside = mask.ravel()
+        inside, scaled = mask.ravel(), unit(scores).ravel()
         row["pointing"] = float(pointing(scores, mask))
-        row["mass in box"] = float(positive[inside].sum() / positive.sum()) if positive.sum() > 0 else np.nan
+        row["mass in box"] = float(scaled[inside].sum() / scaled.sum())
+        row["top patches in box"] = float(inside[ranking(scores, seed)[:inside.sum()]].mean())
     return row
 
 
@@ -119,7 +141,7 @@ def evaluate(model, examples: list[Example], methods=METHODS, means: Means | Non
         for method in methods:
             pm = maps[method]
             curve = curves(model, emb, pm.answer_token_id, pm.scores, means, steps, seed=seed + i)
-            metrics = scene_metrics(pm.scores, mask, maps["ablation"].scores, curve)
+            metrics = scene_metrics(pm.scores, mask, maps["ablation"].scores, curve, seed=seed + i)
             if method == "ablation":
                 metrics["agreement"] = metrics["top-1 agreement"] = np.nan   # the reference itself
             rows.append({"scene": i, "method": method, **metrics,
@@ -141,7 +163,7 @@ def paired_difference(per_scene: pd.DataFrame, a: str, b: str, metric: str, seed
 def summary(per_scene: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """One row per method, one column per metric: mean with its bootstrap 95 % interval over scenes ("—" where a
     metric does not apply: ablation's agreement with itself); the last row is the box's share of the patches
-    (chance for pointing and mass in box)."""
+    (chance for the box metrics)."""
     def estimate(values):
         return bootstrap(values, seed=seed) if np.isfinite(values).any() else "—"
 
@@ -149,7 +171,7 @@ def summary(per_scene: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
              for method, group in per_scene.groupby("method", sort=False)}
     frame = pd.DataFrame(table).T
     share = bootstrap(per_scene.drop_duplicates("scene")["box share"].to_numpy(), seed=seed)
-    frame.loc["box's share of the patches"] = {metric: share if metric in ("pointing", "mass in box") else ""
+    frame.loc["box's share of the patches"] = {metric: share if metric in BOX_METRICS else ""
                                                for metric in METRICS}
     frame.index.name = "method"
     return frame
@@ -166,7 +188,8 @@ def absent_animal(model, examples: list[Example], animals: list[str], colours: l
     the animal it does hold. One row per (scene, question): the answer, whether it names a colour, whether that
     colour belongs to an animal of the scene, its probability, the top head, and where the tool's map points —
     its top patch on any animal of the scene, on an animal of the colour it names (the one the answer came from,
-    if the map finds it; 0 when no animal has that colour), and its share of positive mass on the animals. Scenes
+    if the map finds it; 0 when no animal has that colour; its chance is those animals' share of the patches), and
+    its share of positive mass on the animals. Scenes
     need every animal's box (`Example.boxes`; the toy scenes have them)."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -179,6 +202,7 @@ def absent_animal(model, examples: list[Example], animals: list[str], colours: l
             x = model.explain(item.image, question=item.question)
             grid = np.asarray(x.patch_grid)
             on_animals = animals_mask(example, size, model.processor.image_processor, x.grid_shape)
+            of_colour = animals_mask(example, size, model.processor.image_processor, x.grid_shape, colour=x.answer)
             positive = np.clip(grid, 0, None)
             top = x.top_heads[0]
             rows.append({"scene": i, "asked": asked, "animal": item.animal, "answer": x.answer,
@@ -186,8 +210,8 @@ def absent_animal(model, examples: list[Example], animals: list[str], colours: l
                          "a colour of the scene": float(x.answer in dict(example.facts).values()),
                          "correct": np.nan if item.colour is None else float(x.answer == item.colour),
                          "top patch on an animal": float(pointing(grid, on_animals)),
-                         "top patch on an animal of that colour": float(pointing(grid, animals_mask(
-                             example, size, model.processor.image_processor, x.grid_shape, colour=x.answer))),
+                         "top patch on an animal of that colour": float(pointing(grid, of_colour)),
+                         "that colour's animals' share of the patches": float(of_colour.mean()),
                          "mass on the animals": float(positive[on_animals].sum() / positive.sum()),
                          "animals' share of the patches": float(on_animals.mean()),
                          "top head": f"{top['layer']}_{top['head']}"})
@@ -271,13 +295,14 @@ def randomisation_test(model, examples: list[Example], methods=METHODS, means: M
 
 def prior_table(prior: pd.DataFrame, colours: list[str], seed: int = 0) -> pd.DataFrame:
     """`prior_baseline`'s rows summarised: accuracy and p(answer) with the image, with a blank image and with every
-    patch removed, each with its bootstrap interval, and the chance of naming one of the scenes' `colours`."""
+    patch removed, each with its bootstrap interval, and the chance of naming the right one of the `colours` by a
+    uniform guess."""
     def est(column):
         return bootstrap(prior[column].to_numpy(float), seed=seed)
 
     return pd.DataFrame({"value": {
         "accuracy, with the image": est("correct"), "accuracy, blank image": est("blank: correct"),
-        "chance (one colour of the scenes' colours)": f"{1 / len(colours):.3g}",
+        f"chance (a uniform guess among the {len(colours)} colours)": f"{1 / len(colours):.3g}",
         "blank image gives the same answer": est("blank: same answer"),
         "p(answer), with the image": est("p(answer)"), "p(answer), blank image": est("blank: p(answer)"),
         "p(answer), every patch removed": est("every patch removed: p(answer)")}})
@@ -291,7 +316,8 @@ def similarity(randomisation: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
 
 
 ABSENT_MEASURES = ("a colour", "a colour of the scene", "p(answer)", "top patch on an animal",
-                   "top patch on an animal of that colour", "mass on the animals", "animals' share of the patches")
+                   "animals' share of the patches", "top patch on an animal of that colour",
+                   "that colour's animals' share of the patches", "mass on the animals")
 
 
 def absent_table(absent: pd.DataFrame, seed: int = 0) -> pd.DataFrame:

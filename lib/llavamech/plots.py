@@ -44,7 +44,7 @@ def _shade_bar(fig, axes, top: float, label: str, **kwargs):
     colors = plt.matplotlib.colors
     bar = plt.cm.ScalarMappable(colors.PowerNorm(0.5, 0, top),
                                 colors.LinearSegmentedColormap.from_list("shade", [(0.3, 0.3, 0.3), (1, 1, 1)]))
-    return fig.colorbar(bar, ax=axes, label=label, **kwargs)
+    return fig.colorbar(bar, ax=axes, label=f"{label} (square-root scale)", **kwargs)
 
 
 def patch_overlay(explanation, title: str | None = None, ax=None):
@@ -109,9 +109,11 @@ def image_grid(images: list, captions: list[str], cols: int = 4, size: float = 2
     fig, axes = plt.subplots(rows, cols, figsize=(cols * size, rows * size * 1.1))
     for ax in np.atleast_1d(axes).flat:
         ax.axis("off")
+    width = max(10, int(size * 11.5))   # characters of an 8 pt caption that fit over an image `size` inches wide
     for ax, im, cap in zip(np.atleast_1d(axes).flat, images, captions):
         ax.imshow(im)
-        ax.set_title(cap, fontsize=8)
+        ax.set_title(textwrap.fill(cap, width), fontsize=8)
+    fig.tight_layout()
     return fig
 
 
@@ -147,7 +149,8 @@ def estimate_bars(estimates: dict, title: str, ylabel: str, chance: float | None
     ax.set_xticklabels(labels, fontsize=8)
     if chance is not None:
         ax.axhline(chance, color="k", ls="--", lw=0.8, label=f"chance {chance:.3g}")
-        ax.legend(fontsize=8)
+    ax.plot([], [], color="k", marker="|", markersize=9, ls="", label="mean, 95 % CI")   # say what the bars are
+    ax.legend(fontsize=8)
     ax.axhline(0, color="k", lw=0.4)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)

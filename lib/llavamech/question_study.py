@@ -24,9 +24,9 @@ from .organism.tasks import type_names
 from .organism.world import load_world
 from .hooks import language_model_inputs
 from .patch_eval import animals_mask, pointing
-from .interventions import HeadSetTest, Means, ablated, answer_scores
+from .interventions import HeadSetTest, Means, ablated, answer_scores, with_holm
 from .progress import progress
-from .stats import Estimate, bootstrap
+from .stats import Estimate, bootstrap, holm
 from .trace import positions_of
 from .transfer import overlap_table
 
@@ -34,6 +34,12 @@ from .transfer import overlap_table
 def chance(qtype: str) -> float:
     """Accuracy of a uniform guess among the type's answers."""
     return 1 / len(questions.types()[qtype].answers)
+
+
+def majority_rate(examples: list[Example]) -> float:
+    """Accuracy of always giving the examples' most frequent true answer: the chance level a model that ignores
+    the input can reach where the answers are unbalanced (existence: more "yes" than "no"), above a uniform guess."""
+    return float(pd.Series([e.expected for e in examples]).value_counts(normalize=True).iloc[0])
 
 
 def example_sets(n: int, seed: int = 0, text: bool = False, qtypes=None) -> dict[str, list[Example]]:
@@ -60,12 +66,14 @@ def absent_variants(examples: list[Example], seed: int = 0) -> list[Example]:
 
 
 def accuracy(model, sets: dict[str, list[Example]], mode: str, seed: int = 0) -> pd.DataFrame:
-    """Per type: accuracy (top-1 next token is the true answer) with its bootstrap 95 % interval, and chance."""
+    """Per type: accuracy (top-1 next token is the true answer) with its bootstrap 95 % interval, the chance of a
+    uniform guess, and the majority answer's share (`majority_rate`)."""
     rows = []
     for qtype, examples in sets.items():
         correct = answer_scores(model, examples, mode)["correct"]
         rows.append({"question type": qtype, "mode": mode.upper(), "accuracy": bootstrap(correct, seed=seed),
-                     "chance": chance(qtype), "n": len(examples)})
+                     "chance": chance(qtype), "majority answer's share": majority_rate(examples),
+                     "n": len(examples)})
     return pd.DataFrame(rows).set_index("question type")
 
 
@@ -111,8 +119,10 @@ def spearman(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int = 0) ->
 
 def overlap_with(imp: dict[str, np.ndarray], reference: str = "colour", k: int = 5, seed: int = 0) -> pd.DataFrame:
     """Per type: its top-k heads, how many are among the reference type's top-k (with the number a random pair of
-    top sets shares, k·k/N, and the hypergeometric chance of sharing at least as many), and the Spearman
-    correlation of the two mean Imp maps over all heads. The reference's own row has no test: "—"."""
+    top sets shares, k·k/N), the hypergeometric chance of sharing at least as many under two nulls — top sets drawn
+    from all heads, and the stricter one, from the heads of the layers the two sets occupy (`overlap_table`) — each
+    Holm-adjusted over the types tested, and the Spearman correlation of the two mean Imp maps over all heads. The
+    reference's own row has no test: "—"."""
     rows = []
     for qtype, scores in imp.items():
         table = overlap_table(scores.mean(0), imp[reference].mean(0), [k]).iloc[0]
@@ -121,15 +131,25 @@ def overlap_with(imp: dict[str, np.ndarray], reference: str = "colour", k: int =
                      f"shared with {reference}": int(table["overlap"]),
                      "expected by chance": table["expected by chance"],
                      "P(≥ shared | chance)": np.nan if itself else table["P(overlap ≥ observed | chance)"],
+                     "P(≥ shared | their layers)":
+                         np.nan if itself else table["P(overlap ≥ observed | their layers)"],
                      "Spearman (all heads)": "—" if itself else spearman(scores, imp[reference], seed=seed)})
-    return pd.DataFrame(rows).set_index("question type")
+    frame = pd.DataFrame(rows).set_index("question type")
+    tested = frame.index != reference
+    for null in ("chance", "their layers"):
+        column = f"P(≥ shared | {null})"
+        frame.insert(frame.columns.get_loc(column) + 1, f"Holm ({null})", np.nan)
+        frame.loc[tested, f"Holm ({null})"] = holm(frame.loc[tested, column].to_numpy(float))
+    return frame
 
 
 def shared_circuit(model, sets: dict[str, list[Example]], heads: list[tuple[int, int]], means: Means,
                    draws: int = 200, seed: int = 0, control_examples: int | None = None) -> pd.DataFrame:
-    """Mean-ablate `heads` (the colour type's top heads) and measure every type: Δ accuracy and Δ log p(true
-    answer) with bootstrap intervals, against `draws` random head sets with as many heads in each of the same layers
-    (permutation p-value of the mean Δ log p). A shared circuit hurts every type; a colour-specific one, colour."""
+    """Mean-ablate `heads` (the colour type's top heads, chosen on other examples than these) and measure every
+    type: Δ accuracy and Δ log p(true answer) with bootstrap intervals, against `draws` random head sets with as
+    many heads in each of the same layers (`HeadSetTest.controls`: the paired difference from the random sets per
+    example, its sign-flip p-value, and that p Holm-adjusted over the types, `with_holm`). A shared circuit hurts
+    every type; a colour-specific one, colour."""
     rows = []
     for qtype, examples in progress(list(sets.items()), "ablate the colour heads"):
         test = HeadSetTest(model, examples, "vqa", lambda m, r: ablated(m, row_heads=r, how="mean", means=means),
@@ -139,7 +159,7 @@ def shared_circuit(model, sets: dict[str, list[Example]], heads: list[tuple[int,
                      "Δ log p": bootstrap(hit["Δ log p"][0], seed=seed),
                      **test.controls(list(heads), draws, np.random.default_rng(seed), controls=("same-layer",)),
                      "n": len(examples)})
-    return pd.DataFrame(rows).set_index("question type")
+    return with_holm(pd.DataFrame(rows).set_index("question type"))
 
 
 def attention_spread(readings: dict[str, dict], heads: dict[str, tuple[int, int]], seed: int = 0) -> pd.DataFrame:
@@ -180,10 +200,14 @@ def mirrored_order(model, examples: list[Example]) -> pd.DataFrame:
 
 
 @torch.no_grad()
+def said(model, examples: list[Example]) -> list[str]:
+    """The model's answer (its top-1 next token, as a word) to each of `examples`, asked about the scene."""
+    return [model.tokenizer.decode([_answer(model, inputs=model.inputs(**e.inputs("vqa")))]).strip() for e in examples]
+
+
 def answers(model, examples: list[Example]) -> pd.Series:
     """How often the model gives each answer (its top-1 next token) to `examples`, most frequent first."""
-    said = [model.tokenizer.decode([_answer(model, inputs=model.inputs(**e.inputs("vqa")))]).strip() for e in examples]
-    return pd.Series(said).value_counts()
+    return pd.Series(said(model, examples)).value_counts()
 
 
 def mirror_rows(embeds: torch.Tensor, positions) -> torch.Tensor:
@@ -236,13 +260,12 @@ def explanation_features(model, examples: list[Example]) -> pd.DataFrame:
 
 
 def yes_answers(model, examples: list[Example]) -> tuple[pd.DataFrame, Estimate]:
-    """Existence questions: which the model answers "yes", and how often it says "yes" about an animal the scene
-    does not hold (the hallucination rate, with its interval over those questions). Returns the explanation
-    features (`explanation_features`) of every "yes" answer, with a column `hallucinated` (the animal is absent),
-    and the rate."""
-    said = answer_scores(model, examples, "vqa")["correct"].astype(bool)
+    """Existence questions: which the model answers "yes" (its top-1 word; a wrong answer that is neither word is
+    no "yes"), and how often it says "yes" about an animal the scene does not hold (the hallucination rate, with
+    its interval over those questions). Returns the explanation features (`explanation_features`) of every "yes"
+    answer, with a column `hallucinated` (the animal is absent), and the rate."""
+    yes = np.array([answer == "yes" for answer in said(model, examples)])
     absent = np.array([e.expected == "no" for e in examples])
-    yes = np.where(absent, ~said, said)   # a wrong answer to a yes/no question is the other word
     rate = bootstrap((yes & absent)[absent].astype(float)) if absent.any() else None
     features = explanation_features(model, [e for e, y in zip(examples, yes) if y])
     features["hallucinated"] = features["expected"] == "no"
@@ -268,6 +291,55 @@ def apply_rule(scores: np.ndarray, threshold: float, direction: str) -> np.ndarr
     return scores <= threshold if direction == "below" else scores >= threshold
 
 
+def rule_flags(features: pd.DataFrame, feature: str, label: str, calibration: np.ndarray):
+    """One feature's rule (`fit_rule` on the `calibration` rows) and what it flags among the other rows:
+    (threshold, direction, balanced accuracy on the calibration rows, flags [test rows])."""
+    values, truth = features[feature].to_numpy(float), features[label].to_numpy(bool)
+    threshold, direction, balanced = fit_rule(values[calibration], truth[calibration])
+    return threshold, direction, balanced, apply_rule(values[~calibration], threshold, direction)
+
+
+def detector_difference(features: pd.DataFrame, label: str, calibration: np.ndarray, a: str, b: str,
+                        groups: np.ndarray | None = None, n_boot: int = 2000, seed: int = 0) -> dict[str, Estimate]:
+    """Rule `a`'s precision and recall minus rule `b`'s on the same test rows, each with a paired bootstrap 95 %
+    interval: a resample draws test rows (or, given `groups` [rows], whole groups such as the versions of one scene,
+    which are not independent) and scores both rules on it, so what the two share cancels. Two unpaired intervals
+    that overlap cannot say whether two detectors differ; this can."""
+    test = ~calibration
+    truth = features[label].to_numpy(bool)[test]
+    flags = {name: rule_flags(features, name, label, calibration)[3] for name in (a, b)}
+    ids = np.arange(len(truth)) if groups is None else np.unique(np.asarray(groups)[test], return_inverse=True)[1]
+    # per group: each rule's true positives and flags, and the positives
+    counts = np.stack([np.bincount(ids, w, minlength=ids.max() + 1) for w in
+                       (flags[a] & truth, flags[a], flags[b] & truth, flags[b], truth)], axis=1).astype(float)
+    rng = np.random.default_rng(seed)
+    weights = rng.multinomial(len(counts), np.full(len(counts), 1 / len(counts)), size=n_boot)
+    sums = np.vstack([counts.sum(0), weights @ counts])            # row 0: the sample itself
+    with np.errstate(invalid="ignore", divide="ignore"):
+        diffs = {"precision": sums[:, 0] / sums[:, 1] - sums[:, 2] / sums[:, 3],
+                 "recall": (sums[:, 0] - sums[:, 2]) / sums[:, 4]}
+    n = int(test.sum())
+    return {m: Estimate(float(d[0]), *map(float, np.nanpercentile(d[1:], [2.5, 97.5])), n) for m, d in diffs.items()}
+
+
+def contrast(a: pd.DataFrame, b: pd.DataFrame, columns, names=("a", "b"), n_boot: int = 2000,
+             seed: int = 0) -> pd.DataFrame:
+    """Per column: its mean in `a` and in `b` (two sets of different examples), each with a bootstrap 95 %
+    interval, and a − b with an interval that resamples each set independently (the sets share no example, so
+    nothing pairs them)."""
+    rng = np.random.default_rng(seed)
+    rows = {}
+    for column in columns:
+        x, y = a[column].to_numpy(float), b[column].to_numpy(float)
+        boot = [x[rng.integers(0, len(x), len(x))].mean() - y[rng.integers(0, len(y), len(y))].mean()
+                for _ in range(n_boot)]
+        low, high = np.percentile(boot, [2.5, 97.5])
+        rows[column] = {names[0]: bootstrap(x, seed=seed), names[1]: bootstrap(y, seed=seed),
+                        f"{names[0]} − {names[1]}": Estimate(float(x.mean() - y.mean()), float(low), float(high),
+                                                             min(len(x), len(y)))}
+    return pd.DataFrame(rows).T
+
+
 def detector(features: pd.DataFrame, label: str, calibration: np.ndarray, seed: int = 0,
              baselines=tuple(BASELINES)) -> pd.DataFrame:
     """For each explanation feature: a one-threshold rule fitted on the `calibration` rows, and its precision and
@@ -280,9 +352,7 @@ def detector(features: pd.DataFrame, label: str, calibration: np.ndarray, seed: 
     truth = features[label].to_numpy(bool)
     rows = []
     for feature in [*FEATURES, *(b for b in baselines if b in features)]:
-        values = features[feature].to_numpy(float)
-        threshold, direction, balanced = fit_rule(values[calibration], truth[calibration])
-        flag = apply_rule(values[test], threshold, direction)
+        threshold, direction, balanced, flag = rule_flags(features, feature, label, calibration)
         t = truth[test]
         rows.append({"feature": feature, "rule": f"flag when {'≤' if direction == 'below' else '≥'} {threshold:.3g}",
                      "precision": bootstrap(t[flag].astype(float), seed=seed) if flag.any() else "none flagged",

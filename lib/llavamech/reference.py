@@ -67,6 +67,8 @@ def compare(estimates: dict[str, Estimate], keys: list[str] | None = None,
             baseline = 0.0 if ref["versus"] == "0" else estimates.get(ref["versus"])
             verdict = agreement(ours, ref["relation"], baseline) if baseline is not None else "no baseline"
         row["holds here?"] = verdict
+        # where reading the paper took a choice of ours (its note after the provenance), the table says so
+        row["our reading of the paper"] = ref["note"].partition("; ")[2] if isinstance(ref["note"], str) else ""
         rows.append(row)
     frame = pd.DataFrame(rows, index=pd.Index(keys, name="key"))
     frame.attrs.update(note=NOTE, index=False)   # shown by report.table: a footnote, and no internal key column

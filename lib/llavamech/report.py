@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .interventions import CONTROL_NAMES
+from .stats import bootstrap
 
 try:
     from IPython.core.formatters import format_display_data  # noqa: F401  (myst-nb's glue formats through it)
@@ -42,16 +43,33 @@ def glue_estimates(estimates: dict) -> None:
         glue(glue_name(key) + "_est", str(est))
 
 
+def glue_evidence(measures: dict, mode: str, seed: int = 0) -> None:
+    """Glue the measures at the evidence positions (`circuits.measure`'s `evidence ...`, mean over heads with its
+    interval over the examples that have them) for a chapter's prose: evidence_colour_mrr_MODE,
+    evidence_attention_same_MODE, evidence_attention_different_MODE, evidence_ov_MODE (as text) and
+    evidence_uniform_MODE (a number)."""
+    names = {"colour_mrr": "MRR value output colour", "attention_same": "attention same",
+             "attention_different": "attention different", "ov": "OV logit difference"}
+    for name, key in {**names, "uniform": "uniform attention"}.items():
+        values = measures[f"evidence {key}"]
+        values = np.nanmean(values[~np.isnan(values).all(1)], axis=1)
+        glue(f"evidence_{name}_{mode}", float(values.mean()) if name == "uniform" else str(bootstrap(values, seed=seed)))
+
+
 def glue_causal_test(causal: pd.DataFrame, ranked: list[tuple[int, int]]) -> None:
-    """Glue a head-ablation test (`head_ablation_test`) for a chapter's prose. Per k: the top-k effect (kK_dacc,
-    kK_dlogp, kK_dlogp_mean) and, per control, its p-value and Holm-adjusted p-value over the table, the random
-    sets' mean Δ log p and Δ accuracy and how many sets ran (kK_p_all, kK_holm_all, kK_random_dlogp_same_layer, ...). Where k = 1 ran every single head, the most harmful
+    """Glue a head-ablation test (`head_ablation_test`) for a chapter's prose. Per k: the heads (kK_heads), the
+    top-k effect (kK_dacc,
+    kK_dlogp, kK_dlogp_mean) and, per control, its paired difference from the random sets, their p-value and
+    Holm-adjusted p-value over the table, the top-k's rank among the sets, the random sets' mean Δ log p and
+    Δ accuracy and how many sets ran (kK_paired_all, kK_p_all, kK_holm_all, kK_rank_same_layer,
+    kK_random_dlogp_same_layer, kK_sets_all, ...). Where k = 1 ran every single head, the most harmful
     one and its rank by Imp among `ranked` (worst_single_head, worst_single_dlogp, worst_single_imp_rank). For the
     scorecard: which tests stand after Holm's correction (causal_verdict: "yes" only when one stands against heads
     of the chosen heads' own layers; "partly" when only against heads of any layer, which shows the layer matters)
     and the one closest to standing (causal_summary)."""
     by_k = {int(k): row for k, row in causal.iterrows()}
     for k, row in by_k.items():
+        glue(f"k{k}_heads", row["heads"])
         glue(f"k{k}_dacc", str(row["top-k Δ accuracy"]))
         glue(f"k{k}_dlogp", str(row["top-k Δ log p"]))
         glue(f"k{k}_dlogp_mean", float(row["top-k Δ log p"].mean))
@@ -61,7 +79,9 @@ def glue_causal_test(causal: pd.DataFrame, ranked: list[tuple[int, int]]) -> Non
             glue(f"k{k}_holm_{tag}", float(row[f"p, Holm ({name})"]))
             glue(f"k{k}_random_dlogp_{tag}", float(row[f"_null {control}"].mean()))
             glue(f"k{k}_random_dacc_{tag}", row[f"random Δ accuracy ({name})"])
-            glue(f"k{k}_sets_{tag}", row[f"sets ({name})"])
+            glue(f"k{k}_sets_{tag}", row[f"_control {control}"].sets)
+            glue(f"k{k}_paired_{tag}", str(row[f"paired Δ log p ({name})"]))
+            glue(f"k{k}_rank_{tag}", row[f"rank among sets ({name})"])
     glue("n_heads_total", len(ranked))
     holm = {(k, name): float(row[f"p, Holm ({name})"]) for k, row in by_k.items() for name in CONTROL_NAMES.values()}
     standing = [f"k = {k} against {name}" for (k, name), p in holm.items() if p < 0.05]

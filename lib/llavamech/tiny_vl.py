@@ -15,6 +15,10 @@ Idefics3: a 32 px tower (4 × 4 patches of 8) pixel-shuffled 2 × 2 into 4 token
 most 96 px a side, then to multiples of 32, split into 32 px tiles plus the whole image (the real one: 364 px tiles,
 26 × 26 patches of 14 shuffled 3 × 3 into 81 tokens, images up to 4 × 364 px a side), over Llama.
 SmolVLM: the same, as SmolVLMForConditionalGeneration with its own processor (which needs the num2words package).
+InternVL: a 32 px InternViT-like tower (4 × 4 patches of 8, a CLS token left out, q/k/v biases as InternViT-300M's)
+pixel-shuffled 2 × 2 into 4 tokens per tile; the image squashed to a grid of up to 4 tiles of 32 px plus a thumbnail
+(the real one: 448 px, 32 × 32 patches of 14 shuffled 2 × 2 into 256 tokens, up to 12 tiles), over Qwen2 (q/k/v
+biases made non-zero) or Qwen3 (`text="qwen3"`: q/k norms, their gains made other than ones, as InternVL3.5's).
 """
 from __future__ import annotations
 
@@ -22,12 +26,14 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (Gemma3Config, Gemma3ForCausalLM, Gemma3ForConditionalGeneration, Gemma3Processor,
                           Gemma3TextConfig, Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor,
+                          InternVLConfig, InternVLForConditionalGeneration, InternVLProcessor,
                           LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, LlavaOnevisionProcessor,
                           PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration,
                           Qwen2_5_VLProcessor, Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor,
                           Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor, SmolVLMConfig,
                           SmolVLMForConditionalGeneration, SmolVLMProcessor)
 from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
 from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
 from transformers.models.llava_onevision.image_processing_pil_llava_onevision import LlavaOnevisionImageProcessorPil
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
@@ -254,3 +260,42 @@ SMOLVLM_TEMPLATE = IDEFICS_TEMPLATE.replace("<|begin_of_text|>", "<|im_start|>",
 def tiny_smolvlm(seed: int = 0, **sizes):
     """A tiny random SmolVLMForConditionalGeneration over Llama (as `tiny_idefics3`), its tokenizer and processor."""
     return tiny_idefics3(seed, smol=True, **sizes)
+
+
+INTERNVL_SPECIAL = ["<unk>", "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>",
+                    "<video>"]
+# InternVL's chat template as transformers' conversion writes it (Qwen's turns; an image is <IMG_CONTEXT> and a line)
+INTERNVL_TEMPLATE = QWEN_TEMPLATE.replace("<|vision_start|><|image_pad|><|vision_end|>", "<IMG_CONTEXT>\n")
+INTERNVL_TILE, INTERNVL_PATCH, INTERNVL_TILES = 32, 8, 4
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]   # InternVL's normalisation
+
+
+def tiny_internvl(seed: int = 0, text: str = "qwen2", hidden: int = 64, layers: int = 2, heads: int = 4,
+                  kv_heads: int = 2, mlp: int = 128):
+    """A tiny random InternVLForConditionalGeneration over Qwen2 (q/k/v biases made non-zero) or Qwen3 (`text`:
+    q/k norms, its norms' gains and the projector drawn at random by `_random_gains`), its tokenizer and processor."""
+    tok = chat_tokenizer(INTERNVL_SPECIAL, ["user", "assistant"], INTERNVL_TEMPLATE, eos_token="<|im_end|>",
+                         pad_token="<|endoftext|>",
+                         extra_special_tokens={"start_image_token": "<img>", "end_image_token": "</img>",
+                                               "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"})
+    ids = {t: tok.convert_tokens_to_ids(t) for t in INTERNVL_SPECIAL}
+    language = llama_config(len(tok), hidden=hidden, layers=layers, heads=heads, kv_heads=kv_heads, mlp=mlp,
+                            eps=1e-6, family="qwen2").to_dict()
+    language.update(model_type=text, bos_token_id=None, eos_token_id=ids["<|im_end|>"],
+                    pad_token_id=ids["<|endoftext|>"], **({"head_dim": hidden // heads} if text == "qwen3" else {}))
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  image_size=INTERNVL_TILE, patch_size=INTERNVL_PATCH, attention_bias=True)
+    tokens = (INTERNVL_TILE // INTERNVL_PATCH // 2) ** 2
+    config = InternVLConfig(vision_config=vision, text_config=language, image_token_id=ids["<IMG_CONTEXT>"],
+                            image_seq_length=tokens, downsample_ratio=0.5, tie_word_embeddings=False,
+                            attn_implementation="eager")
+    torch.manual_seed(seed)
+    model = InternVLForConditionalGeneration(config)
+    _random_biases(model)
+    if text == "qwen3":
+        _random_gains(model)
+    images = GotOcr2ImageProcessorPil(size={"height": INTERNVL_TILE, "width": INTERNVL_TILE}, crop_to_patches=True,
+                                      min_patches=1, max_patches=INTERNVL_TILES, image_mean=IMAGENET_MEAN,
+                                      image_std=IMAGENET_STD)
+    processor = image_only(InternVLProcessor)(images, tok, chat_template=INTERNVL_TEMPLATE, image_seq_length=tokens)
+    return model.eval(), tok, processor

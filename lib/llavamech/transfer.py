@@ -11,13 +11,16 @@ import contextlib
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import hypergeom, spearmanr
+from scipy.stats import hypergeom, norm, spearmanr
 
+from . import questions
+from .errors import LlavamechError
 from .hooks import hooked, model_lock
-from .interventions import HeadSetTest
+from .imaging import load_image
+from .interventions import CONTROLS, HeadSetTest, ablated
 from .progress import progress
 from .reference import paper_numbers
-from .stats import Estimate, bootstrap
+from .stats import Estimate, bootstrap, holm, sign_flip_p
 
 
 def top_set(scores, k: int) -> set[tuple[int, int]]:
@@ -48,16 +51,41 @@ def overlap_table(a, b, ks, seed: int = 0) -> pd.DataFrame:
 
 def rank_correlation(per_example_a, per_example_b, n_boot: int = 2000, seed: int = 0) -> Estimate:
     """Spearman correlation over all heads of the mean scores of two settings on the same examples, with a
-    bootstrap 95 % interval (examples resampled together in both settings)."""
+    bias-corrected and accelerated (BCa) bootstrap 95 % interval, examples resampled together in both settings.
+
+    Why not the plain percentile interval: a resample's head means carry more noise than the sample's (repeated
+    examples), and noise lowers a correlation, so the resampled correlations sit mostly below the estimate and the
+    percentile interval ends just above it (0.86 [0.77, 0.90]). BCa shifts the percentiles by that bias (the share
+    of resamples below the estimate) and by the skew the jackknife finds, so the interval is centred where the
+    estimate's own sampling distribution is, not where the resamples' is."""
     a = np.asarray(per_example_a).reshape(len(per_example_a), -1)
     b = np.asarray(per_example_b).reshape(len(per_example_b), -1)
     if len(a) != len(b):
         raise ValueError(f"the settings must score the same examples ({len(a)} vs {len(b)})")
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(a), size=(n_boot, len(a)))
-    boot = np.array([spearmanr(a[d].mean(0), b[d].mean(0)).statistic for d in draws])
-    low, high = np.nanpercentile(boot, [2.5, 97.5])
-    return Estimate(float(spearmanr(a.mean(0), b.mean(0)).statistic), float(low), float(high), len(a))
+    rho = lambda mean_a, mean_b: spearmanr(mean_a, mean_b).statistic
+    estimate = float(rho(a.mean(0), b.mean(0)))
+    draws = np.random.default_rng(seed).integers(0, len(a), size=(n_boot, len(a)))
+    boot = np.array([rho(a[d].mean(0), b[d].mean(0)) for d in draws])
+    boot = boot[np.isfinite(boot)]
+    left_out = len(a) - 1   # the jackknife's means, each example left out in turn
+    jack = np.array([rho((a.sum(0) - a[i]) / left_out, (b.sum(0) - b[i]) / left_out) for i in range(len(a))])
+    low, high = np.percentile(boot, 100 * bca_levels(boot, estimate, jack))
+    return Estimate(estimate, float(low), float(high), len(a))
+
+
+def bca_levels(boot, estimate: float, jackknife, level: float = 0.95) -> np.ndarray:
+    """The two percentile levels (fractions) of the BCa interval (Efron 1987): the bias correction z0 from the share
+    of bootstrap values below the estimate, the acceleration from the jackknife values' skew. With no bias and no
+    skew they are the percentile interval's (0.025, 0.975)."""
+    boot, jackknife = np.asarray(boot), np.asarray(jackknife)
+    share = np.clip(((boot < estimate).sum() + 0.5 * (boot == estimate).sum()) / len(boot),
+                    1 / (len(boot) + 1), len(boot) / (len(boot) + 1))
+    z0 = norm.ppf(share)
+    d = jackknife.mean() - jackknife
+    spread = (d ** 2).sum()
+    accel = (d ** 3).sum() / (6 * spread ** 1.5) if spread > 0 else 0.0
+    z = norm.ppf([(1 - level) / 2, (1 + level) / 2])
+    return norm.cdf(z0 + (z0 + z) / (1 - accel * (z0 + z)))
 
 
 def gains(before, after, top: int | None = None) -> pd.DataFrame:
@@ -68,6 +96,22 @@ def gains(before, after, top: int | None = None) -> pd.DataFrame:
                           for l in range(before.shape[0]) for h in range(before.shape[1])])
     frame = frame.sort_values("gain", ascending=False, kind="stable").set_index("head")
     return frame.head(top) if top else frame
+
+
+def gain_test(before, after, n_perm: int = 10_000, seed: int = 0) -> pd.DataFrame:
+    """Per head, whether its Imp is higher in `after` than in `before` on the same examples ([n, L, H] each): the
+    mean gain with its bootstrap 95 % interval, the one-sided paired sign-flip p-value, and that p Holm-adjusted over
+    every head (a head is picked out of all of them, so the family is all of them). One row per head, "l_h"."""
+    diff = np.asarray(after, dtype=float) - np.asarray(before, dtype=float)
+    if diff.ndim != 3:
+        raise ValueError(f"per-example head scores [n, L, H] are needed, not shape {diff.shape}")
+    est = bootstrap(diff, seed=seed)
+    p = sign_flip_p(diff, n_perm=n_perm, seed=seed)
+    adjusted = holm(p.ravel()).reshape(p.shape)
+    layers, heads = diff.shape[1:]
+    return pd.DataFrame([{"head": f"{l}_{h}", "gain": est[l, h], "p": float(p[l, h]),
+                          "p, Holm (every head)": float(adjusted[l, h])}
+                         for l in range(layers) for h in range(heads)]).set_index("head")
 
 
 def _head_params(anatomy, layer: int, head: int) -> dict[str, tuple]:
@@ -186,45 +230,129 @@ def transplanted_rows(tuned, base, row_heads):
         yield tuned
 
 
-def transplant_test(tuned, base, examples, heads, mode: str = "vqa", draws: int = 200, seed: int = 0,
-                    controls=("all", "same-layer"), control_examples: int | None = None) -> pd.DataFrame:
-    """Put `base`'s weights back into `heads` of `tuned` and measure what the answer loses (Δ accuracy and Δ log p
-    of the true colour, with bootstrap intervals over examples), against random head sets given theirs back
-    (`interventions.null_sets`, per control in `controls`: the sets' mean, 2.5–97.5 % range, and the permutation
-    p-value of the chosen heads' mean Δ log p, on the first `control_examples` examples; all batched)."""
-    test = HeadSetTest(tuned, examples, mode, lambda model, rows: transplanted_rows(model, base, rows),
-                       control_examples)
+class SharedSets(HeadSetTest):
+    """A `HeadSetTest` that runs each head set once on each example set and keeps its effect. Tests of several chosen
+    sets of one size, each with a generator of the same seed, draw the same random sets from all heads (but where a
+    draw is a chosen set, which `null_sets` skips) and, where the chosen sets share their layers, from the same
+    layers: kept, they run once however many tests use them, which is most of the cost of a chapter's causal tests."""
+
+    def __init__(self, model, examples, mode: str, intervention, control_examples: int | None = None):
+        super().__init__(model, examples, mode, intervention, control_examples)
+        self._done: dict = {}   # (id of the encoded examples, frozenset of heads) -> {"Δ log p": [n], ...}
+
+    def effect(self, sets: list, encoded=None) -> dict[str, np.ndarray]:
+        encoded = self.encoded if encoded is None else encoded
+        keys = [(id(encoded), frozenset(map(tuple, s))) for s in sets]
+        new = {key: list(s) for key, s in zip(keys, sets) if key not in self._done}
+        if new:
+            out = super().effect(list(new.values()), encoded)
+            for i, key in enumerate(new):
+                self._done[key] = {name: values[i] for name, values in out.items()}
+        return {name: np.stack([self._done[key][name] for key in keys]) for name in ("Δ log p", "Δ accuracy")}
+
+
+def transplant_sets(tuned, base, examples, mode: str = "vqa") -> SharedSets:
+    """Head sets of `tuned` given `base`'s weights back (`transplanted_rows`), on `examples`, each set run once."""
+    return SharedSets(tuned, examples, mode, lambda model, rows: transplanted_rows(model, base, rows))
+
+
+def ablation_sets(model, examples, mode: str = "vqa", how: str = "mean", means=None) -> SharedSets:
+    """Head sets of `model` ablated (`interventions.ablated`, `how` "mean" or "zero"), on `examples`, each set run
+    once: the same design as `transplant_sets`, so that an ablation can stand beside a transplant as its control."""
+    return SharedSets(model, examples, mode, lambda m, rows: ablated(m, row_heads=rows, how=how, means=means))
+
+
+def head_set_row(test: HeadSetTest, heads, draws: int = 200, seed: int = 0, controls=CONTROLS) -> dict:
+    """One chosen head set under `test`'s intervention, as a table row: what the answer loses (Δ accuracy and
+    Δ log p of the true colour, with bootstrap intervals over the examples), the random-set controls
+    (`HeadSetTest.controls`: per control the paired sign-flip test and the rank among sets, on the test's control
+    examples, with a generator seeded `seed`, so that tests of one size share their random sets), and the clean
+    accuracy."""
     heads = [tuple(h) for h in heads]
     hit = test.effect([heads])
-    return pd.DataFrame([{
-        "heads given back": ", ".join(f"{l}_{h}" for l, h in heads),
-        "Δ accuracy": bootstrap(hit["Δ accuracy"][0], seed=seed), "Δ log p": bootstrap(hit["Δ log p"][0], seed=seed),
-        **test.controls(heads, draws, np.random.default_rng(seed), controls),
-        "clean accuracy": bootstrap(test.clean[id(test.encoded)]["correct"][0], seed=seed), "n": len(examples),
-        "n (control)": test.n_control}])
+    return {"heads": ", ".join(f"{l}_{h}" for l, h in heads),
+            "Δ accuracy": bootstrap(hit["Δ accuracy"][0], seed=seed), "Δ log p": bootstrap(hit["Δ log p"][0], seed=seed),
+            **test.controls(heads, draws, np.random.default_rng(seed), controls),
+            "clean accuracy": bootstrap(test.clean[id(test.encoded)]["correct"][0], seed=seed),
+            "n": test.encoded.n, "n (control)": test.n_control}
+
+
+def transplant_test(tuned, base, examples, heads, mode: str = "vqa", draws: int = 200, seed: int = 0,
+                    controls=CONTROLS, control_examples: int | None = None) -> pd.DataFrame:
+    """Put `base`'s weights back into `heads` of `tuned` and measure what the answer loses, against random head sets
+    given theirs back (`interventions.null_sets`, per control in `controls`, on the first `control_examples`
+    examples; all batched): `head_set_row` as a one-row table."""
+    test = SharedSets(tuned, examples, mode, lambda model, rows: transplanted_rows(model, base, rows), control_examples)
+    return pd.DataFrame([head_set_row(test, heads, draws, seed, controls)])
+
+
+REGIONS = ("asked animal's box", "rest of the image", "animal's word in the question", "rest of the question",
+           "animal's word in the answer prefix", "rest of the answer prefix", "last position (T)", "BOS and template")
+
+
+def prompt_regions(model, example, mode: str, trace) -> dict[str, torch.Tensor]:
+    """Every position of the example's prompt, in one of `REGIONS` (boolean masks [S] that partition it).
+
+    The prompt is `Model.prompt`'s: template, image (VQA) or facts (TQA; counted as template here), the question,
+    then the answer prefix ("The color of the dog is"), whose last token is T, the position the answer is read at.
+    Each text span starts where the prompt cut before it, encoded as the model encodes its prompt (the processor,
+    with the image, expands the image into its tokens), stops; the cut's tokens must be the prompt's first tokens,
+    which is checked. From T, attention on T itself, on the answer prefix (which repeats the animal's word) and on
+    the question are different things: "the text" as one region would hide which."""
+    question = questions.parse(example.question)
+    text = question.text if question else example.question.strip()
+    prefix = (question.answer_prefix if question else "").strip()
+    given = example.inputs(mode)
+    prompt = model.prompt(given["question"], given.get("context"), image=mode == "vqa")
+    ids = trace.input_ids.cpu()
+    n = len(ids)
+    special = {"add_special_tokens": False} if model.family is not None else {}
+
+    def start_of(char: int) -> int:
+        """The sequence position of the first token of prompt[char:] (whitespace before it belongs to it)."""
+        while char > 0 and prompt[char - 1].isspace():
+            char -= 1
+        cut = prompt[:char]
+        encoded = (model.processor(images=load_image(example.image), text=cut, return_tensors="pt", **special)
+                   if mode == "vqa" else model.tokenizer(cut, return_tensors="pt", **special))["input_ids"][0]
+        if not torch.equal(encoded.cpu(), ids[:len(encoded)]):
+            raise LlavamechError(f"{model.name} encodes its prompt differently when cut before {prompt[char:]!r}: "
+                                 "the prompt's regions cannot be placed")
+        return len(encoded)
+
+    q_char = prompt.rfind(text)
+    q0, q1 = start_of(q_char), start_of(q_char + len(text))
+    a0 = start_of(len(prompt) - len(prefix)) if prefix else n - 1
+    span = lambda lo, hi: (torch.arange(n) >= lo) & (torch.arange(n) < hi)
+    pos = trace.positions
+    image = torch.zeros(n, dtype=torch.bool)
+    image[pos.image_tokens[:, 0] if pos.image_tokens is not None else pos.image_positions] = True
+    box = torch.zeros(n, dtype=torch.bool)
+    if example.box is not None and mode == "vqa":
+        box[pos.image_positions[torch.as_tensor(
+            example.box_mask(model.processor.image_processor, pos.grid_shape).ravel())]] = True
+    word = ids == model.token_id(example.animal)
+    question_span, prefix_span = span(q0, q1), span(a0, n - 1)
+    masks = [box, image & ~box, question_span & word, question_span & ~word, prefix_span & word,
+             prefix_span & ~word, span(n - 1, n)]
+    masks.append(~torch.stack(masks).any(0))
+    return dict(zip(REGIONS, masks))
 
 
 def where_heads_look(model, examples, heads, seed: int = 0) -> pd.DataFrame:
-    """For each head, the share of its attention from the last position on the asked animal's box, on the rest of
-    the image, on the asked animal's word in the question, and on the rest of the text, over scenes (mean with
-    bootstrap interval); and each target's share of the positions (what uniform attention would give)."""
-    targets = ["asked animal's box", "rest of the image", "asked animal's word", "rest of the text"]
+    """For each head, the share of its attention from the last position T on each of `REGIONS` (the asked animal's
+    box and the rest of the image; the asked animal's word and the other words of the question; the same in the
+    answer prefix; T itself; BOS and the template), over scenes (mean with bootstrap interval); and each region's
+    share of the positions (what uniform attention would give). One row per head, "l_h", and "uniform attention"."""
     shares, sizes = {h: [] for h in heads}, []
     for example in progress([e for e in examples if e.box is not None], f"{model.name}: where the heads look"):
         trace = model.trace(**example.inputs("vqa"))
-        n = trace.attn_weights.shape[-1]
-        image = torch.zeros(n, dtype=torch.bool)
-        image[trace.positions.image_positions] = True
-        box = torch.zeros(n, dtype=torch.bool)
-        box[trace.positions.image_positions[torch.as_tensor(
-            example.box_mask(model.processor.image_processor, trace.positions.grid_shape).ravel())]] = True
-        word = trace.input_ids.cpu() == model.token_id(example.animal)
-        parts = [box, image & ~box, word, ~image & ~word]
+        parts = list(prompt_regions(model, example, "vqa", trace).values())
         sizes.append([part.float().mean().item() for part in parts])
         for layer, head in heads:
             w = trace.attn_weights[layer, head].cpu()
             shares[(layer, head)].append([w[part].sum().item() for part in parts])
-    split = lambda values: dict(zip(targets, (bootstrap(np.array(values), seed=seed)[i] for i in range(len(targets)))))
+    split = lambda values: dict(zip(REGIONS, (bootstrap(np.array(values), seed=seed)[i] for i in range(len(REGIONS)))))
     rows = {f"{l}_{h}": split(v) for (l, h), v in shares.items()}
     rows["uniform attention"] = split(sizes)
     return pd.DataFrame(rows).T
@@ -236,3 +364,28 @@ def paper_overlap(key: str, k: int = 10, n_heads: int = 1024) -> dict:
     shared = int(float(paper_numbers().loc[key, "value"]))
     return {"k": k, "share of heads": k / n_heads, "overlap": shared, "expected by chance": k * k / n_heads,
             "P(overlap ≥ observed | chance)": float(hypergeom.sf(shared - 1, n_heads, k, k))}
+
+
+def at_which_k(holds: dict) -> str:
+    """Where a per-k verdict ({k: bool}) holds, in words for the prose and the scorecard: "at every k (3, 5, 10)",
+    "at no k (3, 5, 10)", or "at k = 3 and 10, not at 5"."""
+    said = lambda ks: ", ".join(map(str, ks[:-1])) + (" and " if len(ks) > 1 else "") + str(ks[-1])
+    yes, no = [k for k, v in holds.items() if v], [k for k, v in holds.items() if not v]
+    if not no or not yes:
+        return f"at {'every' if yes else 'no'} k ({', '.join(map(str, holds))})"
+    return f"at k = {said(yes)}, not at {said(no)}"
+
+
+def describe_looks(looks: pd.DataFrame, heads) -> str:
+    """Where each of `heads` ("l_h", rows of `where_heads_look`) mostly looks, in words for the prose: the region
+    with its largest share (mean and interval, and what uniform attention would put there), and its share on the
+    question's words, the animal's word included (means: the two regions' shares summed), beside uniform's."""
+    uniform = looks.loc["uniform attention"]
+    on_question = lambda row: row[REGIONS[2]].mean + row[REGIONS[3]].mean
+    said = []
+    for head in heads:
+        row = looks.loc[head]
+        top = max(REGIONS, key=lambda region: row[region].mean)
+        said.append(f"{head} puts {row[top]} on the {top} (uniform {uniform[top].mean:.3f}) and "
+                    f"{on_question(row):.3f} on the question (uniform {on_question(uniform):.3f})")
+    return "; ".join(said)

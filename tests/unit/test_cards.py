@@ -1,4 +1,5 @@
 """The model cards' accuracy table (llavamech.cards): Wilson intervals, and which bar a model misses."""
+from llavamech import cards
 from llavamech.cards import TOP_PATCH_SCENES, accuracy_table, tower_probe, wilson
 from llavamech.models import model_card
 
@@ -33,6 +34,6 @@ def test_the_training_curves_draw_one_panel_per_stage_two_a_row():
     fig = curves_figure(history)
     try:
         titled = [ax.get_title() for ax in fig.axes if ax.get_title()]
-        assert titled == ["vicuna", "clip", "stage2"] and len(fig.axes) == 4 + 3   # 2×2 panels and 3 accuracy twins
+        assert titled == [cards.STAGE_TITLES[s] for s in ("vicuna", "clip", "stage2")] and len(fig.axes) == 4 + 3   # 2×2 panels and 3 accuracy twins
     finally:
         plt.close(fig)

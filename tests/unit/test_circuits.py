@@ -82,3 +82,25 @@ def test_probe_reads_a_part_at_the_important_and_at_a_random_position():
     out = circuits.probe(model, items, (1, 0), "tqa", seed=0)
     assert out["important"].shape == out["random"].shape == (6,)
     assert 0 < out["chance"] <= 1
+
+
+def test_evidence_positions_are_the_asked_facts_colour_word_and_the_asked_animals_box():
+    """Fixed in advance, without a head's scores: in text the colour word right after "<asked animal> is"; in an
+    image the patches the box mask marks. The measures there come out for every example and head."""
+    from llavamech.examples import Example
+
+    model = load("tiny-random-llava")
+    for e in toy_examples(5, seed=2):
+        trace = model.trace(**e.inputs("tqa"))
+        where = circuits.evidence_positions(model, trace, e, "tqa")
+        tokens = model.tokenizer.convert_ids_to_tokens(trace.input_ids.tolist())
+        assert len(where) == 1 and tokens[where[0]] == dict(e.facts)[e.animal]
+        assert tokens[where[0] - 2:where[0]] == [e.animal, "is"]
+        image = model.trace(**e.inputs("vqa"))
+        boxed = circuits.evidence_positions(model, image, e, "vqa")
+        mask = e.box_mask(model.processor.image_processor, image.positions.grid_shape)
+        assert len(boxed) == mask.sum() > 0 and set(boxed.tolist()) <= set(image.positions.image_positions.tolist())
+    assert circuits.evidence_positions(model, trace, Example(None, "dog", "red"), "tqa") is None
+    out = circuits.measure(model, toy_examples(3, seed=1), [(1, 0)], k=2, mode="tqa", colours=["red", "blue"], seed=0)
+    assert out["evidence attention same"].shape == (3, 1) and not np.isnan(out["evidence MRR value output colour"]).any()
+    assert set(circuits.evidence_table(out).index) >= {"attention, same animal", "OV logit difference"}

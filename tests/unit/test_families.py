@@ -16,12 +16,13 @@ from tests.conftest import tiny
 Q = "What is the color of the dog?"
 FAMILIES = {"qwen2-vl": ("qwen-vl", None, 0, "2"), "qwen2.5-vl": ("qwen-vl", None, 0, "2.5"),
             "qwen3-vl": ("qwen-vl", None, 0, "3"), "gemma3": ("gemma3",),
-            "llava-onevision": ("llava-onevision",), "idefics3": ("idefics3",), "smolvlm": ("smolvlm",)}
+            "llava-onevision": ("llava-onevision",), "idefics3": ("idefics3",), "smolvlm": ("smolvlm",),
+            "internvl": ("internvl",), "internvl-qwen3": ("internvl", None, 0, "qwen3")}
 QWEN = {k: v for k, v in FAMILIES.items() if k.startswith("qwen")}
 # what a pass on input embeddings alone must be given besides them, per family
 EXTRAS = {"qwen2_vl": ["position_ids"], "qwen2_5_vl": ["position_ids"], "qwen3_vl": ["position_ids"],
           "gemma3": ["token_type_ids"],
-          "llava_onevision": [], "idefics3": [], "smolvlm": []}
+          "llava_onevision": [], "idefics3": [], "smolvlm": [], "internvl": []}
 # images: a scene of that size cut to that box (odd-sized; wide, so that a pooled grid is not square)
 ODD, WIDE = (80, (0, 0, 77, 45)), (110, (0, 0, 101, 45))
 
@@ -171,12 +172,40 @@ def idefics3_layout(idefics, trace, seen):
     assert positions.label(int(positions.image_positions[7])) == "patch 1,1"
 
 
+def internvl_hooks(internvl, seen):
+    tower = internvl.hf.model.vision_tower
+    return [tower.register_forward_hook(lambda m, a, o: seen.update(patches=o.last_hidden_state[:, 1:])),  # no CLS
+            internvl.hf.model.multi_modal_projector.register_forward_hook(lambda m, a, o: seen.update(tokens=o))]
+
+
+def internvl_layout(internvl, trace, seen):
+    """InternVL: 77 x 45 px -> a grid of 2 x 1 tiles of 32 px (its aspect ratio, 2, the closest to 1.71 among the
+    grids of at most 4 tiles) plus the thumbnail, each 4 x 4 patches shuffled 2 x 2 into 4 tokens, in one block. The
+    token at (row r, col c) of tile (i, j) holds, among its four shuffled-in patch vectors, exactly the patches of
+    rows 2r..2r+1 and columns 2c..2c+1 of that tile (read off the vision tower), and is the projector's output for
+    that tile (the thumbnail, tile 0, last)."""
+    positions, model = trace.positions, internvl.hf.model
+    assert positions.grid_shape == (2, 4) and len(positions.image_tokens) == 3 * 4
+    patches = seen["patches"].reshape(3, 4, 4, -1)                     # [tiles + thumbnail, rows, cols, d]
+    d = patches.shape[-1]
+    for k, (position, tile, row, col) in enumerate(positions.image_tokens.tolist()):
+        image = 2 if tile == 0 else tile - 1
+        r, c = (row, col) if tile == 0 else (row % 2, col % 2)
+        assert image == k // 4 and (tile == 0 or tile - 1 == col // 2)
+        torch.testing.assert_close(seen["embeds"][position], seen["tokens"][image, k % 4], atol=0, rtol=0)
+        chunks = model.pixel_shuffle(patches[image:image + 1], 0.5).reshape(4, 4, d)[k % 4]
+        cell = patches[image, 2 * r:2 * r + 2, 2 * c:2 * c + 2].reshape(4, d)
+        assert all(any(torch.equal(chunk, p) for chunk in chunks) for p in cell)
+    assert positions.label(int(positions.image_positions[5])) == "patch 1,1"
+
+
 # family: (the image; the hooks that read the vision side; the layout's checks)
 QWEN_LAYOUT = (ODD, qwen_hooks, qwen_layout)
 IDEFICS3_LAYOUT = (ODD, idefics3_hooks, idefics3_layout)
 LAYOUTS = {"qwen2-vl": QWEN_LAYOUT, "qwen2.5-vl": QWEN_LAYOUT, "qwen3-vl": QWEN_LAYOUT,
            "gemma3": (ODD, gemma_hooks, gemma_layout), "llava-onevision": (WIDE, onevision_hooks, onevision_layout),
-           "idefics3": IDEFICS3_LAYOUT, "smolvlm": IDEFICS3_LAYOUT}
+           "idefics3": IDEFICS3_LAYOUT, "smolvlm": IDEFICS3_LAYOUT,
+           "internvl": (ODD, internvl_hooks, internvl_layout), "internvl-qwen3": (ODD, internvl_hooks, internvl_layout)}
 
 
 @pytest.mark.parametrize("family", list(LAYOUTS))
@@ -205,6 +234,43 @@ def test_maps_are_drawn_on_the_whole_image(any_family, odd):
     assert tuple(boxes[0, 0]) == (0, 0, 77 / cols, 45 / rows) and tuple(boxes[-1, -1])[2:] == (77, 45)
     inside = box_mask((0, 0, 77 / cols, 45 / rows), odd.size, ip, (rows, cols))
     assert inside.sum() == 1 and inside[0, 0]
+
+
+@pytest.mark.parametrize("size, tiles, grid", [((40, 40), (1, 1), (2, 2)), ((64, 64), (2, 2), (4, 4)),
+                                               ((77, 45), (2, 1), (2, 4)), ((45, 77), (1, 2), (4, 2)),
+                                               ((120, 40), (3, 1), (2, 6))])
+def test_internvl_tiles_cover_their_rectangles_of_the_processors_pixels(size, tiles, grid):
+    """The processor's own tiles, read back from an image whose pixels say where they are: the grid of tiles is the
+    one the processor chose for the image's aspect ratio (a square of 40 px stays one tile; one of 64 px, more than
+    half the area of four tiles, is cut in 2 x 2), and the pixels under each image token, in its tile or in the
+    thumbnail, come from the rectangle of the whole image that `patch_boxes` gives its (row, col)."""
+    internvl = tiny("internvl")
+    width, height = size
+    ys, xs = np.mgrid[0:height, 0:width]
+    image = Image.fromarray(np.stack([xs * 2, ys * 2, np.zeros_like(xs)], -1).astype(np.uint8))
+    inputs, ip = internvl.inputs(image, Q), internvl.processor.image_processor
+    mean, std = torch.tensor(ip.image_mean)[:, None, None], torch.tensor(ip.image_std)[:, None, None]
+    where = (inputs["pixel_values"] * std + mean) * 255 / 2                  # [tiles, (x, y, 0), 32, 32]
+    n = tiles[0] * tiles[1]
+    assert len(where) == n + (n > 1)
+    positions = internvl.trace(image, Q).positions
+    assert positions.grid_shape == grid
+    for k, (position, tile, row, col) in enumerate(positions.image_tokens.tolist()):
+        shape, (r, c) = (grid, (row % 2, col % 2)) if tile else ((2, 2), (row, col))
+        x0, y0, x1, y1 = patch_boxes(image.size, ip, shape)[row, col]
+        pixels = where[k // 4, :2, 16 * r:16 * r + 16, 16 * c:16 * c + 16].mean((1, 2))
+        assert x0 < pixels[0] < x1 and y0 < pixels[1] < y1, (tile, row, col)
+
+
+def test_internvl_prompt_and_its_block_of_image_tokens(odd):
+    """InternVL's template asks for the image as <IMG_CONTEXT> and a line; the processor expands it into <img>, the
+    tokens of every tile (3 tiles of 4 here), </img>."""
+    internvl = tiny("internvl")
+    assert internvl.prompt(Q, image=True) == ("<|im_start|>user\n<IMG_CONTEXT>\nWhat is the color of the dog?"
+                                              "<|im_end|>\n<|im_start|>assistant\nThe color of the dog is")
+    tokens = internvl.tokenizer.convert_ids_to_tokens(internvl.inputs(odd, Q)["input_ids"][0])
+    start = tokens.index("<img>")
+    assert tokens[start + 1:start + 14] == ["<IMG_CONTEXT>"] * 12 + ["</img>"]
 
 
 def test_prompt_follows_the_chat_template_with_the_answer_prefix(qwen, gemma):
@@ -256,7 +322,7 @@ def test_gemma_pan_and_scan_is_one_line(gemma, odd):
 @pytest.mark.parametrize("name", ["tiny-random-qwen2-vl", "tiny-random-qwen2.5-vl", "tiny-random-qwen3-vl",
                                   "tiny-random-gemma3",
                                   "tiny-random-gemma3-text", "tiny-random-llava-onevision", "tiny-random-idefics3",
-                                  "tiny-random-smolvlm"])
+                                  "tiny-random-smolvlm", "tiny-random-internvl", "tiny-random-internvl-qwen3"])
 def test_load_by_name_and_from_a_folder(name, tmp_path, odd):
     memory = llavamech.load(name)
     memory.hf.save_pretrained(tmp_path)
@@ -331,7 +397,7 @@ def test_other_families_are_refused_in_one_line_naming_the_supported(tmp_path):
     from transformers import PaliGemmaConfig
 
     PaliGemmaConfig().save_pretrained(tmp_path)
-    supported = r"not supported: .* paligemma model.*qwen2_vl, .*gemma3, .*idefics3, smolvlm models$"
+    supported = r"not supported: .* paligemma model.*qwen2_vl, .*gemma3, .*idefics3, smolvlm, internvl models$"
     with pytest.raises(LlavamechError, match=supported) as e:
         llavamech.load(str(tmp_path))
     assert "\n" not in str(e.value)

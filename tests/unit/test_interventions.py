@@ -164,6 +164,31 @@ def test_permutation_p_value():
     assert I.p_value(0.0, np.zeros(9)) == 1.0
 
 
+def test_paired_test_has_the_resolution_the_rank_among_few_sets_lacks():
+    """Three heads of a 4-head layer: 3 other sets, so the rank among them cannot say p < 1/4. On 40 examples where the
+    chosen set costs 0.1 more than the random sets' mean on every example — though one random set costs more on
+    average — the paired test is as small as its flips allow; the rank says 2 of 4. Without a difference, it finds
+    none."""
+    import types
+
+    import numpy as np
+    model = types.SimpleNamespace(anatomy=types.SimpleNamespace(n_layers=2, n_heads=4))
+    n, rng = 40, np.random.default_rng(0)
+    noise = rng.normal(0, 0.5, n)
+
+    def effect(chosen: float):
+        """The chosen set's Δ log p `chosen` + noise; the three random sets' -0.7, -1.0, -1.3 + the same noise."""
+        logp = np.stack([chosen + noise] + [base + noise for base in (-0.7, -1.0, -1.3)])
+        return lambda sets: {"Δ log p": logp[:len(sets)], "Δ accuracy": np.zeros((len(sets), n))}
+
+    heads = [(1, 0), (1, 1), (1, 2)]
+    c = I.against_random(model, heads, effect(-1.1), 100, rng, "same-layer")
+    assert c.exact and c.sets == 3 and c.rank == 2 and c.rank_p == pytest.approx(2 / 4)
+    np.testing.assert_allclose(c.paired, np.full(n, -0.1), atol=1e-12)
+    assert c.p_value == pytest.approx(1 / 10_001)
+    assert I.against_random(model, heads, effect(-1.0), 100, rng, "same-layer").p_value > 0.4
+
+
 def test_ablation_test_reports_both_controls():
     from llavamech import load
     model = load("tiny-random-llava")
@@ -217,3 +242,17 @@ def test_holm_columns_adjust_every_p_value_of_a_table_together_and_shown_fills_m
     assert I.with_holm(adjusted).equals(adjusted)   # a table put together again is adjusted afresh, once
     assert I.shown(adjusted).loc[3, "clean accuracy"] == "—"
     assert "[a, b]" in I.shown(adjusted).T.attrs["note"]   # the note on reading the cells survives the transpose
+
+
+def test_heads_are_ranked_on_the_examples_the_causal_test_does_not_use():
+    import numpy as np
+    from llavamech.errors import LlavamechError
+
+    scores = np.zeros((6, 2, 3))
+    scores[:2, 0, 0] = 10.0   # the test examples favour head 0_0; the others favour 1_2, then 0_1
+    scores[2:, 1, 2], scores[2:, 0, 1] = 2.0, 1.0
+    test, ranked = I.held_out_ranking(list("abcdef"), scores, 2)
+    assert test == ["a", "b"] and ranked[:2] == [(1, 2), (0, 1)] and len(ranked) == 6
+    assert I.held_out_ranking(list("abcdef"), scores, None)[0] == ["a", "b", "c"]
+    with pytest.raises(LlavamechError, match="control_examples must leave examples to rank the heads on"):
+        I.held_out_ranking(list("abcdef"), scores, 6)

@@ -48,3 +48,12 @@ def test_check_fits_names_the_memory_needed_and_the_way_out():
     assert "--dtype bfloat16" in message and "--device-map auto" in message
     with pytest.raises(LlavamechError, match="use --device-map auto"):
         memory.check_fits(config, "bfloat16", 8 * memory.GB)
+
+
+def test_internvl3_8b_config_gives_256_tokens_a_tile_and_its_size():
+    """InternVL3-8B: 448 px tiles of 32 x 32 patches of 14, pixel-shuffled 2 x 2 into the 256 tokens its processor
+    counts; InternViT-300M + Qwen2.5-7B, 7.94 B parameters (the model card's size, not checked offline)."""
+    config = memory.internvl3_8b_config()
+    vision = config.vision_config
+    assert (vision.image_size[0] // vision.patch_size[0]) ** 2 * config.downsample_ratio ** 2 == 256
+    assert config.image_seq_length == 256 and round(memory.parameters(config) / 1e9, 2) == 7.94

@@ -30,6 +30,32 @@ def test_scene_metrics_reward_a_map_on_the_box():
     assert good["mass in box"] == 1.0 and bad["mass in box"] == 0.0
     assert good["agreement"] > 0.5 > bad["agreement"]
     assert np.isnan(E.scene_metrics(on_box, None, on_box, curve)["pointing"])
+    assert good["top patches in box"] == 1.0 and bad["top patches in box"] == 0.0
+
+
+def test_box_metrics_do_not_depend_on_where_a_map_puts_its_zero_or_its_scale():
+    rng = np.random.default_rng(0)
+    mask = np.zeros((8, 8), bool)
+    mask[2:4, 2:5] = True
+    scores = rng.random((8, 8)) + 2 * mask   # a map on the box, over a floor spread on every patch
+    curve = {"points": np.array([0, 64]), "deletion": np.array([1.0, 0.0]), "insertion": np.array([0.0, 1.0])}
+    base = E.scene_metrics(scores, mask, scores, curve)
+    for moved in (scores + 10.0, 3 * scores - 1.0, np.exp(scores)):
+        other = E.scene_metrics(moved, mask, scores, curve)
+        assert other["top patches in box"] == base["top patches in box"] == 1.0
+        if not np.allclose(moved, np.exp(scores)):   # mass is invariant to increasing affine moves only
+            assert other["mass in box"] == pytest.approx(base["mass in box"])
+    # the tool's normalisation (min-max, then over the sum) gives the same mass as the raw map
+    from llavamech.explain import normalise_map
+    tool = normalise_map(torch.as_tensor(scores)).numpy()
+    assert E.scene_metrics(tool, mask, scores, curve)["mass in box"] == pytest.approx(base["mass in box"])
+
+
+def test_ranking_breaks_ties_at_random_not_top_left_first():
+    flat = np.zeros((8, 8))
+    firsts = {int(E.ranking(flat, seed)[0]) for seed in range(20)}
+    assert len(firsts) > 5
+    assert E.ranking(np.arange(64.0).reshape(8, 8))[0] == 63
 
 
 def test_evaluate_on_a_tiny_model(tmp_path):
@@ -62,6 +88,10 @@ def test_absent_animal_asks_both_questions_of_each_scene():
     # on an animal of the named colour implies on an animal; no animal of that colour, no hit
     assert (frame["top patch on an animal of that colour"] <= frame["top patch on an animal"]).all()
     assert (frame.loc[frame["a colour of the scene"] == 0, "top patch on an animal of that colour"] == 0).all()
+    # its chance: those animals' share of the patches, no more than every animal's
+    share = frame["that colour's animals' share of the patches"]
+    assert (share <= frame["animals' share of the patches"]).all()
+    assert (share[frame["a colour of the scene"] == 0] == 0).all()
 
 
 def test_the_mask_of_one_colour_covers_only_the_animals_of_that_colour():

@@ -29,6 +29,37 @@ def test_a_separable_feature_is_found_and_a_random_one_is_at_chance():
     assert abs(noise["precision"].mean - noise["chance precision"]) < 0.15
 
 
+def test_a_paired_difference_of_detectors_sees_what_overlapping_intervals_cannot():
+    rng = np.random.default_rng(2)
+    n = 300
+    label = rng.random(n) < 0.5
+    scene = np.arange(n) // 2                                  # two rows per scene, kept together
+    features = pd.DataFrame({"sharp": np.where(label, 0.1, 0.9) + rng.normal(0, 0.01, n),
+                             "noise": rng.random(n), "flag": label})
+    calibration = np.repeat(rng.random(n // 2) < 0.5, 2)       # a scene's rows on one side of the split
+    same = study.detector_difference(features, "flag", calibration, "sharp", "sharp", groups=scene)
+    assert same["precision"].mean == same["precision"].low == same["precision"].high == 0
+    better = study.detector_difference(features, "flag", calibration, "sharp", "noise", groups=scene)
+    assert better["precision"].low > 0 and better["precision"].n == int((~calibration).sum())
+    flip = study.detector_difference(features, "flag", calibration, "noise", "sharp")
+    assert flip["precision"].mean == pytest.approx(-better["precision"].mean)
+
+
+def test_a_contrast_of_two_sets_resamples_each():
+    a = pd.DataFrame({"peak": np.linspace(0.5, 0.7, 40)})
+    b = pd.DataFrame({"peak": np.linspace(0.1, 0.3, 30)})
+    table = study.contrast(a, b, ["peak"], names=("colour", "position"))
+    d = table.loc["peak", "colour − position"]
+    assert d.mean == pytest.approx(0.4) and d.low > 0.3 and table.loc["peak", "colour"].n == 40
+
+
+def test_the_majority_answer_is_the_chance_of_an_unbalanced_type():
+    examples = typed_examples(40, "existence", seed=0)
+    share = study.majority_rate(examples)
+    yes = np.mean([e.expected == "yes" for e in examples])
+    assert share == pytest.approx(max(yes, 1 - yes)) and share >= study.chance("existence")
+
+
 def test_overlap_of_a_type_with_itself_is_complete_and_not_tested():
     rng = np.random.default_rng(1)
     imp = {"colour": rng.random((20, 4, 8)), "other": rng.random((20, 4, 8))}
@@ -37,6 +68,10 @@ def test_overlap_of_a_type_with_itself_is_complete_and_not_tested():
     assert np.isnan(table.loc["colour", "P(≥ shared | chance)"]) and table.loc["other", "P(≥ shared | chance)"] <= 1
     assert -1 <= table.loc["other", "Spearman (all heads)"].mean <= 1
     assert table.loc["other", "expected by chance"] == pytest.approx(9 / 32)
+    # the within-layer null is stricter, and Holm adjusts each null over the types tested (one here: unchanged)
+    assert table.loc["other", "P(≥ shared | their layers)"] >= table.loc["other", "P(≥ shared | chance)"]
+    assert table.loc["other", "Holm (their layers)"] == table.loc["other", "P(≥ shared | their layers)"]
+    assert np.isnan(table.loc["colour", "Holm (chance)"])
 
 
 def test_mirroring_rows_moves_only_image_tokens_and_twice_is_the_identity():
@@ -78,3 +113,12 @@ def test_cards_are_tabled_against_their_bars():
     assert table.loc[("Llava VQA", "colour"), "every model clears it"] == "yes"
     assert table.loc[("Llava VQA", "counting"), "every model clears it"] == "no"
     assert table.loc[("text model TQA", "colour"), "bar"] == "0.95"
+
+
+def test_only_a_yes_counts_as_a_hallucinated_yes(monkeypatch):
+    examples = [e for e in typed_examples(40, "existence", seed=0) if e.expected == "no"][:3]
+    monkeypatch.setattr(study, "said", lambda model, items: ["yes", "blue", "no"])   # "blue": wrong, yet no "yes"
+    monkeypatch.setattr(study, "explanation_features",
+                        lambda model, items: pd.DataFrame({"expected": [e.expected for e in items]}))
+    features, rate = study.yes_answers(None, examples)
+    assert len(features) == 1 and features["hallucinated"].all() and rate.mean == pytest.approx(1 / 3)

@@ -15,7 +15,9 @@ BUILDERS = {"qwen2-vl": (partial(tiny_vl.tiny_qwen_vl, version="2"), "Qwen2VLFor
             "gemma3-text": (tiny_vl.tiny_gemma3_text, "Gemma3ForCausalLM"),
             "llava-onevision": (tiny_vl.tiny_llava_onevision, "LlavaOnevisionForConditionalGeneration"),
             "idefics3": (tiny_vl.tiny_idefics3, "Idefics3ForConditionalGeneration"),
-            "smolvlm": (tiny_vl.tiny_smolvlm, "SmolVLMForConditionalGeneration")}
+            "smolvlm": (tiny_vl.tiny_smolvlm, "SmolVLMForConditionalGeneration"),
+            "internvl": (tiny_vl.tiny_internvl, "InternVLForConditionalGeneration"),
+            "internvl-qwen3": (partial(tiny_vl.tiny_internvl, text="qwen3"), "InternVLForConditionalGeneration")}
 
 
 @pytest.mark.parametrize("name", list(BUILDERS))
@@ -34,3 +36,12 @@ def test_biases_and_gains_are_not_their_zero_defaults_and_the_cap_is_set_where_a
     assert tiny_vl.tiny_gemma3_text(soft_cap=0.1)[0].config.final_logit_softcapping == 0.1
     tok = tiny_vl.qwen_tokenizer()
     assert all(tok.convert_tokens_to_ids(t) != tok.unk_token_id for t in tiny_vl.QWEN_SPECIAL[1:])
+
+
+def test_internvl_is_over_qwen2_with_biases_or_qwen3_with_qk_norm_gains():
+    qwen2, qwen3 = tiny_vl.tiny_internvl()[0], tiny_vl.tiny_internvl(text="qwen3")[0]
+    assert (qwen2.config.text_config.model_type, qwen3.config.text_config.model_type) == ("qwen2", "qwen3")
+    biases = [p for n, p in qwen2.named_parameters() if "language_model" in n and n.endswith("k_proj.bias")]
+    assert biases and all(p.abs().max() > 0 for p in biases)
+    gains = [p for n, p in qwen3.named_parameters() if n.endswith(("q_norm.weight", "k_norm.weight"))]
+    assert gains and all((p != 1).any() for p in gains)     # ones would hide the q/k norms' gains

@@ -3,6 +3,7 @@ that moves exactly one head's weights and restores them."""
 import copy
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -67,7 +68,7 @@ def test_transplant_test_and_where_heads_look_on_a_tiny_llava():
     tuned = tuned_from(base)
     items = toy_examples(4, seed=2)
     table = T.transplant_test(tuned, base, items, [(0, 1)], draws=3)
-    assert table.loc[0, "heads given back"] == "0_1" and table.loc[0, "n"] == 4
+    assert table.loc[0, "heads"] == "0_1" and table.loc[0, "n"] == 4
     with T.transplanted(tuned, base, [(0, 1)]):
         pass
     looks = T.where_heads_look(tuned, items, [(0, 1), (1, 0)])
@@ -101,7 +102,7 @@ def test_transplant_test_reports_both_controls_with_p_values():
     table = T.transplant_test(tuned, base, toy_examples(4, seed=2), [(0, 1), (0, 2)], draws=5, control_examples=3)
     row = table.iloc[0]
     assert row["n"] == 4 and row["n (control)"] == 3
-    assert 1 / 6 <= row["p (all heads)"] <= 1 and len(row["_null all"]) == 5
+    assert 0 < row["p (all heads)"] <= 1 and len(row["_null all"]) == 5
     # same layers: the other 2-sets of layer 0's heads, all of them when there are no more than the draws asked
     n_heads = tuned.anatomy.n_heads
     assert len(row["_null same-layer"]) == min(5, n_heads * (n_heads - 1) // 2 - 1)
@@ -119,3 +120,105 @@ def test_overlap_within_the_layers_the_top_sets_occupy():
     same = T.overlap_table(a, a, [3]).loc[3]
     assert same["P(overlap ≥ observed | their layers)"] == pytest.approx(1 / 56)   # 1 / C(8, 3)
     assert same["P(overlap ≥ observed | chance)"] < same["P(overlap ≥ observed | their layers)"]
+
+
+def test_gain_test_finds_the_head_that_gains_and_adjusts_over_every_head():
+    rng = np.random.default_rng(0)
+    before = rng.normal(size=(40, 2, 4))
+    after = before + rng.normal(scale=0.1, size=before.shape)
+    after[:, 1, 2] += 1.0   # one head gains on every example
+    table = T.gain_test(before, after, n_perm=2000)
+    assert list(table.index[:2]) == ["0_0", "0_1"] and len(table) == 8
+    assert table.loc["1_2", "gain"].mean == pytest.approx(1.0, abs=0.1)
+    assert table.loc["1_2", "p, Holm (every head)"] == pytest.approx(8 / 2001)   # the floor times eight heads
+    assert (table.drop("1_2")["p, Holm (every head)"] > 0.05).all()
+    assert (table["p, Holm (every head)"] >= table["p"]).all()
+
+
+def test_bca_levels_are_the_percentiles_without_bias_and_shift_with_it():
+    rng = np.random.default_rng(0)
+    boot, jack = rng.normal(size=4000), np.linspace(-1, 1, 50)
+    np.testing.assert_allclose(T.bca_levels(boot, float(np.median(boot)), jack), [0.025, 0.975], atol=1e-3)
+    low, high = T.bca_levels(boot, 1.0, jack)   # most resamples below the estimate: look higher up
+    assert low > 0.025 and high > 0.975
+
+
+def test_rank_correlation_interval_holds_its_estimate_despite_resampling_bias():
+    """Noisy per-example scores: resamples' correlations fall below the estimate; the interval still covers it."""
+    rng = np.random.default_rng(3)
+    signal = rng.normal(size=(1, 4, 8))
+    a, b = signal + rng.normal(scale=3, size=(40, 4, 8)), signal + rng.normal(scale=3, size=(40, 4, 8))
+    est = T.rank_correlation(a, b, n_boot=500)
+    assert est.low < est.mean < est.high
+
+
+@pytest.mark.parametrize("kind", ["llava", "gemma3", "idefics3"])   # the image expanded into other tokens too
+def test_prompt_regions_partition_the_prompt_and_place_its_parts(kind):
+    from llavamech.examples import toy_examples
+    model = tiny(kind)
+    example = toy_examples(1, seed=5)[0]
+    trace = model.trace(**example.inputs("vqa"))
+    regions = T.prompt_regions(model, example, "vqa", trace)
+    assert list(regions) == list(T.REGIONS)
+    assert (torch.stack(list(regions.values())).sum(0) == 1).all()   # every position in exactly one region
+    tokens = trace.positions.tokens
+    words = lambda region: [tokens[i].lstrip("▁") for i in regions[region].nonzero().reshape(-1).tolist()]
+    assert words("last position (T)") == ["is"] and regions["last position (T)"][-1]
+    assert words("animal's word in the question") == words("animal's word in the answer prefix") == [example.animal]
+    assert words("rest of the answer prefix") == ["The", "color", "of", "the"]
+    assert words("rest of the question")[0] == "What" and words("rest of the question")[-1] == "?"
+    image = regions["asked animal's box"] | regions["rest of the image"]
+    assert image.sum() >= len(trace.positions.image_positions) and regions["asked animal's box"].any()
+
+
+def test_shared_sets_run_each_set_once_and_give_what_a_plain_test_gives():
+    from llavamech import interventions as I
+    from llavamech.examples import toy_examples
+    base = tiny("llava")
+    tuned = tuned_from(base)
+    items = toy_examples(3, seed=4)
+    rows_run = []
+
+    def counting(model, rows):
+        rows_run.append(len(rows))
+        return T.transplanted_rows(model, base, rows)
+
+    shared = T.SharedSets(tuned, items, "vqa", counting)
+    plain = I.HeadSetTest(tuned, items, "vqa", lambda m, rows: T.transplanted_rows(m, base, rows))
+    before = sum(rows_run)
+    first = shared.effect([[(0, 1)], [(1, 0), (0, 2)]])
+    again = shared.effect([[(0, 2), (1, 0)], [(0, 1)], [(1, 3)]])   # two sets seen before, in another order
+    assert sum(rows_run) - before == 3 * len(items)                   # three distinct sets, each run once
+    np.testing.assert_array_equal(again["Δ log p"][0], first["Δ log p"][1])
+    expected = plain.effect([[(0, 1)], [(1, 0), (0, 2)], [(1, 3)]])
+    np.testing.assert_allclose(np.concatenate([first["Δ log p"], again["Δ log p"][2:]]), expected["Δ log p"], atol=1e-5)
+
+
+def test_head_set_rows_of_one_size_share_their_random_sets():
+    from llavamech.examples import toy_examples
+    base = tiny("llava")
+    tuned = tuned_from(base)
+    test = T.transplant_sets(tuned, base, toy_examples(3, seed=2))
+    a, b = (T.head_set_row(test, heads, draws=4, seed=1) for heads in ([(0, 1), (0, 2)], [(1, 2), (1, 3)]))
+    drawn = [[frozenset(s) for s in row["_control all"].sets_run] for row in (a, b)]
+    assert drawn[0] == drawn[1]   # the same generator's draws (unless one is a chosen set, which null_sets skips)
+    np.testing.assert_array_equal(a["_control all"].null_logp, b["_control all"].null_logp)
+    assert a["heads"] == "0_1, 0_2" and a["n"] == 3 and 0 < a["p (all heads)"] <= 1
+    ablation = T.ablation_sets(tuned, toy_examples(3, seed=2), how="zero")
+    assert T.head_set_row(ablation, [(0, 1)], draws=2, seed=1)["Δ log p"].n == 3
+
+
+def test_at_which_k_says_where_a_verdict_holds():
+    assert T.at_which_k({3: True, 5: True, 10: True}) == "at every k (3, 5, 10)"
+    assert T.at_which_k({3: False, 5: False}) == "at no k (3, 5)"
+    assert T.at_which_k({3: True, 5: False, 10: True}) == "at k = 3 and 10, not at 5"
+
+
+def test_describe_looks_names_each_heads_main_region_beside_uniform():
+    from llavamech.stats import Estimate
+    share = lambda *values: {region: Estimate(v, v, v, 1) for region, v in zip(T.REGIONS, values)}
+    looks = pd.DataFrame({"0_6": share(0, 0.1, 0.01, 0.02, 0, 0, 0.87, 0),
+                          "uniform attention": share(0.1, 0.6, 0.01, 0.09, 0.01, 0.05, 0.01, 0.13)}).T
+    said = T.describe_looks(looks, ["0_6"])
+    assert said.startswith("0_6 puts 0.870 (all 1 alike) on the last position (T) (uniform 0.010)")
+    assert said.endswith("0.030 on the question (uniform 0.100)")
