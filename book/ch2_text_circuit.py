@@ -266,9 +266,12 @@ evidence
 #
 # The test is paired, example by example: the top $k$'s Δ log p less the random sets' mean Δ log p on the same
 # example, and a one-sided sign-flip p-value that this difference is below zero on average — that the top $k$ cost
-# more than $k$ random heads do. Its resolution grows with the examples. Beside it, where the top $k$ fall among
-# the random sets (rank 1: costliest), which says whether they are the *most* necessary set; among a layer's
-# few sets it cannot be significant (one of 56 sets of three heads at best), so it is shown, not tested. Three
+# more than $k$ random heads do. Its resolution is set by the examples and by its 10,000 random sign flips (no p
+# below 1/10,001), not by how many head sets a layer has. Beside it, where the top $k$ fall among the random sets
+# (rank 1: costliest), which says whether they are the *most* necessary set; among a layer's few sets that rank
+# cannot be significant once adjusted for the six tests (one of 56 sets of three heads at best: 0.018, times six),
+# so it is shown, not tested. The sign-flip test assumes the paired differences are symmetric about zero when the
+# top heads are no different; the bootstrap interval beside each p does not. Three
 # values of $k$ against two controls are six tests, adjusted together (Holm): a claim stands only where its
 # adjusted p is under 0.05.
 
@@ -298,8 +301,8 @@ glue("k_max", int(causal.index[-1]))
 #
 # **k = 1.** Ablating the single top head ({glue:text}`k1_heads`) costs almost nothing (Δ log p
 # {glue:text}`k1_dlogp`). Paired with the other heads of its layer ablated alone, its cost differs from theirs by
-# {glue:text}`k1_paired_same_layer` (p = {glue:text}`k1_p_same_layer:.2f`): the other heads of its layer do the same
-# job. The head whose ablation alone costs most is {glue:text}`worst_single_head` (Δ log p
+# {glue:text}`k1_paired_same_layer` (p = {glue:text}`k1_p_same_layer:.2f`): no detectable difference from the
+# other heads of its layer. The head whose ablation alone costs most is {glue:text}`worst_single_head` (Δ log p
 # {glue:text}`worst_single_dlogp:.2f`), ranked {glue:text}`worst_single_imp_rank` of {glue:text}`n_heads_total` by
 # Imp.
 #
@@ -314,8 +317,8 @@ glue("k_max", int(causal.index[-1]))
 # **k = 3 and 5, all heads.** Against random heads of *every* layer the top 3 do not stand out (paired difference
 # {glue:text}`k3_paired_all`, p = {glue:text}`k3_p_all:.2f`): the random sets that take a head of another layer which
 # the answer needs *indirectly*, as {glue:text}`worst_single_head` above, cost as much. The top
-# {glue:text}`k_max` do ({glue:text}`k5_paired_all`, adjusted p = {glue:text}`k5_holm_all:.2g`), though
-# {glue:text}`k5_rank_all` random sets rank them; Imp is a direct-effect score: it sees the heads that write the
+# {glue:text}`k_max` do ({glue:text}`k5_paired_all`, adjusted p = {glue:text}`k5_holm_all:.2g`), though they rank
+# only {glue:text}`k5_rank_all` among the random sets. Imp is a direct-effect score: it sees the heads that write the
 # colour to the last position, not those that prepare what they read.
 #
 # What the check carries, then: the answer depends on one layer's heads, several at once (the top

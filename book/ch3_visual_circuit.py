@@ -251,7 +251,7 @@ fig.tight_layout()
 # {glue:text}`paper_qk_attention_same_vqa:.3f`, on another animal's {glue:text}`paper_qk_attention_different_vqa:.3f`;
 # revised submission, secondary). The value–output vectors
 # favour the true colour by {glue:text}`ov_logit_difference_vqa_est`
-# logits, where the paper measured only {glue:text}`paper_ov_logit_difference_vqa:.2f` in Llava: in the organism the OV side carries the colour as
+# logits, where the paper measured only {glue:text}`paper_ov_logit_difference_vqa:.2f` in Llava: in the organism the OV side carries the colour nearly as
 # strongly from patches as from words.
 
 # %% [markdown]
@@ -311,14 +311,15 @@ glue_causal_test(causal, held_out)
 # against the others of its layer, p = {glue:text}`k1_p_same_layer:.2f`).
 #
 # **k = 3.** Three are not: the top 3 ({glue:text}`k3_heads`) cost Δ log p {glue:text}`k3_dlogp` (accuracy
-# {glue:text}`k3_dacc`). Scene by scene they cost {glue:text}`k3_paired_all` more than three heads of any layer
-# (adjusted p = {glue:text}`k3_holm_all:.2g`) and {glue:text}`k3_paired_same_layer` more than three other heads of
-# their layer (adjusted p = {glue:text}`k3_holm_same_layer:.2g`); among the random sets they rank
+# {glue:text}`k3_dacc`). Scene by scene they cost more than three heads of any layer (paired difference in
+# Δ log p {glue:text}`k3_paired_all`, adjusted p = {glue:text}`k3_holm_all:.2g`) and more than three other heads of
+# their layer ({glue:text}`k3_paired_same_layer`, adjusted p = {glue:text}`k3_holm_same_layer:.2g`; the smallest p the
+# 10,000 sign flips can give is 1/10,001, times the six tests); among the random sets they rank
 # {glue:text}`k3_rank_all` and {glue:text}`k3_rank_same_layer`.
 #
-# **k = 5.** The top 5 cost {glue:text}`k5_dlogp` (accuracy {glue:text}`k5_dacc`): {glue:text}`k5_paired_all` more than
-# five heads of any layer (adjusted p = {glue:text}`k5_holm_all:.2g`) and {glue:text}`k5_paired_same_layer` more
-# than five of their layer (adjusted p = {glue:text}`k5_holm_same_layer:.2g`; rank {glue:text}`k5_rank_same_layer`
+# **k = 5.** The top 5 cost {glue:text}`k5_dlogp` (accuracy {glue:text}`k5_dacc`): more than five heads of any
+# layer (paired difference {glue:text}`k5_paired_all`, adjusted p = {glue:text}`k5_holm_all:.2g`) and more than five
+# of their layer ({glue:text}`k5_paired_same_layer`, adjusted p = {glue:text}`k5_holm_same_layer:.2g`; rank {glue:text}`k5_rank_same_layer`
 # among that layer's sets) — five of its eight heads is most of the layer, whichever five.
 
 # %% [markdown]

@@ -205,7 +205,9 @@ table(interventions.shown(shared), "colour-heads-ablated")
 
 # %% [markdown]
 # Without the colour heads, colour accuracy changes by {glue:text}`ablate_colour_dacc` and log p(true answer) by
-# {glue:text}`ablate_colour_dlogp`; beyond random heads of the same layers, per example, by
+# {glue:text}`ablate_colour_dlogp` (on all {glue:text}`n` examples of the type; the figure's red points and every
+# comparison with random heads are on the first {glue:text}`n_control`); beyond random heads of the same layers, per
+# example, by
 # {glue:text}`ablate_colour_paired` (p = {glue:text}`ablate_colour_p:.3g`, Holm {glue:text}`ablate_colour_holm:.3g`).
 # Beyond those random heads, reverse lookup loses {glue:text}`ablate_reverse_paired` (p =
 # {glue:text}`ablate_reverse_p:.3g`, Holm {glue:text}`ablate_reverse_holm:.3g`), existence
@@ -216,8 +218,8 @@ table(interventions.shown(shared), "colour-heads-ablated")
 # {glue:text}`ablate_position_holm:.3g`). {glue:text}`ablation_verdict` Existence loses accuracy
 # ({glue:text}`ablate_existence_dacc`), but random heads of its layers cost it too (their mean Δ accuracy and the
 # range over sets: {glue:text}`ablate_existence_random_dacc`), and its loss beyond them is not told apart from zero
-# here: those layers matter to it, these particular heads are not shown to. Counting loses as much log p as colour
-# itself ({glue:text}`ablate_counting_dlogp` against {glue:text}`ablate_colour_dlogp`), so the colour heads are not
+# here: those layers matter to it, these particular heads are not shown to. Counting loses log p on the scale colour
+# itself does ({glue:text}`ablate_counting_dlogp` against {glue:text}`ablate_colour_dlogp`), so the colour heads are not
 # specific to colour: they serve counting too (it borrows the top one, below). What the test does not find, on
 # {glue:text}`n_control` examples per type, is a cost to reverse lookup, existence or position beyond random heads
 # of the same layers — absence of evidence at this size, not evidence of absence; reverse lookup's own top heads
@@ -352,16 +354,18 @@ if {"colour", "position"} <= set(sets):
     glue("position_map_verdict", "as peaked as those of colour answers, within the intervals" if not
          difference.excludes(0) else "less peaked than those of colour answers" if difference.mean > 0 else
          "more peaked than those of colour answers")
-    glue("position_map_warning", "there the map's shape warns that the answer is not read off one animal"
-         if difference.low > 0 else "the map's shape gives no warning")
-    table(shape, "map-shape")
+table(shape, "map-shape") if {"colour", "position"} <= set(sets) else None
 
 # %% [markdown]
 # The tool's maps for position answers are {glue:text}`position_map_verdict`: the largest patch holds
 # {glue:text}`shape_peak_position` of a position answer's map against {glue:text}`shape_peak_colour` of a colour
 # answer's (colour minus position: {glue:text}`shape_peak_colour_minus_position`), and the relative entropy is
 # {glue:text}`shape_entropy_position` against {glue:text}`shape_entropy_colour`
-# ({glue:text}`shape_entropy_colour_minus_position`).
+# ({glue:text}`shape_entropy_colour_minus_position`). A flat map is not by itself a warning, though: correct answers
+# to existence and counting questions come with flat maps too (the attention spread above, the explanation
+# features below), as heads that take
+# in the whole scene should. Against colour answers the shape sets a position guess apart; against every type it
+# does not.
 
 # %% [markdown]
 # ## Diagnosis: can the explanation tell a grounded answer from one the image does not support?
@@ -498,7 +502,8 @@ table(side, "paper-vs-here-6")
 # probability of its answer, paired on the same test scenes, {glue:text}`detector_verdict`. It does not single out
 # the existence hallucinations. A trained model can also fail outright: this one answers position questions from
 # a prior, and the tool's maps for those answers are {glue:text}`position_map_verdict` (largest patch's share
-# {glue:text}`shape_peak_position` against {glue:text}`shape_peak_colour`): {glue:text}`position_map_warning`.
+# {glue:text}`shape_peak_position` against {glue:text}`shape_peak_colour`), though correct existence and counting
+# answers come with flat maps too, so a flat map alone does not mark a guess.
 #
 # **Differs.** The paper studies colour alone, so it makes no claim this chapter could contradict; its revised
 # submission proposes the tool for diagnosing hallucinations on one example, which this chapter measures.

@@ -158,7 +158,7 @@ def shared_circuit(model, sets: dict[str, list[Example]], heads: list[tuple[int,
         rows.append({"question type": qtype, "Δ accuracy": bootstrap(hit["Δ accuracy"][0], seed=seed),
                      "Δ log p": bootstrap(hit["Δ log p"][0], seed=seed),
                      **test.controls(list(heads), draws, np.random.default_rng(seed), controls=("same-layer",)),
-                     "n": len(examples)})
+                     "n": len(examples), "n (control)": test.n_control})
     return with_holm(pd.DataFrame(rows).set_index("question type"))
 
 

@@ -86,7 +86,8 @@ def glue_causal_test(causal: pd.DataFrame, ranked: list[tuple[int, int]]) -> Non
     holm = {(k, name): float(row[f"p, Holm ({name})"]) for k, row in by_k.items() for name in CONTROL_NAMES.values()}
     standing = [f"k = {k} against {name}" for (k, name), p in holm.items() if p < 0.05]
     within = CONTROL_NAMES["same-layer"]
-    (k_min, name_min), p_min = min(holm.items(), key=lambda item: item[1])
+    # the smallest adjusted p; on a tie, the same-layer test, the one the verdict rests on
+    (k_min, name_min), p_min = min(holm.items(), key=lambda item: (item[1], item[0][1] != within))
     if any(name == within for (_, name), p in holm.items() if p < 0.05):
         verdict = "yes: " + "; ".join(standing)
     elif standing:   # beyond heads of any layer only: that says the layer matters, not these heads within it
