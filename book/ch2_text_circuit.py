@@ -36,7 +36,7 @@ n_heads = 3                # top heads whose mechanism is read
 k = 1                      # important positions per head (the colour word is one token)
 ks = [1, 3, 5]             # sizes of the causal check
 draws = 200                # random head sets per size and control (all of them where there are fewer)
-control_examples = 50      # examples each random set is run on (the first ones; None = all)
+control_examples = 50      # examples the causal check runs on (the first ones; None = half); heads are ranked on the rest
 ablation = "mean"          # "mean" or "zero"
 
 # %% tags=["remove-cell"]

@@ -31,7 +31,7 @@ n_heads = 3                # top heads whose mechanism is read
 k = None                   # important patches per head; None scales the paper's 20 of 576
 ks = [1, 3, 5]             # sizes of the causal check
 draws = 200                # random head sets per size and control (all of them where there are fewer)
-control_examples = 30      # scenes each random set is run on (the first ones; None = all)
+control_examples = 30      # scenes the causal check runs on (the first ones; None = half); heads are ranked on the rest
 ablation = "mean"          # "mean" or "zero"
 n_maps = 8                 # scenes whose maps are drawn
 

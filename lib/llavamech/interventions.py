@@ -419,15 +419,16 @@ class HeadSetTest:
 
 
 def held_out_ranking(examples: list[Example], head_scores, n_test: int | None) -> tuple[list[Example], list]:
-    """Split an example set for a causal test of the top heads: the first `n_test` examples (None: the first half)
-    to test on, and every head ranked by its mean score (`head_scores`: [n, layers, heads], per example, e.g. Imp)
-    over the *other* examples. Ranked and tested on the same examples, the top heads would be the ones that happen to
-    score high there, and a random-set control does not undo that selection. (test examples, ranked heads)."""
+    """Split an example set for a causal test of the top heads: the first `n_test` examples to test on (None, or as
+    many as there are examples or more, as a chapter run at a small n_examples asks: the first half), and every head
+    ranked by its mean score (`head_scores`: [n, layers, heads], per example, e.g. Imp) over the *other* examples.
+    Ranked and tested on the same examples, the top heads would be the ones that happen to score high there, and a
+    random-set control does not undo that selection. (test examples, ranked heads)."""
     scores = np.asarray(head_scores)
-    n_test = len(examples) // 2 if n_test is None else n_test
-    if not 1 <= n_test < len(examples):
-        raise LlavamechError(f"control_examples must leave examples to rank the heads on: it is {n_test} of "
-                             f"{len(examples)} examples; lower it or raise n_examples")
+    n_test = len(examples) // 2 if n_test is None or n_test >= len(examples) else n_test
+    if n_test < 1:
+        raise LlavamechError(f"a causal test needs examples to test on and others to rank the heads on: "
+                             f"{len(examples)} example(s) are too few; raise n_examples")
     mean = scores[n_test:].mean(0)
     order = np.argsort(-mean, axis=None, kind="stable")
     return examples[:n_test], [tuple(int(i) for i in np.unravel_index(j, mean.shape)) for j in order]

@@ -254,5 +254,6 @@ def test_heads_are_ranked_on_the_examples_the_causal_test_does_not_use():
     test, ranked = I.held_out_ranking(list("abcdef"), scores, 2)
     assert test == ["a", "b"] and ranked[:2] == [(1, 2), (0, 1)] and len(ranked) == 6
     assert I.held_out_ranking(list("abcdef"), scores, None)[0] == ["a", "b", "c"]
-    with pytest.raises(LlavamechError, match="control_examples must leave examples to rank the heads on"):
-        I.held_out_ranking(list("abcdef"), scores, 6)
+    assert I.held_out_ranking(list("abcdef"), scores, 50)[0] == ["a", "b", "c"]   # a chapter at a small n_examples
+    with pytest.raises(LlavamechError, match="too few; raise n_examples"):
+        I.held_out_ranking(["a"], scores[:1], None)
