@@ -57,7 +57,10 @@ def sign_flip_p(differences, n_perm: int = 10_000, seed: int = 0) -> np.ndarray:
     signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(n_perm, len(x)))
     flipped = signs @ flat / len(x)
     observed = flat.mean(axis=0)
-    p = (1 + (flipped >= observed - 1e-12).sum(axis=0)) / (n_perm + 1)
+    # a flipped mean that ties the observed one counts as reaching it; ties are judged at float32 precision, the
+    # precision of the model's scores, so that rounding that differs between CPUs does not move a count by one
+    tie = 1e-6 * np.abs(flat).max(axis=0) + 1e-12
+    p = (1 + (flipped >= observed - tie).sum(axis=0)) / (n_perm + 1)
     return p.reshape(x.shape[1:]) if x.ndim > 1 else float(p[0])
 
 

@@ -63,3 +63,12 @@ def test_sign_flip_p_is_the_share_of_sign_flips_whose_mean_reaches_the_observed_
     assert p.shape == (2,) and p[0] == pytest.approx(1 / 8, abs=0.01) and p[1] == pytest.approx(1.0)
     assert sign_flip_p(np.zeros(5), n_perm=99) == 1.0                      # no difference at all: never significant
     assert sign_flip_p(np.full(30, 0.5), n_perm=999) == pytest.approx(1 / 1000, abs=2e-3)   # floor 1 / (n_perm + 1)
+
+
+def test_sign_flip_ties_are_judged_at_float32_precision():
+    """Differences that are zero on one CPU and float32 rounding on another give the same p-value."""
+    import numpy as np
+    from llavamech.stats import sign_flip_p
+    d = np.array([0.3, -0.1, 0.2, 0.0, 0.0, 0.25, -0.05, 0.0])
+    noisy = d + np.array([0, 0, 0, 3e-8, -2e-8, 0, 0, 1e-8])
+    assert sign_flip_p(d, seed=1) == sign_flip_p(noisy, seed=1)
