@@ -65,6 +65,7 @@ multimodal = {name: m for name, m in models.items() if m.is_multimodal}
 # | Idefics3 | `Idefics3ForConditionalGeneration` | the image resized to multiples of 364 px and split into tiles, plus the whole image squashed to one ("global"); each tile's 26 × 26 patches **pixel-shuffled** 3 × 3 into 81 tokens; each tile's tokens **announced by a text token** (`<row_i_col_j>`, `<global-img>`); Llama 3 | supported |
 # | SmolVLM | `SmolVLMForConditionalGeneration` | Idefics3's architecture and layout under classes of its own, over a smaller Llama; its chat turns open with ChatML's im_start token; its processor needs the `num2words` package | supported |
 # | InternVL | `InternVLForConditionalGeneration` (InternVL2.5, 3 and 3.5 in transformers' classes) | the image squashed to a grid of 448 px tiles whose aspect ratio is closest to the image's (up to 12 tiles by default), plus the whole image as a **thumbnail** tile; each tile's 32 × 32 patches **pixel-shuffled** 2 × 2 into 256 tokens, all tiles in **one block** between `<img>` and `</img>` with nothing saying where a tile starts; over Qwen2 (InternVL3), Qwen3 (InternVL3.5: q/k norms) or InternLM2 converted to Llama | supported (layout checked on transformers' GotOcr2 tiling; InternVL3.5's own image processor is not in transformers 5.23) |
+# | Mistral 3 | `Mistral3ForConditionalGeneration` (Mistral Small 3.1 and 3.2, Magistral Small, Ministral 3) | Pixtral's processing: the whole image downscaled to fit 1,540 px a side (aspect ratio kept) and its sides rounded up to multiples of 28 px, no crop, so the grid follows the image; a **Pixtral tower** (2-D rotary positions on the image's own patch grid) whose 14 px patches the projector's **patch merger** joins 2 × 2 into one token; each row of `[IMG]` tokens ended by an **`[IMG_BREAK]`** text token, the last by `[IMG_END]`, so the image positions are not one block; the resized image's size (`image_sizes`) is an input of the model's forward; over Mistral, or Ministral 3 (YaRN rotary angles; its queries are scaled past `original_max_position_embeddings`, where llavamech stops the prompt) | supported (Pixtral's processor imported without torchvision: `families.processor_class`) |
 #
 # A model of any other family is refused by `llavamech.load` with one line naming what is supported.
 #
@@ -112,8 +113,10 @@ for name in ("tiny-random-qwen2-vl", "tiny-random-gemma3"):
 
 # %% [markdown]
 # (Qwen2-VL's real template also opens with a system turn, "You are a helpful assistant."; the tiny model's
-# vocabulary has no words for it, so its template leaves it out. Gemma 3's processor expands `<start_of_image>` into
-# the image's 256 tokens between blank lines.)
+# vocabulary has no words for it, so its template leaves it out, as Mistral's default system prompt is left out of
+# the tiny Mistral 3's. Gemma 3's processor expands `<start_of_image>` into the image's 256 tokens between blank
+# lines. Mistral's answer follows `[/INST]` with no space before it: where the assistant's turn opens on a special
+# token or a new line, the answer prefix loses its leading space.)
 #
 # ## Which token covers which pixels
 #
@@ -127,7 +130,10 @@ for name in ("tiny-random-qwen2-vl", "tiny-random-gemma3"):
 # shuffle, run on coordinates, places each token within its tile (its tokens come tile by tile, so the map's grid is
 # assembled from them). **InternVL**: nothing in the prompt marks its tiles, so the image's size goes into the inputs
 # (as LLaVA-NeXT's processor gives it) and the processor's own choice of grid for that many tiles is made again;
-# within a tile the model's own pixel shuffle, run on coordinates, places each token. In each the model sees the whole image (resized, or tiled with the padding removed), so token
+# within a tile the model's own pixel shuffle, run on coordinates, places each token. **Mistral 3**: the resized image's
+# size is among the processor's outputs, and the projector's own patch merger, run on the patch grid's coordinates,
+# places each token (row by row); the `[IMG_BREAK]` and `[IMG_END]` tokens after each row are text tokens, so the
+# image positions are the `[IMG]` tokens alone. In each the model sees the whole image (resized, or tiled with the padding removed), so token
 # $(r, c)$ of an $R \times C$ grid covers the rectangle $[c\,w/C, (c+1)\,w/C) \times [r\,h/R, (r+1)\,h/R)$ of the
 # original $w \times h$ image (`llavamech.imaging.patch_boxes`; for OneVision its centre, as a pooled token also
 # blends in its neighbours, and to within the rounding of the unpadding). The unit tests prove it from the other side:
@@ -169,7 +175,8 @@ table(pd.DataFrame(layouts).T, "layouts")
 
 # %% [markdown]
 # (The model input is Qwen-VL's flattened patches — 2 frames of each, as for video — Gemma's square image, and
-# OneVision's, Idefics3's and InternVL's tiles with their base, global or thumbnail image.)
+# OneVision's, Idefics3's and InternVL's tiles with their base, global or thumbnail image, and Mistral 3's resized
+# image.)
 #
 # ## Every identity, on every family
 #
@@ -209,7 +216,10 @@ table(pd.DataFrame({"class": {n: type(m.hf).__name__ for n, m in models.items()}
 # for any image) and the question; of 7,400 for LLaVA-OneVision — its base image's 729 tokens, its pooled tiles' at
 # most 9 × 729 and their newlines; of 1,450 for Idefics3 — 16 tiles and the global image of 81 tokens each,
 # their tags, and the question; and of 3,400 for InternVL3 — a 4:3 photograph cut into its default maximum of
-# 12 tiles (4 × 3) and a thumbnail, 256 tokens each, and the question (`memory.memory_table(config, seq_len)` gives any other length). A
+# 12 tiles (4 × 3) and a thumbnail, 256 tokens each, and the question; and of 3,000 for Mistral Small 3.1 — a 4:3
+# photograph at its 1,540 px, 55 × 42 tokens of 28 px with a break or end after each row (2,352 positions), the
+# question, and its template's default system prompt of some hundreds of tokens (`memory.memory_table(config,
+# seq_len)` gives any other length). A
 # dynamic-resolution model's prompt grows with the image: up to `max_pixels` / 28² tokens
 # (1,280 with Qwen2-VL's default `max_pixels` of 28² × 1,280, about a megapixel); an image whose tokens alone would
 # exceed the model's positions is refused in one line naming `max_pixels`.
@@ -221,7 +231,8 @@ checkpoints = {"Qwen/Qwen2-VL-7B-Instruct": (memory.qwen2_vl_7b_config(), 300),
                "google/gemma-3-4b-it": (memory.gemma3_4b_config(), 300),
                "llava-hf/llava-onevision-qwen2-7b-ov-hf": (memory.llava_onevision_7b_config(), 7400),
                "HuggingFaceM4/Idefics3-8B-Llama3": (memory.idefics3_8b_config(), 1450),
-               "OpenGVLab/InternVL3-8B-hf": (memory.internvl3_8b_config(), 3400)}
+               "OpenGVLab/InternVL3-8B-hf": (memory.internvl3_8b_config(), 3400),
+               "mistralai/Mistral-Small-3.1-24B-Instruct-2503": (memory.mistral_small_31_config(), 3000)}
 rows = []
 for checkpoint, (config, seq_len) in checkpoints.items():
     frame = memory.memory_table(config, seq_len=seq_len)

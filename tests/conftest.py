@@ -23,6 +23,9 @@ def tiny(kind: str, kv_heads=None, seed=0, family="llama", next=False) -> Model:
     if kind == "internvl":   # `family` is its language model: "qwen2" or "qwen3"
         return Model(f"tiny-random-internvl{'-qwen3' if family == 'qwen3' else ''}",
                      *tiny_vl.tiny_internvl(seed=seed, text="qwen2" if family == "llama" else family))
+    if kind == "mistral3":   # `family` is its language model: "mistral" or "ministral3"
+        return Model(f"tiny-random-mistral3{'-ministral3' if family == 'ministral3' else ''}",
+                     *tiny_vl.tiny_mistral3(seed=seed, text="mistral" if family == "llama" else family))
     if kind == "llava-onevision":
         return Model("tiny-random-llava-onevision", *tiny_vl.tiny_llava_onevision(seed=seed))
     if kind == "gemma3-text":
@@ -50,7 +53,9 @@ def assert_a_seeded_real_class(build, class_name: str):
 # Gemma 3 (pooled image tokens, sandwich norms with 1 + g gains, q/k norms, a sliding-window layer), and alone;
 # LLaVA-OneVision (SigLIP + Qwen2, any-resolution tiles pooled bilinearly); Idefics3 (tiles announced by text
 # tokens plus a global image, pixel shuffle, over Llama) and SmolVLM (the same under its own classes); InternVL (tiles
-# chosen by aspect ratio plus a thumbnail, in one block, pixel shuffle) over Qwen2 and over Qwen3 (q/k norms).
+# chosen by aspect ratio plus a thumbnail, in one block, pixel shuffle) over Qwen2 and over Qwen3 (q/k norms); Mistral 3
+# (a Pixtral tower, 2 x 2 patches merged, rows of image tokens ended by break tokens) over Mistral and over Ministral 3
+# (YaRN rotary angles).
 MODELS = {"llava": ("llava",), "llava-gqa": ("llava", 2), "llava-mistral": ("llava", 2, 0, "mistral"),
           "llava-qwen2": ("llava", 2, 0, "qwen2"), "llava-next": ("llava", None, 0, "llama", True),
           "llava-next-qwen2": ("llava", 2, 0, "qwen2", True),
@@ -59,7 +64,8 @@ MODELS = {"llava": ("llava",), "llava-gqa": ("llava", 2), "llava-mistral": ("lla
           "qwen2.5-vl": ("qwen-vl", 2, 0, "2.5"), "qwen3-vl": ("qwen-vl", 2, 0, "3"), "gemma3": ("gemma3", 2),
           "gemma3-text": ("gemma3-text", 2), "llava-onevision": ("llava-onevision", 2),
           "idefics3": ("idefics3", 2), "smolvlm": ("smolvlm", 2), "internvl": ("internvl", 2, 0, "qwen2"),
-          "internvl-qwen3": ("internvl", 2, 0, "qwen3")}
+          "internvl-qwen3": ("internvl", 2, 0, "qwen3"), "mistral3": ("mistral3", 2, 0, "mistral"),
+          "mistral3-ministral3": ("mistral3", 2, 0, "ministral3")}
 
 
 @pytest.fixture(scope="session", params=list(MODELS.values()), ids=list(MODELS))

@@ -36,11 +36,23 @@ tokens), and all the tiles' tokens stand in one block, <img> <IMG_CONTEXT> × (2
 processor emits the tiles. Nothing in the processor's output says the grid: the image's size is added to the inputs
 (as LLaVA-NeXT's processor gives it, `Family.sized`) and the grid found again by the processor's own choice among the
 grids of that many tiles; within a tile, the model's own pixel shuffle is run on coordinates.
+
+Mistral 3 (Mistral Small 3.1 and 3.2, Magistral Small, Ministral 3: Mistral3ForConditionalGeneration, over Mistral or
+Ministral 3): Pixtral's processing resizes the whole image (no crop), downscaled to fit longest_edge with its aspect
+ratio kept, then each side rounded up to a multiple of patch_size × spatial_merge_size (28 px); the Pixtral tower reads
+its patches of 14 at that size and the projector's patch merger joins each 2 × 2 block into one token, so a
+rows × cols grid follows the image. The processor writes the tokens row by row, [IMG] × cols then [IMG_BREAK], the
+last break replaced by [IMG_END]: breaks and the end are text tokens (embedded as such; only [IMG] positions receive
+image features), so the image positions are the [IMG] tokens alone. The image's resized size is among the
+processor's outputs (image_sizes, which the model's forward takes); the layout runs the patch merger's own grouping on
+coordinates.
 """
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import re
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -51,6 +63,7 @@ from transformers.models.llava_next.modeling_llava_next import get_anyres_image_
 from transformers.utils import cached_file
 
 from .errors import LlavamechError
+from .hooks import hooked
 
 
 @dataclass(frozen=True)
@@ -183,6 +196,37 @@ def _tiled_layout(model: torch.nn.Module, inputs: dict, tokenizer=None) -> torch
     return torch.cat(blocks + [whole])
 
 
+class _Merged(Exception):
+    """Raised by `_merged_layout`'s hook once the patch merger has grouped the coordinates, before its linear layer
+    (which takes features, not coordinates)."""
+
+
+def _merged_layout(model: torch.nn.Module, inputs: dict, tokenizer=None) -> torch.Tensor:
+    """Mistral 3: the patch merger's own grouping (the image's patch grid cut into spatial_merge_size² blocks by
+    `unfold`, blocks in the order the model places them) run on the patch grid's coordinates and read off at the
+    input of its merging layer: each token gets the block of patches merged into it, its (row, col) that block's
+    top-left patch divided by the merge size. One image: tile 0. [IMG_BREAK] and [IMG_END] are not image tokens."""
+    merger = model.model.multi_modal_projector.patch_merger
+    size, scale = inputs["image_sizes"][:1].cpu(), merger.spatial_merge_size
+    rows, cols = (int(side) // merger.patch_size for side in size[0])
+    grid = torch.stack(torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij"), -1).reshape(-1, 2)
+    seen = {}
+
+    def grouped(module, args):
+        seen["blocks"] = args[0]
+        raise _Merged
+
+    with hooked(model) as hooks:
+        hooks.before(merger.merging_layer, grouped)
+        try:
+            merger(grid.float(), size)
+        except _Merged:
+            pass
+    blocks = seen["blocks"].reshape(-1, 2, scale * scale)       # [tokens, (r, c), s²]: each channel's block in turn
+    cells = (blocks.amin(2) // scale).long().cpu()
+    return torch.cat([torch.zeros(len(cells), 1, dtype=torch.long), cells], 1)
+
+
 QWEN_VL_INPUTS = ("image_grid_thw", "mm_token_type_ids")   # the grid of patches; which positions are image tokens
 FAMILIES = {f.model_type: f for f in (
     Family("qwen2_vl", "Qwen2VLForConditionalGeneration", "Qwen2VLProcessor", ("qwen2_vl_text",), QWEN_VL_INPUTS,
@@ -202,7 +246,9 @@ FAMILIES = {f.model_type: f for f in (
     Family("smolvlm", "SmolVLMForConditionalGeneration", "SmolVLMProcessor", ("llama",), ("pixel_attention_mask",),
            _announced_layout),
     Family("internvl", "InternVLForConditionalGeneration", "InternVLProcessor", ("qwen2", "qwen3", "llama"), (),
-           _tiled_layout, sized=True))}
+           _tiled_layout, sized=True),
+    Family("mistral3", "Mistral3ForConditionalGeneration", "PixtralProcessor", ("mistral", "ministral3"), (),
+           _merged_layout))}
 
 
 def layout(model: torch.nn.Module, inputs: dict, tokenizer) -> torch.Tensor:
@@ -250,7 +296,8 @@ def bound(processor) -> str:
 # ---- the prompt ----
 def chat_prompt(model, text: str, image: bool, answer_prefix: str) -> str:
     """The family's own chat template (one user turn: the image, then the text), the assistant's turn opened, and
-    the question's answer prefix after it (without its leading space where the turn opens on a new line)."""
+    the question's answer prefix after it (without its leading space where the turn opens on a new line, or right
+    after a special token, as Mistral's answer follows its [/INST])."""
     template_owner = model.processor if model.processor is not None else model.tokenizer
     if not getattr(template_owner, "chat_template", None):
         raise LlavamechError(f"{model.name} has no chat template (chat_template.jinja in its folder); llavamech asks "
@@ -258,7 +305,9 @@ def chat_prompt(model, text: str, image: bool, answer_prefix: str) -> str:
     content = ([{"type": "image"}] if image else []) + [{"type": "text", "text": text}]
     prompt = template_owner.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
                                                 add_generation_prompt=True)
-    return prompt + (answer_prefix.lstrip() if prompt[-1:].isspace() else answer_prefix)
+    special = [t.content for t in model.tokenizer.added_tokens_decoder.values() if t.special]
+    opened = prompt[-1:].isspace() or prompt.endswith(tuple(special))
+    return prompt + (answer_prefix.lstrip() if opened else answer_prefix)
 
 
 # ---- processors ----
@@ -301,8 +350,28 @@ def load_processor(family: Family, source, tokenizer, model: torch.nn.Module):
     if family.model_type == "internvl":
         extra = {"image_seq_length": round(vision.image_size[0] // vision.patch_size[0]
                                            * model.config.downsample_ratio) ** 2}
+    if family.model_type == "mistral3":   # the tower's patch and the merger's block: the size of one image token
+        extra = dict(patch_size=vision.patch_size, spatial_merge_size=model.config.spatial_merge_size)
     if family.model_type == "llava_onevision":   # what its processor must know of the model to count image tokens
         extra = dict(num_image_tokens=(vision.image_size // vision.patch_size) ** 2,
                      vision_feature_select_strategy=model.config.vision_feature_select_strategy,
                      vision_aspect_ratio=model.config.vision_aspect_ratio)
-    return image_only(getattr(transformers, family.processor_name))(images, tokenizer, chat_template=template, **extra)
+    return image_only(processor_class(family.processor_name))(images, tokenizer, chat_template=template, **extra)
+
+
+def processor_class(name: str):
+    """transformers' processor class of that name. PixtralProcessor's module imports one function, which sizes an
+    image for its token count, from the torchvision image processor's module (whose import needs torchvision); where
+    torchvision is missing, the PIL image processor's module, which defines the same function, stands in for that
+    module while the processor's module is imported, and the real class is returned."""
+    if name != "PixtralProcessor" or importlib.util.find_spec("torchvision") is not None:
+        return getattr(transformers, name)
+    from transformers.models.pixtral import image_processing_pil_pixtral
+
+    torchvision_module = "transformers.models.pixtral.image_processing_pixtral"
+    sys.modules[torchvision_module] = image_processing_pil_pixtral
+    try:
+        from transformers.models.pixtral.processing_pixtral import PixtralProcessor
+    finally:
+        del sys.modules[torchvision_module]
+    return PixtralProcessor

@@ -128,9 +128,19 @@ def split(image_processor) -> bool:
     return getattr(image_processor, "max_image_size", None) is not None
 
 
+def fitted(image_processor) -> bool:
+    """Pixtral's processing (Mistral 3): the whole image downscaled to fit longest_edge (aspect ratio kept), its sides
+    rounded up to multiples of the patch (times the merge, which the processor passes), uncropped; its grid follows
+    the image."""
+    size = image_processor.size or {}
+    return (not getattr(image_processor, "do_center_crop", False) and size.get("longest_edge") is not None
+            and getattr(image_processor, "patch_size", None) is not None)
+
+
 def whole_image(image_processor) -> bool:
     """Whether the model sees all of the image, its patch grid spanning it edge to edge (no centre crop)."""
-    return tiled(image_processor) or dynamic(image_processor) or squashed(image_processor) or split(image_processor)
+    return (tiled(image_processor) or dynamic(image_processor) or squashed(image_processor) or split(image_processor)
+            or fitted(image_processor))
 
 
 def model_view(image: Image.Image, image_processor) -> Image.Image:

@@ -124,6 +124,22 @@ def internvl3_8b_config() -> transformers.InternVLConfig:
                                        image_seq_length=256, downsample_ratio=0.5, tie_word_embeddings=False)
 
 
+def mistral_small_31_config() -> transformers.Mistral3Config:
+    """mistralai/Mistral-Small-3.1-24B-Instruct-2503's config, as its model card's config.json gives it (a Pixtral tower
+    of 24 layers at up to 1,540 px, patches of 14 merged 2 × 2 into tokens of 28 px, + a 40-layer Mistral with 32
+    query heads over 8 key/value heads of 128; no tied embeddings). Written from the published numbers, not read off
+    the checkpoint's files (none offline)."""
+    vision = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                  image_size=1540, patch_size=14, hidden_act="silu")
+    text = dict(model_type="mistral", vocab_size=131072, hidden_size=5120, intermediate_size=32768, head_dim=128,
+                num_hidden_layers=40, num_attention_heads=32, num_key_value_heads=8, rms_norm_eps=1e-5,
+                max_position_embeddings=131072, sliding_window=None, tie_word_embeddings=False,
+                rope_parameters={"rope_type": "default", "rope_theta": 1000000000.0})
+    return transformers.Mistral3Config(vision_config=vision, text_config=text, image_token_index=10,
+                                       spatial_merge_size=2, projector_hidden_act="gelu", vision_feature_layer=-1,
+                                       multimodal_projector_bias=False, tie_word_embeddings=False)
+
+
 def parameters(config) -> int:
     """The number of parameters of the model a config describes, counted on the meta device."""
     with torch.device("meta"):

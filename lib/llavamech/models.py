@@ -5,9 +5,10 @@ its other training seeds such as `toy-llava-seed1`),
 `tiny-random-llava` / `tiny-random-vicuna` (built from configs, seeded; for tests and demos), and tiny random models
 of the families beyond Llava (`TINY_FAMILIES`: `tiny-random-qwen2-vl`, `tiny-random-qwen2.5-vl`, `tiny-random-qwen3-vl`,
 `tiny-random-gemma3`, `tiny-random-gemma3-text`, `tiny-random-llava-onevision`, `tiny-random-idefics3`,
-`tiny-random-smolvlm`, `tiny-random-internvl`, `tiny-random-internvl-qwen3`). Anything else is a Hugging Face id or a
-local folder of a supported model (Llava, LLaVA-NeXT, Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Gemma 3, LLaVA-OneVision,
-Idefics3, SmolVLM, InternVL, or a Llama-family or Gemma 3 language model), loaded from local files only. The multi-question organism of chapter 6 is `toy-llava-multi`
+`tiny-random-smolvlm`, `tiny-random-internvl`, `tiny-random-internvl-qwen3`, `tiny-random-mistral3`,
+`tiny-random-mistral3-ministral3`). Anything else is a Hugging Face id or a local folder of a supported model (Llava,
+LLaVA-NeXT, Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Gemma 3, LLaVA-OneVision, Idefics3, SmolVLM, InternVL, Mistral 3, or a
+Llama-family or Gemma 3 language model), loaded from local files only. The multi-question organism of chapter 6 is `toy-llava-multi`
 (`toy-vicuna-multi`, `toy-llava-multi-seed1`).
 """
 from __future__ import annotations
@@ -47,7 +48,9 @@ TINY_FAMILIES = {"tiny-random-qwen2-vl": ("tiny_qwen_vl", {"version": "2"}),
                  "tiny-random-llava-onevision": ("tiny_llava_onevision", {}),
                  "tiny-random-idefics3": ("tiny_idefics3", {}), "tiny-random-smolvlm": ("tiny_smolvlm", {}),
                  "tiny-random-internvl": ("tiny_internvl", {}),
-                 "tiny-random-internvl-qwen3": ("tiny_internvl", {"text": "qwen3"})}
+                 "tiny-random-internvl-qwen3": ("tiny_internvl", {"text": "qwen3"}),
+                 "tiny-random-mistral3": ("tiny_mistral3", {}),
+                 "tiny-random-mistral3-ministral3": ("tiny_mistral3", {"text": "ministral3"})}
 SHIPPED = ("toy-llava", "toy-vicuna", *TINY, *TINY_FAMILIES)
 # Hugging Face model types llavamech reads: Llava-family wrappers and the language models they may carry.
 MULTIMODAL = {"llava": "LlavaForConditionalGeneration", "llava_next": "LlavaNextForConditionalGeneration"}
@@ -98,9 +101,14 @@ class Model:
 
     @property
     def max_positions(self) -> int | None:
-        """How many token positions the language model has (its max_position_embeddings)."""
-        config = self.hf.config
-        return getattr(getattr(config, "text_config", config), "max_position_embeddings", None)
+        """How many token positions the language model has (its max_position_embeddings); for Ministral 3, those
+        before its Llama 4 query scaling starts (past original_max_position_embeddings its attention scales each
+        query by its position, which the trace's attention weights from the scored position do not follow)."""
+        config = getattr(self.hf.config, "text_config", self.hf.config)
+        rope = getattr(config, "rope_parameters", None) or {}
+        if rope.get("llama_4_scaling_beta"):
+            return rope["original_max_position_embeddings"]
+        return getattr(config, "max_position_embeddings", None)
 
     # ---- prompts ----
     def prompt(self, question: str, context: str | None = None, image: bool = False) -> str:

@@ -19,6 +19,11 @@ InternVL: a 32 px InternViT-like tower (4 × 4 patches of 8, a CLS token left ou
 pixel-shuffled 2 × 2 into 4 tokens per tile; the image squashed to a grid of up to 4 tiles of 32 px plus a thumbnail
 (the real one: 448 px, 32 × 32 patches of 14 shuffled 2 × 2 into 256 tokens, up to 12 tiles), over Qwen2 (q/k/v
 biases made non-zero) or Qwen3 (`text="qwen3"`: q/k norms, their gains made other than ones, as InternVL3.5's).
+Mistral 3: a Pixtral tower with patches of 8 (2-D rotary positions) whose 2 × 2 blocks the patch merger joins into
+one token of 16 × 16 pixels; the image downscaled to fit 64 px a side (its sides then rounded up to multiples of
+16), so up to 4 × 4 tokens, each row ended by [IMG_BREAK] and the last by [IMG_END] (the real one: patches of 14,
+tokens of 28 px, 1,540 px a side), over Mistral, or over Ministral 3 (`text="ministral3"`: its YaRN rotary angles
+and the query scaling of Llama 4, which starts past original_max_position_embeddings, here 256 positions).
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ from transformers import (Gemma3Config, Gemma3ForCausalLM, Gemma3ForConditionalG
                           Gemma3TextConfig, Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor,
                           InternVLConfig, InternVLForConditionalGeneration, InternVLProcessor,
                           LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, LlavaOnevisionProcessor,
-                          PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration,
+                          Mistral3Config, Mistral3ForConditionalGeneration, PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration,
                           Qwen2_5_VLProcessor, Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor,
                           Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor, SmolVLMConfig,
                           SmolVLMForConditionalGeneration, SmolVLMProcessor)
@@ -36,10 +41,11 @@ from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImagePr
 from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
 from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
 from transformers.models.llava_onevision.image_processing_pil_llava_onevision import LlavaOnevisionImageProcessorPil
+from transformers.models.pixtral.image_processing_pil_pixtral import PixtralImageProcessorPil
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil
 
-from .families import image_only
+from .families import image_only, processor_class
 from .organism.build import CLIP_MEAN, CLIP_STD, _random_biases, llama_config, vocabulary
 
 QWEN_SPECIAL = ["<unk>", "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
@@ -298,4 +304,44 @@ def tiny_internvl(seed: int = 0, text: str = "qwen2", hidden: int = 64, layers: 
                                       min_patches=1, max_patches=INTERNVL_TILES, image_mean=IMAGENET_MEAN,
                                       image_std=IMAGENET_STD)
     processor = image_only(InternVLProcessor)(images, tok, chat_template=INTERNVL_TEMPLATE, image_seq_length=tokens)
+    return model.eval(), tok, processor
+
+
+MISTRAL_SPECIAL = ["<unk>", "<s>", "</s>", "<pad>", "[INST]", "[/INST]", "[IMG]", "[IMG_BREAK]", "[IMG_END]"]
+# Mistral Small 3.1's chat template (its default system prompt left out: the toy vocabulary has no words for it): a
+# user turn in [INST] ... [/INST], an image as [IMG], the answer right after [/INST]
+MISTRAL_TEMPLATE = ("{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}[INST]"
+                    "{% for item in message['content'] %}{% if item['type'] == 'image' %}[IMG]"
+                    "{% else %}{{ item['text'] }}{% endif %}{% endfor %}[/INST]"
+                    "{% else %}{{ message['content'][0]['text'] }}{{ eos_token }}{% endif %}{% endfor %}")
+MISTRAL_PATCH, MISTRAL_MERGE, MISTRAL_EDGE = 8, 2, 64
+
+
+def tiny_mistral3(seed: int = 0, text: str = "mistral", hidden: int = 64, layers: int = 2, heads: int = 4,
+                  kv_heads: int = 2, mlp: int = 128):
+    """A tiny random Mistral3ForConditionalGeneration over Mistral or Ministral 3 (`text`), its tokenizer and Pixtral
+    processor; the projector's norm gains drawn at random by `_random_gains`, as the language model's."""
+    tok = chat_tokenizer(MISTRAL_SPECIAL, ["user", "assistant"], MISTRAL_TEMPLATE, bos_token="<s>", eos_token="</s>",
+                         pad_token="<pad>")
+    ids = {t: tok.convert_tokens_to_ids(t) for t in MISTRAL_SPECIAL}
+    language = llama_config(len(tok), hidden=hidden, layers=layers, heads=heads, kv_heads=kv_heads, mlp=mlp,
+                            family="mistral").to_dict()
+    language.update(model_type=text, head_dim=hidden // heads, bos_token_id=ids["<s>"], eos_token_id=ids["</s>"],
+                    pad_token_id=ids["<pad>"])
+    if text == "ministral3":
+        language["rope_parameters"] = {"rope_type": "yarn", "rope_theta": 1000000.0, "factor": 2.0,
+                                       "original_max_position_embeddings": 256, "beta_fast": 32.0, "beta_slow": 1.0,
+                                       "mscale": 1.0, "mscale_all_dim": 1.0, "llama_4_scaling_beta": 0.1}
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  image_size=MISTRAL_EDGE, patch_size=MISTRAL_PATCH)
+    config = Mistral3Config(vision_config=vision, text_config=language, image_token_index=ids["[IMG]"],
+                            spatial_merge_size=MISTRAL_MERGE, tie_word_embeddings=False, attn_implementation="eager")
+    torch.manual_seed(seed)
+    model = Mistral3ForConditionalGeneration(config)
+    _random_gains(model)
+    images = PixtralImageProcessorPil(size={"longest_edge": MISTRAL_EDGE},
+                                      patch_size={"height": MISTRAL_PATCH, "width": MISTRAL_PATCH},
+                                      image_mean=CLIP_MEAN, image_std=CLIP_STD)
+    processor = processor_class("PixtralProcessor")(images, tok, patch_size=MISTRAL_PATCH,
+                                                    spatial_merge_size=MISTRAL_MERGE, chat_template=MISTRAL_TEMPLATE)
     return model.eval(), tok, processor

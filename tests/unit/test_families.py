@@ -17,12 +17,13 @@ Q = "What is the color of the dog?"
 FAMILIES = {"qwen2-vl": ("qwen-vl", None, 0, "2"), "qwen2.5-vl": ("qwen-vl", None, 0, "2.5"),
             "qwen3-vl": ("qwen-vl", None, 0, "3"), "gemma3": ("gemma3",),
             "llava-onevision": ("llava-onevision",), "idefics3": ("idefics3",), "smolvlm": ("smolvlm",),
-            "internvl": ("internvl",), "internvl-qwen3": ("internvl", None, 0, "qwen3")}
+            "internvl": ("internvl",), "internvl-qwen3": ("internvl", None, 0, "qwen3"), "mistral3": ("mistral3",),
+            "mistral3-ministral3": ("mistral3", None, 0, "ministral3")}
 QWEN = {k: v for k, v in FAMILIES.items() if k.startswith("qwen")}
 # what a pass on input embeddings alone must be given besides them, per family
 EXTRAS = {"qwen2_vl": ["position_ids"], "qwen2_5_vl": ["position_ids"], "qwen3_vl": ["position_ids"],
           "gemma3": ["token_type_ids"],
-          "llava_onevision": [], "idefics3": [], "smolvlm": [], "internvl": []}
+          "llava_onevision": [], "idefics3": [], "smolvlm": [], "internvl": [], "mistral3": []}
 # images: a scene of that size cut to that box (odd-sized; wide, so that a pooled grid is not square)
 ODD, WIDE = (80, (0, 0, 77, 45)), (110, (0, 0, 101, 45))
 
@@ -199,13 +200,43 @@ def internvl_layout(internvl, trace, seen):
     assert positions.label(int(positions.image_positions[5])) == "patch 1,1"
 
 
+def mistral3_hooks(mistral, seen):
+    projector = mistral.hf.model.multi_modal_projector
+    return [projector.norm.register_forward_hook(lambda m, a, o: seen.update(patches=o)),   # [patches, d], normed
+            projector.patch_merger.merging_layer.register_forward_pre_hook(   # the first call: not the layout's
+                lambda m, a: None if "blocks" in seen else seen.update(blocks=a[0])),
+            projector.register_forward_hook(lambda m, a, o: seen.update(tokens=o))]
+
+
+def mistral3_layout(mistral, trace, seen):
+    """Mistral 3: 77 x 45 px -> downscaled to fit 64 px (64 x 37) -> 64 x 48 (multiples of 16): 6 x 8 patches of 8
+    merged 2 x 2 into 3 x 4 tokens, each row ended by [IMG_BREAK], the last by [IMG_END]. The token at (row r,
+    col c) holds, among its four merged patch vectors, exactly the patches of rows 2r..2r+1 and columns 2c..2c+1
+    (read off the projector's norm), and is the projector's k-th output; the breaks and the end are not image
+    positions."""
+    positions, tokenizer = trace.positions, mistral.tokenizer
+    assert positions.grid_shape == (3, 4) and len(positions.image_tokens) == 12
+    patches, d = seen["patches"].reshape(6, 8, -1), seen["patches"].shape[-1]
+    for k, (position, tile, row, col) in enumerate(positions.image_tokens.tolist()):
+        assert tile == 0 and (row, col) == divmod(k, 4) and position == positions.image_positions[k]
+        torch.testing.assert_close(seen["embeds"][position], seen["tokens"][k], atol=0, rtol=0)
+        chunks = seen["blocks"][k].reshape(d, 4).T
+        cell = patches[2 * row:2 * row + 2, 2 * col:2 * col + 2].reshape(4, d)
+        assert all(any(torch.equal(chunk, p) for chunk in chunks) for p in cell)
+    ends = [tokenizer.convert_ids_to_tokens(int(trace.input_ids[p + 1])) for p in positions.image_positions[3::4]]
+    assert ends == ["[IMG_BREAK]", "[IMG_BREAK]", "[IMG_END]"]
+    assert positions.label(int(positions.image_positions[5])) == "patch 1,1"
+
+
 # family: (the image; the hooks that read the vision side; the layout's checks)
 QWEN_LAYOUT = (ODD, qwen_hooks, qwen_layout)
 IDEFICS3_LAYOUT = (ODD, idefics3_hooks, idefics3_layout)
 LAYOUTS = {"qwen2-vl": QWEN_LAYOUT, "qwen2.5-vl": QWEN_LAYOUT, "qwen3-vl": QWEN_LAYOUT,
            "gemma3": (ODD, gemma_hooks, gemma_layout), "llava-onevision": (WIDE, onevision_hooks, onevision_layout),
            "idefics3": IDEFICS3_LAYOUT, "smolvlm": IDEFICS3_LAYOUT,
-           "internvl": (ODD, internvl_hooks, internvl_layout), "internvl-qwen3": (ODD, internvl_hooks, internvl_layout)}
+           "internvl": (ODD, internvl_hooks, internvl_layout), "internvl-qwen3": (ODD, internvl_hooks, internvl_layout),
+           "mistral3": (ODD, mistral3_hooks, mistral3_layout),
+           "mistral3-ministral3": (ODD, mistral3_hooks, mistral3_layout)}
 
 
 @pytest.mark.parametrize("family", list(LAYOUTS))
@@ -236,6 +267,18 @@ def test_maps_are_drawn_on_the_whole_image(any_family, odd):
     assert inside.sum() == 1 and inside[0, 0]
 
 
+def coordinate_image(size: tuple[int, int]) -> Image.Image:
+    """An image whose pixels say where they are: red 2x, green 2y."""
+    ys, xs = np.mgrid[0:size[1], 0:size[0]]
+    return Image.fromarray(np.stack([xs * 2, ys * 2, np.zeros_like(xs)], -1).astype(np.uint8))
+
+
+def pixel_coordinates(pixel_values: torch.Tensor, image_processor) -> torch.Tensor:
+    """The processor's pixel values of a `coordinate_image` read back as (x, y, 0) per pixel (channels at dim -3)."""
+    mean, std = (torch.tensor(v)[:, None, None] for v in (image_processor.image_mean, image_processor.image_std))
+    return (pixel_values * std + mean) * 255 / 2
+
+
 @pytest.mark.parametrize("size, tiles, grid", [((40, 40), (1, 1), (2, 2)), ((64, 64), (2, 2), (4, 4)),
                                                ((77, 45), (2, 1), (2, 4)), ((45, 77), (1, 2), (4, 2)),
                                                ((120, 40), (3, 1), (2, 6))])
@@ -245,12 +288,9 @@ def test_internvl_tiles_cover_their_rectangles_of_the_processors_pixels(size, ti
     half the area of four tiles, is cut in 2 x 2), and the pixels under each image token, in its tile or in the
     thumbnail, come from the rectangle of the whole image that `patch_boxes` gives its (row, col)."""
     internvl = tiny("internvl")
-    width, height = size
-    ys, xs = np.mgrid[0:height, 0:width]
-    image = Image.fromarray(np.stack([xs * 2, ys * 2, np.zeros_like(xs)], -1).astype(np.uint8))
+    image = coordinate_image(size)
     inputs, ip = internvl.inputs(image, Q), internvl.processor.image_processor
-    mean, std = torch.tensor(ip.image_mean)[:, None, None], torch.tensor(ip.image_std)[:, None, None]
-    where = (inputs["pixel_values"] * std + mean) * 255 / 2                  # [tiles, (x, y, 0), 32, 32]
+    where = pixel_coordinates(inputs["pixel_values"], ip)                    # [tiles, (x, y, 0), 32, 32]
     n = tiles[0] * tiles[1]
     assert len(where) == n + (n > 1)
     positions = internvl.trace(image, Q).positions
@@ -271,6 +311,50 @@ def test_internvl_prompt_and_its_block_of_image_tokens(odd):
     tokens = internvl.tokenizer.convert_ids_to_tokens(internvl.inputs(odd, Q)["input_ids"][0])
     start = tokens.index("<img>")
     assert tokens[start + 1:start + 14] == ["<IMG_CONTEXT>"] * 12 + ["</img>"]
+
+
+@pytest.mark.parametrize("size, grid", [((40, 40), (3, 3)), ((77, 45), (3, 4)), ((45, 77), (4, 3)),
+                                        ((120, 40), (2, 4)), ((32, 16), (1, 2))])
+def test_mistral3_tokens_cover_their_rectangles_of_the_processors_pixels(size, grid):
+    """The processor's own resize, read back from an image whose pixels say where they are: the image is downscaled
+    to fit 64 px a side (120 x 40 -> 64 x 21) and its sides rounded up to multiples of 16 px (one token), so the grid
+    follows the image (40 x 40 -> 3 x 3; 32 x 16 -> one row, no break, then [IMG_END]); the pixels merged into each
+    image token come from the rectangle of the whole image that `patch_boxes` gives its (row, col), and every row of
+    tokens is ended by [IMG_BREAK], the last by [IMG_END]."""
+    mistral = tiny("mistral3")
+    image = coordinate_image(size)
+    inputs, ip = mistral.inputs(image, Q), mistral.processor.image_processor
+    where = pixel_coordinates(inputs["pixel_values"][0], ip)                 # [(x, y, 0), 16 rows, 16 cols]
+    assert inputs["image_sizes"][0].tolist() == [16 * grid[0], 16 * grid[1]]
+    positions = mistral.trace(image, Q).positions
+    assert positions.grid_shape == grid
+    boxes = patch_boxes(image.size, ip, grid)
+    for position, tile, row, col in positions.image_tokens.tolist():
+        x0, y0, x1, y1 = boxes[row, col]
+        pixels = where[:2, 16 * row:16 * row + 16, 16 * col:16 * col + 16].mean((1, 2))
+        assert x0 < pixels[0] < x1 and y0 < pixels[1] < y1, (row, col)
+    tokens = mistral.tokenizer.convert_ids_to_tokens(inputs["input_ids"][0])
+    start = tokens.index("[IMG]")
+    row_of_tokens = ["[IMG]"] * grid[1] + ["[IMG_BREAK]"]
+    assert tokens[start:start + len(row_of_tokens) * grid[0]] == (row_of_tokens * grid[0])[:-1] + ["[IMG_END]"]
+
+
+def test_mistral3_prompt_opens_the_answer_right_after_inst(odd):
+    """Mistral's template asks for the image as [IMG] inside [INST] ... [/INST]; the answer follows [/INST] with no
+    space (its turn opens on a special token, not a new line)."""
+    mistral = tiny("mistral3")
+    assert mistral.prompt(Q, image=True) == "<s>[INST][IMG]What is the color of the dog?[/INST]The color of the dog is"
+    assert mistral.prompt("what is the colour of the cat", context="The cat is red.") == (
+        "<s>[INST]The cat is red.\nWhat is the colour of the cat?[/INST]The color of the cat is")
+
+
+def test_ministral3_prompts_stop_before_its_query_scaling_starts():
+    """Ministral 3 scales each query past original_max_position_embeddings (here 256), which the trace's attention
+    weights do not follow: a longer prompt is refused in one line, as one past the positions of any model."""
+    ministral = tiny("mistral3", family="ministral3")
+    assert ministral.max_positions == 256 and tiny("mistral3").max_positions == 512
+    with pytest.raises(LlavamechError, match="more than the 256 positions"):
+        ministral.inputs(question=Q, context="The dog is white. " * 60)
 
 
 def test_prompt_follows_the_chat_template_with_the_answer_prefix(qwen, gemma):
@@ -322,7 +406,8 @@ def test_gemma_pan_and_scan_is_one_line(gemma, odd):
 @pytest.mark.parametrize("name", ["tiny-random-qwen2-vl", "tiny-random-qwen2.5-vl", "tiny-random-qwen3-vl",
                                   "tiny-random-gemma3",
                                   "tiny-random-gemma3-text", "tiny-random-llava-onevision", "tiny-random-idefics3",
-                                  "tiny-random-smolvlm", "tiny-random-internvl", "tiny-random-internvl-qwen3"])
+                                  "tiny-random-smolvlm", "tiny-random-internvl", "tiny-random-internvl-qwen3",
+                                  "tiny-random-mistral3", "tiny-random-mistral3-ministral3"])
 def test_load_by_name_and_from_a_folder(name, tmp_path, odd):
     memory = llavamech.load(name)
     memory.hf.save_pretrained(tmp_path)
@@ -397,7 +482,7 @@ def test_other_families_are_refused_in_one_line_naming_the_supported(tmp_path):
     from transformers import PaliGemmaConfig
 
     PaliGemmaConfig().save_pretrained(tmp_path)
-    supported = r"not supported: .* paligemma model.*qwen2_vl, .*gemma3, .*idefics3, smolvlm, internvl models$"
+    supported = r"not supported: .* paligemma model.*qwen2_vl, .*gemma3, .*idefics3, smolvlm, internvl, mistral3 models$"
     with pytest.raises(LlavamechError, match=supported) as e:
         llavamech.load(str(tmp_path))
     assert "\n" not in str(e.value)

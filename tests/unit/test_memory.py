@@ -57,3 +57,12 @@ def test_internvl3_8b_config_gives_256_tokens_a_tile_and_its_size():
     vision = config.vision_config
     assert (vision.image_size[0] // vision.patch_size[0]) ** 2 * config.downsample_ratio ** 2 == 256
     assert config.image_seq_length == 256 and round(memory.parameters(config) / 1e9, 2) == 7.94
+
+
+def test_mistral_small_31_config_gives_tokens_of_28_px_and_its_size():
+    """Mistral-Small-3.1-24B: patches of 14 merged 2 x 2 into tokens of 28 px, at most 55 x 55 of them at its 1,540 px;
+    a Pixtral tower + a 40-layer Mistral, 24.01 B parameters (the model card says 24 B; its config not read offline)."""
+    config = memory.mistral_small_31_config()
+    assert config.vision_config.patch_size * config.spatial_merge_size == 28 and 1540 // 28 == 55
+    assert config.text_config.model_type == "mistral" and config.vision_config.rope_parameters["rope_theta"] == 10000
+    assert round(memory.parameters(config) / 1e9, 2) == 24.01

@@ -17,7 +17,10 @@ BUILDERS = {"qwen2-vl": (partial(tiny_vl.tiny_qwen_vl, version="2"), "Qwen2VLFor
             "idefics3": (tiny_vl.tiny_idefics3, "Idefics3ForConditionalGeneration"),
             "smolvlm": (tiny_vl.tiny_smolvlm, "SmolVLMForConditionalGeneration"),
             "internvl": (tiny_vl.tiny_internvl, "InternVLForConditionalGeneration"),
-            "internvl-qwen3": (partial(tiny_vl.tiny_internvl, text="qwen3"), "InternVLForConditionalGeneration")}
+            "internvl-qwen3": (partial(tiny_vl.tiny_internvl, text="qwen3"), "InternVLForConditionalGeneration"),
+            "mistral3": (tiny_vl.tiny_mistral3, "Mistral3ForConditionalGeneration"),
+            "mistral3-ministral3": (partial(tiny_vl.tiny_mistral3, text="ministral3"),
+                                    "Mistral3ForConditionalGeneration")}
 
 
 @pytest.mark.parametrize("name", list(BUILDERS))
@@ -45,3 +48,13 @@ def test_internvl_is_over_qwen2_with_biases_or_qwen3_with_qk_norm_gains():
     assert biases and all(p.abs().max() > 0 for p in biases)
     gains = [p for n, p in qwen3.named_parameters() if n.endswith(("q_norm.weight", "k_norm.weight"))]
     assert gains and all((p != 1).any() for p in gains)     # ones would hide the q/k norms' gains
+
+
+def test_mistral3_is_over_mistral_or_ministral3_with_gains_drawn_and_the_pixtral_processor():
+    mistral, tok, processor = tiny_vl.tiny_mistral3()
+    ministral = tiny_vl.tiny_mistral3(text="ministral3")[0]
+    assert (mistral.config.text_config.model_type, ministral.config.text_config.model_type) == ("mistral", "ministral3")
+    gains = [p for n, p in mistral.named_parameters() if n.endswith("norm.weight") and "vision_tower" not in n]
+    assert gains and all((p != 1).any() for p in gains)     # ones would hide the norms' gains
+    assert type(processor).__name__ == "PixtralProcessor" and processor.spatial_merge_size == 2
+    assert all(tok.convert_tokens_to_ids(t) != tok.unk_token_id for t in tiny_vl.MISTRAL_SPECIAL[1:])
