@@ -343,8 +343,10 @@ table(compare(ours, chance={"circuit.colour_mrr.vqa": chance, "circuit.animal_mr
 # and its visual tuning (stage 2) mixes the task's text prompts back in at half weight (the appendix on the model
 # organism). Llava's Vicuna learned in-context lookup only as part of general language ability, and its visual
 # tuning mixes in general text conversations, not this task. So the organism shows that the text circuit *can*
-# be reused for images when the text skill came first, not that Llava's training must produce such reuse. A stage 2
-# without the text mix is the control this book does not run.
+# be reused for images when the text skill came first, not that Llava's training must produce such reuse.
+# [Chapter 4](ch4_head_transfer) tunes a Llava on images alone, otherwise identically, and sets how alike it ranks
+# its heads (by Imp, not the circuit's full measures) to the Vicuna's beside the mixed Llava's:
+# {glue:text}`ch4_head_transfer.ipynb::no_mix_verdict:s`.
 #
 # **Differs.** The key-input reading of the animal through $W_U$ fails here as in chapter 2, while a linear probe
 # finds the animal in the same vector ({glue:text}`probe_key`): the reading through $W_U$ fails, while the

@@ -26,7 +26,9 @@
 model = "toy-llava"        # the Llava, e.g. llava-hf/llava-1.5-7b-hf
 text_model = "toy-vicuna"  # the language model it was tuned from, e.g. lmsys/vicuna-7b-v1.5
 same_parent = "toy-llava-v0-c0-l1"   # a Llava tuned from text_model with other seeds (None: no parent control)
-other_parent = "toy-llava-v1-c0-l1"  # a Llava tuned as same_parent was, from another Vicuna (None: no parent control)
+other_text_model = "toy-vicuna-seed1"  # another Vicuna, trained as text_model was (None: the control runs one way)
+other_parent = "toy-llava-v1-c0-l1"  # tuned from other_text_model as same_parent was from text_model (None: none)
+no_text_mix = "toy-llava-no-text-mix"  # tuned from text_model as model was, no text in stage 2 (None: none)
 device = "auto"            # a GPU when there is one ("cuda", "cpu" to choose)
 examples = "toy"           # "toy" or a JSONL path whose items carry "facts" (both settings need them)
 n_examples = 200
@@ -58,7 +60,9 @@ check_parameters(model=model, device=device, examples=examples, n_examples=n_exa
                  **({} if control_examples is None else {"control_examples": control_examples}))
 check_parameters(model=text_model)
 check_parameters(model=same_parent)
+check_parameters(model=other_text_model)
 check_parameters(model=other_parent)
+check_parameters(model=no_text_mix)
 llava, vicuna = llavamech.load(model, device=device), llavamech.load(text_model, device=device)
 items = load_examples(examples, n_examples, seed, model=llava)
 settings = {"Vicuna TQA": (vicuna, "tqa"), "Llava TQA": (llava, "tqa"), "Llava VQA": (llava, "vqa")}
@@ -164,57 +168,128 @@ glue("holds_overlap_paper", "not measured" if beyond_layers is None else
 # can show is that the ordering of all heads carries over, with an interval, and whose ordering it is.
 
 # %% [markdown]
-# ## A Llava tuned from another Vicuna ranks this Vicuna's heads less alike: the ordering is inherited, not only the layer
+# ## Each Vicuna's heads rank most alike in the Llava tuned from it, within their layers too: the order is inherited
 #
 # The tails above say that the top sets are not random sets of heads; they do not say that the sets are *this
-# Vicuna's*. Any Llava that learnt the task in the same layer might rank its heads much alike. The control is a
-# Llava whose language model started from another Vicuna. The organism ships one, {glue:text}`other_parent`,
-# tuned from a Vicuna trained with another seed; and, to hold the Llava stages' seed equal,
-# {glue:text}`same_parent`, tuned from this Vicuna with that same seed for the Llava stages. Each Llava's VQA head
-# Imp is ranked against this Vicuna's TQA ranking on the same examples, as this chapter's Llava's is.
+# Vicuna's*. Any Llava that learnt the task in the same layer might rank its heads much alike. The control is two
+# parents crossed with two children. The organism ships a second Vicuna, {glue:text}`other_text_model`, trained
+# as {glue:text}`text_model` was with another seed, and a Llava tuned from each with the same seeds for every
+# other stage ({glue:text}`same_parent` from {glue:text}`text_model`, {glue:text}`other_parent` from
+# {glue:text}`other_text_model`). Each Llava's VQA head Imp is ranked against each Vicuna's TQA head Imp on the
+# same examples. If the ordering is inherited, each Vicuna ranks its heads more alike with its own child than
+# with the other's — from both sides, so that neither a child that is simply more typical nor a parent that is
+# simply easier to match can make the difference.
 
 # %%
-parents = {"own": (model, f"tuned from {text_model}"), "same_parent": (same_parent, f"tuned from {text_model}, other seeds"),
-           "other": (other_parent, "tuned from another Vicuna")}
-loaded, absent = seeds.with_weights([name for name, _ in parents.values() if name])
-rows = {}
-for role, (name, label) in parents.items():
-    if name not in loaded:
+parents = {"own": (model, text_model, ""), "same_parent": (same_parent, text_model, ", other seeds"),
+           "other": (other_parent, other_text_model, ""),
+           "no_mix": (no_text_mix, text_model, ", other seeds, no text in stage 2")}
+loaded, absent = seeds.with_weights([name for name in (same_parent, other_text_model, other_parent, no_text_mix)
+                                     if name])
+vicuna_tqa = {text_model: scores["Vicuna TQA"]}
+if other_text_model in loaded:
+    vicuna_tqa[other_text_model] = readouts.collect(llavamech.load(other_text_model, device=device), items,
+                                                    {"heads": readouts.head_imp}, mode="tqa")["heads"]
+llava_vqa, rows = {}, {}
+for role, (name, parent, how) in parents.items():
+    if name != model and name not in loaded:
         for glued in ("shared", "rho", "all", "layers"):   # the prose's numbers say that the control did not run
             glue(f"{role}_{glued}", "not run")
         continue
-    vqa = scores["Llava VQA"] if name == model else readouts.collect(
+    vqa = llava_vqa[name] = scores["Llava VQA"] if name == model else readouts.collect(
         llavamech.load(name, device=device), items, {"heads": readouts.head_imp}, mode="vqa")["heads"]
     lap = transfer.overlap_table(means["Vicuna TQA"], vqa.mean(0), ks)
     rho = transfer.rank_correlation(scores["Vicuna TQA"], vqa, seed=seed)
-    seeds_of = seeds.VARIANTS.get(name)
-    rows[f"{name} ({label}" + (f"; Vicuna seed {seeds_of[0]}, Llava-stage seed {seeds_of[2]})" if seeds_of else ")")] = {
-        "Spearman, Vicuna TQA vs its VQA (95 % CI)": str(rho),
-        **{f"top {k} shared (P | all heads; P | their layers)":
-           f"{int(lap.loc[k, 'overlap'])} ({lap.loc[k, 'P(overlap ≥ observed | chance)']:.2g}; "
-           f"{lap.loc[k, 'P(overlap ≥ observed | their layers)']:.2g})" for k in ks}}
+    rows[f"{name} (tuned from {parent}{how})"] = {
+        f"Spearman with {v}'s TQA (95 % CI)": str(transfer.rank_correlation(tqa, vqa, seed=seed))
+        for v, tqa in vicuna_tqa.items()} | {
+        f"top {k} shared with {text_model} (P | all heads; P | their layers)":
+        f"{int(lap.loc[k, 'overlap'])} ({lap.loc[k, 'P(overlap ≥ observed | chance)']:.2g}; "
+        f"{lap.loc[k, 'P(overlap ≥ observed | their layers)']:.2g})" for k in ks}
     glue(f"{role}_shared", ", ".join(f"{int(lap.loc[k, 'overlap'])} of {k}" for k in ks))
     glue(f"{role}_rho", str(rho))
     glue(f"{role}_all", transfer.at_which_k((lap["P(overlap ≥ observed | chance)"] < 0.05).to_dict()))
     glue(f"{role}_layers", transfer.at_which_k((lap["P(overlap ≥ observed | their layers)"] < 0.05).to_dict()))
-glue("same_parent", same_parent or "none")
-glue("other_parent", other_parent or "none")
+crossed = other_text_model in vicuna_tqa and {same_parent, other_parent} <= set(llava_vqa)
+for glued, name in {"text_model": text_model, "other_text_model": other_text_model, "same_parent": same_parent,
+                    "other_parent": other_parent, "no_text_mix": no_text_mix}.items():
+    glue(glued, name or "none")
+
+
+def crossed_gaps(within_layer: bool) -> dict:
+    """Each Vicuna's Spearman with its own child less with the other's (`transfer.parent_gap`)."""
+    a, b = vicuna_tqa[text_model], vicuna_tqa[other_text_model]
+    return {text_model: transfer.parent_gap(a, llava_vqa[same_parent], llava_vqa[other_parent], within_layer,
+                                            seed=seed),
+            other_text_model: transfer.parent_gap(b, llava_vqa[other_parent], llava_vqa[same_parent], within_layer,
+                                                  seed=seed)}
+
+
+def verdict(gaps: dict) -> str:
+    return ("yes, from both parents" if all(g.low > 0 for g in gaps.values()) else
+            "from one parent only" if any(g.low > 0 for g in gaps.values()) else "not shown")
+
+
+for suffix, within in (("", False), ("_within", True)):
+    gaps = crossed_gaps(within) if crossed else {}
+    glue(f"gap_a{suffix}", str(gaps[text_model]) if crossed else "not run")
+    glue(f"gap_b{suffix}", str(gaps[other_text_model]) if crossed else "not run")
+    glue(f"inherited{suffix}", verdict(gaps) if crossed else "not run")
+# one child per parent in the crossing: how far two children of one Vicuna differ, from the other Vicuna's side
+children = [name for name in (model, same_parent) if name in llava_vqa]
+if crossed and len(children) == 2:
+    rho_other = [transfer.rank_correlation(vicuna_tqa[other_text_model], llava_vqa[c], seed=seed).mean
+                 for c in children]
+    glue("child_spread", f"{abs(rho_other[0] - rho_other[1]):.3f}")
+else:
+    glue("child_spread", "not measured")
+# the text-mix control: no_text_mix was tuned as same_parent was (seeds, image batches), without the text loss
+matched = no_text_mix in llava_vqa and same_parent in llava_vqa
+no_mix_gap = transfer.parent_gap(scores["Vicuna TQA"], llava_vqa[same_parent], llava_vqa[no_text_mix], seed=seed) \
+    if matched else None
+glue("no_mix_gap", str(no_mix_gap) if no_mix_gap else "not run")
+glue("no_mix_verdict", "not run" if no_mix_gap is None else
+     f"not distinguished (differences up to {no_mix_gap.high:.2f} are not excluded)" if not no_mix_gap.excludes(0)
+     else "the mixed Llava ranks them more alike" if no_mix_gap.low > 0
+     else "the Llava without the mix ranks them more alike")
+no_mix_inherited = transfer.parent_gap(scores["Vicuna TQA"], llava_vqa[no_text_mix], llava_vqa[other_parent],
+                                       seed=seed) if no_text_mix in llava_vqa and other_parent in llava_vqa else None
+glue("no_mix_inherited", str(no_mix_inherited) if no_mix_inherited else "not run")
 if absent:
     print(f"not run: no weights for {', '.join(absent)} here")
 table(pd.DataFrame(rows).T, "parent-control") if rows else None
 
 # %% [markdown]
-# Tuned from this Vicuna with the Llava stages' seed changed, the top sets share {glue:text}`same_parent_shared` of
-# this Vicuna's top heads (this chapter's Llava: {glue:text}`own_shared`), with Spearman {glue:text}`same_parent_rho`.
-# Tuned from another Vicuna they share {glue:text}`other_shared` — beyond chance over all heads
-# {glue:text}`other_all`, within their layers {glue:text}`other_layers` — and the rank correlation falls to
-# {glue:text}`other_rho`. So the ordering a Llava keeps is its own Vicuna's, beyond what any Llava of this design
-# shares with it; and the large-k overlap over all heads is the lenient null it was said to be: a Llava of
-# another Vicuna passes it too. Part of this was to be expected: heads within a layer are interchangeable between
-# separately trained models, so another Vicuna's Llava matches this Vicuna's heads within a layer only by chance —
-# the within-layer test above already says as much. What the control adds is the Spearman drop over all heads;
-# comparing that Llava with its own parent (the seed-1 Vicuna) would complete it. One other Vicuna is one draw:
-# the size of the gap between parents would need more such crosses.
+# Tuned from {glue:text}`text_model` with the Llava stages' seed changed, the top sets share
+# {glue:text}`same_parent_shared` of its top heads (this chapter's Llava: {glue:text}`own_shared`), with Spearman
+# {glue:text}`same_parent_rho`. Tuned from the other Vicuna they share {glue:text}`other_shared` — beyond chance
+# over all heads {glue:text}`other_all`, within their layers {glue:text}`other_layers` — and the rank correlation
+# is {glue:text}`other_rho`. The crossed comparison, each Vicuna's Spearman with its own child less with the
+# other's (paired over the same examples, BCa interval): {glue:text}`gap_a` for {glue:text}`text_model`,
+# {glue:text}`gap_b` for {glue:text}`other_text_model` — inherited: **{glue:text}`inherited`**.
+#
+# Over all heads, part of that is which layer does the work; but heads within a layer are interchangeable between
+# separately trained models, so their order *inside* a layer is what a child can only have from its parent. Ranked
+# within their layers only, the gaps are {glue:text}`gap_a_within` and {glue:text}`gap_b_within` — inherited
+# within layers: **{glue:text}`inherited_within`**.
+#
+# The intervals resample examples, not training runs, and each parent has one child in the crossing. How much one
+# child differs from another of the same parent, seen from the other Vicuna's side: the two Llavas tuned from
+# {glue:text}`text_model` differ by {glue:text}`child_spread` in their Spearman with {glue:text}`other_text_model`,
+# less than either gap over all heads. Two Vicunas are two draws: how large the gap is in general would need more
+# of them. The large-k overlap over all heads is the lenient null it was said to be: a Llava of another Vicuna
+# passes it too.
+#
+# **Without the text mix.** The organism's visual tuning mixes the task's text prompts back in (chapter 3 says why
+# that could make the reuse likely by construction). {glue:text}`no_text_mix` was tuned from {glue:text}`text_model`
+# exactly as {glue:text}`same_parent` was — the same seeds and the very same image batches — but with the text
+# prompts' loss left out. It shares {glue:text}`no_mix_shared` of the Vicuna's top heads, with Spearman
+# {glue:text}`no_mix_rho`; {glue:text}`same_parent`'s Spearman less its, paired: {glue:text}`no_mix_gap` —
+# {glue:text}`no_mix_verdict`. And it still ranks its heads more like its own parent than the other Vicuna's child
+# does (Spearman gap {glue:text}`no_mix_inherited`). So the Vicuna's order carries over without the mix in this
+# recipe, though the mix may keep somewhat more of it; what stays built in is that the Vicuna learned this very
+# task on text first. Without the mix the
+# Llava forgets part of the text skill (appendix B has its card).
 
 # %% [markdown]
 # ## Some heads gain importance from the image, as reported, but little; the large gains are the tuning's, in first-layer heads that read the answer prefix and T
@@ -464,7 +539,8 @@ glue("clean_accuracy", str(whole["clean accuracy"]))
 #
 # **Shows.** The heads that answer from text in the organism's Vicuna keep their ranks in its Llava, from text
 # and from images: over all heads the rank correlation is high ({glue:text}`rho_Vicuna_TQA_Llava_VQA` from
-# Vicuna TQA to Llava VQA) and higher than in a Llava tuned from another Vicuna ({glue:text}`other_rho`). The top
+# Vicuna TQA to Llava VQA) and higher than in a Llava tuned from another Vicuna ({glue:text}`other_rho`; crossing
+# two Vicunas with their Llavas, inherited: {glue:text}`inherited`), with or without the text mix. The top
 # sets overlap beyond chance over all heads {glue:text}`overlap_all_ks`, but against the stricter null of their own
 # layer {glue:text}`overlap_layer_ks`, uncorrected. The paper's reading — visual tuning reuses Vicuna's heads —
 # holds here, more clearly in the ordering of all heads than in the top sets. Some heads gain importance from the image, as the paper reports, but little; the large gains are the
@@ -480,6 +556,6 @@ glue("clean_accuracy", str(whole["clean accuracy"]))
 # **Cannot.** {glue:text}`n_heads` heads cannot give an overlap as telling as {glue:text}`paper_overlap` of
 # {glue:text}`paper_k` out of {glue:text}`paper_n_heads`, and the organism's circuit lives in one layer where
 # Llava's spans many. Rerun on the real pair with
-# `papermill -p model llava-hf/llava-1.5-7b-hf -p text_model lmsys/vicuna-7b-v1.5 -p same_parent None -p other_parent None -p device cuda -p examples coco_animals.jsonl`
+# `papermill -p model llava-hf/llava-1.5-7b-hf -p text_model lmsys/vicuna-7b-v1.5 -p same_parent None -p other_text_model None -p other_parent None -p no_text_mix None -p device cuda -p examples coco_animals.jsonl`
 # (the weight comparison needs the Llava's language model to have started from that Vicuna, as Llava-1.5's did;
 # the parent control needs a Llava tuned from another language model of the same shape).

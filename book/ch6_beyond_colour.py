@@ -77,7 +77,10 @@ pd.DataFrame([{"type": t.name, "question": t.question, "answer prefix": repr(t.a
 # Held-out accuracy of each type: the scene (VQA) and, where the facts can be said in words, the same facts as
 # text (TQA), with 95 % bootstrap intervals and each type's chance level (dashed): the accuracy of always giving
 # the examples' most frequent answer, which a model that ignores the input can reach (above a uniform guess where
-# the answers are unbalanced, as existence's are).
+# the answers are unbalanced). It is the sample's own majority share, which sits above the generator's where the
+# answers are balanced (colour: {glue:text}`colour_sample_majority:.3f` on {glue:text}`n` against
+# {glue:text}`colour_uniform:.3f`), and the
+# text sets are drawn apart from the scenes, so a type's two chance levels can differ.
 
 # %%
 vqa = study.accuracy(llava, sets, "vqa", seed=seed)
@@ -93,6 +96,9 @@ weakest = vqa["accuracy"].map(lambda e: e.mean).idxmin()
 glue("weakest_vqa", weakest)
 glue("weakest_vqa_acc", str(vqa["accuracy"].loc[weakest]))
 glue("weakest_vqa_chance", float(vqa.loc[weakest, "majority answer's share"]))
+colour_row = vqa.loc["colour"] if "colour" in vqa.index else {}   # a balanced type: sample's majority vs uniform
+glue("colour_sample_majority", float(colour_row.get("majority answer's share", float("nan"))))
+glue("colour_uniform", float(colour_row.get("chance", float("nan"))))
 pd.DataFrame({"VQA": vqa["accuracy"].map(str), "TQA": tqa["accuracy"].map(str).reindex(vqa.index).fillna("no text form"),
               "chance (majority answer, VQA)": vqa["majority answer's share"].map("{:.3g}".format),
               "uniform guess": vqa["chance"].map("{:.3g}".format), "n (each)": vqa["n"]})
@@ -248,8 +254,8 @@ spread
 # {glue:text}`entropy_reverse`): both look something up. Counting's top head is {glue:text}`head_counting`
 # ({glue:text}`counting_head_relation`), and asked to count it spreads its attention nearly uniformly
 # ({glue:text}`entropy_counting`): one head, two ways of reading, chosen by the question. Existence's top head
-# ({glue:text}`head_existence`) hardly looks at the image from the last position; the answer reaches it from
-# earlier positions. Ablating the colour heads cost counting {glue:text}`ablate_counting_dlogp` in log p, and
+# ({glue:text}`head_existence`) hardly looks at the image from the last position; the answer appears to reach it
+# from earlier positions (no intervention here tests that route). Ablating the colour heads cost counting {glue:text}`ablate_counting_dlogp` in log p, and
 # {glue:text}`ablate_counting_paired` beyond random heads of the same layers (Holm-adjusted p =
 # {glue:text}`ablate_counting_holm:.3g`).
 
@@ -333,8 +339,8 @@ fig.suptitle(f"{llava.name}: the tool's map for one held-out scene of each looku
 # (reverse): on {glue:text}`n_pointing` scenes per type {glue:text}`lookup_vs_ig_verdict`. For existence questions
 # about a present animal the tool points there in only {glue:text}`pointing_existence_tool` of the scenes, where
 # integrated gradients point there in {glue:text}`pointing_existence_ig` and causal ablation in
-# {glue:text}`pointing_existence_ablation`: the image does carry the answer, but existence's best head reads it from
-# earlier positions, not from the patches, so one head's map misses it. For position questions, which the model
+# {glue:text}`pointing_existence_ablation`: the image does carry the answer, but existence's best head hardly
+# attends to the patches (it appears to read the answer from earlier positions), so one head's map misses it. For position questions, which the model
 # does not answer from the image, every method points at the animal only sometimes (the tool
 # {glue:text}`pointing_position_tool`). {glue:text}`n_pointing` scenes per type make wide intervals: raise
 # `n_pointing` to narrow them (each scene costs one pass per patch).
@@ -402,7 +408,7 @@ grounding = study.explanation_features(llava, colour_present + colour_absent)
 grounding["unsupported"] = np.r_[np.zeros(len(colour_present), bool), np.ones(len(colour_absent), bool)]
 scene = np.r_[np.arange(len(colour_present)), np.arange(len(colour_absent))]   # both questions of a scene
 calibration = (np.random.default_rng(seed).random(len(colour_present)) < 0.5)[scene]   # split by scene
-detected = study.detector(grounding, "unsupported", calibration, seed=seed)
+detected = study.detector(grounding, "unsupported", calibration, seed=seed, groups=scene)
 best = detected.index[detected["chosen"]][0]   # chosen on the calibration half, before the test half is seen
 versus = study.detector_difference(grounding, "unsupported", calibration, best, "p(answer)", groups=scene,
                                    seed=seed)   # the same resampled test scenes for both rules
@@ -419,6 +425,15 @@ for measure, estimate in versus.items():
 glue("detector_verdict", "; ".join(
     f"{measure}: {'the explanation higher' if e.low > 0 else 'p(answer) higher' if e.high < 0 else 'not separated'}"
     for measure, e in versus.items()))
+glue("best_flag_rate", float(detected.loc[best, "chance recall"]))       # the share of test rows each rule flags
+glue("baseline_flag_rate", float(detected.loc["p(answer)", "chance recall"]))
+auc = study.auc_difference(grounding, "unsupported", calibration, best, "p(answer)", groups=scene, seed=seed)
+glue("best_auc", str(auc[best]))
+glue("baseline_auc", str(auc["p(answer)"]))
+glue("auc_difference", str(auc["difference"]))
+glue("auc_verdict", "the explanation separates them better" if auc["difference"].low > 0 else
+     "p(answer) separates them better" if auc["difference"].high < 0 else
+     f"not told apart from p(answer) on {len(np.unique(scene[~calibration]))} test scenes (one split)")
 shown_rules = detected.assign(**{c: detected[c].map("{:.3f}".format) for c in
                                  ("chance precision", "chance recall", "balanced accuracy (calibration)")},
                               chosen=detected["chosen"].map({True: "yes", False: ""}))
@@ -444,8 +459,8 @@ fig.tight_layout()
 # their explanations beside the grounded *yes* answers: the intervals overlap on every feature, and too few
 # hallucinations exist for a rule to be fitted and tested on separate halves.
 #
-# **Colour answers about an absent animal are flagged, and the explanation finds more of them than the model's own
-# probability does, at a precision the test does not tell apart.** For colour
+# **Colour answers about an absent animal are flagged; without a threshold, the explanation is not told apart
+# from the model's own probability.** For colour
 # answers, the rule chosen on the calibration half uses **{glue:text}`best_feature`**: asked about an animal the
 # scene does not hold, the explanation's best head puts much less of its attention on the image (figure above). On
 # the {glue:text}`n_test` held-out explanations ({glue:text}`n_test_scenes` scenes) the rule's precision is
@@ -453,7 +468,13 @@ fig.tight_layout()
 # The baseline that needs no explanation, a threshold on the model's own probability of its answer fitted the same
 # way, reaches precision {glue:text}`baseline_precision` and recall {glue:text}`baseline_recall`. Scored on the
 # same resampled test scenes, the explanation's rule minus the baseline is {glue:text}`best_minus_baseline_precision`
-# in precision and {glue:text}`best_minus_baseline_recall` in recall ({glue:text}`detector_verdict`). What is
+# in precision and {glue:text}`best_minus_baseline_recall` in recall ({glue:text}`detector_verdict`). But the two
+# rules flag different shares of the test questions ({glue:text}`best_flag_rate:.2f` and
+# {glue:text}`baseline_flag_rate:.2f`), and a rule that flags more gains recall by that alone. Without a threshold,
+# the area under the ROC curve is {glue:text}`best_auc` for the explanation's feature and {glue:text}`baseline_auc`
+# for p(answer), a difference of {glue:text}`auc_difference` on the same resampled scenes:
+# **{glue:text}`auc_verdict`**. Precision here is measured where half the questions are about an absent animal,
+# as the design fixes; where such questions are rarer, it would be lower for both. What is
 # flagged here is a question about an absent animal, whatever the model answers; the
 # hallucinations that matter, existence answers the image does not support, are the ones the explanation does not
 # single out (above).
@@ -479,6 +500,7 @@ side = pd.DataFrame([
              f"recall {detected.loc[best, 'recall']}; p(answer) alone: precision "
              f"{detected.loc['p(answer)', 'precision']}, recall {detected.loc['p(answer)', 'recall']}; rule minus "
              f"p(answer), paired over the test scenes: precision {versus['precision']}, recall {versus['recall']}; "
+             f"AUC, no threshold: {auc[best]} vs {auc['p(answer)']}, difference {auc['difference']}; "
              "hallucinated existence answers: not singled out"},
 ])
 side.attrs.update(index=False, note="Paper: what the sources say (see the introduction's box on provenance). Here: "
@@ -499,7 +521,8 @@ table(side, "paper-vs-here-6")
 # at the animal for colour and reverse lookups is not told apart from integrated gradients'; for the other types,
 # against integrated gradients on the same scenes, {glue:text}`others_vs_ig`. Its explanation — the best head's attention on
 # the image — flags colour questions about an absent animal well above chance; against the model's own
-# probability of its answer, paired on the same test scenes, {glue:text}`detector_verdict`. It does not single out
+# probability of its answer, paired on the same test scenes, {glue:text}`detector_verdict` at the rules'
+# thresholds, and without a threshold {glue:text}`auc_verdict`. It does not single out
 # the existence hallucinations. A trained model can also fail outright: this one answers position questions from
 # a prior, and the tool's maps for those answers are {glue:text}`position_map_verdict` (largest patch's share
 # {glue:text}`shape_peak_position` against {glue:text}`shape_peak_colour`), though correct existence and counting

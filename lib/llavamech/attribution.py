@@ -157,8 +157,8 @@ def neuron_scores(trace: Trace, layer: int, token: int | None = None, chunk: int
 
 
 def top_heads(scores: torch.Tensor, k: int = 10) -> list[dict]:
-    """The k best heads of a [L, H] score table as [{layer, head, score}], best first."""
+    """The k best heads of a [L, H] score table as [{layer, head, score}], best first (ties in layer, head order)."""
     flat = scores.flatten()
-    idx = flat.argsort(descending=True)[:k]
+    idx = flat.argsort(descending=True, stable=True)[:k]
     n_heads = scores.shape[1]
     return [{"layer": int(i) // n_heads, "head": int(i) % n_heads, "score": float(flat[i])} for i in idx]

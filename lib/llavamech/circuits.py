@@ -121,6 +121,7 @@ def measure(model, examples: list[Example], heads: list[tuple[int, int]], k: int
         if example.distractors:
             different = model.trace(**example.asking(rng.choice(example.distractors)).inputs(mode))
         row = {"correct": float(trace.top_token == true) if example.colour else np.nan}
+        evidence = evidence_positions(model, trace, example, mode)
         for layer, head in heads:
             top = lens.important_positions(trace, [(layer, head)], k, kind)
             chance = lens.random_positions(trace, k, kind, generator)
@@ -133,16 +134,16 @@ def measure(model, examples: list[Example], heads: list[tuple[int, int]], k: int
             z = attribution.readout(trace, ov_output(trace, layer, head, top))
             row.setdefault("OV logit difference", []).append(float((z[:, true] - z[:, other]).mean()))
             row.setdefault("uniform attention", []).append(k / trace.seq_len)
-            for key, value in _at_evidence(model, trace, different, example, mode, layer, head, true, other).items():
+            for key, value in _at_evidence(model, trace, different, evidence, layer, head, true, other).items():
                 row.setdefault(key, []).append(value)
         rows.append(row)
     return {key: np.array([r[key] for r in rows], dtype=np.float64) for key in rows[0]}
 
 
-def _at_evidence(model, trace, different, example: Example, mode: str, layer: int, head: int, true: int,
+def _at_evidence(model, trace, different, where: torch.Tensor | None, layer: int, head: int, true: int,
                  other: int) -> dict[str, float]:
-    """`measure`'s `evidence ...` entries for one head on one example (NaN without evidence positions)."""
-    where = evidence_positions(model, trace, example, mode)
+    """`measure`'s `evidence ...` entries for one head on one example, at its `evidence_positions` `where` (NaN
+    where it has none)."""
     keys = ("evidence MRR value output colour", "evidence attention same", "evidence attention different",
             "evidence OV logit difference", "evidence uniform attention")
     if where is None or not len(where):
@@ -154,18 +155,26 @@ def _at_evidence(model, trace, different, example: Example, mode: str, layer: in
                            float((z[:, true] - z[:, other]).mean()), len(where) / trace.seq_len)))
 
 
+def head_mean(measures: dict[str, np.ndarray], key: str) -> np.ndarray:
+    """One of `measure`'s [n, heads] arrays as the mean over heads per example, for the examples that have it (an
+    example without another animal has no `attention different`; one without evidence positions no `evidence ...`)."""
+    values = measures[key]
+    return np.nanmean(values[~np.isnan(values).all(1)], axis=1)
+
+
+def estimate(measures: dict[str, np.ndarray], key: str, seed: int = 0):
+    """`head_mean` with its 95 % bootstrap interval over the examples that have the measure."""
+    return bootstrap(head_mean(measures, key), seed=seed)
+
+
 def evidence_table(measures: dict[str, np.ndarray], seed: int = 0) -> pd.DataFrame:
     """The query-key and value-output measures at the important positions beside the same at the evidence positions
     (`evidence_positions`): a row each, mean over heads with its 95 % interval over examples, and the uniform
     attention level at each."""
-    def est(key):
-        values = measures[key][~np.isnan(measures[key]).all(1)]   # examples that have the measure
-        return bootstrap(np.nanmean(values, axis=1), seed=seed)
-
     rows = {"value-output colour MRR": "MRR value output colour", "attention, same animal": "attention same",
             "attention, another animal": "attention different", "OV logit difference": "OV logit difference",
             "uniform attention": "uniform attention"}
-    return pd.DataFrame({where: {name: str(est(prefix + key)) for name, key in rows.items()}
+    return pd.DataFrame({where: {name: str(estimate(measures, prefix + key, seed)) for name, key in rows.items()}
                          for where, prefix in (("important positions (by the head's Imp)", ""),
                                                ("evidence positions (fixed in advance)", "evidence "))})
 
@@ -212,9 +221,7 @@ def probe(model, examples: list[Example], head: tuple[int, int], mode: str, part
 def paper_estimates(measures: dict[str, np.ndarray], mode: str, seed: int = 0) -> dict:
     """The measures of `measure` (averaged over the heads, bootstrapped over examples) under the keys of
     data/reference/paper.csv, with the random-position baselines the claims are tested against."""
-    def est(key):
-        return bootstrap(np.nanmean(measures[key], axis=1), seed=seed)
-
+    est = lambda key: estimate(measures, key, seed)
     return {f"circuit.colour_mrr.{mode}": est("MRR value output colour"),
             f"circuit.colour_mrr_random.{mode}": est("random MRR value output colour"),
             f"circuit.animal_mrr.{mode}": est("MRR key input animal"),
@@ -227,7 +234,7 @@ def paper_estimates(measures: dict[str, np.ndarray], mode: str, seed: int = 0) -
 def rankings_table(measures: dict[str, np.ndarray], seed: int = 0):
     """The four token rankings as a table: rows the parts, columns colour / animal MRR at the important and at
     random positions (mean over heads, 95 % interval over examples)."""
-    cell = lambda key: str(bootstrap(np.nanmean(measures[key], axis=1), seed=seed))
+    cell = lambda key: str(estimate(measures, key, seed))
     return pd.DataFrame({f"{word} MRR, {where}": [cell(f"{prefix}MRR {part} {word}") for part in PARTS]
                          for word in ("colour", "animal")
                          for where, prefix in (("important", ""), ("random", "random "))},

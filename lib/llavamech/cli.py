@@ -76,6 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--smoke", action="store_true", help="a few steps of each stage (checks the recipe runs)")
     t.add_argument("--multi", action="store_true", help="the multi-question organism (toy-vicuna-multi, "
                    "toy-llava-multi: every question type of data/world.json), from the colour organism's toy-clip")
+    t.add_argument("--text-weight", type=float, default=0.5, help="weight of the text QA loss mixed into the "
+                   "Llava's stage 2 (default 0.5; 0: visual QA alone)")
     t.add_argument("--force", action="store_true", help="replace the models the stage would write in --out")
     return p
 
@@ -206,8 +208,11 @@ def _train(args) -> int:
     _writable_folder(args.out, "--out")
     if args.seed < 0:
         raise LlavamechError(f"--seed must be 0 or more, got {args.seed}")
+    if not 0 <= args.text_weight < float("inf"):
+        raise LlavamechError(f"--text-weight must be 0 or more, got {args.text_weight}")
     recipe = (smoke_recipe(args.seed, args.multi) if args.smoke else
               multi_recipe(args.seed) if args.multi else Recipe(seed=args.seed))
+    recipe.tqa_weight = args.text_weight
     if args.multi and args.stage == "clip":
         raise LlavamechError("the multi-question organism has no CLIP of its own: it sees with toy-clip; "
                              "use --stage vicuna, llava or all")

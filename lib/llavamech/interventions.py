@@ -22,6 +22,7 @@ from .errors import LlavamechError
 from .examples import Example
 from .hooks import hooked, inject, language_model_call, sdpa_attention, visual_rows
 from .progress import progress
+from .readouts import top_heads_of
 from .stats import bootstrap, holm, sign_flip_p
 
 
@@ -430,8 +431,7 @@ def held_out_ranking(examples: list[Example], head_scores, n_test: int | None) -
         raise LlavamechError(f"a causal test needs examples to test on and others to rank the heads on: "
                              f"{len(examples)} example(s) are too few; raise n_examples")
     mean = scores[n_test:].mean(0)
-    order = np.argsort(-mean, axis=None, kind="stable")
-    return examples[:n_test], [tuple(int(i) for i in np.unravel_index(j, mean.shape)) for j in order]
+    return examples[:n_test], top_heads_of(mean, mean.size)
 
 
 def head_ablation_test(model, examples: list[Example], mode: str, ranked_heads: list[tuple[int, int]],

@@ -274,7 +274,8 @@ def head_scatter(x, y, xlabel: str, ylabel: str, title: str, label_top: int = 3,
 
 def accuracy_by_type(tables: list, title: str, ax=None):
     """Accuracy per question type, one bar series per table (e.g. VQA, TQA: `question_study.accuracy` frames), with
-    95 % intervals and each type's chance level as a short dashed line across its group."""
+    95 % intervals and each bar's chance level (its own example set's, which can differ between the series) as a
+    short dashed line across that bar."""
     fig, ax = plt.subplots(figsize=(7, 3)) if ax is None else (ax.figure, ax)
     types = list(dict.fromkeys(t for frame in tables for t in frame.index))
     width = 0.8 / len(tables)
@@ -283,15 +284,14 @@ def accuracy_by_type(tables: list, title: str, ax=None):
         est = frame["accuracy"].tolist()
         ax.bar(x, [e.mean for e in est], width, yerr=[[e.mean - e.low for e in est], [e.high - e.mean for e in est]],
                capsize=3, color=f"C{i}", label=frame["mode"].iloc[0])
-    chance = {t: frame.loc[t, "chance"] for frame in tables for t in frame.index}
-    for j, t in enumerate(types):
-        ax.hlines(chance[t], j - 0.45, j + 0.45, color="k", ls="--", lw=0.8, label="chance" if j == 0 else None)
+        ax.hlines(frame["chance"].to_numpy(float), x - width / 2, x + width / 2, color="k", ls="--", lw=0.8,
+                  label="chance" if i == 0 else None)
     ax.set_xticks(range(len(types)))
     ax.set_xticklabels(types, fontsize=8)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("accuracy (held out)")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))   # beside the axes: it hides no bar
     return fig
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import ImageOps
-from scipy.stats import spearmanr
+from scipy.stats import rankdata, spearmanr
 
 from . import circuits, questions, readouts
 from .cards import wilson
@@ -299,6 +299,26 @@ def rule_flags(features: pd.DataFrame, feature: str, label: str, calibration: np
     return threshold, direction, balanced, apply_rule(values[~calibration], threshold, direction)
 
 
+def _group_ids(groups, test: np.ndarray) -> np.ndarray:
+    """Each test row's group index (0..G-1): its own row without `groups`, else its group, such as the versions of
+    one scene, which are not independent and are resampled together."""
+    n = int(test.sum())
+    return np.arange(n) if groups is None else np.unique(np.asarray(groups)[test], return_inverse=True)[1]
+
+
+def _resampled_sums(ids: np.ndarray, columns, n_boot: int, seed: int) -> np.ndarray:
+    """Per-group sums of each of `columns` ([rows] each), summed over the sample itself (row 0) and over `n_boot`
+    resamples of whole groups (rows 1..): [1 + n_boot, columns]."""
+    counts = np.stack([np.bincount(ids, np.asarray(c, float), minlength=ids.max() + 1) for c in columns], axis=1)
+    weights = np.random.default_rng(seed).multinomial(len(counts), np.full(len(counts), 1 / len(counts)), size=n_boot)
+    return np.vstack([counts.sum(0), weights @ counts])
+
+
+def _estimate(values: np.ndarray, n: int) -> Estimate:
+    """The sample's value (row 0) with the 2.5–97.5 % percentiles of the resamples (rows 1..)."""
+    return Estimate(float(values[0]), *map(float, np.nanpercentile(values[1:], [2.5, 97.5])), n)
+
+
 def detector_difference(features: pd.DataFrame, label: str, calibration: np.ndarray, a: str, b: str,
                         groups: np.ndarray | None = None, n_boot: int = 2000, seed: int = 0) -> dict[str, Estimate]:
     """Rule `a`'s precision and recall minus rule `b`'s on the same test rows, each with a paired bootstrap 95 %
@@ -308,18 +328,45 @@ def detector_difference(features: pd.DataFrame, label: str, calibration: np.ndar
     test = ~calibration
     truth = features[label].to_numpy(bool)[test]
     flags = {name: rule_flags(features, name, label, calibration)[3] for name in (a, b)}
-    ids = np.arange(len(truth)) if groups is None else np.unique(np.asarray(groups)[test], return_inverse=True)[1]
-    # per group: each rule's true positives and flags, and the positives
-    counts = np.stack([np.bincount(ids, w, minlength=ids.max() + 1) for w in
-                       (flags[a] & truth, flags[a], flags[b] & truth, flags[b], truth)], axis=1).astype(float)
-    rng = np.random.default_rng(seed)
-    weights = rng.multinomial(len(counts), np.full(len(counts), 1 / len(counts)), size=n_boot)
-    sums = np.vstack([counts.sum(0), weights @ counts])            # row 0: the sample itself
+    sums = _resampled_sums(_group_ids(groups, test),
+                           (flags[a] & truth, flags[a], flags[b] & truth, flags[b], truth), n_boot, seed)
     with np.errstate(invalid="ignore", divide="ignore"):
         diffs = {"precision": sums[:, 0] / sums[:, 1] - sums[:, 2] / sums[:, 3],
                  "recall": (sums[:, 0] - sums[:, 2]) / sums[:, 4]}
+    return {m: _estimate(d, int(test.sum())) for m, d in diffs.items()}
+
+
+def auc_difference(features: pd.DataFrame, label: str, calibration: np.ndarray, a: str, b: str,
+                   groups: np.ndarray | None = None, n_boot: int = 2000, seed: int = 0) -> dict[str, Estimate]:
+    """Two features compared without a threshold: each one's area under the ROC curve at telling `label` on the
+    test rows, oriented as its rule on the `calibration` rows says (a feature whose low values flag is negated), and
+    a's less b's, each with a paired bootstrap 95 % interval over test rows or whole `groups`. Rules compared at
+    their own thresholds flag at different rates, so one can gain recall by flagging more; the AUC weighs every
+    threshold alike. {a, b, "difference"}."""
+    test = ~calibration
+    truth = features[label].to_numpy(bool)[test]
+    scores = {}
+    for name in (a, b):
+        _, direction, _, _ = rule_flags(features, name, label, calibration)
+        values = features[name].to_numpy(float)[test]
+        scores[name] = -values if direction == "below" else values
+    ids = _group_ids(groups, test)
+    rng = np.random.default_rng(seed)
+    members = [np.flatnonzero(ids == g) for g in range(ids.max() + 1)]
+    draws = [np.arange(len(truth))] + [np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+                                       for _ in range(n_boot)]
+    aucs = np.array([[_auc(scores[name][rows], truth[rows]) for name in (a, b)] for rows in draws])
     n = int(test.sum())
-    return {m: Estimate(float(d[0]), *map(float, np.nanpercentile(d[1:], [2.5, 97.5])), n) for m, d in diffs.items()}
+    return {a: _estimate(aucs[:, 0], n), b: _estimate(aucs[:, 1], n), "difference": _estimate(aucs[:, 0] - aucs[:, 1], n)}
+
+
+def _auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """P(a positive scores above a negative), ties counting half (the Mann–Whitney statistic); NaN without both."""
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if not n_pos or not n_neg:
+        return np.nan
+    ranks = rankdata(scores)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def contrast(a: pd.DataFrame, b: pd.DataFrame, columns, names=("a", "b"), n_boot: int = 2000,
@@ -341,22 +388,26 @@ def contrast(a: pd.DataFrame, b: pd.DataFrame, columns, names=("a", "b"), n_boot
 
 
 def detector(features: pd.DataFrame, label: str, calibration: np.ndarray, seed: int = 0,
-             baselines=tuple(BASELINES)) -> pd.DataFrame:
+             baselines=tuple(BASELINES), groups: np.ndarray | None = None, n_boot: int = 2000) -> pd.DataFrame:
     """For each explanation feature: a one-threshold rule fitted on the `calibration` rows, and its precision and
-    recall at flagging `label` (a boolean column) on the other rows, with bootstrap intervals. Chance: flagging at
+    recall at flagging `label` (a boolean column) on the other rows, with bootstrap intervals (over test rows, or
+    whole `groups` as `detector_difference` resamples them), and its flag rate. Chance: flagging at
     random as often as the rule does has precision = the label's share of the test rows and recall = the rule's
     flag rate. `chosen` marks the explanation feature whose rule separated the calibration rows best: chosen before
     the test rows are looked at, so its test numbers are not the best of four tries. The `baselines` present in
     `features` get a rule of their own beside them, never chosen: what a detector without the explanation does."""
     test = ~calibration
-    truth = features[label].to_numpy(bool)
+    t = features[label].to_numpy(bool)[test]
+    ids = _group_ids(groups, test)
     rows = []
     for feature in [*FEATURES, *(b for b in baselines if b in features)]:
         threshold, direction, balanced, flag = rule_flags(features, feature, label, calibration)
-        t = truth[test]
+        sums = _resampled_sums(ids, (flag & t, flag, t), n_boot, seed)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            precision, recall = sums[:, 0] / sums[:, 1], sums[:, 0] / sums[:, 2]
         rows.append({"feature": feature, "rule": f"flag when {'≤' if direction == 'below' else '≥'} {threshold:.3g}",
-                     "precision": bootstrap(t[flag].astype(float), seed=seed) if flag.any() else "none flagged",
-                     "recall": bootstrap(flag[t].astype(float), seed=seed) if t.any() else "no positives",
+                     "precision": _estimate(precision, int(flag.sum())) if flag.any() else "none flagged",
+                     "recall": _estimate(recall, int(t.sum())) if t.any() else "no positives",
                      "chance precision": round(float(t.mean()), 3), "chance recall": round(float(flag.mean()), 3),
                      "n (test)": int(test.sum()), "positives (test)": int(t.sum()),
                      "balanced accuracy (calibration)": round(balanced, 3)})

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from . import circuits
 from .interventions import CONTROL_NAMES
-from .stats import bootstrap
 
 try:
     from IPython.core.formatters import format_display_data  # noqa: F401  (myst-nb's glue formats through it)
@@ -51,9 +51,9 @@ def glue_evidence(measures: dict, mode: str, seed: int = 0) -> None:
     names = {"colour_mrr": "MRR value output colour", "attention_same": "attention same",
              "attention_different": "attention different", "ov": "OV logit difference"}
     for name, key in {**names, "uniform": "uniform attention"}.items():
-        values = measures[f"evidence {key}"]
-        values = np.nanmean(values[~np.isnan(values).all(1)], axis=1)
-        glue(f"evidence_{name}_{mode}", float(values.mean()) if name == "uniform" else str(bootstrap(values, seed=seed)))
+        key = f"evidence {key}"
+        glue(f"evidence_{name}_{mode}", float(circuits.head_mean(measures, key).mean()) if name == "uniform"
+             else str(circuits.estimate(measures, key, seed)))
 
 
 def glue_causal_test(causal: pd.DataFrame, ranked: list[tuple[int, int]]) -> None:

@@ -11,7 +11,7 @@ import contextlib
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import hypergeom, norm, spearmanr
+from scipy.stats import hypergeom, norm, rankdata, spearmanr
 
 from . import questions
 from .errors import LlavamechError
@@ -58,19 +58,48 @@ def rank_correlation(per_example_a, per_example_b, n_boot: int = 2000, seed: int
     percentile interval ends just above it (0.86 [0.77, 0.90]). BCa shifts the percentiles by that bias (the share
     of resamples below the estimate) and by the skew the jackknife finds, so the interval is centred where the
     estimate's own sampling distribution is, not where the resamples' is."""
-    a = np.asarray(per_example_a).reshape(len(per_example_a), -1)
-    b = np.asarray(per_example_b).reshape(len(per_example_b), -1)
-    if len(a) != len(b):
-        raise ValueError(f"the settings must score the same examples ({len(a)} vs {len(b)})")
-    rho = lambda mean_a, mean_b: spearmanr(mean_a, mean_b).statistic
-    estimate = float(rho(a.mean(0), b.mean(0)))
-    draws = np.random.default_rng(seed).integers(0, len(a), size=(n_boot, len(a)))
-    boot = np.array([rho(a[d].mean(0), b[d].mean(0)) for d in draws])
+    return _over_examples(_rho, [per_example_a, per_example_b], n_boot, seed)
+
+
+def parent_gap(parent, own, other, within_layer: bool = False, n_boot: int = 2000, seed: int = 0) -> Estimate:
+    """How much more alike a language model's heads rank with its own Llava's than with another's: Spearman over all
+    heads of `parent`'s mean scores with `own`'s, less with `other`'s ([n, L, H] each, on the same examples), with a
+    paired BCa 95 % interval (the three resampled together, so the parent's own noise counts once). The intervals
+    resample examples, not training runs. `within_layer`: each head ranked among its own layer's only
+    (`within_layer_rho`), so that which layer does the work, which any Llava of the task may share, counts for
+    nothing and only the heads' order inside their layers, which separately trained models do not share, is left."""
+    rho = _within_layer_rho(np.asarray(parent).shape[-1]) if within_layer else _rho
+    return _over_examples(lambda p, a, b: rho(p, a) - rho(p, b), [parent, own, other], n_boot, seed)
+
+
+def within_layer_rho(mean_a, mean_b) -> float:
+    """Spearman over all heads of two [L, H] score tables after ranking each head among its own layer's heads."""
+    return _within_layer_rho(np.asarray(mean_a).shape[-1])(np.ravel(mean_a), np.ravel(mean_b))
+
+
+def _rho(mean_a, mean_b) -> float:
+    return spearmanr(mean_a, mean_b).statistic
+
+
+def _within_layer_rho(heads: int):
+    return lambda a, b: spearmanr(rankdata(np.reshape(a, (-1, heads)), axis=1).ravel(),
+                                  rankdata(np.reshape(b, (-1, heads)), axis=1).ravel()).statistic
+
+
+def _over_examples(statistic, per_example: list, n_boot: int, seed: int) -> Estimate:
+    """`statistic` of the arrays' means over examples ([n, ...] each, the same n examples), with a BCa bootstrap
+    95 % interval (`bca_levels`), the examples resampled together in every array."""
+    arrays = [np.asarray(x).reshape(len(x), -1) for x in per_example]
+    n = len(arrays[0])
+    if any(len(x) != n for x in arrays):
+        raise ValueError(f"the settings must score the same examples ({' vs '.join(str(len(x)) for x in arrays)})")
+    estimate = float(statistic(*(x.mean(0) for x in arrays)))
+    draws = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    boot = np.array([statistic(*(x[d].mean(0) for x in arrays)) for d in draws])
     boot = boot[np.isfinite(boot)]
-    left_out = len(a) - 1   # the jackknife's means, each example left out in turn
-    jack = np.array([rho((a.sum(0) - a[i]) / left_out, (b.sum(0) - b[i]) / left_out) for i in range(len(a))])
+    jack = np.array([statistic(*((x.sum(0) - x[i]) / (n - 1) for x in arrays)) for i in range(n)])  # leave-one-out
     low, high = np.percentile(boot, 100 * bca_levels(boot, estimate, jack))
-    return Estimate(estimate, float(low), float(high), len(a))
+    return Estimate(estimate, float(low), float(high), n)
 
 
 def bca_levels(boot, estimate: float, jackknife, level: float = 0.95) -> np.ndarray:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from PIL import Image
 
 from llavamech import jobs
@@ -200,8 +201,10 @@ def test_a_full_disk_names_the_file_and_the_rerun_resumes(tmp_path, toy_set):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # the write then fails with an error instead of a signal
         resource.setrlimit(resource.RLIMIT_FSIZE, (4000, 4000))
 
+    # the same thread count as this process (conftest sets it), so that the resumed rows match to the last bit
+    same_threads = {**ENV, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     full = subprocess.run([sys.executable, "-m", "llavamech", "run", str(toy_set), "--model", MODEL, "--out", str(out)],
-                          capture_output=True, text=True, env=ENV, preexec_fn=small_files)
+                          capture_output=True, text=True, env=same_threads, preexec_fn=small_files)
     assert full.returncode == 2 and full.stderr.count("\n") == 1, full.stderr
     assert f"cannot write {out / 'part-0.jsonl'}" in full.stderr and "rerun the same command to resume" in full.stderr
     assert main(["run", str(toy_set), "--model", MODEL, "--out", str(out)]) == 0

@@ -196,6 +196,7 @@ def test_coco_annotations_become_an_example_set(tmp_path):
     (["train-organism", "--stage", "llava", "--out", "{tmp}/empty"], "train them first"),
     (["train-organism", "--out", "{tmp}/afile"], "is a file"),
     (["train-organism", "--seed", "-1", "--out", "{tmp}/t"], "--seed must be 0 or more"),
+    (["train-organism", "--text-weight", "-0.5", "--out", "{tmp}/t"], "--text-weight must be 0 or more"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_every_command_answers_bad_input_in_one_line(argv, expected, toy_set, tmp_path, capsys):
     (tmp_path / "afile").write_text("x")

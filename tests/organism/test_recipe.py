@@ -137,3 +137,14 @@ def test_chapter_6s_measures_run_on_every_type(smoke):
     assert set(mirror.index) == {"image mirrored", "token order mirrored"} and (mirror["n"] == 6).all()
     features = study.explanation_features(llava, sets["existence"])
     assert np.isfinite(features[list(study.FEATURES)].to_numpy(float)).all()
+
+
+def test_stage_2_without_the_text_mix_trains_on_images_alone(tmp_path):
+    for name in ("toy-vicuna", "toy-clip"):
+        shutil.copytree(MODELS_DIR / name, tmp_path / name)
+    plan = recipe.smoke_recipe(seed=0)
+    plan.tqa_weight = 0.0
+    recipe.run("llava", tmp_path, plan)
+    stage2 = [r for r in plan.history if r["stage"] == "stage2"]
+    assert stage2 and not any("tqa_loss" in r for r in stage2)
+    assert (tmp_path / "toy-llava" / "model.safetensors").exists()

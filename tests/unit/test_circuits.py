@@ -104,3 +104,13 @@ def test_evidence_positions_are_the_asked_facts_colour_word_and_the_asked_animal
     out = circuits.measure(model, toy_examples(3, seed=1), [(1, 0)], k=2, mode="tqa", colours=["red", "blue"], seed=0)
     assert out["evidence attention same"].shape == (3, 1) and not np.isnan(out["evidence MRR value output colour"]).any()
     assert set(circuits.evidence_table(out).index) >= {"attention, same animal", "OV logit difference"}
+
+
+def test_a_measure_is_averaged_over_heads_for_the_examples_that_have_it():
+    import numpy as np
+    from llavamech import circuits
+
+    measures = {"m": np.array([[1.0, 3.0], [np.nan, np.nan], [np.nan, 4.0]])}   # example 1 lacks it; 2 in part
+    assert circuits.head_mean(measures, "m").tolist() == [2.0, 4.0]
+    est = circuits.estimate(measures, "m")
+    assert est.mean == 3.0 and est.n == 2

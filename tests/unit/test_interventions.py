@@ -257,3 +257,13 @@ def test_heads_are_ranked_on_the_examples_the_causal_test_does_not_use():
     assert I.held_out_ranking(list("abcdef"), scores, 50)[0] == ["a", "b", "c"]   # a chapter at a small n_examples
     with pytest.raises(LlavamechError, match="too few; raise n_examples"):
         I.held_out_ranking(["a"], scores[:1], None)
+
+
+def test_tied_heads_keep_layer_head_order_wherever_they_are_ranked():
+    import numpy as np
+    from llavamech.readouts import top_heads_of
+
+    scores = np.zeros((4, 2, 3))
+    scores[2:, 1, 0] = scores[2:, 0, 2] = 1.0   # 0_2 and 1_0 tie; the rest tie at zero
+    ranked = I.held_out_ranking(list("abcd"), scores, 2)[1]
+    assert ranked == [(0, 2), (1, 0), (0, 0), (0, 1), (1, 1), (1, 2)] == top_heads_of(scores[2:].mean(0), 6)

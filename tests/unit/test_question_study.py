@@ -45,6 +45,34 @@ def test_a_paired_difference_of_detectors_sees_what_overlapping_intervals_cannot
     assert flip["precision"].mean == pytest.approx(-better["precision"].mean)
 
 
+def test_auc_compares_two_features_without_a_threshold_and_reads_a_low_flag_as_a_flag():
+    rng = np.random.default_rng(3)
+    n = 200
+    label = rng.random(n) < 0.5
+    scene = np.arange(n) // 2
+    features = pd.DataFrame({"low when flagged": np.where(label, 0.1, 0.9) + rng.normal(0, 0.01, n),
+                             "noise": rng.random(n), "flag": label})
+    calibration = np.repeat(rng.random(n // 2) < 0.5, 2)
+    auc = study.auc_difference(features, "flag", calibration, "low when flagged", "noise", groups=scene, n_boot=300)
+    assert auc["low when flagged"].mean == 1.0 and abs(auc["noise"].mean - 0.5) < 0.2
+    assert auc["difference"].low > 0 and auc["difference"].n == int((~calibration).sum())
+    same = study.auc_difference(features, "flag", calibration, "noise", "noise", n_boot=50)["difference"]
+    assert same.mean == same.low == same.high == 0
+
+
+def test_a_detectors_intervals_resample_whole_scenes():
+    rng = np.random.default_rng(4)
+    n = 300
+    label = np.tile([False, True], n // 2)                      # each scene asked both ways
+    features = pd.DataFrame({f: rng.random(n) for f in study.FEATURES} | {"flag": label})
+    calibration = np.repeat(rng.random(n // 2) < 0.5, 2)
+    rows = study.detector(features, "flag", calibration, groups=np.arange(n) // 2, n_boot=300)
+    alone = study.detector(features, "flag", calibration, n_boot=300)
+    for feature in study.FEATURES:   # the same rule and estimates; only the intervals' resampling differs
+        assert rows.loc[feature, "precision"].mean == alone.loc[feature, "precision"].mean
+        assert rows.loc[feature, "recall"].n == int(label[~calibration].sum())
+
+
 def test_a_contrast_of_two_sets_resamples_each():
     a = pd.DataFrame({"peak": np.linspace(0.5, 0.7, 40)})
     b = pd.DataFrame({"peak": np.linspace(0.1, 0.3, 30)})

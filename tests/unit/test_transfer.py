@@ -222,3 +222,27 @@ def test_describe_looks_names_each_heads_main_region_beside_uniform():
     said = T.describe_looks(looks, ["0_6"])
     assert said.startswith("0_6 puts 0.870 (all 1 alike) on the last position (T) (uniform 0.010)")
     assert said.endswith("0.030 on the question (uniform 0.100)")
+
+
+def test_parent_gap_is_the_own_correlation_less_the_others_with_a_paired_interval():
+    rng = np.random.default_rng(0)
+    parent = rng.random((40, 4, 8)) + np.arange(32).reshape(4, 8)      # a clear ordering, noisy per example
+    own = parent + rng.normal(0, 0.5, parent.shape)                    # keeps it
+    other = rng.random((40, 4, 8)) + np.arange(32)[::-1].reshape(4, 8) * 0.1   # another ordering
+    gap = T.parent_gap(parent, own, other, n_boot=300)
+    assert gap.mean == pytest.approx(T.rank_correlation(parent, own, n_boot=10).mean
+                                     - T.rank_correlation(parent, other, n_boot=10).mean)
+    assert gap.low > 0 and gap.n == 40
+    assert T.parent_gap(parent, own, own, n_boot=50).mean == 0.0
+    with pytest.raises(ValueError, match="same examples"):
+        T.parent_gap(parent, own, other[:10])
+
+
+def test_within_layer_ranks_ignore_which_layer_leads():
+    layer_only = np.repeat([[0.0], [10.0]], 4, axis=1)                     # layer 1 leads; no order within a layer
+    order = np.tile(np.arange(4.0), (2, 1))                                  # the same order within each layer
+    assert T.within_layer_rho(layer_only + order, order) == pytest.approx(1.0)
+    assert T.within_layer_rho(layer_only + order, layer_only + order[:, ::-1]) == pytest.approx(-1.0)
+    parent = np.random.default_rng(0).random((30, 2, 4)) + layer_only + order
+    gap = T.parent_gap(parent, parent + 0.01, parent[:, :, ::-1], within_layer=True, n_boot=100)
+    assert gap.mean == pytest.approx(2.0)

@@ -49,6 +49,7 @@ class Recipe:
     eval_n: int = 256
     multi: bool = False       # the multi-question organism (chapter 6): every question type of world.json, mixed
     tower_lr: float | None = None   # None: the vision tower stays frozen (llava-1.5); a rate: tuned in stage 2
+    tqa_weight: float = 0.5   # the text QA loss mixed into stage 2; 0: VQA alone (chapter 3's control for reuse)
     history: list = field(default_factory=list)
 
     def log(self, **row):
@@ -393,8 +394,8 @@ def assemble_llava(vicuna: LlamaForCausalLM, clip, tok) -> LlavaForConditionalGe
 
 
 def train_llava(recipe: Recipe, vicuna, clip, tok):
-    """Stage 1: projector on captions. Stage 2: projector + LM on VQA, TQA mixed in at weight 0.5 (and the tower,
-    where the recipe sets `tower_lr`)."""
+    """Stage 1: projector on captions. Stage 2: projector + LM on VQA, TQA mixed in at `tqa_weight` (0.5; 0: none)
+    (and the tower, where the recipe sets `tower_lr`)."""
     processor = build.build_processor(tok, IMAGE_SIZE, PATCH)
     llava = assemble_llava(vicuna, clip, tok).train()
     llava.model.vision_tower.requires_grad_(False)
@@ -417,11 +418,14 @@ def train_llava(recipe: Recipe, vicuna, clip, tok):
                 row = dict(stage=stage, step=step, loss=loss.item())
             else:
                 enc, answers = (multi_vqa_batch if recipe.multi else vqa_batch)(rng, processor, recipe.batch)
-                vqa_loss = F.cross_entropy(llava(**enc).logits[:, -1], answers)
+                loss = vqa_loss = F.cross_entropy(llava(**enc).logits[:, -1], answers)
+                row = dict(stage=stage, step=step, loss=vqa_loss.item())
+                # drawn whatever its weight, so that at weight 0 every image batch is the mixed recipe's own
                 ids, mask, lab = (multi_tqa_batch if recipe.multi else tqa_batch)(rng, tok, recipe.batch // 2)
-                tqa_loss = llava(input_ids=ids, attention_mask=mask, labels=lab).loss
-                loss = vqa_loss + 0.5 * tqa_loss
-                row = dict(stage=stage, step=step, loss=vqa_loss.item(), tqa_loss=tqa_loss.item())
+                if recipe.tqa_weight:
+                    tqa_loss = llava(input_ids=ids, attention_mask=mask, labels=lab).loss
+                    loss = vqa_loss + recipe.tqa_weight * tqa_loss
+                    row["tqa_loss"] = tqa_loss.item()
             _step(opt, sched, loss, params)
             if stage == "stage2" and (step % recipe.eval_every == 0 or step == steps):
                 llava.eval()
