@@ -49,7 +49,7 @@ class Recipe:
     eval_n: int = 256
     multi: bool = False       # the multi-question organism (chapter 6): every question type of world.json, mixed
     tower_lr: float | None = None   # None: the vision tower stays frozen (llava-1.5); a rate: tuned in stage 2
-    tqa_weight: float = 0.5   # the text QA loss mixed into stage 2; 0: VQA alone (chapter 3's control for reuse)
+    tqa_weight: float = 0.5   # the text QA loss mixed into stage 2; 0: its batches drawn, not trained on (chapter 4)
     history: list = field(default_factory=list)
 
     def log(self, **row):
