@@ -210,50 +210,29 @@ for role, (name, parent, how) in parents.items():
     glue(f"{role}_rho", str(rho))
     glue(f"{role}_all", transfer.at_which_k((lap["P(overlap ≥ observed | chance)"] < 0.05).to_dict()))
     glue(f"{role}_layers", transfer.at_which_k((lap["P(overlap ≥ observed | their layers)"] < 0.05).to_dict()))
-crossed = other_text_model in vicuna_tqa and {same_parent, other_parent} <= set(llava_vqa)
+crossed = other_text_model in vicuna_tqa and other_text_model != text_model \
+    and {same_parent, other_parent} <= set(llava_vqa)
 for glued, name in {"text_model": text_model, "other_text_model": other_text_model, "same_parent": same_parent,
                     "other_parent": other_parent, "no_text_mix": no_text_mix}.items():
     glue(glued, name or "none")
-
-
-def crossed_gaps(within_layer: bool) -> dict:
-    """Each Vicuna's Spearman with its own child less with the other's (`transfer.parent_gap`)."""
-    a, b = vicuna_tqa[text_model], vicuna_tqa[other_text_model]
-    return {text_model: transfer.parent_gap(a, llava_vqa[same_parent], llava_vqa[other_parent], within_layer,
-                                            seed=seed),
-            other_text_model: transfer.parent_gap(b, llava_vqa[other_parent], llava_vqa[same_parent], within_layer,
-                                                  seed=seed)}
-
-
-def verdict(gaps: dict) -> str:
-    return ("yes, from both parents" if all(g.low > 0 for g in gaps.values()) else
-            "from one parent only" if any(g.low > 0 for g in gaps.values()) else "not shown")
-
-
+children = {text_model: llava_vqa[same_parent], other_text_model: llava_vqa[other_parent]} if crossed else {}
 for suffix, within in (("", False), ("_within", True)):
-    gaps = crossed_gaps(within) if crossed else {}
+    gaps = transfer.crossed_gaps(vicuna_tqa, children, within, seed=seed) if crossed else {}
     glue(f"gap_a{suffix}", str(gaps[text_model]) if crossed else "not run")
     glue(f"gap_b{suffix}", str(gaps[other_text_model]) if crossed else "not run")
-    glue(f"inherited{suffix}", verdict(gaps) if crossed else "not run")
+    glue(f"inherited{suffix}", transfer.inherited(gaps) if crossed else "not run")
 # one child per parent in the crossing: how far two children of one Vicuna differ, from the other Vicuna's side
-children = [name for name in (model, same_parent) if name in llava_vqa]
-if crossed and len(children) == 2:
-    rho_other = [transfer.rank_correlation(vicuna_tqa[other_text_model], llava_vqa[c], seed=seed).mean
-                 for c in children]
-    glue("child_spread", f"{abs(rho_other[0] - rho_other[1]):.3f}")
-else:
-    glue("child_spread", "not measured")
+spread = transfer.child_spread(vicuna_tqa[other_text_model], [scores["Llava VQA"], children[text_model]]) \
+    if crossed else None
+glue("child_spread", "not measured" if spread is None else f"{spread:.3f}")
 # the text-mix control: no_text_mix was tuned as same_parent was (seeds, image batches), without the text loss
-matched = no_text_mix in llava_vqa and same_parent in llava_vqa
 no_mix_gap = transfer.parent_gap(scores["Vicuna TQA"], llava_vqa[same_parent], llava_vqa[no_text_mix], seed=seed) \
-    if matched else None
+    if {no_text_mix, same_parent} <= set(llava_vqa) else None
 glue("no_mix_gap", str(no_mix_gap) if no_mix_gap else "not run")
-glue("no_mix_verdict", "not run" if no_mix_gap is None else
-     f"not distinguished (differences up to {no_mix_gap.high:.2f} are not excluded)" if not no_mix_gap.excludes(0)
-     else "the mixed Llava ranks them more alike" if no_mix_gap.low > 0
-     else "the Llava without the mix ranks them more alike")
+glue("no_mix_verdict", transfer.paired_verdict(no_mix_gap, "the mixed Llava", "the Llava without the mix")
+     if no_mix_gap else "not run")
 no_mix_inherited = transfer.parent_gap(scores["Vicuna TQA"], llava_vqa[no_text_mix], llava_vqa[other_parent],
-                                       seed=seed) if no_text_mix in llava_vqa and other_parent in llava_vqa else None
+                                       seed=seed) if {no_text_mix, other_parent} <= set(llava_vqa) else None
 glue("no_mix_inherited", str(no_mix_inherited) if no_mix_inherited else "not run")
 if absent:
     print(f"not run: no weights for {', '.join(absent)} here")

@@ -477,9 +477,9 @@ def with_holm(table: pd.DataFrame) -> pd.DataFrame:
 SHOWN_NOTE = ("Mean [a, b]: the 95 % bootstrap interval of a mean over examples. Mean (a to b): the random head "
               "sets' mean and the range of their middle 95 %, a spread over sets, not an interval. Paired Δ log p: "
               "per example, the chosen heads' Δ log p less the random sets' mean there (negative: they cost more). "
-              "p: one-sided sign-flip p-value of that paired difference over the examples (10,000 random flips, so never "
-              "below 1/10,001 ≈ 0.0001); Holm: adjusted over every test of the table. Rank among sets: where the chosen heads' mean cost falls among the random sets' "
-              "(1 = costliest), shown, not tested.")
+              "p: one-sided sign-flip p-value of that paired difference over the examples (10,000 random flips, so "
+              "never below 1/10,001 ≈ 0.0001); Holm: adjusted over every test of the table. Rank among sets: where "
+              "the chosen heads' mean cost falls among the random sets' (1 = costliest), shown, not tested.")
 
 
 def shown(table: pd.DataFrame) -> pd.DataFrame:

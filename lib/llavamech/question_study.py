@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import ImageOps
-from scipy.stats import rankdata, spearmanr
+from scipy.stats import spearmanr
 
 from . import circuits, questions, readouts
 from .cards import wilson
@@ -306,12 +306,19 @@ def _group_ids(groups, test: np.ndarray) -> np.ndarray:
     return np.arange(n) if groups is None else np.unique(np.asarray(groups)[test], return_inverse=True)[1]
 
 
+def _group_weights(ids: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """Each row's weight in the sample itself (row 0: all ones) and in `n_boot` resamples of whole groups (rows 1..;
+    a group drawn k times weighs k in each of its rows): [1 + n_boot, rows]. Every paired interval here is a
+    statistic of these weights, so two features scored on one resample see the very same draw."""
+    groups = ids.max() + 1
+    draws = np.random.default_rng(seed).multinomial(groups, np.full(groups, 1 / groups), size=n_boot)
+    return np.vstack([np.ones(len(ids)), draws[:, ids]])
+
+
 def _resampled_sums(ids: np.ndarray, columns, n_boot: int, seed: int) -> np.ndarray:
-    """Per-group sums of each of `columns` ([rows] each), summed over the sample itself (row 0) and over `n_boot`
-    resamples of whole groups (rows 1..): [1 + n_boot, columns]."""
-    counts = np.stack([np.bincount(ids, np.asarray(c, float), minlength=ids.max() + 1) for c in columns], axis=1)
-    weights = np.random.default_rng(seed).multinomial(len(counts), np.full(len(counts), 1 / len(counts)), size=n_boot)
-    return np.vstack([counts.sum(0), weights @ counts])
+    """Sums of each of `columns` ([rows] each) over the sample (row 0) and each resample (`_group_weights`):
+    [1 + n_boot, columns]."""
+    return _group_weights(ids, n_boot, seed) @ np.stack([np.asarray(c, float) for c in columns], axis=1)
 
 
 def _estimate(values: np.ndarray, n: int) -> Estimate:
@@ -350,23 +357,22 @@ def auc_difference(features: pd.DataFrame, label: str, calibration: np.ndarray, 
         _, direction, _, _ = rule_flags(features, name, label, calibration)
         values = features[name].to_numpy(float)[test]
         scores[name] = -values if direction == "below" else values
-    ids = _group_ids(groups, test)
-    rng = np.random.default_rng(seed)
-    members = [np.flatnonzero(ids == g) for g in range(ids.max() + 1)]
-    draws = [np.arange(len(truth))] + [np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
-                                       for _ in range(n_boot)]
-    aucs = np.array([[_auc(scores[name][rows], truth[rows]) for name in (a, b)] for rows in draws])
+    weights = _group_weights(_group_ids(groups, test), n_boot, seed)
+    aucs = np.stack([_auc(scores[name], truth, weights) for name in (a, b)], axis=1)
     n = int(test.sum())
     return {a: _estimate(aucs[:, 0], n), b: _estimate(aucs[:, 1], n), "difference": _estimate(aucs[:, 0] - aucs[:, 1], n)}
 
 
-def _auc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """P(a positive scores above a negative), ties counting half (the Mann–Whitney statistic); NaN without both."""
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    if not n_pos or not n_neg:
-        return np.nan
-    ranks = rankdata(scores)
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+def _auc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """P(a positive scores above a negative), ties counting half (the Mann–Whitney statistic), with each row counted
+    as often as its weight says: one value per row of `weights` [B, rows]; NaN where a draw lacks either class."""
+    values, at = np.unique(scores, return_inverse=True)
+    per_value = np.zeros((len(scores), len(values)))
+    per_value[np.arange(len(scores)), at] = 1                               # rows -> their distinct score
+    pos, neg = (weights * positive) @ per_value, (weights * ~positive) @ per_value    # [B, values], ascending
+    below = np.cumsum(neg, axis=1) - neg
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (pos * (below + neg / 2)).sum(1) / (pos.sum(1) * neg.sum(1))
 
 
 def contrast(a: pd.DataFrame, b: pd.DataFrame, columns, names=("a", "b"), n_boot: int = 2000,

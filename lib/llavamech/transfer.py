@@ -65,16 +65,47 @@ def parent_gap(parent, own, other, within_layer: bool = False, n_boot: int = 200
     """How much more alike a language model's heads rank with its own Llava's than with another's: Spearman over all
     heads of `parent`'s mean scores with `own`'s, less with `other`'s ([n, L, H] each, on the same examples), with a
     paired BCa 95 % interval (the three resampled together, so the parent's own noise counts once). The intervals
-    resample examples, not training runs. `within_layer`: each head ranked among its own layer's only
-    (`within_layer_rho`), so that which layer does the work, which any Llava of the task may share, counts for
-    nothing and only the heads' order inside their layers, which separately trained models do not share, is left."""
+    resample examples, not training runs. `within_layer`: each head ranked among its own layer's only, so that which
+    layer does the work, which any Llava of the task may share, counts for nothing and only the heads' order inside
+    their layers, which separately trained models do not share, is left."""
     rho = _within_layer_rho(np.asarray(parent).shape[-1]) if within_layer else _rho
     return _over_examples(lambda p, a, b: rho(p, a) - rho(p, b), [parent, own, other], n_boot, seed)
 
 
-def within_layer_rho(mean_a, mean_b) -> float:
-    """Spearman over all heads of two [L, H] score tables after ranking each head among its own layer's heads."""
-    return _within_layer_rho(np.asarray(mean_a).shape[-1])(np.ravel(mean_a), np.ravel(mean_b))
+def crossed_gaps(parents: dict, children: dict, within_layer: bool = False, n_boot: int = 2000,
+                 seed: int = 0) -> dict:
+    """Two language models crossed with two Llavas: `parents` {name: [n, L, H] text scores}, `children` {parent's
+    name: the VQA scores of the Llava tuned from it}, on the same examples. Each parent's `parent_gap` (its own
+    child less the other's), so that neither a child that is simply more typical nor a parent that is simply easier
+    to match can make the difference: {name: Estimate}."""
+    if len(parents) != 2 or set(children) != set(parents):
+        raise ValueError(f"a crossing needs two parents, each with its child (parents {list(parents)}, "
+                         f"children of {list(children)})")
+    a, b = parents
+    return {a: parent_gap(parents[a], children[a], children[b], within_layer, n_boot, seed),
+            b: parent_gap(parents[b], children[b], children[a], within_layer, n_boot, seed)}
+
+
+def inherited(gaps: dict) -> str:
+    """`crossed_gaps`' verdict in words: each parent's gap above zero (its interval's low end), or only one's."""
+    above = [g.low > 0 for g in gaps.values()]
+    return "yes, from both parents" if all(above) else "from one parent only" if any(above) else "not shown"
+
+
+def child_spread(parent, children: list) -> float:
+    """How far two Llavas of one language model differ in their Spearman with another model's `parent` scores
+    ([n, L, H] each): the scale of one training run's luck, beside which a `parent_gap` is read."""
+    first, second = (_rho(np.asarray(parent).mean(0).ravel(), np.asarray(c).mean(0).ravel()) for c in children)
+    return float(abs(first - second))
+
+
+def paired_verdict(difference: Estimate, first: str, second: str) -> str:
+    """A paired difference (`first`'s statistic less `second`'s) in words: which is larger, or "not distinguished"
+    with the largest difference its interval leaves open."""
+    if not difference.excludes(0):
+        bound = max(abs(difference.low), abs(difference.high))
+        return f"not distinguished (differences up to {bound:.2f} are not excluded)"
+    return f"{first if difference.low > 0 else second} ranks them more alike"
 
 
 def _rho(mean_a, mean_b) -> float:
@@ -82,6 +113,7 @@ def _rho(mean_a, mean_b) -> float:
 
 
 def _within_layer_rho(heads: int):
+    """Spearman over all heads of two flattened [L, H] score tables after ranking each head among its layer's."""
     return lambda a, b: spearmanr(rankdata(np.reshape(a, (-1, heads)), axis=1).ravel(),
                                   rankdata(np.reshape(b, (-1, heads)), axis=1).ravel()).statistic
 

@@ -60,6 +60,19 @@ def test_auc_compares_two_features_without_a_threshold_and_reads_a_low_flag_as_a
     assert same.mean == same.low == same.high == 0
 
 
+def test_the_weighted_auc_is_the_mann_whitney_statistic_of_the_rows_repeated_by_their_weights():
+    from scipy.stats import mannwhitneyu
+    rng = np.random.default_rng(5)
+    scores = rng.integers(0, 6, 40).astype(float)                 # many ties, which count half
+    positive = rng.random(40) < 0.4
+    weights = rng.integers(0, 3, (3, 40))
+    for w, auc in zip(weights, study._auc(scores, positive, weights)):
+        repeated, truth = np.repeat(scores, w), np.repeat(positive, w)
+        u = mannwhitneyu(repeated[truth], repeated[~truth]).statistic
+        assert auc == pytest.approx(u / (truth.sum() * (~truth).sum()))
+    assert np.isnan(study._auc(scores, positive, np.where(positive, 0, 1)[None])[0])   # no positive drawn
+
+
 def test_a_detectors_intervals_resample_whole_scenes():
     rng = np.random.default_rng(4)
     n = 300

@@ -241,8 +241,35 @@ def test_parent_gap_is_the_own_correlation_less_the_others_with_a_paired_interva
 def test_within_layer_ranks_ignore_which_layer_leads():
     layer_only = np.repeat([[0.0], [10.0]], 4, axis=1)                     # layer 1 leads; no order within a layer
     order = np.tile(np.arange(4.0), (2, 1))                                  # the same order within each layer
-    assert T.within_layer_rho(layer_only + order, order) == pytest.approx(1.0)
-    assert T.within_layer_rho(layer_only + order, layer_only + order[:, ::-1]) == pytest.approx(-1.0)
-    parent = np.random.default_rng(0).random((30, 2, 4)) + layer_only + order
-    gap = T.parent_gap(parent, parent + 0.01, parent[:, :, ::-1], within_layer=True, n_boot=100)
-    assert gap.mean == pytest.approx(2.0)
+    noise = np.random.default_rng(0).random((30, 2, 4)) * 0.1
+    parent = noise + layer_only + order
+    same_order = T.parent_gap(parent, noise + order, noise + layer_only + order[:, ::-1], within_layer=True, n_boot=50)
+    assert same_order.mean == pytest.approx(2.0)                             # rho +1 (layers ignored) less rho -1
+    across = T.parent_gap(parent, noise + order, noise + layer_only + order[:, ::-1], n_boot=50)
+    assert across.mean < same_order.mean                                     # over all heads the leading layer counts
+
+
+def test_a_crossing_gives_each_parent_its_gap_and_a_verdict_in_words():
+    rng = np.random.default_rng(1)
+    orders = {name: rng.permutation(32).reshape(4, 8).astype(float) for name in ("a", "b")}
+    noisy = lambda base: base + rng.normal(0, 2, (40, 4, 8))
+    parents = {name: noisy(o) for name, o in orders.items()}
+    children = {name: noisy(o) for name, o in orders.items()}
+    gaps = T.crossed_gaps(parents, children, n_boot=200)
+    assert gaps["a"].mean == pytest.approx(T.parent_gap(parents["a"], children["a"], children["b"], n_boot=10).mean)
+    assert gaps["b"].mean == pytest.approx(T.parent_gap(parents["b"], children["b"], children["a"], n_boot=10).mean)
+    assert T.inherited(gaps) == "yes, from both parents"
+    swapped = T.crossed_gaps(parents, {"a": children["b"], "b": children["a"]}, n_boot=200)
+    assert T.inherited(swapped) == "not shown"
+    with pytest.raises(ValueError, match="two parents"):
+        T.crossed_gaps(parents, {"a": children["a"]})
+    spread = T.child_spread(parents["b"], [children["a"], children["a"] + 1.0])
+    assert spread == pytest.approx(0.0)                                      # a shift does not move a rank
+
+
+def test_a_paired_verdict_says_which_side_or_what_the_interval_leaves_open():
+    from llavamech.stats import Estimate
+    assert T.paired_verdict(Estimate(0.05, -0.006, 0.14, 200), "x", "y") == \
+        "not distinguished (differences up to 0.14 are not excluded)"
+    assert T.paired_verdict(Estimate(0.2, 0.1, 0.3, 200), "x", "y") == "x ranks them more alike"
+    assert T.paired_verdict(Estimate(-0.2, -0.3, -0.1, 200), "x", "y") == "y ranks them more alike"
