@@ -13,9 +13,11 @@
 # %% [markdown]
 # # A · The score and its identities
 #
-# Every number in this book is a **log-probability increase** of the answer token, computed from vectors that
-# are pieces of the residual stream at the last prompt position $T$. This appendix defines the pieces and the
-# score, and checks — numerically, on the model named in the parameters below — that each piece is exact.
+# The paper's attribution — every layer, head, neuron and position score in this book — is a **log-probability
+# increase** of the answer token, computed from vectors that are pieces of the residual stream at the last prompt
+# position $T$. (The book's other numbers, MRRs, attention masses, probe accuracies and the Δ log p of ablations,
+# are read off the model directly.) This appendix defines the pieces and the score, and checks — numerically, on
+# the model named in the parameters below — that each piece is exact.
 #
 # By default it runs on `tiny-random-llava`, a randomly initialised Llava of the real classes
 # (`LlavaForConditionalGeneration` over `LlamaForCausalLM`, with a CLIP tower) at a tiny size
@@ -87,6 +89,10 @@ print(m)
 # frozen) and unembedding, one vector at a time, instead of the library's batched readout (for neurons, the 16
 # largest contributions of the last layer). The row $h^{l-1} + A^l = m^l$ only checks that the hooks capture
 # consistent pieces (the model adds exactly those two, so its error is zero). The errors are float32 rounding.
+# These rows check the code against the definition, with the final norm's scale frozen as the paper's score
+# freezes it; they do not say that a piece's score equals the change in the model's log probability when the piece
+# is removed, which the frozen scale and the later layers make different (chapters 2 and 3 measure that change by
+# ablation).
 
 # %% tags=["volatile"]
 errors = identity_errors(m, picture, question)

@@ -25,7 +25,7 @@
 # %% tags=["parameters"]
 model = "toy-llava"        # any Llava-family name llavamech.load accepts, e.g. llava-hf/llava-1.5-7b-hf
 device = "auto"            # a GPU when there is one ("cuda", "cpu" to choose)
-examples = "toy"           # "toy" (held-out scenes of the toy world) or a JSONL path (see the README)
+examples = "toy"           # "toy" (held-out scenes of the toy world) or a JSONL path whose items carry "colour"
 n_examples = 200
 seed = 0
 image = None               # a path for the single-example figure; None takes the first example
@@ -55,7 +55,7 @@ from llavamech.stats import bootstrap, chance_mrr, scaled_k
 check_parameters(model=model, device=device, examples=examples, n_examples=n_examples, seed=seed, image=image,
                  question=question, **({} if k is None else {"k": k}))
 m = llavamech.load(model, device=device)
-items = load_examples(examples, n_examples, seed, model=m)
+items = load_examples(examples, n_examples, seed, model=m, needs=("colour",))
 first = items[0]
 picture = load_image(image if image is not None else first.image)
 asked = question or first.question
@@ -273,4 +273,5 @@ table(pd.DataFrame({"accuracy [95 % Wilson interval]": {name: str(e) for name, e
 # {glue:text}`paper_vis_colour_mrr_important:.3f` is an MRR over 32,064 tokens — a far stronger statement than
 # our {glue:text}`vis_colour_mrr_important:.3f` over {glue:text}`vocab` words — and only the real model can make
 # it. Run this page
-# on it with `papermill -p model llava-hf/llava-1.5-7b-hf -p device cuda -p examples my_coco.jsonl`.
+# on it with `papermill -p model llava-hf/llava-1.5-7b-hf -p device cuda -p examples my_animals.jsonl`, a file whose
+# items carry the asked animal's colour (README: example files; `llavamech coco` writes boxes, not colours).

@@ -30,7 +30,7 @@ other_text_model = "toy-vicuna-seed1"  # another Vicuna, trained as text_model w
 other_parent = "toy-llava-v1-c0-l1"  # tuned from other_text_model as same_parent was from text_model (None: none)
 no_text_mix = "toy-llava-no-text-mix"  # tuned from text_model as model was, no text in stage 2 (None: none)
 device = "auto"            # a GPU when there is one ("cuda", "cpu" to choose)
-examples = "toy"           # "toy" or a JSONL path whose items carry "facts" (both settings need them)
+examples = "toy"           # "toy" or a JSONL path whose items carry "colour", "facts" and "box"
 n_examples = 200
 seed = 0
 ks = [3, 5, 10]            # top-k sets compared
@@ -64,7 +64,7 @@ check_parameters(model=other_text_model)
 check_parameters(model=other_parent)
 check_parameters(model=no_text_mix)
 llava, vicuna = llavamech.load(model, device=device), llavamech.load(text_model, device=device)
-items = load_examples(examples, n_examples, seed, model=llava)
+items = load_examples(examples, n_examples, seed, model=llava, needs=("colour", "facts", "box"))
 settings = {"Vicuna TQA": (vicuna, "tqa"), "Llava TQA": (llava, "tqa"), "Llava VQA": (llava, "vqa")}
 n_heads = llava.anatomy.n_layers * llava.anatomy.n_heads
 print(llava, vicuna, sep="\n")
@@ -535,6 +535,6 @@ glue("clean_accuracy", str(whole["clean accuracy"]))
 # **Cannot.** {glue:text}`n_heads` heads cannot give an overlap as telling as {glue:text}`paper_overlap` of
 # {glue:text}`paper_k` out of {glue:text}`paper_n_heads`, and the organism's circuit lives in one layer where
 # Llava's spans many. Rerun on the real pair with
-# `papermill -p model llava-hf/llava-1.5-7b-hf -p text_model lmsys/vicuna-7b-v1.5 -p same_parent None -p other_text_model None -p other_parent None -p no_text_mix None -p device cuda -p examples coco_animals.jsonl`
+# `papermill -p model llava-hf/llava-1.5-7b-hf -p text_model lmsys/vicuna-7b-v1.5 -p same_parent None -p other_text_model None -p other_parent None -p no_text_mix None -p device cuda -p examples my_animals.jsonl`
 # (the weight comparison needs the Llava's language model to have started from that Vicuna, as Llava-1.5's did;
 # the parent control needs a Llava tuned from another language model of the same shape).

@@ -23,7 +23,7 @@
 # %% tags=["parameters"]
 model = "toy-llava"        # any Llava-family name llavamech.load accepts, e.g. llava-hf/llava-1.5-7b-hf
 device = "auto"            # a GPU when there is one ("cuda", "cpu" to choose)
-examples = "toy"           # "toy" or a JSONL path whose items carry "box"
+examples = "toy"           # "toy" or a JSONL path whose items carry "colour" and "box"
 n_examples = 200
 seed = 0
 heads = 3                  # heads summed by the top-k variant
@@ -59,7 +59,7 @@ check_parameters(model=model, device=device, examples=examples, n_examples=n_exa
                  steps=steps, curve_examples=curve_examples, prior_examples=prior_examples, ig_steps=ig_steps,
                  randomised_examples=randomised_examples, n_maps=n_maps, n_absent=n_absent)
 llava = llavamech.load(model, device=device)
-items = load_examples(examples, n_examples, seed, model=llava)
+items = load_examples(examples, n_examples, seed, model=llava, needs=("colour", "box"))
 means = interventions.activation_means(llava, items, "vqa")   # what a removed patch becomes: the mean patch
 print(llava)
 print(f"{len(items)} held-out scenes; methods: {', '.join(methods)}")
@@ -527,4 +527,5 @@ fig = plots.map_grid([explorer.example().image], [state["grid"]],
 #
 # **Cannot.** The organism's animals are flat sprites on grey and its grid is 8 × 8; COCO's objects overlap and
 # Llava's grid is 24 × 24. Rerun on the real model with
-# `papermill -p model llava-hf/llava-1.5-7b-hf -p device cuda -p examples coco_animals.jsonl`.
+# `papermill -p model llava-hf/llava-1.5-7b-hf -p device cuda -p examples my_animals.jsonl`,
+# a file whose items carry the asked animal's colour and box (README: example files).

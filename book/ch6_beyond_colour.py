@@ -63,6 +63,7 @@ if examples == "toy":
     text_sets = study.example_sets(n_examples, seed, text=True)
 else:
     sets = study.by_type(load_examples(examples, n_examples, seed, model=llava))
+    study.check_types(sets, examples)
     text_sets = {t: [e for e in v if e.context] for t, v in sets.items() if t in ("colour", "reverse", "existence")}
     text_sets = {t: v for t, v in text_sets.items() if v}
 print(llava)

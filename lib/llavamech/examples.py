@@ -301,9 +301,16 @@ def _check_box(box, size, fail) -> tuple[int, int, int, int]:
     return tuple(int(round(v)) for v in box)
 
 
-def load_examples(examples="toy", n_examples: int | None = None, seed: int = 0, model=None) -> list[Example]:
+NEEDS = {"colour": "the asked animal's true colour (\"colour\")", "box": "the asked animal's box (\"box\")",
+         "facts": "the scene's facts for the text prompt (\"facts\")"}
+
+
+def load_examples(examples="toy", n_examples: int | None = None, seed: int = 0, model=None,
+                  needs: tuple[str, ...] = ()) -> list[Example]:
     """The chapters' entry point: `"toy"` (drawn under `seed`) or a JSONL path; the first `n_examples` items.
-    With a model, every word is checked against its vocabulary before anything is computed."""
+    With a model, every word is checked against its vocabulary before anything is computed. `needs`: fields of
+    `NEEDS` that every item must carry for the caller's measures (a COCO file has boxes but no colours): the first
+    item without one is named in one line, before anything is computed."""
     _whole_number("n_examples", n_examples, least=1)
     if isinstance(examples, str) and examples == "toy":
         if n_examples is None:
@@ -314,7 +321,13 @@ def load_examples(examples="toy", n_examples: int | None = None, seed: int = 0, 
     if n_examples is not None and n_examples > len(items):
         raise LlavamechError(f"n_examples = {n_examples} but {examples} holds {len(items)} examples; "
                              f"lower n_examples to at most {len(items)}")
-    return items[:n_examples]
+    items = items[:n_examples]
+    for item in items:
+        for field in needs:
+            if not getattr(item, field):
+                raise LlavamechError(f"{item.source}: no {field}; this page needs {NEEDS[field]} on every item: add "
+                                     f"it to each line, or run the page with examples=\"toy\"")
+    return items
 
 
 def check_parameters(*, model=None, device=None, examples=None, n_examples=None, seed=None, image=None,

@@ -190,7 +190,8 @@ def colour_targets(model, examples: list[Example]) -> np.ndarray:
     score an example without one."""
     missing = [e.source for e in examples if e.expected is None]
     if missing:
-        raise ValueError(f"causal checks need the true answer (the colour); {missing[0]} has none")
+        raise LlavamechError(f"{missing[0]}: no true answer; a causal check scores the true answer's log p, so every "
+                             "item needs one (\"colour\", or \"answer\" beside its \"question\")")
     return np.array([model.token_id(e.expected) for e in examples])
 
 

@@ -18,6 +18,7 @@ from scipy.stats import spearmanr
 
 from . import circuits, questions, readouts
 from .cards import wilson
+from .errors import LlavamechError
 from .examples import Example, typed_examples
 from .models import load
 from .organism.tasks import type_names
@@ -56,6 +57,15 @@ def by_type(examples: list[Example]) -> dict[str, list[Example]]:
         if parsed is not None:
             grouped[parsed.type].append(example)
     return {t: v for t, v in grouped.items() if v}
+
+
+def check_types(sets: dict[str, list[Example]], source) -> None:
+    """One line when a user's example set (`by_type`) lacks a question type: chapter 6 compares every type."""
+    missing = [t for t in questions.types() if not sets.get(t)]
+    if missing:
+        raise LlavamechError(f"{source}: no {', '.join(missing)} questions; this page compares every question type "
+                             f"({', '.join(questions.types())}): add items of each (`llavamech examples --type TYPE` "
+                             "writes toy ones), or run the page with examples=\"toy\"")
 
 
 def absent_variants(examples: list[Example], seed: int = 0) -> list[Example]:

@@ -58,14 +58,13 @@ def glue_evidence(measures: dict, mode: str, seed: int = 0) -> None:
 
 def glue_causal_test(causal: pd.DataFrame, ranked: list[tuple[int, int]]) -> None:
     """Glue a head-ablation test (`head_ablation_test`) for a chapter's prose. Per k: the heads (kK_heads), the
-    top-k effect (kK_dacc,
-    kK_dlogp, kK_dlogp_mean) and, per control, its paired difference from the random sets, their p-value and
+    top-k effect (kK_dacc, kK_dlogp, kK_dlogp_mean) and, per control, its paired difference from the random sets, their p-value and
     Holm-adjusted p-value over the table, the top-k's rank among the sets, the random sets' mean Δ log p and
     Δ accuracy and how many sets ran (kK_paired_all, kK_p_all, kK_holm_all, kK_rank_same_layer,
     kK_random_dlogp_same_layer, kK_sets_all, ...). Where k = 1 ran every single head, the most harmful
     one and its rank by Imp among `ranked` (worst_single_head, worst_single_dlogp, worst_single_imp_rank). For the
-    scorecard: which tests stand after Holm's correction (causal_verdict: "yes" only when one stands against heads
-    of the chosen heads' own layers; "partly" when only against heads of any layer, which shows the layer matters)
+    scorecard: which tests stand after Holm's correction, each with its rank among the sets (causal_verdict: "yes"
+    only when one stands against heads of the chosen heads' own layers; "partly" when only against heads of any layer, which shows the layer matters)
     and the one closest to standing (causal_summary)."""
     by_k = {int(k): row for k, row in causal.iterrows()}
     for k, row in by_k.items():
@@ -84,14 +83,17 @@ def glue_causal_test(causal: pd.DataFrame, ranked: list[tuple[int, int]]) -> Non
             glue(f"k{k}_rank_{tag}", row[f"rank among sets ({name})"])
     glue("n_heads_total", len(ranked))
     holm = {(k, name): float(row[f"p, Holm ({name})"]) for k, row in by_k.items() for name in CONTROL_NAMES.values()}
-    standing = [f"k = {k} against {name}" for (k, name), p in holm.items() if p < 0.05]
+    # each standing test with its rank among the random sets: the paired test is against their average, and a
+    # reader should see whether the chosen heads also cost more than most of the sets themselves
+    standing = [f"k = {k} against {name} (rank {by_k[k][f'rank among sets ({name})']})"
+                for (k, name), p in holm.items() if p < 0.05]
     within = CONTROL_NAMES["same-layer"]
     # the smallest adjusted p; on a tie, the same-layer test, the one the verdict rests on
     (k_min, name_min), p_min = min(holm.items(), key=lambda item: (item[1], item[0][1] != within))
     if any(name == within for (_, name), p in holm.items() if p < 0.05):
         verdict = "yes: " + "; ".join(standing)
     elif standing:   # beyond heads of any layer only: that says the layer matters, not these heads within it
-        verdict = f"partly: {'; '.join(standing)} (the layer matters), not against {within}"
+        verdict = f"partly: {'; '.join(standing)}, not against {within} (the layer matters)"
     else:
         verdict = "not established: no test survives correction"
     glue("causal_verdict", verdict)

@@ -1,5 +1,6 @@
 """The §5 decompositions are exact (float32, 1e-5) on tiny random Llava and Llama, with and without GQA."""
 import numpy as np
+import pytest
 import torch
 
 from llavamech import attribution, circuits, lens, load
@@ -114,3 +115,15 @@ def test_a_measure_is_averaged_over_heads_for_the_examples_that_have_it():
     assert circuits.head_mean(measures, "m").tolist() == [2.0, 4.0]
     est = circuits.estimate(measures, "m")
     assert est.mean == 3.0 and est.n == 2
+
+
+def test_the_text_image_contrasts_are_tested_in_the_papers_direction_and_adjusted_together():
+    rng = np.random.default_rng(0)
+    n, heads = 60, 3
+    text = {"MRR value output colour": rng.random((n, heads)), "OV logit difference": 2 + rng.random((n, heads))}
+    falls = {"MRR value output colour": text["MRR value output colour"] - 0.2,        # against the paper's rise
+             "OV logit difference": text["OV logit difference"] - 0.5}              # the paper's fall
+    p = circuits.contrast_p(text, falls)
+    assert p["contrast.colour_mrr.vqa_minus_tqa"] == 1.0
+    assert p["contrast.ov_logit_difference.vqa_minus_tqa"] == 2 / 10_001           # Holm doubles the smallest p
+    assert circuits.setting_contrast(text, falls)["contrast.ov_logit_difference.vqa_minus_tqa"].mean == pytest.approx(-0.5)

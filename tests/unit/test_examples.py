@@ -85,6 +85,17 @@ def test_asking_for_more_examples_than_the_file_holds(tmp_path):
     assert len(load_examples(str(path), n_examples=1)) == 1
 
 
+def test_a_page_refuses_items_without_what_it_measures_naming_the_first(tmp_path):
+    boxless = {"image": "a.png", "animal": "cat", "facts": [["dog", "brown"], ["cat", "black"]]}
+    path = write(tmp_path, [GOOD, boxless, {"image": "a.png", "animal": "dog"}])
+    assert len(load_examples(str(path), needs=("box",), n_examples=1)) == 1      # only the items it will use count
+    with pytest.raises(LlavamechError, match=r"set.jsonl:2: no box; this page needs the asked animal's box"):
+        load_examples(str(path), needs=("colour", "box"))
+    with pytest.raises(LlavamechError, match=r"set.jsonl:3: no colour; .* or run the page with examples=\"toy\""):
+        load_examples(str(path), needs=("colour",))
+    assert len(load_examples("toy", 3, needs=("colour", "facts", "box"))) == 3
+
+
 def test_the_model_vocabulary_check(tmp_path):
     from llavamech import load
     model = load("tiny-random-llava")

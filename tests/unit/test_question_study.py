@@ -163,3 +163,20 @@ def test_only_a_yes_counts_as_a_hallucinated_yes(monkeypatch):
                         lambda model, items: pd.DataFrame({"expected": [e.expected for e in items]}))
     features, rate = study.yes_answers(None, examples)
     assert len(features) == 1 and features["hallucinated"].all() and rate.mean == pytest.approx(1 / 3)
+
+
+def test_a_users_set_without_every_question_type_is_refused_in_one_line():
+    from llavamech.errors import LlavamechError
+    sets = {"colour": typed_examples(2, "colour"), "existence": typed_examples(2, "existence")}
+    with pytest.raises(LlavamechError, match=r"^mine.jsonl: no reverse, counting, position questions; .*--type TYPE"):
+        study.check_types(sets, "mine.jsonl")
+    study.check_types({t: typed_examples(1, t) for t in ("colour", "reverse", "existence", "counting", "position")},
+                      "mine.jsonl")
+
+
+def test_a_causal_check_refuses_an_item_without_its_true_answer():
+    from llavamech.errors import LlavamechError
+    from llavamech.interventions import colour_targets
+    unknown = Example(image=None, animal="dog", source="mine.jsonl:4")
+    with pytest.raises(LlavamechError, match="^mine.jsonl:4: no true answer"):
+        colour_targets(None, [unknown])

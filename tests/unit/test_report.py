@@ -36,9 +36,11 @@ def test_a_causal_test_is_glued_for_the_prose(monkeypatch):
     layer, head = map(int, glued["worst_single_head"].split("_"))   # k = 1 ran every other head alone
     assert glued["worst_single_imp_rank"] == ranked.index((layer, head)) + 1 > 1
     # the verdict: "yes" needs a test standing against the chosen heads' own layers; against any layer, "partly"
-    for all_p, within_p, verdict in ((0.01, 0.2, "partly: k = 1 against all heads (the layer matters), not against "
-                                                   "same layers"),
-                                     (0.01, 0.02, "yes: k = 1 against all heads; k = 1 against same layers"),
+    all_rank, within_rank = table.loc[1, "rank among sets (all heads)"], table.loc[1, "rank among sets (same layers)"]
+    for all_p, within_p, verdict in ((0.01, 0.2, f"partly: k = 1 against all heads (rank {all_rank}), not against "
+                                                   "same layers (the layer matters)"),
+                                     (0.01, 0.02, f"yes: k = 1 against all heads (rank {all_rank}); k = 1 against "
+                                                  f"same layers (rank {within_rank})"),
                                      (0.2, 0.2, "not established: no test survives correction")):
         adjusted = table.assign(**{"p, Holm (all heads)": [all_p, 1.0], "p, Holm (same layers)": [within_p, 1.0]})
         report.glue_causal_test(adjusted, ranked)
