@@ -66,6 +66,7 @@ multimodal = {name: m for name, m in models.items() if m.is_multimodal}
 # | SmolVLM | `SmolVLMForConditionalGeneration` | Idefics3's architecture and layout under classes of its own, over a smaller Llama; its chat turns open with ChatML's im_start token; its processor needs the `num2words` package | supported |
 # | InternVL | `InternVLForConditionalGeneration` (InternVL2.5, 3 and 3.5 in transformers' classes) | the image squashed to a grid of 448 px tiles whose aspect ratio is closest to the image's (up to 12 tiles by default), plus the whole image as a **thumbnail** tile; each tile's 32 × 32 patches **pixel-shuffled** 2 × 2 into 256 tokens, all tiles in **one block** between `<img>` and `</img>` with nothing saying where a tile starts; over Qwen2 (InternVL3), Qwen3 (InternVL3.5: q/k norms) or InternLM2 converted to Llama | supported (layout checked on transformers' GotOcr2 tiling; InternVL3.5's own image processor is not in transformers 5.23) |
 # | Mistral 3 | `Mistral3ForConditionalGeneration` (Mistral Small 3.1 and 3.2, Magistral Small, Ministral 3) | Pixtral's processing: the whole image downscaled to fit 1,540 px a side (aspect ratio kept) and its sides rounded up to multiples of 28 px, no crop, so the grid follows the image; a **Pixtral tower** (2-D rotary positions on the image's own patch grid) whose 14 px patches the projector's **patch merger** joins 2 × 2 into one token; each row of `[IMG]` tokens ended by an **`[IMG_BREAK]`** text token, the last by `[IMG_END]`, so the image positions are not one block; the resized image's size (`image_sizes`) is an input of the model's forward; over Mistral, or Ministral 3 (YaRN rotary angles; its queries are scaled past `original_max_position_embeddings`, where llavamech stops the prompt) | supported (Pixtral's processor imported without torchvision: `families.processor_class`) |
+# | GLM-4.1V | `Glm4vForConditionalGeneration` (GLM-4.1V-Thinking; GLM-4.5V is the mixture-of-experts `Glm4vMoeForConditionalGeneration`, not read) | Qwen2-VL's dynamic resolution and **multimodal RoPE** (the model's own `get_rope_index`, Qwen2-VL's inputs), its `max_pixels` counted over the 2 frames an image is repeated to; 14 px patches merged 2 × 2 by a **strided convolution**, the tokens in one block between `<\|begin_of_image\|>` and `<\|end_of_image\|>`; over GLM-4: **norms on the attention and FFN outputs before they join the residual stream** (gains $g$, as Llama's), a **fused `gate_up_proj`**, q/k/v biases, rotary angles on **half of each head** | supported |
 #
 # A model of any other family is refused by `llavamech.load` with one line naming what is supported.
 #
@@ -103,12 +104,20 @@ multimodal = {name: m for name, m in models.items() if m.is_multimodal}
 # the trace captures already carries it; the $(1 + g)$ gains of the q/k norms only change $\alpha_{T,j}$, which the
 # trace recomputes from the normed queries and keys.
 #
+# **GLM-4.1V's sandwich norms are Gemma's under other names.** Its decoder layer norms the attention output
+# (`post_self_attn_layernorm`) and the FFN output (`post_mlp_layernorm`) before they join the residual stream, and
+# its FFN input passes `post_attention_layernorm` (Llama's name and place); the gains are $g$, not $1 + g$. The same
+# frozen scales make heads, positions and neurons add up to $A^l$ and $F^l$ exactly. Its FFN computes gate and up in
+# one matrix, `gate_up_proj`, and splits the result in two: the neurons are still the inputs of `down_proj`,
+# $c^l = \mathrm{SiLU}(\text{gate}) \odot \text{up}$, which is all the decomposition reads. Its rotary angles turn
+# the first half of each query and key only, with the model's own function, which the trace calls.
+#
 # **The prompt.** Each family is asked in its own chat template (the processor's), one user turn holding the image
 # and the question, with the question's answer prefix opening the assistant's turn, so that the answer is again the
-# next token. For Qwen2-VL and Gemma 3:
+# next token. For Qwen2-VL, Gemma 3 and GLM-4.1V:
 
 # %%
-for name in ("tiny-random-qwen2-vl", "tiny-random-gemma3"):
+for name in ("tiny-random-qwen2-vl", "tiny-random-gemma3", "tiny-random-glm4v"):
     print(f"{name}:\n{models[name].prompt(question, image=True)}\n")
 
 # %% [markdown]
@@ -116,7 +125,8 @@ for name in ("tiny-random-qwen2-vl", "tiny-random-gemma3"):
 # vocabulary has no words for it, so its template leaves it out, as Mistral's default system prompt is left out of
 # the tiny Mistral 3's. Gemma 3's processor expands `<start_of_image>` into the image's 256 tokens between blank
 # lines. Mistral's answer follows `[/INST]` with no space before it: where the assistant's turn opens on a special
-# token or a new line, the answer prefix loses its leading space.)
+# token or a new line, the answer prefix loses its leading space. GLM-4.1V's real template is written here without
+# its system turn and its handling of the model's thinking, which a one-turn question does not reach.)
 #
 # ## Which token covers which pixels
 #
@@ -133,7 +143,8 @@ for name in ("tiny-random-qwen2-vl", "tiny-random-gemma3"):
 # within a tile the model's own pixel shuffle, run on coordinates, places each token. **Mistral 3**: the resized image's
 # size is among the processor's outputs, and the projector's own patch merger, run on the patch grid's coordinates,
 # places each token (row by row); the `[IMG_BREAK]` and `[IMG_END]` tokens after each row are text tokens, so the
-# image positions are the `[IMG]` tokens alone. In each the model sees the whole image (resized, or tiled with the padding removed), so token
+# image positions are the `[IMG]` tokens alone. **GLM-4.1V**: as Qwen-VL, the height and width components of the
+# 3-D rotary position that its own `get_rope_index` assigns. In each the model sees the whole image (resized, or tiled with the padding removed), so token
 # $(r, c)$ of an $R \times C$ grid covers the rectangle $[c\,w/C, (c+1)\,w/C) \times [r\,h/R, (r+1)\,h/R)$ of the
 # original $w \times h$ image (`llavamech.imaging.patch_boxes`; for OneVision its centre, as a pooled token also
 # blends in its neighbours, and to within the rounding of the unpadding). The unit tests prove it from the other side:
@@ -175,8 +186,8 @@ table(pd.DataFrame(layouts).T, "layouts")
 
 # %% [markdown]
 # (The model input is Qwen-VL's flattened patches — 2 frames of each, as for video — Gemma's square image, and
-# OneVision's, Idefics3's and InternVL's tiles with their base, global or thumbnail image, and Mistral 3's resized
-# image.)
+# OneVision's, Idefics3's and InternVL's tiles with their base, global or thumbnail image, Mistral 3's resized
+# image, and GLM-4.1V's flattened patches, as Qwen-VL's.)
 #
 # ## Every identity, on every family
 #
@@ -211,9 +222,9 @@ table(pd.DataFrame({"class": {n: type(m.hf).__name__ for n, m in models.items()}
 # ## The memory one real checkpoint needs
 #
 # Parameters counted on PyTorch's meta device from each checkpoint's published config (written out in
-# `llavamech.memory`; nothing is downloaded), at a prompt of 300 positions for the Qwen-VL models and Gemma 3 —
-# about a 448 × 448 image (256 tokens for Qwen2-VL and Qwen2.5-VL, 196 for Qwen3-VL's patches of 16; Gemma 3's 256
-# for any image) and the question; of 7,400 for LLaVA-OneVision — its base image's 729 tokens, its pooled tiles' at
+# `llavamech.memory`; nothing is downloaded), at a prompt of 300 positions for the Qwen-VL models, Gemma 3 and
+# GLM-4.1V — about a 448 × 448 image (256 tokens for Qwen2-VL, Qwen2.5-VL and GLM-4.1V, 196 for Qwen3-VL's patches
+# of 16; Gemma 3's 256 for any image) and the question; of 7,400 for LLaVA-OneVision — its base image's 729 tokens, its pooled tiles' at
 # most 9 × 729 and their newlines; of 1,450 for Idefics3 — 16 tiles and the global image of 81 tokens each,
 # their tags, and the question; and of 3,400 for InternVL3 — a 4:3 photograph cut into its default maximum of
 # 12 tiles (4 × 3) and a thumbnail, 256 tokens each, and the question; and of 3,000 for Mistral Small 3.1 — a 4:3
@@ -221,7 +232,8 @@ table(pd.DataFrame({"class": {n: type(m.hf).__name__ for n, m in models.items()}
 # question, and its template's default system prompt of some hundreds of tokens (`memory.memory_table(config,
 # seq_len)` gives any other length). A
 # dynamic-resolution model's prompt grows with the image: up to `max_pixels` / 28² tokens
-# (1,280 with Qwen2-VL's default `max_pixels` of 28² × 1,280, about a megapixel); an image whose tokens alone would
+# (1,280 with Qwen2-VL's default `max_pixels` of 28² × 1,280, about a megapixel; GLM-4.1V counts `max_pixels` over
+# the 2 frames an image is repeated to, so up to `max_pixels` / 2 / 28²); an image whose tokens alone would
 # exceed the model's positions is refused in one line naming `max_pixels`.
 
 # %%
@@ -232,7 +244,8 @@ checkpoints = {"Qwen/Qwen2-VL-7B-Instruct": (memory.qwen2_vl_7b_config(), 300),
                "llava-hf/llava-onevision-qwen2-7b-ov-hf": (memory.llava_onevision_7b_config(), 7400),
                "HuggingFaceM4/Idefics3-8B-Llama3": (memory.idefics3_8b_config(), 1450),
                "OpenGVLab/InternVL3-8B-hf": (memory.internvl3_8b_config(), 3400),
-               "mistralai/Mistral-Small-3.1-24B-Instruct-2503": (memory.mistral_small_31_config(), 3000)}
+               "mistralai/Mistral-Small-3.1-24B-Instruct-2503": (memory.mistral_small_31_config(), 3000),
+               "zai-org/GLM-4.1V-9B-Thinking": (memory.glm41v_9b_config(), 300)}
 rows = []
 for checkpoint, (config, seq_len) in checkpoints.items():
     frame = memory.memory_table(config, seq_len=seq_len)

@@ -26,6 +26,8 @@ def tiny(kind: str, kv_heads=None, seed=0, family="llama", next=False) -> Model:
     if kind == "mistral3":   # `family` is its language model: "mistral" or "ministral3"
         return Model(f"tiny-random-mistral3{'-ministral3' if family == 'ministral3' else ''}",
                      *tiny_vl.tiny_mistral3(seed=seed, text="mistral" if family == "llama" else family))
+    if kind == "glm4v":
+        return Model("tiny-random-glm4v", *tiny_vl.tiny_glm4v(seed=seed))
     if kind == "llava-onevision":
         return Model("tiny-random-llava-onevision", *tiny_vl.tiny_llava_onevision(seed=seed))
     if kind == "gemma3-text":
@@ -55,7 +57,8 @@ def assert_a_seeded_real_class(build, class_name: str):
 # tokens plus a global image, pixel shuffle, over Llama) and SmolVLM (the same under its own classes); InternVL (tiles
 # chosen by aspect ratio plus a thumbnail, in one block, pixel shuffle) over Qwen2 and over Qwen3 (q/k norms); Mistral 3
 # (a Pixtral tower, 2 x 2 patches merged, rows of image tokens ended by break tokens) over Mistral and over Ministral 3
-# (YaRN rotary angles).
+# (YaRN rotary angles); GLM-4.1V (Qwen2-VL's placement; sandwich norms with plain gains, a fused gate_up_proj,
+# rotary angles on half of each head).
 MODELS = {"llava": ("llava",), "llava-gqa": ("llava", 2), "llava-mistral": ("llava", 2, 0, "mistral"),
           "llava-qwen2": ("llava", 2, 0, "qwen2"), "llava-next": ("llava", None, 0, "llama", True),
           "llava-next-qwen2": ("llava", 2, 0, "qwen2", True),
@@ -65,7 +68,7 @@ MODELS = {"llava": ("llava",), "llava-gqa": ("llava", 2), "llava-mistral": ("lla
           "gemma3-text": ("gemma3-text", 2), "llava-onevision": ("llava-onevision", 2),
           "idefics3": ("idefics3", 2), "smolvlm": ("smolvlm", 2), "internvl": ("internvl", 2, 0, "qwen2"),
           "internvl-qwen3": ("internvl", 2, 0, "qwen3"), "mistral3": ("mistral3", 2, 0, "mistral"),
-          "mistral3-ministral3": ("mistral3", 2, 0, "ministral3")}
+          "mistral3-ministral3": ("mistral3", 2, 0, "ministral3"), "glm4v": ("glm4v", 2)}
 
 
 @pytest.fixture(scope="session", params=list(MODELS.values()), ids=list(MODELS))

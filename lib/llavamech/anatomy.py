@@ -1,11 +1,16 @@
-"""Where things live inside a Llama-family language model (alone, or inside a Llava, Qwen-VL or Gemma 3), read from
-the modules and the config: no hard-coded sizes. Grouped-query attention aware.
+"""Where things live inside a Llama-family language model (alone, or inside a Llava, Qwen-VL, Gemma 3 or GLM-4.1V),
+read from the modules and the config: no hard-coded sizes. Grouped-query attention aware.
 
 Gemma's decoder layer has sandwich norms: its attention output and its FFN output each pass an RMSNorm of their own
 before they join the residual stream (`attn_out_norm`, `ffn_out_norm`), its FFN input passes `pre_feedforward_layernorm`
 (where Llama's is called post_attention_layernorm), every norm scales by 1 + g (`gain`), its queries and keys pass
 norms of their own (applied where the trace recomputes attention weights), and its logits may be soft-capped
-(`soft_cap`)."""
+(`soft_cap`).
+
+GLM-4's decoder layer (GLM-4.1V) has the same sandwich under other names: post_self_attn_layernorm on the attention
+output, post_attention_layernorm at the FFN input (Llama's name and place), post_mlp_layernorm on the FFN output,
+each scaling by g. Its FFN fuses gate and up into one gate_up_proj; its neurons are down_proj's inputs all the same,
+which is all the decomposition reads of it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -55,22 +60,34 @@ class Anatomy:
                    soft_cap=getattr(text_config, "final_logit_softcapping", None))
 
     @property
+    def norm_names(self) -> tuple[str, str | None, str | None]:
+        """The decoder layer's norms: (at the FFN input, on the attention output, on the FFN output), None where the
+        output joins the residual stream as it is."""
+        block = self.layers[0]
+        if hasattr(block, "pre_feedforward_layernorm"):    # Gemma
+            return "pre_feedforward_layernorm", "post_attention_layernorm", "post_feedforward_layernorm"
+        if hasattr(block, "post_mlp_layernorm"):           # GLM-4
+            return "post_attention_layernorm", "post_self_attn_layernorm", "post_mlp_layernorm"
+        return "post_attention_layernorm", None, None
+
+    @property
     def sandwich(self) -> bool:
-        """Whether attention and FFN outputs are normed before they join the residual stream (Gemma)."""
-        return hasattr(self.layers[0], "pre_feedforward_layernorm")
+        """Whether attention and FFN outputs are normed before they join the residual stream (Gemma, GLM-4)."""
+        return self.norm_names[1] is not None
 
     def pre_ffn_norm(self, layer: int) -> nn.Module:
         """The norm at the FFN's input (its input is m^l = h^{l-1} + A^l)."""
-        block = self.layers[layer]
-        return block.pre_feedforward_layernorm if self.sandwich else block.post_attention_layernorm
+        return getattr(self.layers[layer], self.norm_names[0])
 
     def attn_out_norm(self, layer: int) -> nn.Module | None:
-        """The norm between the attention output and the residual stream (Gemma), else None."""
-        return self.layers[layer].post_attention_layernorm if self.sandwich else None
+        """The norm between the attention output and the residual stream (Gemma, GLM-4), else None."""
+        name = self.norm_names[1]
+        return getattr(self.layers[layer], name) if name else None
 
     def ffn_out_norm(self, layer: int) -> nn.Module | None:
-        """The norm between the FFN output and the residual stream (Gemma), else None."""
-        return self.layers[layer].post_feedforward_layernorm if self.sandwich else None
+        """The norm between the FFN output and the residual stream (Gemma, GLM-4), else None."""
+        name = self.norm_names[2]
+        return getattr(self.layers[layer], name) if name else None
 
     def gain(self, norm: nn.Module) -> torch.Tensor:
         """An RMSNorm's effective gain in float32 on the readout device: g, or 1 + g for Gemma."""

@@ -8,7 +8,8 @@ Gemma (llavamech.anatomy): the gains are 1 + g. Its attention output o = sum_h o
 the residual stream, A^l = (1 + g') * o / rms(o), which is not linear in o; with rms(o) frozen at its value for the
 whole layer (o at T, as s is frozen for the readout), it is, and each head's (and each position's, each neuron's)
 share is its own raw output times (1 + g') / rms(o) — so heads still sum to A^l exactly, and each share is what
-the head adds to the residual stream in this example. Its logits are soft-capped, logits = c * tanh(z / c), where
+the head adds to the residual stream in this example. GLM-4.1V's language model has the same sandwich norms, with
+gains g, and they enter the same way. Gemma's logits are soft-capped, logits = c * tanh(z / c), where
 the config sets c and the model's class applies it (`Trace.soft_cap`): Imp then compares the capped logits of
 base + v and of base (`capped`); the linear logit contribution stays z(v)_w, before the cap (which is not additive).
 

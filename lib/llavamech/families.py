@@ -46,6 +46,15 @@ last break replaced by [IMG_END]: breaks and the end are text tokens (embedded a
 image features), so the image positions are the [IMG] tokens alone. The image's resized size is among the
 processor's outputs (image_sizes, which the model's forward takes); the layout runs the patch merger's own grouping on
 coordinates.
+
+GLM-4.1V (Glm4vForConditionalGeneration, over GLM-4's language model; GLM-4.5V is its mixture-of-experts sibling,
+Glm4vMoeForConditionalGeneration, not read): Qwen2-VL's processing and placement. The whole image is resized (no crop)
+to multiples of patch_size × merge_size (28 px) a side, its pixel count — counted over the temporal_patch_size frames
+an image is repeated to — within [shortest_edge, longest_edge] (GLM's smart_resize, which also scales up an image
+with a side under 28 px); the processor writes the patches 2 × 2 block by block, the tower's strided convolution
+merges each block into one token, and the tokens stand row by row between <|begin_of_image|> and <|end_of_image|>.
+The language model places them with 3-D rotary positions from the model's own `get_rope_index` (Qwen2-VL's signature
+and inputs), whose row and column are the token's place on the grid (`_rope_layout`).
 """
 from __future__ import annotations
 
@@ -90,7 +99,7 @@ def of(model: torch.nn.Module) -> Family | None:
 
 # ---- where the image tokens are ----
 def _rope_layout(model: torch.nn.Module, inputs: dict, tokenizer=None) -> torch.Tensor:
-    """Qwen-VL: the (tile, row, col) of every image token from the 3-D rotary positions the model itself assigns
+    """Qwen-VL, GLM-4.1V: the (tile, row, col) of every image token from the 3-D rotary positions the model assigns
     (`get_rope_index`): their height and width components, less their first value (one image: tile 0)."""
     ids = inputs["input_ids"]
     positions, _ = model.model.get_rope_index(ids, inputs["mm_token_type_ids"], image_grid_thw=inputs["image_grid_thw"],
@@ -248,7 +257,9 @@ FAMILIES = {f.model_type: f for f in (
     Family("internvl", "InternVLForConditionalGeneration", "InternVLProcessor", ("qwen2", "qwen3", "llama"), (),
            _tiled_layout, sized=True),
     Family("mistral3", "Mistral3ForConditionalGeneration", "PixtralProcessor", ("mistral", "ministral3"), (),
-           _merged_layout))}
+           _merged_layout),
+    Family("glm4v", "Glm4vForConditionalGeneration", "Glm4vProcessor", ("glm4v_text",), QWEN_VL_INPUTS, _rope_layout,
+           resized=True))}
 
 
 def layout(model: torch.nn.Module, inputs: dict, tokenizer) -> torch.Tensor:
@@ -286,11 +297,13 @@ def image_token_count(processor, image) -> int:
 
 
 def bound(processor) -> str:
-    """The processor setting that bounds an image's token count, as the one-line error names it."""
+    """The processor setting that bounds an image's token count, as the one-line error names it (GLM-4.1V's counts
+    the pixels of the temporal_patch_size frames an image is repeated to)."""
     ip = processor.image_processor
     most = ip.size["longest_edge"]
+    frames = ip.temporal_patch_size if type(ip).__name__.startswith("Glm4v") else 1
     return (f"lower the image processor's max_pixels (now {most:,} pixels, at most "
-            f"{most // (ip.patch_size * ip.merge_size) ** 2:,} image tokens) or downscale the image")
+            f"{most // frames // (ip.patch_size * ip.merge_size) ** 2:,} image tokens) or downscale the image")
 
 
 # ---- the prompt ----

@@ -140,6 +140,25 @@ def mistral_small_31_config() -> transformers.Mistral3Config:
                                        multimodal_projector_bias=False, tie_word_embeddings=False)
 
 
+def glm41v_9b_config() -> transformers.Glm4vConfig:
+    """zai-org/GLM-4.1V-9B-Thinking's config, as its model card's config.json gives it (a 24-layer ViT of 1,536 with
+    patches of 14 merged 2 × 2 by a strided convolution, + GLM-4-9B's language model: 40 layers, 32 query heads over
+    2 key/value heads of 128, rotary angles on half of each head, sandwich norms, no tied embeddings). Written from the
+    published numbers, not read off the checkpoint's files (none offline): unverified here are max_position_embeddings
+    (65,536) and the vision tower's image_size (336, which sizes only its position embeddings), both of which
+    transformers' own defaults for this checkpoint also give."""
+    vision = dict(depth=24, hidden_size=1536, intermediate_size=13696, num_heads=12, out_hidden_size=4096,
+                  image_size=336, patch_size=14, spatial_merge_size=2, temporal_patch_size=2, rms_norm_eps=1e-5,
+                  hidden_act="silu")
+    text = dict(vocab_size=151552, hidden_size=4096, intermediate_size=13696, num_hidden_layers=40,
+                num_attention_heads=32, num_key_value_heads=2, rms_norm_eps=1e-5, max_position_embeddings=65536,
+                pad_token_id=151329, rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                                      "partial_rotary_factor": 0.5, "mrope_section": [8, 12, 12]})
+    return transformers.Glm4vConfig(vision_config=vision, text_config=text, image_token_id=151343,
+                                    video_token_id=151344, image_start_token_id=151339, image_end_token_id=151340,
+                                    video_start_token_id=151341, video_end_token_id=151342, tie_word_embeddings=False)
+
+
 def parameters(config) -> int:
     """The number of parameters of the model a config describes, counted on the meta device."""
     with torch.device("meta"):

@@ -6,10 +6,10 @@ its other training seeds such as `toy-llava-seed1`),
 of the families beyond Llava (`TINY_FAMILIES`: `tiny-random-qwen2-vl`, `tiny-random-qwen2.5-vl`, `tiny-random-qwen3-vl`,
 `tiny-random-gemma3`, `tiny-random-gemma3-text`, `tiny-random-llava-onevision`, `tiny-random-idefics3`,
 `tiny-random-smolvlm`, `tiny-random-internvl`, `tiny-random-internvl-qwen3`, `tiny-random-mistral3`,
-`tiny-random-mistral3-ministral3`). Anything else is a Hugging Face id or a local folder of a supported model (Llava,
-LLaVA-NeXT, Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Gemma 3, LLaVA-OneVision, Idefics3, SmolVLM, InternVL, Mistral 3, or a
-Llama-family or Gemma 3 language model), loaded from local files only. The multi-question organism of chapter 6 is `toy-llava-multi`
-(`toy-vicuna-multi`, `toy-llava-multi-seed1`).
+`tiny-random-mistral3-ministral3`, `tiny-random-glm4v`). Anything else is a Hugging Face id or a local folder of a
+supported model (Llava, LLaVA-NeXT, Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Gemma 3, LLaVA-OneVision, Idefics3, SmolVLM,
+InternVL, Mistral 3, GLM-4.1V, or a Llama-family or Gemma 3 language model), loaded from local files only. The
+multi-question organism of chapter 6 is `toy-llava-multi` (`toy-vicuna-multi`, `toy-llava-multi-seed1`).
 """
 from __future__ import annotations
 
@@ -50,7 +50,8 @@ TINY_FAMILIES = {"tiny-random-qwen2-vl": ("tiny_qwen_vl", {"version": "2"}),
                  "tiny-random-internvl": ("tiny_internvl", {}),
                  "tiny-random-internvl-qwen3": ("tiny_internvl", {"text": "qwen3"}),
                  "tiny-random-mistral3": ("tiny_mistral3", {}),
-                 "tiny-random-mistral3-ministral3": ("tiny_mistral3", {"text": "ministral3"})}
+                 "tiny-random-mistral3-ministral3": ("tiny_mistral3", {"text": "ministral3"}),
+                 "tiny-random-glm4v": ("tiny_glm4v", {})}
 SHIPPED = ("toy-llava", "toy-vicuna", *TINY, *TINY_FAMILIES)
 # Hugging Face model types llavamech reads: Llava-family wrappers and the language models they may carry.
 MULTIMODAL = {"llava": "LlavaForConditionalGeneration", "llava_next": "LlavaNextForConditionalGeneration"}

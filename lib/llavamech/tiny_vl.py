@@ -24,20 +24,27 @@ one token of 16 × 16 pixels; the image downscaled to fit 64 px a side (its side
 16), so up to 4 × 4 tokens, each row ended by [IMG_BREAK] and the last by [IMG_END] (the real one: patches of 14,
 tokens of 28 px, 1,540 px a side), over Mistral, or over Ministral 3 (`text="ministral3"`: its YaRN rotary angles
 and the query scaling of Llama 4, which starts past original_max_position_embeddings, here 256 positions).
+GLM-4.1V: Qwen2-VL's patches of 8 merged 2 × 2 (by a strided convolution) into tokens of 16 × 16 pixels, between 4
+and 256 tokens per image (max_pixels counted over the 2 frames an image is repeated to), over GLM-4's language model:
+sandwich norms with plain gains g (drawn at random), a fused gate_up_proj, q/k/v biases (made non-zero) and rotary
+angles on the first half of each head (partial_rotary_factor 0.5, its multimodal sections summing to head_dim / 4).
 """
 from __future__ import annotations
 
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (Gemma3Config, Gemma3ForCausalLM, Gemma3ForConditionalGeneration, Gemma3Processor,
-                          Gemma3TextConfig, Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor,
+                          Gemma3TextConfig, Glm4vConfig, Glm4vForConditionalGeneration, Glm4vProcessor,
+                          Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor,
                           InternVLConfig, InternVLForConditionalGeneration, InternVLProcessor,
                           LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, LlavaOnevisionProcessor,
-                          Mistral3Config, Mistral3ForConditionalGeneration, PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration,
+                          Mistral3Config, Mistral3ForConditionalGeneration, PreTrainedTokenizerFast,
+                          Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration,
                           Qwen2_5_VLProcessor, Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor,
                           Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor, SmolVLMConfig,
                           SmolVLMForConditionalGeneration, SmolVLMProcessor)
 from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+from transformers.models.glm4v.image_processing_pil_glm4v import Glm4vImageProcessorPil
 from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
 from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
 from transformers.models.llava_onevision.image_processing_pil_llava_onevision import LlavaOnevisionImageProcessorPil
@@ -345,3 +352,46 @@ def tiny_mistral3(seed: int = 0, text: str = "mistral", hidden: int = 64, layers
     processor = processor_class("PixtralProcessor")(images, tok, patch_size=MISTRAL_PATCH,
                                                     spatial_merge_size=MISTRAL_MERGE, chat_template=MISTRAL_TEMPLATE)
     return model.eval(), tok, processor
+
+
+GLM_SPECIAL = ["<unk>", "<|endoftext|>", "[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>",
+               "<|begin_of_image|>", "<|end_of_image|>", "<|image|>", "<|begin_of_video|>", "<|end_of_video|>",
+               "<|video|>"]
+# GLM-4.1V's chat template (one user turn; its system turn and its thinking's handling left out): [gMASK]<sop>, the
+# turn opened by <|user|> and a new line, an image as <|begin_of_image|><|image|><|end_of_image|>, the answer on a
+# new line after <|assistant|>
+GLM_TEMPLATE = ("[gMASK]<sop>{% for message in messages %}<|{{ message['role'] }}|>\n"
+                "{% for item in message['content'] %}{% if item['type'] == 'image' %}"
+                "<|begin_of_image|><|image|><|end_of_image|>{% else %}{{ item['text'] }}{% endif %}{% endfor %}"
+                "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+
+
+def tiny_glm4v(seed: int = 0, hidden: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2, mlp: int = 128):
+    """A tiny random Glm4vForConditionalGeneration (GLM-4.1V), its tokenizer and processor;
+    the language model's norm gains drawn at random and its q/k/v biases made non-zero."""
+    tok = chat_tokenizer(GLM_SPECIAL, ["user", "assistant"], GLM_TEMPLATE, eos_token="<|user|>",
+                         pad_token="<|endoftext|>",
+                         extra_special_tokens={"image_token": "<|image|>", "video_token": "<|video|>"})
+    ids = {t: tok.convert_tokens_to_ids(t) for t in GLM_SPECIAL}
+    quarter = hidden // heads // 4      # rotary angles on half of each head: head_dim / 4 frequencies
+    text = dict(vocab_size=len(tok), hidden_size=hidden, intermediate_size=mlp, num_hidden_layers=layers,
+                num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=512,
+                rms_norm_eps=1e-5, eos_token_id=ids["<|user|>"], pad_token_id=ids["<|endoftext|>"],
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5,
+                                 "mrope_section": [quarter - 2 * (quarter // 3), quarter // 3, quarter // 3]})
+    vision = dict(depth=2, hidden_size=32, num_heads=4, intermediate_size=64, out_hidden_size=hidden, image_size=32,
+                  patch_size=PATCH, spatial_merge_size=MERGE, temporal_patch_size=2)
+    config = Glm4vConfig(vision_config=vision, text_config=text, image_token_id=ids["<|image|>"],
+                         video_token_id=ids["<|video|>"], image_start_token_id=ids["<|begin_of_image|>"],
+                         image_end_token_id=ids["<|end_of_image|>"], video_start_token_id=ids["<|begin_of_video|>"],
+                         video_end_token_id=ids["<|end_of_video|>"], tie_word_embeddings=False,
+                         attn_implementation="eager")
+    torch.manual_seed(seed)
+    model = Glm4vForConditionalGeneration(config)
+    _random_biases(model)
+    _random_gains(model)
+    images = Glm4vImageProcessorPil(size={"shortest_edge": 4 * (PATCH * MERGE) ** 2,
+                                          "longest_edge": 2 * 256 * (PATCH * MERGE) ** 2},
+                                    patch_size=PATCH, merge_size=MERGE, temporal_patch_size=2,
+                                    image_mean=CLIP_MEAN, image_std=CLIP_STD)
+    return model.eval(), tok, image_only(Glm4vProcessor)(images, tok, chat_template=GLM_TEMPLATE)

@@ -18,12 +18,13 @@ FAMILIES = {"qwen2-vl": ("qwen-vl", None, 0, "2"), "qwen2.5-vl": ("qwen-vl", Non
             "qwen3-vl": ("qwen-vl", None, 0, "3"), "gemma3": ("gemma3",),
             "llava-onevision": ("llava-onevision",), "idefics3": ("idefics3",), "smolvlm": ("smolvlm",),
             "internvl": ("internvl",), "internvl-qwen3": ("internvl", None, 0, "qwen3"), "mistral3": ("mistral3",),
-            "mistral3-ministral3": ("mistral3", None, 0, "ministral3")}
+            "mistral3-ministral3": ("mistral3", None, 0, "ministral3"), "glm4v": ("glm4v",)}
 QWEN = {k: v for k, v in FAMILIES.items() if k.startswith("qwen")}
 # what a pass on input embeddings alone must be given besides them, per family
 EXTRAS = {"qwen2_vl": ["position_ids"], "qwen2_5_vl": ["position_ids"], "qwen3_vl": ["position_ids"],
           "gemma3": ["token_type_ids"],
-          "llava_onevision": [], "idefics3": [], "smolvlm": [], "internvl": [], "mistral3": []}
+          "llava_onevision": [], "idefics3": [], "smolvlm": [], "internvl": [], "mistral3": [],
+          "glm4v": ["position_ids"]}
 # images: a scene of that size cut to that box (odd-sized; wide, so that a pooled grid is not square)
 ODD, WIDE = (80, (0, 0, 77, 45)), (110, (0, 0, 101, 45))
 
@@ -236,7 +237,7 @@ LAYOUTS = {"qwen2-vl": QWEN_LAYOUT, "qwen2.5-vl": QWEN_LAYOUT, "qwen3-vl": QWEN_
            "idefics3": IDEFICS3_LAYOUT, "smolvlm": IDEFICS3_LAYOUT,
            "internvl": (ODD, internvl_hooks, internvl_layout), "internvl-qwen3": (ODD, internvl_hooks, internvl_layout),
            "mistral3": (ODD, mistral3_hooks, mistral3_layout),
-           "mistral3-ministral3": (ODD, mistral3_hooks, mistral3_layout)}
+           "mistral3-ministral3": (ODD, mistral3_hooks, mistral3_layout), "glm4v": QWEN_LAYOUT}
 
 
 @pytest.mark.parametrize("family", list(LAYOUTS))
@@ -357,6 +358,54 @@ def test_ministral3_prompts_stop_before_its_query_scaling_starts():
         ministral.inputs(question=Q, context="The dog is white. " * 60)
 
 
+@pytest.mark.parametrize("size, most, grid", [((40, 40), 256, (2, 2)), ((77, 45), 256, (3, 5)),
+                                              ((45, 77), 256, (5, 3)), ((100, 12), 256, (1, 8)),
+                                              ((120, 40), 256, (2, 8)), ((120, 40), 12, (2, 6))])
+def test_glm4v_tokens_cover_their_rectangles_of_the_processors_pixels(size, most, grid):
+    """GLM's own resize, read back from an image whose pixels say where they are: each side rounded to a multiple of
+    16 px (one token; 40 -> 32, 77 -> 80), a side under 16 px first scaled up with the other (100 x 12 -> 133 x 16 ->
+    one row of 8), and an image of more than `most` tokens' pixels, counted over its 2 frames, scaled down to fit
+    (120 x 40 at 12 tokens -> 96 x 32); the four patches merged into each image token, the block the processor writes
+    k-th for the k-th image position, come from the rectangle of the whole image that `patch_boxes` gives its
+    (row, col), and the tokens stand in one block between <|begin_of_image|> and <|end_of_image|>."""
+    glm = tiny("glm4v")
+    ip = glm.processor.image_processor
+    image, longest = coordinate_image(size), ip.size["longest_edge"]
+    ip.size["longest_edge"] = 2 * most * 16 ** 2
+    try:
+        inputs, positions = glm.inputs(image, Q), glm.trace(image, Q).positions
+    finally:
+        ip.size["longest_edge"] = longest
+    assert inputs["image_grid_thw"][0].tolist() == [1, 2 * grid[0], 2 * grid[1]] and positions.grid_shape == grid
+    patches = inputs["pixel_values"].reshape(-1, 3, 2, 8, 8)[:, :, 0]        # [patches, C, 8, 8] (frame 0)
+    where = pixel_coordinates(patches, ip)                                   # [patches, (x, y, 0), 8, 8]
+    boxes = patch_boxes(image.size, ip, grid)
+    for k, (position, tile, row, col) in enumerate(positions.image_tokens.tolist()):
+        assert tile == 0 and (row, col) == divmod(k, grid[1]) and position == positions.image_positions[k]
+        x0, y0, x1, y1 = boxes[row, col]
+        pixels = where[4 * k:4 * k + 4, :2].mean((0, 2, 3))
+        assert x0 < pixels[0] < x1 and y0 < pixels[1] < y1, (row, col)
+    tokens = glm.tokenizer.convert_ids_to_tokens(inputs["input_ids"][0])
+    start, n = tokens.index("<|begin_of_image|>"), grid[0] * grid[1]
+    assert tokens[start + 1:start + n + 2] == ["<|image|>"] * n + ["<|end_of_image|>"]
+    assert positions.image_positions.tolist() == list(range(start + 1, start + n + 1))
+
+
+def test_glm4v_prompt_and_its_bound_on_image_tokens(odd):
+    """GLM-4.1V's template: [gMASK]<sop>, the user turn after <|user|> and a new line, the image as
+    <|begin_of_image|><|image|><|end_of_image|>, the answer on a new line after <|assistant|>. Its max_pixels counts
+    the 2 frames an image is repeated to, so the one-line refusal names half as many tokens as Qwen's would."""
+    glm = tiny("glm4v")
+    assert glm.prompt(Q, image=True) == ("[gMASK]<sop><|user|>\n<|begin_of_image|><|image|><|end_of_image|>What is the "
+                                         "color of the dog?<|assistant|>\nThe color of the dog is")
+    assert glm.prompt("what is the colour of the cat", context="The cat is red.") == (
+        "[gMASK]<sop><|user|>\nThe cat is red.\nWhat is the colour of the cat?<|assistant|>\nThe color of the cat is")
+    big = Image.new("RGB", (900, 700), "white")
+    glm.processor.image_processor.size["longest_edge"] *= 4
+    with pytest.raises(LlavamechError, match=r"gives 1,008 image tokens, more than the 512 .* at most 1,024 image t"):
+        glm.inputs(big, Q)
+
+
 def test_prompt_follows_the_chat_template_with_the_answer_prefix(qwen, gemma):
     assert qwen.prompt(Q, image=True) == ("<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>What is the "
                                           "color of the dog?<|im_end|>\n<|im_start|>assistant\nThe color of the dog is")
@@ -407,7 +456,7 @@ def test_gemma_pan_and_scan_is_one_line(gemma, odd):
                                   "tiny-random-gemma3",
                                   "tiny-random-gemma3-text", "tiny-random-llava-onevision", "tiny-random-idefics3",
                                   "tiny-random-smolvlm", "tiny-random-internvl", "tiny-random-internvl-qwen3",
-                                  "tiny-random-mistral3", "tiny-random-mistral3-ministral3"])
+                                  "tiny-random-mistral3", "tiny-random-mistral3-ministral3", "tiny-random-glm4v"])
 def test_load_by_name_and_from_a_folder(name, tmp_path, odd):
     memory = llavamech.load(name)
     memory.hf.save_pretrained(tmp_path)
@@ -482,7 +531,8 @@ def test_other_families_are_refused_in_one_line_naming_the_supported(tmp_path):
     from transformers import PaliGemmaConfig
 
     PaliGemmaConfig().save_pretrained(tmp_path)
-    supported = r"not supported: .* paligemma model.*qwen2_vl, .*gemma3, .*idefics3, smolvlm, internvl, mistral3 models$"
+    supported = (r"not supported: .* paligemma model.*qwen2_vl, .*gemma3, .*idefics3, smolvlm, internvl, mistral3, "
+                 r"glm4v models$")
     with pytest.raises(LlavamechError, match=supported) as e:
         llavamech.load(str(tmp_path))
     assert "\n" not in str(e.value)

@@ -66,3 +66,15 @@ def test_mistral_small_31_config_gives_tokens_of_28_px_and_its_size():
     assert config.vision_config.patch_size * config.spatial_merge_size == 28 and 1540 // 28 == 55
     assert config.text_config.model_type == "mistral" and config.vision_config.rope_parameters["rope_theta"] == 10000
     assert round(memory.parameters(config) / 1e9, 2) == 24.01
+
+
+def test_glm41v_9b_config_gives_tokens_of_28_px_sandwich_norms_and_its_size():
+    """GLM-4.1V-9B-Thinking: patches of 14 merged 2 x 2 into tokens of 28 px; GLM-4's language model (sandwich norms,
+    rotary angles on half of each 128-wide head, 2 key/value heads); 10.29 B parameters (the model card says 10.3 B;
+    its config not read offline)."""
+    config = memory.glm41v_9b_config()
+    vision, text = config.vision_config, config.text_config
+    assert vision.patch_size * vision.spatial_merge_size == 28 and text.model_type == "glm4v_text"
+    assert text.hidden_size // text.num_attention_heads == 128 and text.num_key_value_heads == 2
+    assert sum(text.rope_parameters["mrope_section"]) * 2 == 128 * text.rope_parameters["partial_rotary_factor"]
+    assert round(memory.parameters(config) / 1e9, 2) == 10.29

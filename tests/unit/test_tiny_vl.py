@@ -20,7 +20,8 @@ BUILDERS = {"qwen2-vl": (partial(tiny_vl.tiny_qwen_vl, version="2"), "Qwen2VLFor
             "internvl-qwen3": (partial(tiny_vl.tiny_internvl, text="qwen3"), "InternVLForConditionalGeneration"),
             "mistral3": (tiny_vl.tiny_mistral3, "Mistral3ForConditionalGeneration"),
             "mistral3-ministral3": (partial(tiny_vl.tiny_mistral3, text="ministral3"),
-                                    "Mistral3ForConditionalGeneration")}
+                                    "Mistral3ForConditionalGeneration"),
+            "glm4v": (tiny_vl.tiny_glm4v, "Glm4vForConditionalGeneration")}
 
 
 @pytest.mark.parametrize("name", list(BUILDERS))
@@ -58,3 +59,16 @@ def test_mistral3_is_over_mistral_or_ministral3_with_gains_drawn_and_the_pixtral
     assert gains and all((p != 1).any() for p in gains)     # ones would hide the norms' gains
     assert type(processor).__name__ == "PixtralProcessor" and processor.spatial_merge_size == 2
     assert all(tok.convert_tokens_to_ids(t) != tok.unk_token_id for t in tiny_vl.MISTRAL_SPECIAL[1:])
+
+
+def test_glm4v_has_sandwich_norms_with_gains_drawn_a_fused_ffn_biases_and_half_rotary_heads():
+    glm, tok, processor = tiny_vl.tiny_glm4v()
+    layer = glm.model.language_model.layers[0]
+    norms = ("post_self_attn_layernorm", "post_attention_layernorm", "post_mlp_layernorm")
+    assert all((getattr(layer, name).weight != 1).any() for name in norms)   # ones would hide the norms' gains
+    assert hasattr(layer.mlp, "gate_up_proj") and not hasattr(layer.mlp, "gate_proj")
+    assert all(layer.self_attn.get_submodule(p).bias.abs().max() > 0 for p in ("q_proj", "k_proj", "v_proj"))
+    rope = glm.config.text_config.rope_parameters
+    assert rope["partial_rotary_factor"] == 0.5 and sum(rope["mrope_section"]) == layer.self_attn.head_dim // 4
+    assert type(processor).__name__ == "Glm4vProcessor" and processor.image_processor.merge_size == 2
+    assert all(tok.convert_tokens_to_ids(t) != tok.unk_token_id for t in tiny_vl.GLM_SPECIAL[1:])
