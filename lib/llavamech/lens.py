@@ -132,14 +132,19 @@ def word_ranks_at_patches(model, trace, words: dict, k: int, generator: torch.Ge
     return out
 
 
-def colour_animal_ranks(model, item, animals, k: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+def colour_animal_ranks(model, item, animals, k: int, generator: torch.Generator,
+                        colours=()) -> dict[str, torch.Tensor]:
     """`word_ranks_at_patches` for one colour item (a `readouts.collect` item): the answer colour, the asked animal
-    and the scene's other `animals`, at the top head's k important patches, k random patches, and k random patches
-    inside the asked animal's box (the control that does not use the head's scores)."""
+    and the scene's other `animals` — and, given `colours`, the colours other than the answer ("other colours": a
+    patch that reads as *some* colour scores high on them too, one that reads as this colour does not) — at the top
+    head's k important patches, k random patches, and k random patches inside the asked animal's box (the control
+    that does not use the head's scores)."""
     example = item.example
     mask = example.box_mask(model.processor.image_processor, item.trace.positions.grid_shape)
     inside = [] if mask is None else np.flatnonzero(mask.ravel())
-    others = [model.token_id(a) for a in animals if a != example.animal]
-    return word_ranks_at_patches(model, item.trace, {"colour": item.colour_id, "animal": item.animal_id,
-                                                     "other animals": others}, k, generator, inside=inside)
+    words = {"colour": item.colour_id, "animal": item.animal_id,
+             "other animals": [model.token_id(a) for a in animals if a != example.animal]}
+    if colours:
+        words["other colours"] = [t for t in map(model.token_id, colours) if t != item.colour_id]
+    return word_ranks_at_patches(model, item.trace, words, k, generator, inside=inside)
 

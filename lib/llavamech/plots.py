@@ -234,7 +234,7 @@ def ablation_strip(table, title: str, ax=None, label: str = "top-k heads", ylabe
                     if i == 0 else None)
     ax.set_xticks(range(len(table)))
     ax.set_xticklabels([(f"k = {k}" if isinstance(k, (int, np.integer)) else str(k)) + "".join(
-        "\n" + _p_label(row, name) for _, name, _, _ in controls) for k, row in table.iterrows()], fontsize=7)
+        "\n" + _p_label(row, name) for _, name, _, _ in controls) for k, row in table.iterrows()], fontsize=8)
     ax.axhline(0, color="k", lw=0.4)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)

@@ -24,6 +24,7 @@ from .models import load
 from .organism.tasks import type_names
 from .organism.world import load_world
 from .hooks import language_model_inputs
+from .imaging import load_image
 from .patch_eval import animals_mask, pointing
 from .interventions import HeadSetTest, Means, ablated, answer_scores, with_holm
 from .progress import progress
@@ -71,6 +72,10 @@ def check_types(sets: dict[str, list[Example]], source) -> None:
 def absent_variants(examples: list[Example], seed: int = 0) -> list[Example]:
     """Each colour example asked instead about an animal its scene does not hold (no true colour): the questions a
     grounded answer cannot exist for."""
+    lacking = next((e for e in examples if not e.facts), None)
+    if lacking is not None:   # without the scene's animals, the "absent" one could be in the picture
+        raise LlavamechError(f"{lacking.source}: no facts, so no animal the scene lacks can be asked about; add "
+                             "\"facts\" (every animal of the scene with its colour) to the colour items")
     rng = random.Random(f"{seed}:absent")
     return [e.asking(rng.choice([a for a in load_world().animals if a not in dict(e.facts)])) for e in examples]
 
@@ -197,9 +202,10 @@ def mirrored_order(model, examples: list[Example]) -> pd.DataFrame:
     Per run: the share of answers that are the other side than the unmirrored run's answer, with its interval."""
     flips = {"image mirrored": [], "token order mirrored": []}
     for example in progress(examples, "mirrored position questions"):
-        inputs = model.inputs(example.image, example.question)
+        image = load_image(example.image)   # a user's item holds a path
+        inputs = model.inputs(image, example.question)
         answer = _answer(model, inputs=inputs)
-        mirrored = model.inputs(ImageOps.mirror(example.image), example.question)
+        mirrored = model.inputs(ImageOps.mirror(image), example.question)
         flips["image mirrored"].append(float(_answer(model, inputs=mirrored) != answer))
         embeds = language_model_inputs(model.hf, model.anatomy.language_model, inputs)
         swapped = mirror_rows(embeds, positions_of(model.hf, inputs, model.tokenizer))

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import numpy as np
 import pandas as pd
 
 from .paths import REFERENCE_DIR
 from .report import glue, glue_name
-from .stats import Estimate
+from .stats import Estimate, holm, sign_flip_p
 
 PAPER_CSV = REFERENCE_DIR / "paper.csv"
 SHORT = {"revised paper": "revised submission (secondary)", "code": "authors' code"}
@@ -37,6 +38,15 @@ def agreement(estimate: Estimate, relation: str, baseline: Estimate | float) -> 
         return "no"
     apart = estimate.low > base_high if sign > 0 else estimate.high < base_low
     return "yes" if apart else "direction only"
+
+
+def directional_p(differences: dict[str, np.ndarray], seed: int = 0) -> dict[str, float]:
+    """Paired differences ({key: [n] per example}) tested in the direction the paper reports for each key (its
+    relation, against zero): one-sided sign-flip p-values over the examples, Holm-adjusted together as one family."""
+    relation = paper_numbers()["relation"]
+    raw = [sign_flip_p((1 if relation[key] == ">" else -1) * d[np.isfinite(d)], seed=seed)
+           for key, d in differences.items()]
+    return dict(zip(differences, map(float, holm(raw))))
 
 
 def compare(estimates: dict[str, Estimate], keys: list[str] | None = None,

@@ -118,12 +118,14 @@ def test_a_measure_is_averaged_over_heads_for_the_examples_that_have_it():
 
 
 def test_the_text_image_contrasts_are_tested_in_the_papers_direction_and_adjusted_together():
+    from llavamech.reference import directional_p
     rng = np.random.default_rng(0)
     n, heads = 60, 3
     text = {"MRR value output colour": rng.random((n, heads)), "OV logit difference": 2 + rng.random((n, heads))}
     falls = {"MRR value output colour": text["MRR value output colour"] - 0.2,        # against the paper's rise
              "OV logit difference": text["OV logit difference"] - 0.5}              # the paper's fall
-    p = circuits.contrast_p(text, falls)
+    p = directional_p(circuits.contrast_differences(text, falls))
     assert p["contrast.colour_mrr.vqa_minus_tqa"] == 1.0
     assert p["contrast.ov_logit_difference.vqa_minus_tqa"] == 2 / 10_001           # Holm doubles the smallest p
-    assert circuits.setting_contrast(text, falls)["contrast.ov_logit_difference.vqa_minus_tqa"].mean == pytest.approx(-0.5)
+    assert circuits.setting_contrast(text, falls)["contrast.ov_logit_difference.vqa_minus_tqa"].mean == \
+        pytest.approx(-0.5)

@@ -80,3 +80,10 @@ def test_colour_animal_ranks_read_the_answer_the_asked_animal_the_others_and_the
     assert out.keys() == expected.keys() and "in-box unembed animal" in out
     for key in out:
         assert torch.equal(torch.nan_to_num(out[key], nan=-1.0), torch.nan_to_num(expected[key], nan=-1.0)), key
+    colours = ["red", "brown", "black"]
+    more = lens.colour_animal_ranks(model, item, animals, 2, torch.Generator().manual_seed(0), colours=colours)
+    other = [t for t in map(model.token_id, colours) if t != item.colour_id]
+    assert torch.equal(more["important embed colour"], out["important embed colour"])   # the same patches drawn
+    assert torch.allclose(more["in-box embed other colours"], word_ranks_at_patches(
+        model, item.trace, {"c": other}, 2, torch.Generator().manual_seed(0), inside=inside)["in-box embed c"],
+        equal_nan=True)

@@ -180,3 +180,9 @@ def test_a_causal_check_refuses_an_item_without_its_true_answer():
     unknown = Example(image=None, animal="dog", source="mine.jsonl:4")
     with pytest.raises(LlavamechError, match="^mine.jsonl:4: no true answer"):
         colour_targets(None, [unknown])
+
+
+def test_absent_variants_refuse_a_scene_whose_animals_are_unknown():
+    from llavamech.errors import LlavamechError
+    with pytest.raises(LlavamechError, match="^mine.jsonl:2: no facts"):
+        study.absent_variants([Example(image=None, animal="dog", colour="brown", source="mine.jsonl:2")])
