@@ -158,7 +158,8 @@ for name in ("tiny-random-qwen2-vl", "tiny-random-gemma3", "tiny-random-glm4v"):
 
 # %%
 glue("odd_size", f"{width} × {height}")
-fig, axes = plt.subplots(2, (len(multimodal) + 1) // 2, figsize=(12, 5))
+rows = -(-len(multimodal) // 4)   # four a row, so that the models' names stay apart
+fig, axes = plt.subplots(rows, 4, figsize=(12, 3.2 * rows))
 axes = axes.ravel()
 for ax in axes[len(multimodal):]:
     ax.axis("off")

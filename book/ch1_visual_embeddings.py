@@ -180,7 +180,7 @@ table(compare(ours, chance={key: chance for key in ours}, setting=f"top {k} of {
 # One difference from the paper's numbers is not one of scale. The paper's random patches give the colour an MRR
 # of {glue:text}`paper_vis_colour_mrr_random:.3f` where chance over its vocabulary is
 # {glue:text}`chance_llava:.5f`: in Llava even a random patch of a COCO photograph leans towards the asked colour,
-# far above chance. The organism's random patches sit at chance: its backgrounds are grey.
+# far above chance. The organism's random patches sit at chance, likely because its backgrounds are a flat grey.
 #
 # ## Layer by layer: when does the colour become the answer?
 #

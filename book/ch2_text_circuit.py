@@ -319,8 +319,8 @@ glue("k_max", int(causal.index[-1]))
 # {glue:text}`k3_paired_all`, p = {glue:text}`k3_p_all:.2f`): the random sets that take a head of another layer which
 # the answer needs *indirectly*, as {glue:text}`worst_single_head` above, cost as much. The top
 # {glue:text}`k_max` do ({glue:text}`k5_paired_all`, adjusted p = {glue:text}`k5_holm_all:.2g`), though they rank
-# only {glue:text}`k5_rank_all` among the random sets: they cost more than the random sets' average, not more than
-# most sets. Imp is a direct-effect score: it sees the heads that write the colour to the last position, not a head
+# only {glue:text}`k5_rank_all` among the random sets: the test is against the sets' average, and some single sets
+# cost more. Imp is a direct-effect score: it sees the heads that write the colour to the last position, not a head
 # whose effect runs through later layers. What {glue:text}`worst_single_head` does to the answer is not tested here.
 #
 # What the check carries, then: the answer depends on one layer's heads, several at once (the top

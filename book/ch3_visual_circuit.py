@@ -120,9 +120,8 @@ pd.DataFrame({name: [f"{l}_{h} ({heads[name][l, h].mean:.2f})" for l, h in
 # not change which heads lead.
 #
 # The same layer does the work in all three settings, and many of the same heads lead: {glue:text}`top_heads_vqa`
-# for VQA. Against Vicuna TQA's top heads: {glue:text}`text_image_overlap`. Among a layer's few heads a shared top
-# set is likely by chance alone, so these overlaps are weak evidence either way; chapter 4 tests the heads' whole
-# ranking instead. Llava
+# for VQA. Against Vicuna TQA's top heads: {glue:text}`text_image_overlap`. Among a layer's few heads each overlap
+# is one small test, uncorrected and at a k not fixed in advance; chapter 4 tests the heads' whole ranking instead. Llava
 # answers {glue:text}`vqa_accuracy` of the scenes; as for text, attention carries the answer (best attention
 # layer {glue:text}`attn_layer_imp:.2f`, best FFN layer {glue:text}`ffn_layer_imp:.2f`). Chapter 4 measures how
 # far the heads' ranking moved with visual tuning, against chance.

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from llavamech import patches as P
-from llavamech.batching import in_batches
+from llavamech.batching import CPU_ROWS, first_batch, in_batches
 from llavamech.errors import LlavamechError
 
 QUESTION = "What is the color of the dog?"
@@ -69,3 +69,13 @@ def test_causal_checks_fit_by_halving(llava):
         small = answer_scores(llava, examples, "tqa")
     np.testing.assert_allclose(small["log p"], full["log p"], atol=1e-5)
     np.testing.assert_array_equal(small["correct"], full["correct"])
+
+
+def test_the_cpu_runs_at_most_cpu_rows_a_batch_with_the_same_values(llava, scene):
+    assert first_batch(llava, 65, 80) == CPU_ROWS < 65
+    assert first_batch(llava, 65, 80, cap=4) == 4
+    emb = P.embed(llava, llava.inputs(scene.image, QUESTION))
+    rows = [[]] + [[p] for p in range(len(emb.image_positions))] * 2   # more rows than CPU_ROWS
+    with memory_for(llava, CPU_ROWS):   # a larger batch would fail: the default keeps to CPU_ROWS
+        default = P.answer_logprob(llava, emb, 5, rows)
+    np.testing.assert_allclose(default, P.answer_logprob(llava, emb, 5, rows, batch=CPU_ROWS // 2), atol=1e-6)
