@@ -58,7 +58,8 @@ from llavamech.report import glue, glue_causal_test, glue_estimates, glue_eviden
 from llavamech.stats import bootstrap, chance_mrr, ranking_agreement
 
 MODE = "tqa"
-check_parameters(model=model, device=device, examples=examples, n_examples=n_examples, seed=seed, n_heads=n_heads,
+check_parameters(model=model, device=device, examples=examples, n_examples=n_examples, seed=seed, ablation=ablation,
+                 n_heads=n_heads,
                  k=k, ks=ks, draws=draws, **({} if control_examples is None else {"control_examples": control_examples}))
 m = llavamech.load(model, device=device)
 items = load_examples(examples, n_examples, seed, model=m, needs=("colour", "facts"))

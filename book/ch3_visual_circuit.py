@@ -53,7 +53,8 @@ from llavamech.reference import compare, directional_p, glue_paper
 from llavamech.report import glue, glue_causal_test, glue_estimates, glue_evidence, table
 from llavamech.stats import bootstrap, chance_mrr, scaled_k
 
-check_parameters(model=model, device=device, examples=examples, n_examples=n_examples, seed=seed, n_heads=n_heads,
+check_parameters(model=model, device=device, examples=examples, n_examples=n_examples, seed=seed, ablation=ablation,
+                 n_heads=n_heads,
                  ks=ks, draws=draws, n_maps=n_maps, **({} if k is None else {"k": k}),
                  **({} if control_examples is None else {"control_examples": control_examples}))
 check_parameters(model=text_model)

@@ -55,8 +55,8 @@ from llavamech.examples import check_parameters, load_examples
 from llavamech.reference import glue_paper, paper_numbers
 from llavamech.report import glue, table
 
-check_parameters(model=model, device=device, examples=examples, n_examples=n_examples, seed=seed, ks=ks,
-                 n_gainers=n_gainers, draws=draws,
+check_parameters(model=model, device=device, examples=examples, n_examples=n_examples, seed=seed, ablation=ablation,
+                 ks=ks, n_gainers=n_gainers, draws=draws,
                  **({} if control_examples is None else {"control_examples": control_examples}))
 check_parameters(model=text_model)
 check_parameters(model=same_parent)

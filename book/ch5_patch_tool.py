@@ -55,7 +55,8 @@ from llavamech.reference import glue_paper
 from llavamech.report import glue, table
 from llavamech.stats import bootstrap
 
-check_parameters(model=model, device=device, examples=examples, n_examples=n_examples, seed=seed, heads=heads,
+check_parameters(model=model, device=device, examples=examples, n_examples=n_examples, seed=seed, methods=methods,
+                 files={"seed_study": seed_study}, heads=heads,
                  steps=steps, curve_examples=curve_examples, prior_examples=prior_examples, ig_steps=ig_steps,
                  randomised_examples=randomised_examples, n_maps=n_maps, n_absent=n_absent)
 llava = llavamech.load(model, device=device)
@@ -453,30 +454,31 @@ table(stages, "stages")
 animals = sorted({a for e in items for a, _ in e.facts})
 colours = sorted({c for e in items for _, c in e.facts})
 absent = patch_eval.absent_animal(llava, items[:n_absent], animals, colours, seed=seed)
-hallucination = patch_eval.absent_table(absent, seed=seed)
-glue("absent_colour_share", str(hallucination.loc["that colour's animals' share of the patches", "absent"]))
-glue("present_colour_share", str(hallucination.loc["that colour's animals' share of the patches", "present"]))
-glue("absent_colour", str(hallucination.loc["a colour", "absent"]))
-glue("absent_scene_colour", str(hallucination.loc["a colour of the scene", "absent"]))
-glue("absent_on_animal", str(hallucination.loc["top patch on an animal", "absent"]))
-glue("present_on_animal", str(hallucination.loc["top patch on an animal", "present"]))
-glue("absent_on_colour", str(hallucination.loc["top patch on an animal of that colour", "absent"]))
-glue("present_on_colour", str(hallucination.loc["top patch on an animal of that colour", "present"]))
-glue("animals_share", float(hallucination.loc["animals' share of the patches", "absent"].mean))
-glue("n_absent", int(absent["scene"].nunique()))
-glue("scene_colour_chance", float(np.mean([len({c for _, c in e.facts}) / len(colours) for e in items[:n_absent]])))
-table(hallucination, "absent-animal")
+ran = len(absent) > 0   # a user's items name no box for every animal of the scene ("boxes"): nothing to point at
+hallucination = patch_eval.absent_table(absent, seed=seed) if ran else None
+cell = lambda measure, asked: str(hallucination.loc[measure, asked]) if ran else "not run (no box for every animal)"
+for name, measure in (("colour_share", "that colour's animals' share of the patches"),
+                      ("on_animal", "top patch on an animal"), ("on_colour", "top patch on an animal of that colour")):
+    glue(f"absent_{name}", cell(measure, "absent"))
+    glue(f"present_{name}", cell(measure, "present"))
+glue("absent_colour", cell("a colour", "absent"))
+glue("absent_scene_colour", cell("a colour of the scene", "absent"))
+share = hallucination.loc["animals' share of the patches", "absent"].mean if ran else None
+glue("animals_share", "—" if share is None else f"{share:.2f}")
+glue("n_absent", int(absent["scene"].nunique()) if ran else 0)
+glue("scene_colour_chance", f"{np.mean([len({c for _, c in e.facts}) / len(colours) for e in items[:n_absent]]):.2f}")
+table(hallucination, "absent-animal") if ran else None
 
 # %% [markdown]
 # Asked about an absent animal on {glue:text}`n_absent` scenes, the model still names a colour: the share of
 # scenes where it does is {glue:text}`absent_colour`, and the share where that colour is in the scene
 # {glue:text}`absent_scene_colour` (a colour
-# drawn at random would be one of the scene's in {glue:text}`scene_colour_chance:.2f`): it answers with some
+# drawn at random would be one of the scene's in {glue:text}`scene_colour_chance`): it answers with some
 # animal's colour. That it names a colour at all is by construction — the organism never learnt to say that
 # nothing is there, and its answer prefix asks for a colour — so what this measures is where the colour comes
 # from, not whether a model would refuse. The map shows where that colour came from: its top
 # patch lies on one of the scene's animals in {glue:text}`absent_on_animal` of the scenes (asked about a present
-# animal, {glue:text}`present_on_animal`; the animals cover {glue:text}`animals_share:.2f` of the patches), and on
+# animal, {glue:text}`present_on_animal`; the animals cover {glue:text}`animals_share` of the patches), and on
 # an animal of the very colour the model named in {glue:text}`absent_on_colour` (present: {glue:text}`present_on_colour`),
 # where a random patch would lie on one in {glue:text}`absent_colour_share` (present:
 # {glue:text}`present_colour_share`: the share of the patches those animals cover) — a hit only when the map finds

@@ -49,10 +49,16 @@ def read_cells(path) -> list[Cell]:
 
 
 def parse_value(text: str):
-    """A `-p` value as papermill reads it: True, False, None, an int, a float, or else the string itself."""
+    """A `-p` value as papermill reads it: True, False, None, an int, a float, or else the string itself; and, as
+    papermill's -y would give it, a list written in brackets ([1, 3, 5] or ["tool", "ig"])."""
     constants = {"True": True, "False": False, "None": None}
     if text in constants:
         return constants[text]
+    if text.startswith("[") and text.endswith("]"):
+        try:
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            raise LlavamechError(f"{text!r} is not a list such as [1, 3, 5] or [\"tool\", \"ig\"]") from None
     for kind in (int, float):
         try:
             return kind(text)

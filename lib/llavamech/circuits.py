@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from . import attribution, lens
+from .errors import LlavamechError
 from .examples import Example
 from .progress import progress
 from .stats import bootstrap
@@ -75,9 +76,9 @@ def evidence_positions(model, trace, example: Example, mode: str) -> torch.Tenso
     chosen by a score that grows with the head's attention and its value output's readout, so that measuring the
     same two things there favours the claims by construction."""
     if mode == "vqa":
-        if example.box is None:
-            return None
         mask = example.box_mask(model.processor.image_processor, trace.positions.grid_shape)
+        if mask is None:
+            return None
         return trace.positions.image_positions[torch.as_tensor(mask.ravel()).nonzero().reshape(-1)]
     colour = dict(example.facts).get(example.animal)
     if colour is None:
@@ -184,6 +185,9 @@ def centroid_accuracy(vectors: np.ndarray, labels: list[str], folds: int = 2, se
     0/1. Features are standardised with the training folds' mean and spread; a label absent from the training
     folds counts as missed. The simplest linear read-out there is: it finds a word wherever a direction separates it."""
     x, labels = np.asarray(vectors, dtype=np.float64), np.asarray(labels)
+    if len(x) < folds:
+        raise LlavamechError(f"the probe trains on {folds - 1} of {folds} folds of the examples: {len(x)} example(s) "
+                             f"are too few; raise n_examples to at least {folds}")
     fold = np.random.default_rng(seed).permutation(len(x)) % folds
     hit = np.zeros(len(x))
     for f in range(folds):

@@ -72,10 +72,12 @@ class Example:
 
     def box_mask(self, image_processor, grid_shape):
         """[rows, cols] booleans: the patches of the model's grid inside the asked animal's box
-        (`imaging.box_mask`); None when the item has no box."""
+        (`imaging.box_mask`); None when the item has no box, or none the model sees (a box too small to hold a
+        patch's centre, or outside the centre crop): where the map points is then undefined, not a miss."""
         if self.box is None:
             return None
-        return box_mask(self.box, load_image(self.image).size, image_processor, tuple(grid_shape))
+        mask = box_mask(self.box, load_image(self.image).size, image_processor, tuple(grid_shape))
+        return mask if mask.any() else None
 
     def asking(self, animal: str) -> "Example":
         """The same scene, asking about another animal (its colour and box where the facts and boxes know them)."""
@@ -204,13 +206,20 @@ def _parse(line: str, where: str, folder: Path, vocabulary) -> Example:
                                             for f in facts)):
         fail("\"facts\" must be a list of [animal, colour] pairs")
     facts = tuple((a.strip(), c.strip()) for a, c in facts)
+    twice = next((a for i, (a, _) in enumerate(facts) if a in [b for b, _ in facts[:i]]), None)
+    if twice is not None:   # the text prompt would state two colours for one animal
+        fail(f"'{twice}' is in the facts twice; give each animal of the scene once")
     colour = item.get("colour")
     if colour is not None and not isinstance(colour, str):
         fail(f"\"colour\" must be a word such as \"brown\", got {colour!r}")
     colour = colour.strip() if colour and colour.strip() else dict(facts).get(animal)
+    if colour and dict(facts).get(animal, colour) != colour:   # the prompt states the facts, the score reads colour
+        fail(f"\"colour\" '{colour}' disagrees with the facts, which make the {animal} '{dict(facts)[animal]}'")
     if facts and animal and animal not in dict(facts) and (asked is None or asked.type != "existence"):
         fail(f"the asked animal '{animal}' is not among the facts {[a for a, _ in facts]}")
     answer = _answer(item, asked, fail)
+    if answer and colour and (asked is None or asked.type == "colour") and answer != colour:
+        fail(f"\"answer\" '{answer}' disagrees with \"colour\" '{colour}' for this colour question; give one")
     words = ([animal] if animal else []) + ([colour] if colour else []) + ([answer] if answer else []) + \
         [w for f in facts for w in f]
     unknown = [w for w in words if vocabulary is not None and not vocabulary(w)]
@@ -331,9 +340,10 @@ def load_examples(examples="toy", n_examples: int | None = None, seed: int = 0, 
 
 
 def check_parameters(*, model=None, device=None, examples=None, n_examples=None, seed=None, image=None,
-                     question=None, **counts) -> None:
+                     question=None, ablation=None, methods=None, files=None, **counts) -> None:
     """A chapter's parameters (papermill's -p), checked in its first cell before anything is loaded: one
-    LlavamechError line for the first that cannot work. None is the chapter's default and passes. `counts` are
+    LlavamechError line for the first that cannot work. None is the chapter's default and passes. `ablation`:
+    "mean" or "zero"; `methods`: a list of patch method names; `files`: {name: path} that must exist. `counts` are
     further whole numbers that must be at least 1 (n_heads=3, draws=20; a list such as ks=[1, 3, 5] item by item)."""
     _one_line_errors()
     if model is not None and (not isinstance(model, str) or not model.strip()):
@@ -350,6 +360,15 @@ def check_parameters(*, model=None, device=None, examples=None, n_examples=None,
         load_image(image)
     if question is not None and (not isinstance(question, str) or not question.strip()):
         raise LlavamechError(f"question must be text such as 'What is the color of the dog?', got {question!r}")
+    if ablation is not None and ablation not in ("mean", "zero"):
+        raise LlavamechError(f"ablation must be \"mean\" or \"zero\", got {ablation!r}")
+    if methods is not None and (isinstance(methods, str) or not isinstance(methods, (list, tuple)) or not methods
+                                or not all(isinstance(m, str) for m in methods)):   # each name: patches.check_method
+        raise LlavamechError(f"methods must be a list such as [\"tool\", \"ablation\"], got {methods!r} "
+                             "(on the command line: -p methods '[\"tool\"]')")
+    for name, path in (files or {}).items():
+        if path is not None and not Path(str(path)).is_file():
+            raise LlavamechError(f"{name}: file not found: {path}")
     for name, value in counts.items():
         for v in value if isinstance(value, (list, tuple)) else [value]:
             _whole_number(name, v, least=1)

@@ -102,7 +102,7 @@ def row(model, index: int, example: Example, method: str = "tool", heads: int = 
     out["correct"] = None if example.expected is None else x.answer.lower() == example.expected.lower()
     if example.box is not None:
         mask = box_mask(example.box, x.image.size, x.image_processor, tuple(x.grid_shape))
-        out["pointing"] = pointing(x.patch_grid, mask)
+        out["pointing"] = pointing(x.patch_grid, mask) if mask.any() else None   # a box the model does not see
     return out, x
 
 
@@ -308,7 +308,7 @@ def _compute(model, items: list[Example], out: Path, procs: Processes, method: s
     if procs.rank == 0:
         rows = merge(out, len(items))
         known = [r["correct"] for r in rows if r.get("correct") is not None]
-        pointing = [r["pointing"] for r in rows if "pointing" in r]
+        pointing = [r["pointing"] for r in rows if r.get("pointing") is not None]
         summary.update(written=len(rows), accuracy=float(np.mean(known)) if known else None,
                        pointing=float(np.mean(pointing)) if pointing else None)
         if dropped:

@@ -14,6 +14,7 @@ import torch
 
 from .anatomy import Anatomy
 from .attribution import head_scores, position_scores, top_heads
+from .errors import LlavamechError
 
 
 def vocab_scores(anatomy: Anatomy, vectors: torch.Tensor, onto: str = "embed") -> torch.Tensor:
@@ -79,7 +80,7 @@ def important_positions(trace, heads: list[tuple[int, int]], k: int, kind: str, 
     `heads` [(layer, head), ...] (one head: that head's own top positions): [k], best first."""
     candidates = positions_of_kind(trace, kind)
     if len(candidates) < k:
-        raise ValueError(f"asked for {k} {kind} positions but the prompt has {len(candidates)}")
+        raise LlavamechError(f"asked for {k} {kind} positions but the prompt has {len(candidates)}; lower k")
     scores = sum(position_scores(trace, layer, head, token, positions=candidates) for layer, head in heads)
     return candidates[scores.argsort(descending=True)[:k]]
 

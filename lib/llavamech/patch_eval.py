@@ -25,6 +25,7 @@ import pandas as pd
 from PIL import Image
 from scipy.stats import spearmanr
 
+from .errors import LlavamechError
 from .examples import Example
 from .hooks import model_lock
 from .imaging import box_mask, load_image
@@ -157,6 +158,9 @@ def paired_difference(per_scene: pd.DataFrame, a: str, b: str, metric: str, seed
     """Method `a`'s `metric` minus method `b`'s on the same scenes, with a bootstrap 95 % interval over scenes
     (paired: each scene's two values resampled together, so the scenes' own difficulty cancels)."""
     by_scene = per_scene.pivot(index="scene", columns="method", values=metric)[[a, b]].dropna()
+    if by_scene.empty:
+        raise LlavamechError(f"no scene has a {metric} for both {a} and {b}: pointing needs a box the model sees "
+                             "(holding a patch's centre, inside the image as the processor crops it)")
     return bootstrap((by_scene[a] - by_scene[b]).to_numpy(float), seed=seed)
 
 

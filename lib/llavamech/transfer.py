@@ -389,9 +389,9 @@ def prompt_regions(model, example, mode: str, trace) -> dict[str, torch.Tensor]:
     image = torch.zeros(n, dtype=torch.bool)
     image[pos.image_tokens[:, 0] if pos.image_tokens is not None else pos.image_positions] = True
     box = torch.zeros(n, dtype=torch.bool)
-    if example.box is not None and mode == "vqa":
-        box[pos.image_positions[torch.as_tensor(
-            example.box_mask(model.processor.image_processor, pos.grid_shape).ravel())]] = True
+    mask = example.box_mask(model.processor.image_processor, pos.grid_shape) if mode == "vqa" else None
+    if mask is not None:
+        box[pos.image_positions[torch.as_tensor(mask.ravel())]] = True
     word = ids == model.token_id(example.animal)
     question_span, prefix_span = span(q0, q1), span(a0, n - 1)
     masks = [box, image & ~box, question_span & word, question_span & ~word, prefix_span & word,

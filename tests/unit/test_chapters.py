@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from llavamech import chapters
+from llavamech.errors import LlavamechError
 
 ROOT = Path(__file__).resolve().parents[2]
 BLOCK_IPYTHON = """
@@ -31,6 +32,9 @@ def test_cells_and_parameters_are_read_as_jupytext_and_papermill_do(tmp_path):
                                                          ("code", [], 13)]
     assert chapters.parameter_names(cells[1]) == {"n", "name"}
     assert [chapters.parse_value(v) for v in ("8", "0.5", "None", "True", "cuda")] == [8, 0.5, None, True, "cuda"]
+    assert chapters.parse_value("[1, 100]") == [1, 100] and chapters.parse_value('["tool"]') == ["tool"]
+    with pytest.raises(LlavamechError, match="is not a list such as"):
+        chapters.parse_value("[tool, ig]")
     assert chapters.run_chapter(chapter, {"n": 4, "name": "b"})["result"] == "bbbb"
     with pytest.raises(ZeroDivisionError) as failed:   # the traceback names the chapter's own line
         chapters.run_chapter(chapter, {"n": 3})

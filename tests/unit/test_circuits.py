@@ -129,3 +129,9 @@ def test_the_text_image_contrasts_are_tested_in_the_papers_direction_and_adjuste
     assert p["contrast.ov_logit_difference.vqa_minus_tqa"] == 2 / 10_001           # Holm doubles the smallest p
     assert circuits.setting_contrast(text, falls)["contrast.ov_logit_difference.vqa_minus_tqa"].mean == \
         pytest.approx(-0.5)
+
+
+def test_a_probe_on_fewer_examples_than_folds_is_one_line():
+    from llavamech.errors import LlavamechError
+    with pytest.raises(LlavamechError, match="1 example\\(s\\) are too few; raise n_examples to at least 2"):
+        circuits.centroid_accuracy(np.zeros((1, 3)), ["dog"])

@@ -61,8 +61,11 @@ def test_a_good_file_reads_with_paths_relative_to_it(tmp_path):
     (dict(GOOD, box=[0, 0, 50, 10]), "not inside the 40x30 image"),
     (dict(GOOD, box=[5, 5, 2, 9]), "not inside"),
     (dict(GOOD, animal="unicorn", facts=[]), "'unicorn' is not in the model's vocabulary"),
-    (dict(GOOD, colour="turquoise"), "'turquoise' is not in the model's vocabulary"),
+    (dict(GOOD, colour="turquoise", facts=[]), "'turquoise' is not in the model's vocabulary"),
     (dict(GOOD, animal="cow"), "not among the facts"),
+    (dict(GOOD, colour="pink"), "\"colour\" 'pink' disagrees with the facts, which make the dog 'brown'"),
+    (dict(GOOD, facts=[["dog", "brown"], ["dog", "pink"]]), "'dog' is in the facts twice"),
+    (dict(GOOD, answer="blue"), "\"answer\" 'blue' disagrees with \"colour\" 'brown'"),
 ])
 def test_bad_lines_name_the_line_and_the_fix(tmp_path, line, message):
     path = write(tmp_path, [GOOD, line])
@@ -200,7 +203,11 @@ def test_chapter_parameters_are_checked_in_one_line(tmp_path):
                          (dict(examples=5), "examples must be \"toy\" or"),
                          (dict(examples=str(tmp_path / "none.jsonl")), "example file not found"),
                          (dict(image=str(tmp_path / "none.png")), "image not found"),
-                         (dict(question=" "), "question must be text"), (dict(ks=[1, 0]), "ks must be")]:
+                         (dict(question=" "), "question must be text"), (dict(ks=[1, 0]), "ks must be"),
+                         (dict(ablation="median"), "ablation must be \"mean\" or \"zero\", got 'median'"),
+                         (dict(methods="tool"), "methods must be a list such as"),
+                         (dict(methods=[]), "methods must be a list such as"),
+                         (dict(files={"seed_study": str(tmp_path / "no.csv")}), "seed_study: file not found")]:
         with pytest.raises(LlavamechError, match=message) as err:
             check_parameters(**bad)
         assert "\n" not in str(err.value)
@@ -213,3 +220,4 @@ def test_an_examples_box_mask_is_the_imaging_mask_of_its_box_or_none():
             box_mask(example.box, load_image(example.image).size, processor, (8, 8))).all()
     assert example.box_mask(processor, (8, 8)).any()
     assert replace(example, box=None).box_mask(processor, (8, 8)) is None
+    assert replace(example, box=(0, 0, 1, 1)).box_mask(processor, (8, 8)) is None   # holds no patch's centre
