@@ -159,8 +159,9 @@ def paired_difference(per_scene: pd.DataFrame, a: str, b: str, metric: str, seed
     (paired: each scene's two values resampled together, so the scenes' own difficulty cancels)."""
     by_scene = per_scene.pivot(index="scene", columns="method", values=metric)[[a, b]].dropna()
     if by_scene.empty:
-        raise LlavamechError(f"no scene has a {metric} for both {a} and {b}: pointing needs a box the model sees "
-                             "(holding a patch's centre, inside the image as the processor crops it)")
+        why = (": pointing needs a box the model sees (holding a patch's centre, inside the image as the processor "
+               "crops it)") if metric == "pointing" else ""
+        raise LlavamechError(f"no scene has a {metric} for both {a} and {b}{why}")
     return bootstrap((by_scene[a] - by_scene[b]).to_numpy(float), seed=seed)
 
 

@@ -66,6 +66,14 @@ def test_a_run_writes_one_row_per_item(clean, toy_set):
     assert r["colour"] == items[0].colour and r["correct"] == (r["answer"] == items[0].colour)
 
 
+def test_a_box_the_model_cannot_see_gives_no_pointing_not_a_miss(tmp_path):
+    from dataclasses import replace
+    unseen = [replace(e, box=(0, 0, 1, 1)) for e in toy_examples(2, seed=4)]   # holds no patch's centre
+    path = write_jsonl(unseen, tmp_path / "unseen.jsonl")
+    assert main(["run", str(path), "--model", MODEL, "--out", str(tmp_path / "out")]) == 0
+    assert [r["pointing"] for r in rows(tmp_path / "out")] == [None, None]
+
+
 def test_a_killed_run_restarts_and_completes_every_item_once(toy_set, tmp_path, clean):
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "llavamech", "run", str(toy_set), "--model", MODEL, "--out",

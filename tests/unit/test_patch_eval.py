@@ -144,3 +144,13 @@ def test_paired_difference_is_over_the_same_scenes():
     d = E.paired_difference(per_scene, "tool", "ig", "pointing")
     assert d.mean == pytest.approx(2 / 3) and d.n == 3 and d.low <= d.mean <= d.high
     assert E.paired_difference(per_scene, "ig", "tool", "pointing").mean == pytest.approx(-2 / 3)
+
+
+def test_a_paired_difference_without_any_scene_is_one_line():
+    from llavamech.errors import LlavamechError
+    unseen = pd.DataFrame({"scene": [0, 0], "method": ["tool", "ig"], "pointing": [np.nan, np.nan],
+                           "deletion": [np.nan, 0.2]})
+    with pytest.raises(LlavamechError, match="no scene has a pointing for both tool and ig: pointing needs a box"):
+        E.paired_difference(unseen, "tool", "ig", "pointing")
+    with pytest.raises(LlavamechError, match="^no scene has a deletion for both tool and ig$"):
+        E.paired_difference(unseen, "tool", "ig", "deletion")
