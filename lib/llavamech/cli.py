@@ -169,6 +169,9 @@ def _run(args) -> int:
     summary = jobs.run(args.examples, args.model, args.out, device=args.device, dtype=args.dtype, method=args.method,
                   heads=args.heads, maps=args.maps, force=args.force, device_map=args.device_map, limit=args.limit)
     if "written" in summary:   # the first process speaks for the run
+        if args.limit is not None and summary["items"] < args.limit:
+            print(f"llavamech: note: --limit {args.limit}, but {args.examples} holds {summary['items']} items; "
+                  "all of them were run", file=sys.stderr)
         print(json.dumps(summary))
     return 0
 

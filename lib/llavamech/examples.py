@@ -149,10 +149,19 @@ def read_jsonl(path, vocabulary=None) -> list[Example]:
         raise LlavamechError(f"the example file name {str(path)!r} holds a NUL byte")
     if not path.is_file():
         raise LlavamechError(f"example file not found: {path}")
-    out = []
+    out, first = [], {}
     for number, line in enumerate(_lines(path), 1):
         if line.strip():
-            out.append(_parse(line, f"{path}:{number}", path.parent, vocabulary))
+            item = _parse(line, f"{path}:{number}", path.parent, vocabulary)
+            # the same question of the same image twice would count twice in every mean and interval
+            typed = questions.parse(item.question)
+            key = (item.image, (typed.type, tuple(sorted(typed.slots.items()))) if typed else
+                   " ".join(item.question.lower().split()))
+            if key in first:
+                raise LlavamechError(f"{path}:{number}: asks the same question of the same image as line "
+                                     f"{first[key]}; remove one (it would count twice)")
+            first[key] = number
+            out.append(item)
     if not out:
         raise LlavamechError(f"{path} holds no examples (one JSON object a line)")
     return out

@@ -123,6 +123,10 @@ class Model:
         if not question:
             raise LlavamechError("the question is empty; ask e.g. --question 'What is the color of the dog?'")
         typed = questions.parse(question)
+        if typed and "colour" in typed.text and not self.knows("colour"):
+            # the asker's "colour" is kept for a model that knows it; one that spells only "color" (the toy
+            # organism) is asked the canonical wording rather than refused
+            typed = questions.types()["colour"].ask(**typed.slots)
         if typed:
             question = typed.text
         if self.family is not None:
@@ -187,7 +191,9 @@ class Model:
         for special in self.tokenizer.all_special_tokens:
             text = text.replace(special, " ")
         words = [w for w, _ in self.tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(text) if w not in vocab]
-        raise LlavamechError(f"'{words[0] if words else '?'}' is out of {self.name}'s vocabulary; "
+        word = words[0] if words else "?"
+        case = f" (it knows '{word.lower()}': its words are lower-case)" if word.lower() in vocab else ""
+        raise LlavamechError(f"'{word}' is out of {self.name}'s vocabulary{case}; "
                              "use words of its world (data/world.json lists the animals and colours)")
 
     def knows(self, word: str) -> bool:

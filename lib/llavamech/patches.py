@@ -118,7 +118,8 @@ def check_method(method: str, model=None, heads: int | None = None) -> None:
     if model is not None and heads is not None:
         total = model.anatomy.n_layers * model.anatomy.n_heads
         if not 1 <= heads <= total:
-            raise LlavamechError(f"--heads must be between 1 and {total} (the model's heads), not {heads}")
+            raise LlavamechError(f"heads = {heads}: the number of heads summed must be between 1 and {total} "
+                                 f"({model.name}'s heads)")
 
 
 def patch_maps(model, image, question: str, methods=tuple(METHODS), heads: int = DEFAULT_HEADS,

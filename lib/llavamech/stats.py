@@ -18,6 +18,8 @@ class Estimate:
     def __str__(self) -> str:
         if np.ndim(self.mean):
             return f"Estimate(shape {np.shape(self.mean)}, n={self.n})"
+        if np.isnan(self.low) and np.isfinite(self.mean):
+            return f"{self.mean:#.3g} (n={self.n}: no interval)"
         if self.low == self.high == self.mean:   # every example alike: a percentile interval says nothing more
             return f"{self.mean:#.3g} (all {self.n} alike)"
         return f"{self.mean:.3g} [{self.low:.3g}, {self.high:.3g}]"
@@ -34,7 +36,8 @@ class Estimate:
 def bootstrap(values, n_boot: int = 2000, seed: int = 0) -> Estimate:
     """Mean over the first axis of `values` ([n, ...]: one row per example) with a percentile-bootstrap 95 %
     interval; examples are resampled together, so array-valued means keep their correlations. NaN rows (an
-    example where the measure is undefined) are left out, element by element."""
+    example where the measure is undefined) are left out, element by element. Where fewer than two examples are
+    left the interval is NaN, not the zero-width one resampling a single value gives: `excludes` is then False."""
     x = np.asarray(values, dtype=np.float64)
     if x.ndim == 0 or len(x) == 0:
         raise ValueError("bootstrap needs at least one example")
@@ -42,6 +45,8 @@ def bootstrap(values, n_boot: int = 2000, seed: int = 0) -> Estimate:
     draws = rng.integers(0, len(x), size=(n_boot, len(x)))
     means = np.stack([np.nanmean(x[d], axis=0) for d in draws])
     low, high = np.nanpercentile(means, [2.5, 97.5], axis=0)
+    too_few = np.isfinite(x).sum(axis=0) < 2
+    low, high = np.where(too_few, np.nan, low), np.where(too_few, np.nan, high)
     n = int(np.isfinite(x.reshape(len(x), -1)).all(axis=1).sum())
     mean = np.nanmean(x, axis=0)
     unwrap = (lambda a: float(a)) if x.ndim == 1 else (lambda a: a)

@@ -145,6 +145,13 @@ def test_limit_after_a_full_run_reports_its_own_items(tmp_path, capsys, toy_set)
     assert (summary["items"], summary["ran here"], summary["written"]) == (5, 0, 5) and rows(out) == full[:5]
 
 
+def test_a_limit_past_the_end_of_the_file_says_so(tmp_path, capsys, toy_set):
+    assert main(["run", str(toy_set), "--model", MODEL, "--out", str(tmp_path / "run"), "--limit", "100"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["items"] == 8
+    assert captured.err == f"llavamech: note: --limit 100, but {toy_set} holds 8 items; all of them were run\n"
+
+
 def test_a_locked_run_folder_is_refused_and_left_alone(tmp_path, capsys, toy_set):
     """While another process holds the folder (as a running run's first process does), a second run (other settings,
     the same, or --force) gets one line naming it and deletes nothing; once it is gone the run goes on."""

@@ -74,6 +74,13 @@ def test_bad_lines_name_the_line_and_the_fix(tmp_path, line, message):
     assert "set.jsonl:2" in str(err.value) and "\n" not in str(err.value)
 
 
+def test_the_same_question_of_the_same_image_twice_is_refused_in_any_spelling(tmp_path):
+    path = write(tmp_path, [GOOD, dict(GOOD, animal="cat", colour="black", box=None),
+                            {"image": "./a.png", "question": "what is the COLOUR of the dog", "answer": "brown"}])
+    with pytest.raises(LlavamechError, match=r"set.jsonl:3: asks the same question of the same image as line 1"):
+        read_jsonl(path)
+
+
 def test_an_unreadable_image_is_refused(tmp_path):
     (tmp_path / "bad.png").write_text("not an image")
     path = write(tmp_path, [dict(GOOD, image="bad.png")])
@@ -90,7 +97,7 @@ def test_asking_for_more_examples_than_the_file_holds(tmp_path):
 
 def test_a_page_refuses_items_without_what_it_measures_naming_the_first(tmp_path):
     boxless = {"image": "a.png", "animal": "cat", "facts": [["dog", "brown"], ["cat", "black"]]}
-    path = write(tmp_path, [GOOD, boxless, {"image": "a.png", "animal": "dog"}])
+    path = write(tmp_path, [GOOD, boxless, {"image": "a.png", "animal": "bird"}])
     assert len(load_examples(str(path), needs=("box",), n_examples=1)) == 1      # only the items it will use count
     with pytest.raises(LlavamechError, match=r"set.jsonl:2: no box; this page needs the asked animal's box"):
         load_examples(str(path), needs=("colour", "box"))
@@ -165,10 +172,11 @@ def test_files_that_are_not_utf8_are_one_line(tmp_path, encode, message):
 def test_line_ends_and_marks_any_editor_writes_are_read(tmp_path):
     path = write(tmp_path, [GOOD])
     line = json.dumps(dict(GOOD, animal="dog\u2028"), ensure_ascii=False)   # str.splitlines would split at U+2028
-    for text in ("\ufeff" + line + "\n", line + "\r" + line + "\r", line + "\r\n\r\n" + line + "\r\n"):
+    cat = json.dumps(dict(GOOD, animal="cat", colour="black", box=None))
+    for text in ("\ufeff" + line + "\n", line + "\r" + cat + "\r", line + "\r\n\r\n" + cat + "\r\n"):
         path.write_bytes(text.encode())
-        assert {e.animal for e in read_jsonl(path)} == {"dog"} and read_jsonl(path)[-1].source.endswith(
-            f"set.jsonl:{text.count(chr(13)) if chr(13) in text else 1}")
+        assert [e.animal for e in read_jsonl(path)] == ["dog", "cat"][:1 + (cat in text)]
+        assert read_jsonl(path)[-1].source.endswith(f"set.jsonl:{text.count(chr(13)) if chr(13) in text else 1}")
 
 
 def test_every_image_is_decoded_before_anything_is_computed(tmp_path):
@@ -182,7 +190,9 @@ def test_every_image_is_decoded_before_anything_is_computed(tmp_path):
 @pytest.mark.parametrize("value", [-5, 0, 2.5, "10", True, None], ids=repr)
 def test_n_examples_must_be_a_whole_number(tmp_path, value):
     """papermill hands over what was typed: -5 used to slice off the last five items and compute on."""
-    path = write(tmp_path, [GOOD] * 12)
+    path = write(tmp_path, [dict(GOOD, image=f"a{i}.png") for i in range(12)])
+    for i in range(12):
+        Image.new("RGB", (40, 30), "grey").save(tmp_path / f"a{i}.png")
     for examples in (str(path), "toy"):
         if value is None and examples != "toy":
             assert len(load_examples(examples, value)) == 12   # None: the whole file

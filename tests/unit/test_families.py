@@ -345,8 +345,9 @@ def test_mistral3_prompt_opens_the_answer_right_after_inst(odd):
     space (its turn opens on a special token, not a new line)."""
     mistral = tiny("mistral3")
     assert mistral.prompt(Q, image=True) == "<s>[INST][IMG]What is the color of the dog?[/INST]The color of the dog is"
+    # the tiny tokenizer knows no "colour": the question is asked in the canonical "color" wording
     assert mistral.prompt("what is the colour of the cat", context="The cat is red.") == (
-        "<s>[INST]The cat is red.\nWhat is the colour of the cat?[/INST]The color of the cat is")
+        "<s>[INST]The cat is red.\nWhat is the color of the cat?[/INST]The color of the cat is")
 
 
 def test_ministral3_prompts_stop_before_its_query_scaling_starts():
@@ -398,8 +399,8 @@ def test_glm4v_prompt_and_its_bound_on_image_tokens(odd):
     glm = tiny("glm4v")
     assert glm.prompt(Q, image=True) == ("[gMASK]<sop><|user|>\n<|begin_of_image|><|image|><|end_of_image|>What is the "
                                          "color of the dog?<|assistant|>\nThe color of the dog is")
-    assert glm.prompt("what is the colour of the cat", context="The cat is red.") == (
-        "[gMASK]<sop><|user|>\nThe cat is red.\nWhat is the colour of the cat?<|assistant|>\nThe color of the cat is")
+    assert glm.prompt("what is the colour of the cat", context="The cat is red.") == (    # no "colour": "color"
+        "[gMASK]<sop><|user|>\nThe cat is red.\nWhat is the color of the cat?<|assistant|>\nThe color of the cat is")
     big = Image.new("RGB", (900, 700), "white")
     glm.processor.image_processor.size["longest_edge"] *= 4
     with pytest.raises(LlavamechError, match=r"gives 1,008 image tokens, more than the 512 .* at most 1,024 image t"):
@@ -409,8 +410,10 @@ def test_glm4v_prompt_and_its_bound_on_image_tokens(odd):
 def test_prompt_follows_the_chat_template_with_the_answer_prefix(qwen, gemma):
     assert qwen.prompt(Q, image=True) == ("<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>What is the "
                                           "color of the dog?<|im_end|>\n<|im_start|>assistant\nThe color of the dog is")
+    # the asker's "colour" is kept where the tokenizer knows it (tiny qwen2-vl's does not: it is asked "color")
+    spelt = "colour" if qwen.knows("colour") else "color"
     assert qwen.prompt("what is the colour of the cat", context="The cat is red.") == (
-        "<|im_start|>user\nThe cat is red.\nWhat is the colour of the cat?<|im_end|>\n<|im_start|>assistant\n"
+        f"<|im_start|>user\nThe cat is red.\nWhat is the {spelt} of the cat?<|im_end|>\n<|im_start|>assistant\n"
         "The color of the cat is")
     assert gemma.prompt(Q, image=True) == ("<bos><start_of_turn>user\n<start_of_image>What is the color of the dog?"
                                            "<end_of_turn>\n<start_of_turn>model\nThe color of the dog is")

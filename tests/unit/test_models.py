@@ -113,6 +113,14 @@ def test_the_colour_question_is_recognised_in_any_spelling(question):
     assert model.prompt("Why is the dog here?").endswith("ASSISTANT:")   # a question of no type: no prefix
 
 
+def test_colour_is_asked_as_color_of_a_model_that_knows_only_color_and_capitals_are_named():
+    model = llavamech.load("tiny-random-vicuna")
+    assert not model.knows("colour")
+    assert model.prompt("What is the colour of the dog?", CONTEXT) == model.prompt(Q, CONTEXT)
+    with pytest.raises(LlavamechError, match=r"'Dog' is out of .* \(it knows 'dog': its words are lower-case\)"):
+        model.explain(question="What is the color of the Dog?", context=CONTEXT)
+
+
 @pytest.mark.parametrize("question, canonical, prefix", [
     ("is there an elephant", "Is there a elephant?", " The answer is"),
     ("Which animal is  red", "Which animal is red?", " The red animal is the"),

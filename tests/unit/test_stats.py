@@ -72,3 +72,11 @@ def test_sign_flip_ties_are_judged_at_float32_precision():
     d = np.array([0.3, -0.1, 0.2, 0.0, 0.0, 0.25, -0.05, 0.0])
     noisy = d + np.array([0, 0, 0, 3e-8, -2e-8, 0, 0, 1e-8])
     assert sign_flip_p(d, seed=1) == sign_flip_p(noisy, seed=1)
+
+
+def test_one_example_gives_no_interval_rather_than_a_zero_width_one():
+    one = bootstrap([0.7])
+    assert one.mean == 0.7 and np.isnan(one.low) and np.isnan(one.high) and not one.excludes(0.0)
+    assert str(one) == "0.700 (n=1: no interval)"
+    columns = bootstrap(np.array([[1.0, np.nan], [2.0, 5.0], [3.0, np.nan]]))
+    assert np.isfinite(columns.low[0]) and np.isnan(columns.low[1]) and columns[1].mean == 5.0
