@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import torch
 
+from . import validate
+from .errors import LlavamechError
 from .trace import Trace
 
 
@@ -43,7 +45,7 @@ def capped(trace: Trace, z: torch.Tensor) -> torch.Tensor:
 
 def log_prob_increase(trace: Trace, base: torch.Tensor, vectors: torch.Tensor, token: int | None = None) -> torch.Tensor:
     """Imp of each vector in `vectors` [..., d] added to `base` [..., d] (broadcast against each other): [...]."""
-    token = trace.top_token if token is None else token
+    token = _token(trace, token)
     unembed = trace.anatomy.weight(trace.anatomy.lm_head.weight)
     z0, dz = readout(trace, base, unembed), readout(trace, vectors, unembed)
     if trace.soft_cap is not None:   # the cap is not linear: the change in the capped logits
@@ -63,8 +65,17 @@ def _log_partition_increase(z0: torch.Tensor, dz: torch.Tensor) -> torch.Tensor:
 def logit_contribution(trace: Trace, vectors: torch.Tensor, token: int | None = None) -> torch.Tensor:
     """The linear (direct) logit contribution z(v)_w of each vector: [..., d] -> [...]. Additive, unlike Imp (and
     before any soft-cap, which is not)."""
-    token = trace.top_token if token is None else token
+    token = _token(trace, token)
     return readout(trace, vectors)[..., token].cpu()
+
+
+def _token(trace: Trace, token) -> int:
+    """The scored token: the model's own answer by default; an id past the vocabulary would index out of range."""
+    return trace.top_token if token is None else validate.token("token", token, trace.logits.shape[-1])
+
+
+def _layer(trace: Trace, layer) -> int:
+    return validate.layer("layer", layer, trace.anatomy.n_layers)
 
 
 # ---- decompositions (appendix A) ----
@@ -88,6 +99,7 @@ def head_outputs(trace: Trace, layer: int) -> torch.Tensor:
     """a^{l,h} = (sum_j alpha_{T,j} v_j) W_O^{l,h} for every head (times the frozen output norm where there is one):
     [H, d]. Sums to A^l_T."""
     a = trace.anatomy
+    layer = _layer(trace, layer)
     v = trace.values[layer][:, [a.kv_head(h) for h in range(a.n_heads)]]    # [S, H, hd]
     mixed = torch.einsum("hs,shk->hk", trace.attn_weights[layer], v)        # [H, hd]
     return _scaled(trace, layer, "attn", torch.einsum("hk,hkd->hd", mixed, a.o_slices(layer)))
@@ -98,8 +110,13 @@ def position_contributions(trace: Trace, layer: int, head: int | None = None,
     """u^{l,h}_j = alpha_{T,j} v_j W_O^{l,h}: [S, d] for one head, or [H, S, d] for all heads (head=None); only at
     `positions` ([k] sequence indices; S becomes k) when given."""
     a = trace.anatomy
-    heads = list(range(a.n_heads)) if head is None else [head]
+    layer = _layer(trace, layer)
+    heads = list(range(a.n_heads)) if head is None else \
+        [validate.whole("head", head, 0, a.n_heads - 1, f" ({a.n_heads} heads per layer, counted from 0)")]
+    positions = None if positions is None else torch.as_tensor(positions, dtype=torch.long)
     where = slice(None) if positions is None else positions
+    if positions is not None and len(positions) and not (0 <= int(positions.min()) and int(positions.max()) < trace.seq_len):
+        raise LlavamechError(f"positions must be sequence indices from 0 to {trace.seq_len - 1}")
     v = trace.values[layer][where][:, [a.kv_head(h) for h in heads]]             # [S, h, hd]
     weighted = trace.attn_weights[layer][heads][:, where].T[..., None] * v    # [S, h, hd]
     w_o = a.o_slices(layer)[heads]              # [h, hd, d]
@@ -110,6 +127,7 @@ def position_contributions(trace: Trace, layer: int, head: int | None = None,
 def neuron_contributions(trace: Trace, layer: int) -> torch.Tensor:
     """c^l_k W_down[:, k] for every FFN neuron k (times the frozen output norm where there is one): [I, d]. Sums to
     F^l_T."""
+    layer = _layer(trace, layer)
     w_down = trace.anatomy.weight(trace.anatomy.layers[layer].mlp.down_proj.weight)  # [d, I]
     return _scaled(trace, layer, "ffn", trace.neuron_acts[layer][:, None] * w_down.T)
 
@@ -147,18 +165,25 @@ def position_scores(trace: Trace, layer: int, head: int, token: int | None = Non
                     positions: torch.Tensor | None = None) -> torch.Tensor:
     """Imp of every source position j inside head (layer, head) (base h^{l-1}_T, v = u_j): [S], or [k] at
     `positions` only (the map reads the image's)."""
+    layer = _layer(trace, layer)
     return log_prob_increase(trace, trace.resid_in[layer], position_contributions(trace, layer, head, positions),
                              token)
 
 
 def neuron_scores(trace: Trace, layer: int, token: int | None = None, chunk: int = 1024) -> torch.Tensor:
     """Imp of every FFN neuron of a layer (base m^l_T): [I]. Chunked: 7B has 11008 neurons x 32k logits."""
+    chunk = validate.whole("chunk", chunk, 1)
     c = neuron_contributions(trace, layer)
     return torch.cat([log_prob_increase(trace, trace.mid[layer], c[i:i + chunk], token) for i in range(0, len(c), chunk)])
 
 
 def top_heads(scores: torch.Tensor, k: int = 10) -> list[dict]:
-    """The k best heads of a [L, H] score table as [{layer, head, score}], best first (ties in layer, head order)."""
+    """The k best heads of a [L, H] score table as [{layer, head, score}], best first (ties in layer, head order);
+    all of them, ranked, when the model has fewer than k."""
+    validate.whole("k", k, 1)
+    scores = torch.as_tensor(scores)
+    if scores.dim() != 2:
+        raise LlavamechError(f"top_heads ranks a [layers, heads] score table, got shape {tuple(scores.shape)}")
     flat = scores.flatten()
     idx = flat.argsort(descending=True, stable=True)[:k]
     n_heads = scores.shape[1]

@@ -13,13 +13,13 @@ from pathlib import Path
 
 from . import jobs
 from .errors import LlavamechError
+from .explain import MAP_FORMATS
 from .examples import from_coco, toy_examples, typed_examples, write_jsonl
 from .models import load
-from .patches import check_method
+from .patches import DEFAULT_HEADS, check_method
 from .paths import refuse_overwrite
 
 MODELS_HELP = "toy-llava (default), toy-vicuna, tiny-random-llava, a Hugging Face id or a local folder"
-MAP_FORMATS = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -92,7 +92,7 @@ def _model_options(p) -> None:
 def _method_options(p) -> None:
     p.add_argument("--method", default="tool", help="how to score the patches: tool (the paper's, default), top-k, "
                                                     "attention, ablation, gradient, ig or random")
-    p.add_argument("--heads", type=int, default=3, help="heads summed by --method top-k (default 3)")
+    p.add_argument("--heads", type=int, help="heads summed by --method top-k (default 3)")
 
 
 def _path(value: str | None, what: str) -> Path | None:
@@ -126,12 +126,20 @@ def _writable_folder(path: Path, what: str) -> None:
         raise LlavamechError(f"{what} {path}: {ancestor} is not writable")
 
 
+def _heads(args) -> None:
+    """--heads belongs to --method top-k: with another method it would be silently ignored."""
+    if args.heads is not None and args.method != "top-k":
+        raise LlavamechError(f"--heads is for --method top-k, not --method {args.method}; drop it")
+    args.heads = DEFAULT_HEADS if args.heads is None else args.heads
+
+
 def _positive(value, what: str) -> None:
     if value is not None and value < 1:
         raise LlavamechError(f"{what} must be at least 1, got {value}")
 
 
 def _explain(args) -> int:
+    _heads(args)
     args.out = _path(args.out, "--out")
     if args.image is None and not (args.context or "").strip():
         raise LlavamechError("give an IMAGE, or the facts as --context for a text-only question")
@@ -148,7 +156,7 @@ def _explain(args) -> int:
     model = load(args.model, device=args.device, dtype=args.dtype, device_map=args.device_map)
     check_method(args.method, model, args.heads)
     result = model.explain(args.image, question=args.question, context=args.context, method=args.method,
-                           heads=args.heads)
+                           heads=args.heads if args.method == "top-k" else None)
     if args.out:
         result.save_map(args.out)
     if args.json:
@@ -163,6 +171,7 @@ def _explain(args) -> int:
 
 
 def _run(args) -> int:
+    _heads(args)
     _positive(args.limit, "--limit")
     args.examples, args.out = _path(args.examples, "EXAMPLES"), _path(args.out, "--out")
     _writable_folder(args.out, "--out")

@@ -11,20 +11,24 @@ from .errors import LlavamechError
 
 def resolve_device(device: str) -> str:
     """cpu, cuda, cuda:N, mps or auto (a GPU when there is one) -> a device that exists here, or one clear error."""
-    device = (device or "").strip()
+    if isinstance(device, torch.device):
+        device = str(device)
+    if not isinstance(device, str):
+        raise LlavamechError(f"device must be a name: cpu, cuda, cuda:N, mps or auto (not {device!r})")
+    device = device.strip()
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         return device
     if re.fullmatch(r"cuda(:\d+)?", device):
         if not torch.cuda.is_available():
-            raise LlavamechError(f"device '{device}' was asked for but no GPU is available here; use --device cpu")
+            raise LlavamechError(f"device '{device}' was asked for but no GPU is available here; use cpu")
         if ":" in device and int(device.split(":")[1]) >= torch.cuda.device_count():
             raise LlavamechError(f"device '{device}' does not exist: this machine has {torch.cuda.device_count()} "
                                  f"GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
         return device
     if device == "mps":
         if not torch.backends.mps.is_available():
-            raise LlavamechError("device 'mps' (Apple GPU) is not available here; use --device cpu")
+            raise LlavamechError("device 'mps' (Apple GPU) is not available here; use cpu")
         return device
     raise LlavamechError(f"unknown device '{device}'; use cpu, cuda, cuda:N, mps or auto")

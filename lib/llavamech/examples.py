@@ -18,7 +18,6 @@ type, llavamech.questions):
 from __future__ import annotations
 
 import json
-import numbers
 import os
 import random
 import re
@@ -30,9 +29,10 @@ from PIL import Image
 from .errors import LlavamechError
 from .imaging import box_mask, load_image
 from .paths import refuse_overwrite
+from .validate import whole
 from .devices import resolve_device
 from .organism import recipe, tasks
-from .organism.world import make_scene, tqa_context
+from .organism.world import load_world, make_scene, tqa_context
 from . import questions
 
 WORDS = re.compile(r"\w+(?: \w+)*")
@@ -99,6 +99,13 @@ class Example:
 def toy_examples(n: int, seed: int = 0, animals: tuple[int, int] = (2, 3)) -> list[Example]:
     """n paired examples from the toy world, on held-out keys only (never trained on): scenes of 2–3 animals by
     default (a distractor is always present), canvases of 64–128 px, boxes from the scene generator."""
+    whole("n", n, 1)
+    whole("seed", seed, 0)
+    most = load_world().spec["scene"]["animals_per_scene"][1]
+    if not (isinstance(animals, (tuple, list)) and len(animals) == 2):
+        raise LlavamechError(f"animals must be (least, most) animals per scene such as (2, 3), got {animals!r}")
+    whole("animals: the least", animals[0], 1, most, f" (a scene holds at most {most})")
+    whole("animals: the most", animals[1], animals[0], most, f" (a scene holds at most {most})")
     rng = random.Random(f"{seed}:examples")
     out = []
     for i in range(n):
@@ -116,6 +123,8 @@ def typed_examples(n: int, qtype: str, seed: int = 0, text: bool = False) -> lis
     scene. The colour type gives colour examples as `toy_examples` makes them."""
     if qtype not in tasks.type_names(text=text):
         raise LlavamechError(f"unknown question type '{qtype}'; use one of {', '.join(tasks.type_names(text=text))}")
+    whole("n", n, 1)
+    whole("seed", seed, 0)
     rng = random.Random(f"{seed}:{qtype}:{'text' if text else 'scene'}:examples")
     out = []
     for i in range(n):
@@ -329,11 +338,14 @@ def load_examples(examples="toy", n_examples: int | None = None, seed: int = 0, 
     With a model, every word is checked against its vocabulary before anything is computed. `needs`: fields of
     `NEEDS` that every item must carry for the caller's measures (a COCO file has boxes but no colours): the first
     item without one is named in one line, before anything is computed."""
-    _whole_number("n_examples", n_examples, least=1)
+    _optional_whole("n_examples", n_examples, 1)
+    if isinstance(needs, str) or not isinstance(needs, (tuple, list)) or not set(needs) <= NEEDS.keys():
+        raise LlavamechError(f"needs must be a tuple of fields among {', '.join(NEEDS)}, such as (\"box\",); "
+                             f"got {needs!r}")
     if isinstance(examples, str) and examples == "toy":
         if n_examples is None:
             raise LlavamechError("n_examples must be given for the toy examples (how many scenes to draw)")
-        _whole_number("seed", seed, least=0)
+        _optional_whole("seed", seed, 0)
         return toy_examples(n_examples, seed)
     items = read_jsonl(_example_file(examples), vocabulary=model.knows if model is not None else None)
     if n_examples is not None and n_examples > len(items):
@@ -363,8 +375,8 @@ def check_parameters(*, model=None, device=None, examples=None, n_examples=None,
         resolve_device(device)
     if examples is not None and examples != "toy" and not _example_file(examples).is_file():
         raise LlavamechError(f"example file not found: {examples} (examples is \"toy\" or the path of a JSONL file)")
-    _whole_number("n_examples", n_examples, least=1)
-    _whole_number("seed", seed, least=0)
+    _optional_whole("n_examples", n_examples, 1)
+    _optional_whole("seed", seed, 0)
     if image is not None:
         load_image(image)
     if question is not None and (not isinstance(question, str) or not question.strip()):
@@ -380,7 +392,13 @@ def check_parameters(*, model=None, device=None, examples=None, n_examples=None,
             raise LlavamechError(f"{name}: file not found: {path}")
     for name, value in counts.items():
         for v in value if isinstance(value, (list, tuple)) else [value]:
-            _whole_number(name, v, least=1)
+            _optional_whole(name, v, 1)
+
+
+def _optional_whole(name: str, value, least: int) -> None:
+    """papermill hands over what was typed: 2.5, -5, "ten" or True must not be sliced or looped on (None: default)."""
+    if value is not None:
+        whole(name, value, least)
 
 
 def _one_line_errors() -> None:
@@ -396,16 +414,13 @@ def _one_line_errors() -> None:
                              self.showtraceback((etype, value, None), exception_only=True))
 
 
-def _whole_number(name: str, value, least: int) -> None:
-    """papermill hands over what was typed: 2.5, -5, "ten" or True must not be sliced or looped on."""
-    if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least):
-        raise LlavamechError(f"{name} must be a whole number of at least {least}, got {value!r}")
-
-
 def _example_file(examples) -> Path:
     if not isinstance(examples, (str, Path)) or not str(examples).strip():
         raise LlavamechError(f"examples must be \"toy\" or the path of an example file (JSONL), got {examples!r}")
-    return Path(examples)
+    path = Path(examples).expanduser()
+    if path.is_dir():
+        raise LlavamechError(f"{path} is a folder; give the example file (JSONL) inside it")
+    return path
 
 
 def write_jsonl(examples: list[Example], path, images: str = "images", force: bool = False) -> Path:

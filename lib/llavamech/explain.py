@@ -9,11 +9,15 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
-from . import attribution, questions
+from . import attribution, questions, validate
+from .errors import LlavamechError
 from .imaging import load_image, model_view
+
+MAP_FORMATS = (".png", ".jpg", ".jpeg", ".pdf", ".svg")   # what `Explanation.save_map` writes
 
 
 def normalise_map(scores: torch.Tensor) -> torch.Tensor:
@@ -64,37 +68,61 @@ class Explanation:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
-    def save_map(self, path, title: str | None = None) -> None:
-        """The patch map over the image as the model saw it (PNG)."""
+    def save_map(self, path, title: str | None = None) -> Path:
+        """The patch map over the image as the model saw it, written to `path` (its ending, one of `MAP_FORMATS`,
+        says the format; an existing file is replaced). Returns the path written."""
         from .plots import patch_overlay
         import matplotlib.pyplot as plt
 
+        if self.image is None:
+            raise LlavamechError("this explanation has no image (text-only input): there is no patch map to draw")
+        if not isinstance(path, (str, Path)) or not str(path).strip():
+            raise LlavamechError(f"the map's path must be a file name such as map.png, got {path!r}")
+        path = Path(path).expanduser()
+        if path.is_dir():
+            raise LlavamechError(f"{path} is a folder; give a file name such as {path / 'map.png'}")
+        if path.suffix.lower() not in MAP_FORMATS:
+            raise LlavamechError(f"{path}: give a file ending in {', '.join(MAP_FORMATS)}")
+        if not path.parent.is_dir():
+            raise LlavamechError(f"{path}: the folder {path.parent} does not exist; create it first")
         fig = patch_overlay(self, title=title)
-        fig.savefig(path, dpi=120, bbox_inches="tight")
-        plt.close(fig)
+        try:
+            fig.savefig(path, dpi=120, bbox_inches="tight")
+        except OSError as e:   # permission denied, a read-only or pseudo file system (/proc), a full disk
+            raise LlavamechError(f"{path} cannot be written ({e.strerror or type(e).__name__})") from None
+        finally:
+            plt.close(fig)
+        return path
 
 
 def explain(model, image=None, question: str = "", context: str | None = None, top_k: int = 10,
             map_heads: int = 1) -> Explanation:
     """The paper's tool: answer + head scores + per-patch map, the map of the `map_heads` best heads (1 = the
     paper; more sums their normalised maps). The other patch methods are in llavamech.patches."""
+    a = model.anatomy
+    validate.whole("top_k", top_k, 1)
+    validate.whole("map_heads", map_heads, 1, a.n_layers * a.n_heads, f" ({model.name}'s heads)")
+    if image is None and not (context or "").strip():
+        raise LlavamechError("give an image, or the facts as context for a text-only question" if model.is_multimodal
+                             else f"{model.name} is a text-only model: give the facts as context")
     t0 = time.perf_counter()
     pil = load_image(image) if image is not None else None
     trace = model.trace(pil, question, context)
     t1 = time.perf_counter()
     scores = attribution.head_scores(trace)
-    heads = attribution.top_heads(scores, top_k)
+    heads = attribution.top_heads(scores, max(top_k, map_heads))
     grid, shape = [], [0, 0]
     if len(trace.positions.image_positions):
         rows, cols = trace.positions.grid_shape
         grid, shape = head_map(trace, heads[:map_heads]).reshape(rows, cols).tolist(), [rows, cols]
+    heads = heads[:top_k]
     t2 = time.perf_counter()
     token = trace.top_token
     return Explanation(
         answer=model.tokenizer.decode([token]).strip(), answer_token_id=token,
         answer_prob=float(torch.softmax(trace.logits, -1)[token]), top_heads=heads, patch_grid=grid,
         grid_shape=shape, seconds={"forward": t1 - t0, "scores": t2 - t1, "total": t2 - t0},
-        model=model.name, question=question, question_type=getattr(questions.parse(question), "type", None),
+        model=model.name, question=question, method="tool" if map_heads == 1 else "top-k", question_type=getattr(questions.parse(question), "type", None),
         head_scores=scores, image=pil,
         image_processor=model.processor.image_processor if pil is not None else None, trace=trace)
 

@@ -282,6 +282,12 @@ def check_image(model, image) -> None:
     if getattr(model.processor.image_processor, "do_pan_and_scan", None):
         raise LlavamechError(f"{model.name}'s processor has pan-and-scan on (extra crops of the image), which "
                              "llavamech does not map to pixels yet; set image_processor.do_pan_and_scan = False")
+    if model.family.model_type == "mistral3":
+        # an image within one merged block gives one image token, which transformers' patch merger cannot split
+        side = model.hf.config.vision_config.patch_size * model.hf.config.spatial_merge_size
+        if image.width <= side and image.height <= side:
+            raise LlavamechError(f"the {image.width} × {image.height} image is one image token for {model.name} "
+                                 f"(blocks of {side} px); give an image larger than {side} px on a side")
     if not model.family.resized:
         return
     n, limit = image_token_count(model.processor, image), model.max_positions

@@ -19,10 +19,16 @@ def load_image(image) -> Image.Image:
     CMYK, 16-bit and 32-bit integer, float, and alpha (composited on white); turned upright by its EXIF orientation,
     so that boxes given in the displayed image's pixels are right. Fully decoded, so a truncated file is refused
     here, not halfway through a run. Bounded by Pillow's decompression-bomb limit (PIL.Image.MAX_IMAGE_PIXELS)."""
+    if isinstance(image, str) and "://" in image:
+        raise LlavamechError(f"{image} is a web address; llavamech reads local files only: download the image first")
+    if isinstance(image, str) and not image.strip():
+        raise LlavamechError("the image path is empty; give a PNG or JPEG file or a PIL image")
     if isinstance(image, (str, Path)):
-        image = _open(Path(image))
+        image = _open(Path(image).expanduser())
     if not isinstance(image, Image.Image):
         raise LlavamechError(f"expected an image path or a PIL image, got {type(image).__name__}")
+    if image.width == 0 or image.height == 0:
+        raise LlavamechError(f"the image is {image.width} x {image.height} pixels: empty; give a real picture")
     _check_pixels(image.width * image.height, "the image")
     try:
         image.load()   # a PIL image opened lazily by the caller is decoded here, where its damage can be named

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import families
+from . import families, validate
 from .batching import first_batch, in_batches
 from .errors import LlavamechError
 from .examples import Example
@@ -97,11 +97,17 @@ def ablated(model, heads=(), attn_layers=(), ffn_layers=(), patches=None, how: s
     projector, so only where it outputs the patch grid row-major (Llava, Gemma 3; `_grid_projector`);
     row_heads: one list of (layer, head) per batch row, ablated in that row only (many head sets in one pass)."""
     if how not in ("zero", "mean"):
-        raise ValueError(f"how must be 'zero' or 'mean', not {how!r}")
-    if how == "mean" and means is None:
-        raise ValueError("mean ablation needs means=activation_means(model, reference_examples, mode)")
+        raise LlavamechError(f"how must be 'zero' or 'mean', not {how!r}")
+    if how == "mean" and not isinstance(means, Means):
+        raise LlavamechError("mean ablation needs means=activation_means(model, reference_examples, mode)")
     a = model.anatomy
     hd = a.head_dim
+    # a head or layer that does not exist would be ablated as a silent no-op (or fail inside a hook): one line here
+    heads = validate.heads("heads", heads, a.n_layers, a.n_heads, model.name)
+    attn_layers = validate.layers("attn_layers", attn_layers, a.n_layers, model.name)
+    ffn_layers = validate.layers("ffn_layers", ffn_layers, a.n_layers, model.name)
+    if row_heads is not None:
+        row_heads = [validate.heads("row_heads", chosen, a.n_layers, a.n_heads, model.name) for chosen in row_heads]
 
     def fill(x, value):
         return torch.zeros_like(x) if how == "zero" else value.to(x.device, x.dtype).expand_as(x).clone()
@@ -119,7 +125,7 @@ def ablated(model, heads=(), attn_layers=(), ffn_layers=(), patches=None, how: s
         def hook(module, args):
             x = args[0]
             if len(x) != len(masks):
-                raise ValueError(f"{len(masks)} head sets for a batch of {len(x)} rows")
+                raise LlavamechError(f"{len(masks)} head sets for a batch of {len(x)} rows")
             value = torch.zeros((), dtype=x.dtype, device=x.device) if how == "zero" \
                 else means.o_proj_in[layer].to(x.device, x.dtype)
             return (torch.where(masks.to(x.device)[:, None, :], value, x),) + args[1:]
@@ -137,9 +143,12 @@ def ablated(model, heads=(), attn_layers=(), ffn_layers=(), patches=None, how: s
         rows = patches if patches and isinstance(patches[0], (list, tuple, range, np.ndarray, torch.Tensor)) \
             else [patches] * len(out)
         if len(rows) != len(out):
-            raise ValueError(f"{len(rows)} patch lists for a batch of {len(out)} images")
+            raise LlavamechError(f"{len(rows)} patch lists for a batch of {len(out)} images")
         for r, chosen in enumerate(rows):
             idx = torch.as_tensor(list(chosen), dtype=torch.long)
+            if len(idx) and not (0 <= int(idx.min()) and int(idx.max()) < out.shape[1]):
+                raise LlavamechError(f"patches: {sorted(set(idx.tolist()))} holds a patch outside 0..{out.shape[1] - 1} "
+                                     f"(the image gives {out.shape[1]} patches, row-major)")
             if len(idx):
                 out[r, idx] = fill(out[r, idx], None if how == "zero" else means.visual)
         return out
@@ -301,7 +310,7 @@ def null_sets(n_layers: int, n_heads: int, heads, control: str, draws: int, rng)
     share heads with the chosen one; the chosen set itself is never one of them. When there are at most `draws`
     such sets they are enumerated (exact); otherwise `draws` are drawn uniformly (with replacement)."""
     if control not in CONTROLS:
-        raise ValueError(f"control must be one of {CONTROLS}, not {control!r}")
+        raise LlavamechError(f"control must be one of {CONTROLS}, not {control!r}")
     chosen = frozenset(map(tuple, heads))
     if control == "all":
         pools = [([(l, h) for l in range(n_layers) for h in range(n_heads)], len(chosen))]

@@ -91,7 +91,8 @@ class Processes:
 def row(model, index: int, example: Example, method: str = "tool", heads: int = 3, top: int = 10):
     """One item's result row (the explanation's contract fields, plus correctness and pointing where the truth is
     known) and the explanation itself."""
-    x = model.explain(example.image, question=example.question, method=method, heads=heads)
+    x = model.explain(example.image, question=example.question, method=method,
+                      heads=heads if method == "top-k" else None)
     contract = x.to_dict()
     out = {"index": index, "source": example.source, "image": str(example.image), "animal": example.animal,
            **{k: v for k, v in contract.items() if k not in ("seconds", "model", "question")},

@@ -14,6 +14,7 @@ import torch
 
 from .anatomy import Anatomy
 from .attribution import head_scores, position_scores, top_heads
+from . import validate
 from .errors import LlavamechError
 
 
@@ -24,11 +25,12 @@ def vocab_scores(anatomy: Anatomy, vectors: torch.Tensor, onto: str = "embed") -
             return vectors @ anatomy.weight(anatomy.embed.weight).T
         if onto == "unembed":
             return anatomy.lm_head(anatomy.final_norm(vectors.to(anatomy.lm_head.weight.dtype))).float()
-    raise ValueError(f"onto must be 'embed' or 'unembed', not {onto!r}")
+    raise LlavamechError(f"onto must be 'embed' or 'unembed', not {onto!r}")
 
 
 def top_tokens(anatomy: Anatomy, tokenizer, vectors: torch.Tensor, onto: str = "embed", k: int = 5):
     """The k best tokens of each vector: a (nested) list over the leading dims of [(token, score), ...]."""
+    validate.whole("k", k, 1, anatomy.lm_head.out_features, " (the vocabulary's size)")
     scores, ids = (t.cpu() for t in vocab_scores(anatomy, vectors, onto).topk(k, dim=-1))
 
     def convert(s, i):
@@ -41,6 +43,7 @@ def top_tokens(anatomy: Anatomy, tokenizer, vectors: torch.Tensor, onto: str = "
 
 def token_ranks(anatomy: Anatomy, vectors: torch.Tensor, token: int, onto: str = "embed") -> torch.Tensor:
     """1-based rank of `token` among the vocabulary for each vector: [...] (1 = top; for reciprocal ranks)."""
+    token = validate.token("token", token, anatomy.lm_head.out_features)
     scores = vocab_scores(anatomy, vectors, onto)
     return ((scores > scores[..., token:token + 1]).sum(-1) + 1).cpu()
 
@@ -49,10 +52,12 @@ def patch_top_tokens(model, trace, layer: int = 0, onto: str = "embed") -> list[
     """The top token of the residual input of `layer` at every image patch, on the patch grid [rows][cols].
     layer=0 reads the visual embeddings (the projector's outputs). Needs a trace with all_positions=True."""
     if trace.resid_in_all is None:
-        raise ValueError("patch_top_tokens needs model.trace(..., all_positions=True)")
+        raise LlavamechError("patch_top_tokens needs model.trace(..., all_positions=True)")
     positions = trace.positions
     if not len(positions.image_positions):
-        raise ValueError("this trace has no image positions")
+        raise LlavamechError("this trace has no image positions: trace an image to read its patches")
+    n = trace.resid_in_all.shape[0]
+    layer = validate.whole("layer", layer, 0, n - 1, f" (0: the visual embeddings; {n - 1}: the final residual)")
     vectors = trace.resid_in_all[layer, positions.image_positions]
     ids = vocab_scores(model.anatomy, vectors, onto).argmax(-1)
     tokens = model.tokenizer.convert_ids_to_tokens(ids.tolist())
@@ -72,12 +77,17 @@ def positions_of_kind(trace, kind: str) -> torch.Tensor:
         is_text[image] = False
         is_text[-1] = False
         return is_text.nonzero().reshape(-1)
-    raise ValueError(f"kind must be 'image' or 'text', not {kind!r}")
+    raise LlavamechError(f"kind must be 'image' or 'text', not {kind!r}")
 
 
 def important_positions(trace, heads: list[tuple[int, int]], k: int, kind: str, token: int | None = None) -> torch.Tensor:
     """The paper's important positions: the k positions of `kind` with the highest per-position Imp, summed over
     `heads` [(layer, head), ...] (one head: that head's own top positions): [k], best first."""
+    a = trace.anatomy
+    heads = validate.heads("heads", heads, a.n_layers, a.n_heads)
+    if not heads:
+        raise LlavamechError("heads is empty: give the (layer, head) pairs whose positions to rank")
+    k = validate.whole("k", k, 1)
     candidates = positions_of_kind(trace, kind)
     if len(candidates) < k:
         raise LlavamechError(f"asked for {k} {kind} positions but the prompt has {len(candidates)}; lower k")
@@ -87,7 +97,12 @@ def important_positions(trace, heads: list[tuple[int, int]], k: int, kind: str, 
 
 def random_positions(trace, k: int, kind: str, generator: torch.Generator) -> torch.Tensor:
     """k distinct positions of `kind` drawn uniformly: the baseline of important_positions: [k]."""
+    k = validate.whole("k", k, 1)
+    if not isinstance(generator, torch.Generator):   # None would draw from the global state: not reproducible
+        raise LlavamechError(f"generator must be a seeded torch.Generator, got {generator!r}")
     candidates = positions_of_kind(trace, kind)
+    if len(candidates) < k:
+        raise LlavamechError(f"asked for {k} {kind} positions but the prompt has {len(candidates)}; lower k")
     return candidates[torch.randperm(len(candidates), generator=generator)[:k]]
 
 
@@ -96,8 +111,9 @@ def position_ranks(model, trace, positions: torch.Tensor, token: int, onto: str 
     """Rank (1 = top) of `token` in the residual stream at `positions`, at the input of each layer in `layers`
     (default all, 0 = the embeddings, L = the final residual): [layers, positions]. Needs all_positions=True."""
     if trace.resid_in_all is None:
-        raise ValueError("position_ranks needs model.trace(..., all_positions=True)")
-    layers = range(trace.resid_in_all.shape[0]) if layers is None else layers
+        raise LlavamechError("position_ranks needs model.trace(..., all_positions=True)")
+    n = trace.resid_in_all.shape[0]
+    layers = range(n) if layers is None else validate.layers("layers", layers, n, "the residual stream")
     vectors = trace.resid_in_all[list(layers)][:, positions]
     return token_ranks(model.anatomy, vectors, token, onto)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -53,6 +54,7 @@ TINY_FAMILIES = {"tiny-random-qwen2-vl": ("tiny_qwen_vl", {"version": "2"}),
                  "tiny-random-mistral3-ministral3": ("tiny_mistral3", {"text": "ministral3"}),
                  "tiny-random-glm4v": ("tiny_glm4v", {})}
 SHIPPED = ("toy-llava", "toy-vicuna", *TINY, *TINY_FAMILIES)
+ORGANISMS = "toy-llava, toy-vicuna, toy-llava-multi, toy-vicuna-multi"   # the trained ones (data/models/)
 # Hugging Face model types llavamech reads: Llava-family wrappers and the language models they may carry.
 MULTIMODAL = {"llava": "LlavaForConditionalGeneration", "llava_next": "LlavaNextForConditionalGeneration"}
 LANGUAGE = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
@@ -121,7 +123,7 @@ class Model:
         question = self._user_text(question, "question").strip()
         context = self._user_text(context, "context")
         if not question:
-            raise LlavamechError("the question is empty; ask e.g. --question 'What is the color of the dog?'")
+            raise LlavamechError("the question is empty; ask e.g. 'What is the color of the dog?'")
         typed = questions.parse(question)
         if typed and "colour" in typed.text and not self.knows("colour"):
             # the asker's "colour" is kept for a model that knows it; one that spells only "color" (the toy
@@ -147,14 +149,14 @@ class Model:
         found = sorted(t for t in special if t and t in text)
         if found:
             raise LlavamechError(f"the {what} holds {found[0]!r}, a special token of {self.name}'s tokenizer; remove "
-                                 "it (an image is given as the IMAGE argument, never in the text)")
+                                 "it (an image is given as the image, never in the text)")
         return text
 
     def inputs(self, image=None, question: str = "", context: str | None = None) -> dict:
         """Tokenised model inputs (batch of one) on the model's device."""
         if image is not None and not self.is_multimodal:
             raise LlavamechError(f"{self.name} is a text-only model and cannot take an image; "
-                                 "use a Llava model or give the facts as --context")
+                                 "use a Llava model, or give the facts as the context")
         text = self.prompt(question, context, image=image is not None)
         # a chat template writes its own special tokens (Gemma's <bos>): the tokenizer must not add them again
         special = {"add_special_tokens": False} if self.family is not None else {}
@@ -167,7 +169,7 @@ class Model:
                 enc["image_sizes"] = torch.tensor([[image.height, image.width]])
         else:
             enc = self.tokenizer(text, return_tensors="pt", **special)
-        self._check_vocabulary(text, enc["input_ids"])
+        self._check_vocabulary(text, enc["input_ids"], question)
         self._check_length(enc["input_ids"])
         keys = ("input_ids", "attention_mask", "pixel_values", "image_sizes",
                 *(self.family.input_keys if self.family and image is not None else ()))
@@ -183,15 +185,27 @@ class Model:
             raise LlavamechError(f"the prompt is {n} tokens long (image patches included), more than the {limit} "
                                  f"positions of {self.name}; shorten the context or the question")
 
-    def _check_vocabulary(self, text: str, input_ids: torch.Tensor) -> None:
+    def _check_vocabulary(self, text: str, input_ids: torch.Tensor, question: str = "") -> None:
         unk = self.tokenizer.unk_token_id
         if unk is None or not (input_ids == unk).any():
             return
         vocab = self.tokenizer.get_vocab()
-        for special in self.tokenizer.all_special_tokens:
+        # the chat template's markup (<start_of_turn>, [INST]) is made of added tokens, known whole: not the culprit
+        markup = {*self.tokenizer.all_special_tokens, *(t.content for t in self.tokenizer.added_tokens_decoder.values())}
+        for special in sorted(markup, key=len, reverse=True):
             text = text.replace(special, " ")
         words = [w for w, _ in self.tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(text) if w not in vocab]
-        word = words[0] if words else "?"
+        if not words:   # the asker's words are all known: the unknown piece is the prompt's own wording
+            raise LlavamechError(f"{self.name}'s tokenizer does not know a word of its own prompt template; it cannot "
+                                 "be asked this way")
+        word = words[0]
+        typed = questions.parse(question)
+        if typed and word.lower() not in " ".join(typed.slots.values()).lower().split():
+            # a word of the type's own wording ("Is there a ...?"): the model was never taught this type of question
+            other = " (toy-llava-multi is the organism trained on every question type)" if self.name.startswith(
+                "toy-") else ""
+            raise LlavamechError(f"{self.name} does not know {typed.type} questions: '{word}' of their wording is out "
+                                 f"of its vocabulary{other}")
         case = f" (it knows '{word.lower()}': its words are lower-case)" if word.lower() in vocab else ""
         raise LlavamechError(f"'{word}' is out of {self.name}'s vocabulary{case}; "
                              "use words of its world (data/world.json lists the animals and colours)")
@@ -202,11 +216,17 @@ class Model:
         return bool(ids) and self.tokenizer.unk_token_id not in ids
 
     def token_id(self, word: str) -> int:
-        """The id of `word` as the answer token (for Llama's SentencePiece: the '▁word' piece)."""
-        ids = self.tokenizer(" " + word, add_special_tokens=False)["input_ids"]
+        """The id of `word` as the answer token (for Llama's SentencePiece: the '▁word' piece; a word split into
+        pieces is read by its first, as the paper reads a multi-token answer). One word: an unknown word (the
+        toy's tokenizer maps it to <unk>) or several words would score some other token."""
+        if not isinstance(word, str) or len(word.split()) != 1:
+            raise LlavamechError(f"token_id takes one word, such as 'brown', got {word!r}")
+        ids = self.tokenizer(" " + word.strip(), add_special_tokens=False)["input_ids"]
         ids = [i for i in ids if self.tokenizer.convert_ids_to_tokens(i) not in ("▁", "")]
-        if not ids:
-            raise LlavamechError(f"'{word}' has no token in {self.name}'s vocabulary")
+        if not ids or self.tokenizer.unk_token_id in ids:
+            lower = word.lower() != word and self.knows(word.lower())
+            raise LlavamechError(f"'{word}' has no token in {self.name}'s vocabulary"
+                                 + (f" (it knows '{word.lower()}': its words are lower-case)" if lower else ""))
         return ids[0]
 
     # ---- analysis entry points ----
@@ -215,15 +235,24 @@ class Model:
         return run_trace(self.hf, self.anatomy, self.inputs(image, question, context), self.tokenizer, all_positions)
 
     def explain(self, image=None, question: str = "", context: str | None = None, method: str = "tool",
-                heads: int = 3, **options):
-        """The paper's tool: answer, head scores, and the best head's per-patch map (see llavamech.explain). Any
-        other `method` of llavamech.patches ("top-k" with `heads`, "attention", "ablation", "gradient", "ig",
-        "random") puts its scores in `patch_grid` instead."""
+                heads: int | None = None, **options):
+        """The paper's tool: answer, head scores, and the best head's per-patch map (see llavamech.explain; its
+        options `top_k`, `map_heads`). Any other `method` of llavamech.patches ("top-k" with `heads`, default 3;
+        "attention"; "ablation", "gradient" and "ig" with `means`, "ig" with `ig_steps`; "random" with `seed`) puts
+        its scores in `patch_grid` instead."""
+        patches.check_method(method, self, heads)
+        allowed = patches.OPTIONS[method]
+        extra = sorted(set(options) - set(allowed)) + (["heads"] if heads is not None and method != "top-k" else [])
+        if extra:
+            takes = ", ".join(allowed + (("heads",) if method == "top-k" else ())) or "no options"
+            raise LlavamechError(f"the {method} method takes {takes}, not {', '.join(extra)}")
         if method == "tool":
             return explain(self, image=image, question=question, context=context, **options)
         if context:
-            raise LlavamechError("patch methods take an image and a question, without --context")
-        return patches.explained(self, image, question, method, heads=heads, **options)
+            raise LlavamechError(f"the {method} method scores image patches: give an image and a question, "
+                                 "without a context")
+        return patches.explained(self, image, question, method,
+                                 **({"heads": heads} if heads is not None else {}), **options)
 
 
 def load(name: str = "toy-llava", device: str = "cpu", dtype: torch.dtype | str = torch.float32,
@@ -231,16 +260,22 @@ def load(name: str = "toy-llava", device: str = "cpu", dtype: torch.dtype | str 
     """Load a model by name (see the module docstring). fp32 by default, as the paper; float16/bfloat16 to save
     memory (readouts are still computed in float32). `device_map="auto"` spreads a model too big for one GPU over
     the GPUs (and CPU) with accelerate; the inputs then go to the device of the embeddings."""
+    name = str(name) if isinstance(name, os.PathLike) else name   # a folder given as a Path
     if not isinstance(name, str) or not name.strip():
         raise LlavamechError("the model name is empty; use e.g. toy-llava or llava-hf/llava-1.5-7b-hf")
+    if name.endswith("/") and is_shipped(name.rstrip("/")) and not Path(name).expanduser().exists():
+        name = name.rstrip("/")   # "toy-llava/" typed with a shell's completion: the shipped model, not a Hub id
     device = resolve_device(device)
     dtype = _dtype(dtype)
+    if device_map is not None and device_map != "auto" and not isinstance(device_map, dict):
+        raise LlavamechError(f"device_map must be \"auto\" or a dict of module -> device, got {device_map!r}")
     if device_map is not None:
         if importlib.util.find_spec("accelerate") is None:
             raise LlavamechError("device_map needs accelerate, which is not installed; pip install accelerate")
         if name in TINY or name in TINY_FAMILIES:
             raise LlavamechError(f"device_map is for models loaded from a folder or the Hub, not {name}")
-    with _quiet():
+    # the tiny builders seed torch's global generator; fork_rng gives the caller's random state back afterwards
+    with _quiet(), torch.random.fork_rng(devices=[]):
         if name in TINY:
             multimodal, options = TINY[name]
             built = build.tiny_llava(**options) if multimodal else (*build.tiny_vicuna(**options), None)
@@ -267,7 +302,7 @@ def _dtype(dtype) -> torch.dtype:
     names = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
     if isinstance(dtype, torch.dtype) and dtype in names.values():
         return dtype
-    if dtype not in names:
+    if not isinstance(dtype, str) or dtype not in names:
         raise LlavamechError(f"unknown dtype '{dtype}'; use float32, float16 or bfloat16")
     return names[dtype]
 
@@ -285,8 +320,10 @@ def _from_pretrained(name: str, source, device: str, dtype: torch.dtype = torch.
         if str(name).startswith(("/", ".", "~")) or str(name).count("/") > 1:
             raise LlavamechError(f"model folder not found: {name}") from None
         if "/" not in str(name):
-            raise LlavamechError(f"unknown model '{name}'; use one of {', '.join(SHIPPED)}, a local folder, "
-                                 "or a Hugging Face id such as llava-hf/llava-1.5-7b-hf") from None
+            raise LlavamechError(f"unknown model '{name}'; use an organism ({ORGANISMS}, or another seed such as "
+                                 "toy-llava-seed1), a tiny random model (tiny-random-llava, tiny-random-qwen2-vl, ...: "
+                                 "llavamech.models.SHIPPED), a local folder, or a Hugging Face id such as "
+                                 "llava-hf/llava-1.5-7b-hf") from None
         raise LlavamechError(f"'{name}' is not available offline; download it once with "
                              f"`huggingface-cli download {name}` (needs network) or pass a local folder") from None
     kwargs = dict(local_files_only=True, attn_implementation="sdpa", dtype=dtype,   # the trace needs no eager weights

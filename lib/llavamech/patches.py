@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import families
+from . import families, validate
 from .batching import first_batch, halving, in_batches
 from .errors import LlavamechError
 from .explain import Explanation, explain, head_map
@@ -108,18 +108,21 @@ METHODS = {"tool": _tool, "top-k": _top_k, "attention": _attention, "ablation": 
            "gradient": _gradient, "ig": _ig, "random": _random}
 
 
+# the options of each method beyond the image and question (Model.explain refuses any other: it would be ignored)
+OPTIONS = {"tool": ("top_k", "map_heads"), "top-k": (), "attention": (), "ablation": ("means",),
+           "gradient": ("means",), "ig": ("means", "ig_steps"), "random": ("seed",)}
+
+
 def check_method(method: str, model=None, heads: int | None = None) -> None:
     """One clear error for a method or head count that cannot run on this model."""
-    if method not in METHODS:
-        raise LlavamechError(f"unknown method '{method}'; use one of {', '.join(METHODS)}")
+    if not isinstance(method, str) or method not in METHODS:
+        raise LlavamechError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
     if model is not None and not model.is_multimodal and method != "tool":
         raise LlavamechError(f"{model.name} is a text-only model: it has no image patches for the {method} "
                              "method; use a Llava model")
-    if model is not None and heads is not None:
-        total = model.anatomy.n_layers * model.anatomy.n_heads
-        if not 1 <= heads <= total:
-            raise LlavamechError(f"heads = {heads}: the number of heads summed must be between 1 and {total} "
-                                 f"({model.name}'s heads)")
+    if heads is not None:   # how many heads top-k sums: at most all of them
+        total = None if model is None else model.anatomy.n_layers * model.anatomy.n_heads
+        validate.whole("heads", heads, 1, total, "" if model is None else f" ({model.name} has {total} heads)")
 
 
 def patch_maps(model, image, question: str, methods=tuple(METHODS), heads: int = DEFAULT_HEADS,
@@ -127,10 +130,19 @@ def patch_maps(model, image, question: str, methods=tuple(METHODS), heads: int =
     """Scores of each method over the patch grid for the model's own answer to `question` about `image`. The
     methods share one traced forward pass (and one capture of the input embeddings); each map's `seconds` is
     that shared time plus its own."""
+    methods = (methods,) if isinstance(methods, str) else tuple(methods) if hasattr(methods, "__iter__") else ()
+    if not methods:
+        raise LlavamechError(f"methods must be a list of names among {', '.join(METHODS)}, got {methods!r}")
     for method in methods:
         check_method(method, model, heads)
     if not model.is_multimodal:
         raise LlavamechError(f"{model.name} is a text-only model: it has no image patches to score")
+    if image is None:
+        raise LlavamechError("patch methods score the patches of an image; give an image")
+    if means is not None and not isinstance(means, Means):
+        raise LlavamechError("means must come from llavamech.interventions.activation_means(model, examples, mode)")
+    validate.whole("ig_steps", ig_steps, 1)
+    validate.whole("seed", seed, 0)
     t0 = time.perf_counter()
     x = explain(model, image=image, question=question, top_k=max(10, heads))
     shared = time.perf_counter() - t0

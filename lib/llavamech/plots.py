@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .errors import LlavamechError
 from .stats import bootstrap
 
 
@@ -29,7 +30,8 @@ def upsample(grid, size: tuple[int, int]) -> np.ndarray:
 def shade_map(ax, view, grid, scale: float | None = None) -> None:
     """Draw a [rows, cols] map over the image on `ax`, bicubically upsampled: the image keeps its own colours where
     the map is high and is darkened where it is low (a coloured heat map would tint the very colours the questions
-    ask about). `scale`: the value drawn at full brightness (default: the map's own largest)."""
+    ask about). `scale`: the value drawn at full brightness (default: the map's own largest). Scores below zero
+    (a patch that worked against the answer, in the ablation and gradient maps) are drawn as zero: fully dark."""
     up = upsample(grid, view.size)
     scale = float(up.max()) if scale is None else scale
     shade = np.zeros((*up.shape, 4), np.float32)
@@ -51,7 +53,7 @@ def patch_overlay(explanation, title: str | None = None, ax=None):
     """The image as the model saw it, beside the patch map drawn over it (`shade_map`)."""
     view = explanation.view
     if view is None:
-        raise ValueError("this explanation has no image (text-only input)")
+        raise LlavamechError("this explanation has no image (text-only input): there is no patch map to draw")
     fig, axes = (plt.subplots(1, 2, figsize=(7, 3.6)) if ax is None else (ax[0].figure, ax))
     axes[0].imshow(view)
     axes[0].set_title("what the model sees")

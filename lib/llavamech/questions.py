@@ -43,7 +43,8 @@ class QuestionType:
 
     @property
     def pattern(self) -> re.Pattern:
-        """The template as a regular expression: any case and spacing, optional "?", color/colour, a/an."""
+        """The template as a regular expression: any case and spacing, "?" optional (or doubled), color/colour,
+        a/an."""
         words = self.question.rstrip("?").split()
         parts = []
         for word in words:
@@ -51,7 +52,7 @@ class QuestionType:
                 parts.append(rf"(?P<{SLOT.fullmatch(word).group(1)}>\w+(?:\s+\w+)*?)")
             else:
                 parts.append({"color": "colou?r", "a": "an?"}.get(word.lower(), re.escape(word)))
-        return re.compile(r"\s*" + r"\s+".join(parts) + r"\s*\??\s*", re.IGNORECASE)
+        return re.compile(r"\s*" + r"\s+".join(parts) + r"\s*\?*\s*", re.IGNORECASE)
 
 
 @lru_cache(maxsize=None)

@@ -92,9 +92,11 @@ def bad_inputs(tmp_path, png):
         "unknown method": ([str(png), "--question", Q, "--model", "tiny-random-llava", "--method", "saliency"],
                            "unknown method 'saliency'"),
         "no heads": ([str(png), "--question", Q, "--model", "tiny-random-llava", "--method", "top-k", "--heads", "0"],
-                     "the number of heads summed must be between 1 and"),
-        "too many heads": ([str(png), "--question", Q, "--model", "tiny-random-llava", "--heads", "9999"],
-                           "the number of heads summed must be between 1 and"),
+                     "heads must be a whole number from 1 to"),
+        "too many heads": ([str(png), "--question", Q, "--model", "tiny-random-llava", "--method", "top-k",
+                            "--heads", "9999"], "heads must be a whole number from 1 to"),
+        "heads without top-k": ([str(png), "--question", Q, "--model", "tiny-random-llava", "--heads", "2"],
+                                "--heads is for --method top-k, not --method tool"),
         "ablation of a text model": (["--question", Q, "--context", "The dog is white.", "--model",
                                       "tiny-random-vicuna", "--method", "ablation"], "give an IMAGE"),
         "ablation on text-only model with image": ([str(png), "--question", Q, "--model", "tiny-random-vicuna",
@@ -105,7 +107,7 @@ def bad_inputs(tmp_path, png):
 @pytest.mark.parametrize("case", ["missing image", "not an image", "empty file", "empty question", "unknown model",
                                   "hub id offline", "image to text model", "no gpu", "out of vocabulary",
                                   "neither image nor context", "unknown method", "no heads", "too many heads",
-                                  "ablation of a text model", "ablation on text-only model with image"])
+                                  "heads without top-k", "ablation of a text model", "ablation on text-only model with image"])
 def test_bad_input_gets_one_line_and_exit_2(capsys, tmp_path, png, case):
     argv, expected = bad_inputs(tmp_path, png)[case]
     code, out, err = run(capsys, "explain", *argv)
@@ -123,7 +125,7 @@ def test_the_installed_command_prints_no_traceback(tmp_path):
 @pytest.mark.parametrize("method", ["top-k", "attention", "ablation", "gradient", "ig", "random"])
 def test_every_method_keeps_the_contract(capsys, png, method):
     code, out, err = run(capsys, "explain", str(png), "--question", Q, "--model", "tiny-random-llava", "--json",
-                         "--method", method, "--heads", "2")
+                         "--method", method, *(["--heads", "2"] if method == "top-k" else []))
     assert code == 0, err
     data = json.loads(out)
     assert list(data) == list(Explanation.CONTRACT) and data["method"] == method
