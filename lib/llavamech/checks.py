@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import attribution as A
+from . import attribution as A, validate
 from .hooks import hooked
 from .models import load
 
@@ -39,6 +39,7 @@ def identity_errors(model, image=None, question: str = "", context: str | None =
     contributions of the last layer, each a readout of the whole vocabulary): {identity, in TeX: error}. "Brute
     force" recomputes a score through the model's own final norm and unembedding for each vector added to its base,
     independently of the library's batched readout."""
+    neurons = validate.whole("neurons", neurons)
     trace = model.trace(image, question, context)
     a = model.anatomy
     inputs = model.inputs(image, question, context)

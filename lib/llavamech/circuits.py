@@ -16,13 +16,39 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import attribution, lens
+from . import attribution, lens, validate
 from .errors import LlavamechError
-from .examples import Example
+from .examples import Example, example_list
 from .progress import progress
 from .stats import bootstrap
 
 PARTS = ("layer input", "key input", "value input", "value output")
+
+
+def _positions(trace, positions) -> torch.Tensor:
+    """Source positions as distinct indices into the trace's sequence; a boolean mask over the sequence is taken
+    as the positions it marks. Out of range, negative (which would wrap to the end) or repeated (counted twice in an
+    attention mass) positions are refused."""
+    where = torch.as_tensor(positions)
+    if where.dtype == torch.bool:
+        if where.shape != (trace.seq_len,):
+            raise LlavamechError(f"a boolean mask of positions must cover the {trace.seq_len} positions of the "
+                                 f"sequence, not shape {tuple(where.shape)}")
+        return where.nonzero().reshape(-1)
+    if where.is_floating_point() or where.ndim != 1:
+        raise LlavamechError("positions must be a list of whole sequence positions such as [5, 9], or a boolean mask")
+    if len(where) and (int(where.min()) < 0 or int(where.max()) >= trace.seq_len):
+        bad = [p for p in where.tolist() if not 0 <= p < trace.seq_len]
+        raise LlavamechError(f"positions must lie in 0..{trace.seq_len - 1} (the sequence has {trace.seq_len}), "
+                             f"got {bad[0]}" + (f" and {len(bad) - 1} more outside" if len(bad) > 1 else ""))
+    if len(torch.unique(where)) != len(where):
+        raise LlavamechError("positions holds a position twice: it would be counted twice")
+    return where
+
+
+def _head(trace, layer, head) -> tuple[int, int]:
+    a = trace.anatomy
+    return validate.heads("head", [(layer, head)], a.n_layers, a.n_heads)[0]
 
 
 def stream_parts(trace, layer: int, positions: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -31,7 +57,11 @@ def stream_parts(trace, layer: int, positions: torch.Tensor) -> dict[str, torch.
     deepstack), their sum over the earlier layers is a third part, "deepstack input" (zero at text positions), and
     the layer input is the embedding plus all three. Needs all_positions=True."""
     if trace.resid_in_all is None:
-        raise ValueError("stream_parts needs model.trace(..., all_positions=True)")
+        raise LlavamechError("stream_parts needs model.trace(..., all_positions=True)")
+    n_layers = trace.anatomy.n_layers
+    layer = validate.whole("layer", layer, 0, n_layers, f" (the model has {n_layers} layers; {n_layers} is the "
+                                                        "stream after the last)")
+    positions = _positions(trace, positions)
     parts = {"layer input": trace.resid_in_all[layer, positions],
              "key input": trace.attn_out_all[:layer, positions].sum(0),
              "value input": trace.mlp_out_all[:layer, positions].sum(0)}
@@ -42,6 +72,8 @@ def stream_parts(trace, layer: int, positions: torch.Tensor) -> dict[str, torch.
 
 def value_output(trace, layer: int, head: int, positions: torch.Tensor) -> torch.Tensor:
     """u_j = α_{T,j} v_j W_O^{l,h} at `positions`: [k, d]."""
+    layer, head = _head(trace, layer, head)
+    positions = _positions(trace, positions)
     return attribution.position_contributions(trace, layer, head)[positions]
 
 
@@ -49,6 +81,8 @@ def ov_output(trace, layer: int, head: int, positions: torch.Tensor) -> torch.Te
     """v_j W_O^{l,h} at `positions` (u_j without the attention weight): [k, d]. Where a norm follows attention
     (Gemma), times its scale frozen for the layer, as in u_j (llavamech.attribution.out_scale)."""
     a = trace.anatomy
+    layer, head = _head(trace, layer, head)
+    positions = _positions(trace, positions)
     v = trace.values[layer][positions, a.kv_head(head)]               # [k, hd]
     out = v @ a.o_slices(layer)[head]
     scale = attribution.out_scale(trace, layer, "attn")
@@ -57,6 +91,8 @@ def ov_output(trace, layer: int, head: int, positions: torch.Tensor) -> torch.Te
 
 def attention_mass(trace, layer: int, head: int, positions: torch.Tensor) -> float:
     """Share of head (layer, head)'s attention from the last position that lands on `positions`."""
+    layer, head = _head(trace, layer, head)
+    positions = _positions(trace, positions)
     return float(trace.attn_weights[layer, head, positions].sum())
 
 
@@ -108,9 +144,18 @@ def measure(model, examples: list[Example], heads: list[tuple[int, int]], k: int
       share of the positions; NaN where an example has none;
     - `correct`: [n] whether the model answered the true colour.
     """
+    examples = example_list("measure", examples)
+    a = model.anatomy
+    heads = validate.heads("heads", heads, a.n_layers, a.n_heads, model.name)
+    if not heads:
+        raise LlavamechError("measure needs at least one head, e.g. the top heads of readouts.top_heads_of")
+    k = validate.whole("k", k)
     kind = "image" if mode == "vqa" else "text"
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(validate.whole("seed", seed, 0))
     generator = torch.Generator().manual_seed(seed)
+    if isinstance(colours, str) or len(set(colours)) < 2:
+        raise LlavamechError(f"colours must list at least two colours (the OV logit difference sets the true one "
+                             f"against another), got {colours!r}")
     colour_ids = {c: model.token_id(c) for c in colours}
     rows = []
     for example in progress(examples, f"{model.name} {mode.upper()} circuit"):
@@ -159,6 +204,8 @@ def _at_evidence(model, trace, different, where: torch.Tensor | None, layer: int
 def head_mean(measures: dict[str, np.ndarray], key: str) -> np.ndarray:
     """One of `measure`'s [n, heads] arrays as the mean over heads per example, for the examples that have it (an
     example without another animal has no `attention different`; one without evidence positions no `evidence ...`)."""
+    if key not in measures:
+        raise LlavamechError(f"no measure {key!r}; measure() gives {', '.join(measures) or 'nothing here'}")
     values = measures[key]
     return np.nanmean(values[~np.isnan(values).all(1)], axis=1)
 
@@ -185,6 +232,10 @@ def centroid_accuracy(vectors: np.ndarray, labels: list[str], folds: int = 2, se
     0/1. Features are standardised with the training folds' mean and spread; a label absent from the training
     folds counts as missed. The simplest linear read-out there is: it finds a word wherever a direction separates it."""
     x, labels = np.asarray(vectors, dtype=np.float64), np.asarray(labels)
+    folds = validate.whole("folds", folds, 2)
+    if x.ndim != 2 or len(labels) != len(x):
+        raise LlavamechError(f"centroid_accuracy needs one vector per example [n, d] and one label each: got vectors "
+                             f"of shape {x.shape} and {len(labels)} labels")
     if len(x) < folds:
         raise LlavamechError(f"the probe trains on {folds - 1} of {folds} folds of the examples: {len(x)} example(s) "
                              f"are too few; raise n_examples to at least {folds}")
@@ -207,9 +258,15 @@ def probe(model, examples: list[Example], head: tuple[int, int], mode: str, part
     head's most important position, whatever direction it takes? Per example, `part` (see `stream_parts`) at the
     head's top position and at one random position of the same kind; each set classified by `centroid_accuracy`
     (2 folds). {"important", "random": per-example 0/1 arrays, "chance": the most frequent animal's share}."""
+    a = model.anatomy
+    layer, _ = head = validate.heads("head", [head], a.n_layers, a.n_heads, model.name)[0]
+    allowed = ("layer input", "key input", "value input") + (("deepstack input",) if model.family is not None
+                                                              and model.family.model_type == "qwen3_vl" else ())
+    if part not in allowed:
+        raise LlavamechError(f"part must be one of {', '.join(allowed)}, not {part!r}")
+    examples = example_list("probe", examples)
     kind = "image" if mode == "vqa" else "text"
     generator = torch.Generator().manual_seed(seed)
-    layer = head[0]
     at = {"important": [], "random": []}
     for example in progress(examples, f"{model.name} {mode.upper()}: {part} probe"):
         trace = model.trace(**example.inputs(mode), all_positions=True)
@@ -253,6 +310,12 @@ def contrast_differences(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> 
     """Setting b less setting a (`measure` on the same examples, in the same order: paired) for the two measures
     the paper sets text against images, the value output's colour MRR and the OV logit difference: per example the
     mean over heads ([n] each), under the keys of data/reference/paper.csv."""
+    for name, measures in (("a", a), ("b", b)):
+        missing = [m for m in CONTRASTS.values() if m not in measures]
+        if missing:
+            raise LlavamechError(f"setting {name} lacks {missing[0]!r}: pass measure()'s results for both settings")
+    if len(a[CONTRASTS["contrast.colour_mrr.vqa_minus_tqa"]]) != len(b[CONTRASTS["contrast.colour_mrr.vqa_minus_tqa"]]):
+        raise LlavamechError("the two settings must be measured on the same examples, in the same order")
     return {key: np.nanmean(b[measure], axis=1) - np.nanmean(a[measure], axis=1) for key, measure in CONTRASTS.items()}
 
 

@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--type", default=None, help="a question type of data/world.json (colour, reverse, existence, "
                    "counting, position): items carry their question and answer; default: the colour question with "
                    "2-3 animals a scene, as the chapters ask it")
-    x.add_argument("--out", required=True, help="the JSONL file; images go to images/ beside it")
+    x.add_argument("--out", required=True, help="the JSONL file; images go to images/ beside it, named after it")
     x.add_argument("--force", action="store_true", help="overwrite an existing file and images")
 
     c = sub.add_parser("coco", help="an example file from COCO instance annotations (images with animals, boxes)")

@@ -96,6 +96,22 @@ class Example:
         raise LlavamechError(f"unknown mode '{mode}'; use 'vqa' or 'tqa'")
 
 
+def example_list(caller: str, examples) -> list[Example]:
+    """`examples` as a non-empty list of Example, or one line: a single Example, a path or nothing are refused."""
+    if isinstance(examples, Example):
+        raise LlavamechError(f"{caller} takes a list of examples: pass [example]")
+    if isinstance(examples, (str, bytes)) or not hasattr(examples, "__iter__"):
+        raise LlavamechError(f"{caller} takes a list of examples (llavamech.examples), not {type(examples).__name__}: "
+                             "read a file with load_examples(path)")
+    examples = list(examples)
+    if not examples:
+        raise LlavamechError(f"{caller} needs at least one example, got none")
+    if not all(isinstance(e, Example) for e in examples):
+        odd = next(e for e in examples if not isinstance(e, Example))
+        raise LlavamechError(f"{caller} takes Example items (llavamech.examples), not {type(odd).__name__}")
+    return examples
+
+
 def toy_examples(n: int, seed: int = 0, animals: tuple[int, int] = (2, 3)) -> list[Example]:
     """n paired examples from the toy world, on held-out keys only (never trained on): scenes of 2–3 animals by
     default (a distractor is always present), canvases of 64–128 px, boxes from the scene generator."""
@@ -153,6 +169,8 @@ def read_jsonl(path, vocabulary=None) -> list[Example]:
     """Read and check an example file. `vocabulary(word) -> bool` says which words the model knows.
     Any problem raises LlavamechError naming the line and what to fix; nothing is computed before that (every
     image is decoded in full here, so a damaged one is found now, not halfway through a run)."""
+    if vocabulary is not None and not callable(vocabulary):
+        raise LlavamechError("vocabulary must be a function word -> bool (e.g. a model's knows), or None")
     path = Path(path)
     if "\x00" in str(path):
         raise LlavamechError(f"the example file name {str(path)!r} holds a NUL byte")
@@ -425,11 +443,20 @@ def _example_file(examples) -> Path:
 
 def write_jsonl(examples: list[Example], path, images: str = "images", force: bool = False) -> Path:
     """Write an example set as a JSONL file that `read_jsonl` and `llavamech run` take; in-memory images (the toy
-    scenes) are saved as PNGs in the folder `images` beside it. Refuses to replace an existing file (the JSONL or
-    an image) unless `force`. Returns the path."""
-    path = Path(path)
+    scenes) are saved as PNGs in the folder `images` beside it, named after the file (examples-00000.png for
+    examples.jsonl), so that two files beside each other never share an image. Refuses to replace an existing file
+    (the JSONL or an image) unless `force`. Returns the path."""
+    examples = example_list("write_jsonl", examples)
+    imageless = next((i for i, ex in enumerate(examples) if ex.image is None), None)
+    if imageless is not None:
+        raise LlavamechError(f"example {imageless} has no image: an example file gives every item an image (text-only "
+                             "examples, e.g. typed_examples(..., text=True), are made in code, not read from a file)")
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise LlavamechError(f"{path} is a folder: give the JSONL file to write, e.g. {path / 'examples.jsonl'}")
     folder = path.parent / images
-    pictures = {i: folder / f"{i:05d}.png" for i, ex in enumerate(examples) if isinstance(ex.image, Image.Image)}
+    pictures = {i: folder / f"{path.stem}-{i:05d}.png" for i, ex in enumerate(examples)
+                if isinstance(ex.image, Image.Image)}
     refuse_overwrite([path, *pictures.values()], force)
     folder.mkdir(parents=True, exist_ok=True)
     lines = []
@@ -458,6 +485,10 @@ def from_coco(instances, images, out, min_area: float = 0.02, limit: int | None 
     runs report answers and maps, not accuracy. `out` never replaces `instances`, and replaces another file only
     under `force`. Returns the number of items written to `out`."""
     instances, images, out = Path(instances), Path(images), Path(out)
+    if limit is not None:
+        limit = whole("limit", limit)
+    if not isinstance(min_area, (int, float)) or isinstance(min_area, bool) or not 0 <= min_area < 1:
+        raise LlavamechError(f"min_area is the animal's least share of the image, from 0 to under 1, got {min_area!r}")
     refuse_overwrite([out], force, inputs=[instances])
     categories, files, annotations = _read_coco(instances)
     if not images.is_dir():
@@ -475,8 +506,11 @@ def from_coco(instances, images, out, min_area: float = 0.02, limit: int | None 
             continue
         a = max(single, key=lambda a: a["bbox"][2] * a["bbox"][3])
         x, y, bw, bh = a["bbox"]
+        box = [max(0, round(x)), max(0, round(y)), min(w, round(x + bw)), min(h, round(y + bh))]
+        if box[0] >= box[2] or box[1] >= box[3]:   # a box outside its image: the annotation is wrong, not the animal
+            continue
         lines.append(json.dumps({"image": os.path.relpath(images / name, out.parent), "animal": categories[a["category_id"]],
-                                 "box": [max(0, round(x)), max(0, round(y)), min(w, round(x + bw)), min(h, round(y + bh))]}))
+                                 "box": box}))
         if limit is not None and len(lines) >= limit:
             break
     if not lines:

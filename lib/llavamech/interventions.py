@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import numbers
 from dataclasses import dataclass
 from math import comb, prod
 
@@ -19,7 +20,7 @@ import torch
 from . import families, validate
 from .batching import first_batch, in_batches
 from .errors import LlavamechError
-from .examples import Example
+from .examples import Example, example_list
 from .hooks import hooked, inject, language_model_call, sdpa_attention, visual_rows
 from .progress import progress
 from .readouts import top_heads_of
@@ -59,6 +60,7 @@ def _grid_projector(model):
 
 def activation_means(model, examples: list[Example], mode: str) -> Means:
     """Means of every ablatable part over all positions of `examples` (run in `mode`)."""
+    examples = example_list("activation_means", examples)
     a = model.anatomy
     sums: dict = {}
 
@@ -87,6 +89,58 @@ def activation_means(model, examples: list[Example], mode: str) -> Means:
                  mean("visual") if "visual" in sums else None)
 
 
+def patch_lists(patches):
+    """`ablated`'s patches as None, one list of patch indices, or one list per batch row. Booleans (a mask taken
+    for indices 0 and 1) and fractions (1.9 read as patch 1) are refused, not coerced."""
+    if patches is None:
+        return None
+    if isinstance(patches, (np.ndarray, torch.Tensor)):
+        if patches.dtype in (torch.bool, np.bool_) or patches.ndim > 2:
+            raise LlavamechError("patches must be patch indices such as [3, 10] (or one list per batch row); for a "
+                                 "boolean mask over the grid pass its indices, e.g. numpy.flatnonzero(mask)")
+        patches = patches.tolist()
+    if isinstance(patches, (str, bytes, dict)) or not hasattr(patches, "__iter__"):
+        raise LlavamechError(f"patches must be a list of patch indices such as [3, 10], got {patches!r}")
+    patches = [p.tolist() if isinstance(p, (np.ndarray, torch.Tensor)) else p for p in patches]
+    nested = bool(patches) and all(hasattr(p, "__iter__") and not isinstance(p, (str, bytes)) for p in patches)
+    for row in (patches if nested else [patches]):
+        for p in row:
+            if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, np.integer)):
+                hint = ("; for a boolean mask over the grid pass its indices, e.g. numpy.flatnonzero(mask)"
+                        if isinstance(p, (bool, np.bool_)) else "")
+                raise LlavamechError(f"patches must be whole patch indices such as [3, 10] (or one list per batch "
+                                     f"row), got {p!r}{hint}")
+    return [[int(p) for p in row] for row in patches] if nested else [int(p) for p in patches]
+
+
+def check_means(model, means: "Means", how: str, needs_visual: bool) -> None:
+    """`means` fit for mean ablation on `model`: its shapes are this model's (means of another model would be
+    broadcast into the wrong slices or fail inside a hook), with visual means where patches are ablated."""
+    if how == "zero":
+        if means is not None:
+            raise LlavamechError("means are used only by mean ablation: pass how=\"mean\" with them, or leave them out")
+        return
+    if not isinstance(means, Means):
+        raise LlavamechError("mean ablation needs means=activation_means(model, reference_examples, mode)")
+    a = model.anatomy
+    expected = {"o_proj_in": (a.n_layers, a.n_heads * a.head_dim), "attn": (a.n_layers, a.d_model),
+                "ffn": (a.n_layers, a.d_model)}
+    for name, shape in expected.items():
+        if tuple(getattr(means, name).shape) != shape:
+            raise LlavamechError(f"these means are not {model.name}'s (their {name} is {tuple(getattr(means, name).shape)}, "
+                                 f"{model.name} needs {shape}): compute them with activation_means({model.name}, ...)")
+    if needs_visual:
+        if means.visual is None:
+            raise LlavamechError("mean ablation of patches needs visual means: compute the means on examples run "
+                                 "with their image (activation_means(model, examples, \"vqa\"))")
+        if means.visual.shape[-1] != a.d_model:
+            raise LlavamechError(f"these means' visual part has width {means.visual.shape[-1]}, not "
+                                 f"{model.name}'s {a.d_model}: compute them with activation_means({model.name}, ...)")
+
+
+ABLATION_ARGUMENTS = ("heads", "attn_layers", "ffn_layers", "patches", "how", "means", "row_heads")
+
+
 @contextlib.contextmanager
 def ablated(model, heads=(), attn_layers=(), ffn_layers=(), patches=None, how: str = "zero",
             means: Means | None = None, row_heads=None):
@@ -98,8 +152,8 @@ def ablated(model, heads=(), attn_layers=(), ffn_layers=(), patches=None, how: s
     row_heads: one list of (layer, head) per batch row, ablated in that row only (many head sets in one pass)."""
     if how not in ("zero", "mean"):
         raise LlavamechError(f"how must be 'zero' or 'mean', not {how!r}")
-    if how == "mean" and not isinstance(means, Means):
-        raise LlavamechError("mean ablation needs means=activation_means(model, reference_examples, mode)")
+    patches = patch_lists(patches)
+    check_means(model, means, how, needs_visual=bool(patches))
     a = model.anatomy
     hd = a.head_dim
     # a head or layer that does not exist would be ablated as a silent no-op (or fail inside a hook): one line here
@@ -140,8 +194,7 @@ def ablated(model, heads=(), attn_layers=(), ffn_layers=(), patches=None, how: s
 
     def patches_hook(module, args, out):
         out = out.clone()
-        rows = patches if patches and isinstance(patches[0], (list, tuple, range, np.ndarray, torch.Tensor)) \
-            else [patches] * len(out)
+        rows = patches if patches and isinstance(patches[0], list) else [patches] * len(out)
         if len(rows) != len(out):
             raise LlavamechError(f"{len(rows)} patch lists for a batch of {len(out)} images")
         for r, chosen in enumerate(rows):
@@ -174,7 +227,7 @@ def ablated(model, heads=(), attn_layers=(), ffn_layers=(), patches=None, how: s
             hooks.after(a.layers[layer].self_attn, output_hook(None if how == "zero" else means.attn[layer]))
         for layer in ffn_layers:
             hooks.after(a.layers[layer].mlp, output_hook(None if how == "zero" else means.ffn[layer]))
-        if patches is not None and len(patches):
+        if patches:
             hooks.after(_grid_projector(model), patches_hook)
         yield model
 
@@ -209,6 +262,14 @@ def answer_scores(model, examples: list[Example], mode: str, batch: int = 64, **
     """Per example, under the ablation given as keyword arguments of `ablated`: `log p` of the true colour and
     `correct` (top-1 is the true colour): arrays [n]. Every example needs its colour. At most `batch` examples per
     forward pass, fewer where the device's memory is short."""
+    unknown = sorted(set(ablation) - set(ABLATION_ARGUMENTS))
+    if unknown:
+        raise LlavamechError(f"answer_scores has no argument {unknown[0]!r}: an ablation is given by "
+                             f"{', '.join(ABLATION_ARGUMENTS)}")
+    batch = validate.whole("batch", batch)
+    if mode == "tqa" and patch_lists(ablation.get("patches")):
+        raise LlavamechError("patches ablate the image, and mode \"tqa\" runs without it: ablate patches in "
+                             "mode \"vqa\"")
     targets = colour_targets(model, examples)
     logp, correct = np.zeros(len(examples)), np.zeros(len(examples))
 
@@ -228,6 +289,12 @@ def answer_scores(model, examples: list[Example], mode: str, batch: int = 64, **
 
 def effect(clean: dict, ablated_scores: dict) -> dict[str, np.ndarray]:
     """Per-example change from the clean run: `Δ log p` and `Δ accuracy` (negative = the ablation hurt)."""
+    for name, scores in (("clean", clean), ("ablated_scores", ablated_scores)):
+        if not isinstance(scores, dict) or not {"log p", "correct"} <= scores.keys():
+            raise LlavamechError(f"effect's {name} must be answer_scores' dict, with \"log p\" and \"correct\"")
+    if np.shape(clean["log p"])[-1:] != np.shape(ablated_scores["log p"])[-1:]:
+        raise LlavamechError(f"effect compares the same examples: the clean scores cover {np.shape(clean['log p'])[-1]}"
+                             f", the ablated {np.shape(ablated_scores['log p'])[-1]}")
     return {"Δ log p": ablated_scores["log p"] - clean["log p"],
             "Δ accuracy": ablated_scores["correct"] - clean["correct"]}
 
@@ -276,6 +343,10 @@ def set_scores(model, encoded: Encoded, sets: list, intervention, batch: int = 5
     applies each row's own set (e.g. `ablated(model, row_heads=...)`, `transfer.transplanted_rows`). At most
     `batch` rows per forward pass, fewer where the device's memory is short; fused (SDPA) attention, which gives
     the eager pass's logits to float precision."""
+    if not callable(intervention):
+        raise LlavamechError("intervention must be a function (model, row_sets) -> context manager, e.g. "
+                             "lambda m, rows: ablated(m, row_heads=rows)")
+    batch = validate.whole("batch", batch)
     logp, correct = np.zeros((len(sets), encoded.n)), np.zeros((len(sets), encoded.n))
     for indices, inputs in encoded.groups:
         rows = [(s, i) for s in range(len(sets)) for i in range(len(indices))]
@@ -302,6 +373,15 @@ def set_scores(model, encoded: Encoded, sets: list, intervention, batch: int = 5
 CONTROLS = ("all", "same-layer")
 
 
+def check_controls(controls) -> tuple[str, ...]:
+    """The random-set controls asked for, as a tuple of CONTROLS (one name alone is taken as one)."""
+    controls = (controls,) if isinstance(controls, str) else tuple(controls)
+    bad = [c for c in controls if c not in CONTROLS]
+    if bad or not controls:
+        raise LlavamechError(f"controls must be some of {CONTROLS}, not {bad[0] if bad else 'none'!r}")
+    return controls
+
+
 def null_sets(n_layers: int, n_heads: int, heads, control: str, draws: int, rng) -> tuple[list, bool]:
     """The random head sets a chosen set is compared with, and whether they are all of them (an exact test).
 
@@ -311,7 +391,15 @@ def null_sets(n_layers: int, n_heads: int, heads, control: str, draws: int, rng)
     such sets they are enumerated (exact); otherwise `draws` are drawn uniformly (with replacement)."""
     if control not in CONTROLS:
         raise LlavamechError(f"control must be one of {CONTROLS}, not {control!r}")
-    chosen = frozenset(map(tuple, heads))
+    heads = validate.heads("heads", heads, n_layers, n_heads)
+    if not heads:
+        raise LlavamechError("a random-set control compares a chosen set of heads with random ones: choose at least "
+                             "one head")
+    draws = validate.whole("draws", draws)
+    if not isinstance(rng, np.random.Generator):
+        raise LlavamechError(f"rng must be a numpy.random.Generator, e.g. numpy.random.default_rng(0), "
+                             f"not {type(rng).__name__}")
+    chosen = frozenset(heads)
     if control == "all":
         pools = [([(l, h) for l in range(n_layers) for h in range(n_heads)], len(chosen))]
     else:
@@ -320,6 +408,10 @@ def null_sets(n_layers: int, n_heads: int, heads, control: str, draws: int, rng)
             counts[layer] = counts.get(layer, 0) + 1
         pools = [([(layer, h) for h in range(n_heads)], count) for layer, count in sorted(counts.items())]
     total = prod(comb(len(pool), k) for pool, k in pools)
+    if total == 1:   # no test can be run: the p-value would be 1 / 1, or, paired against nothing, meaningless
+        raise LlavamechError(f"no random head set differs from the chosen {len(chosen)} heads under the {control!r} "
+                             "control (they are every head it can draw from): choose fewer heads"
+                             + (" per layer, or use the 'all' control" if control == "same-layer" else ""))
     if total - 1 <= draws:
         every = [sum(parts, ()) for parts in itertools.product(*[list(itertools.combinations(pool, k))
                                                                   for pool, k in pools])]
@@ -398,6 +490,9 @@ class HeadSetTest:
     each; a set's effect; and the random-set controls as a table's columns."""
 
     def __init__(self, model, examples: list[Example], mode: str, intervention, control_examples: int | None = None):
+        examples = example_list("a head-set test", examples)
+        if control_examples is not None:
+            control_examples = validate.whole("control_examples", control_examples)
         self.model, self.intervention = model, intervention
         self.encoded = encode(model, examples, mode)
         self.n_control = len(examples) if control_examples is None else min(control_examples, len(examples))
@@ -415,7 +510,7 @@ class HeadSetTest:
         `heads`' Δ log p from theirs with its sign-flip p-value (`Control`), `heads`' rank among the sets, how many
         sets ran; and, private, the sets' Δ log p and the `Control`."""
         row = {}
-        for control in controls:
+        for control in check_controls(controls):
             c = against_random(self.model, heads, lambda sets: self.effect(sets, self.control), draws, rng, control)
             name = CONTROL_NAMES[control]
             row.update({"Δ log p on the control's examples": f"{c.hit['Δ log p'].mean():.3g}",
@@ -435,12 +530,19 @@ def held_out_ranking(examples: list[Example], head_scores, n_test: int | None) -
     ranked by its mean score (`head_scores`: [n, layers, heads], per example, e.g. Imp) over the *other* examples.
     Ranked and tested on the same examples, the top heads would be the ones that happen to score high there, and a
     random-set control does not undo that selection. (test examples, ranked heads)."""
-    scores = np.asarray(head_scores)
+    scores = np.asarray(head_scores.detach().cpu() if hasattr(head_scores, "detach") else head_scores, dtype=float)
+    if scores.ndim != 3 or len(scores) != len(examples):
+        raise LlavamechError(f"head_scores must be per-example scores [n, layers, heads] for the {len(examples)} "
+                             f"examples, not shape {scores.shape}")
+    if n_test is not None:
+        n_test = validate.whole("n_test", n_test)
     n_test = len(examples) // 2 if n_test is None or n_test >= len(examples) else n_test
     if n_test < 1:
         raise LlavamechError(f"a causal test needs examples to test on and others to rank the heads on: "
                              f"{len(examples)} example(s) are too few; raise n_examples")
-    mean = scores[n_test:].mean(0)
+    if not np.isfinite(scores[n_test:]).any(axis=0).all():
+        raise LlavamechError("head_scores has a head with no finite score on the ranking examples: it cannot be ranked")
+    mean = np.nanmean(scores[n_test:], axis=0)
     return examples[:n_test], top_heads_of(mean, mean.size)
 
 
@@ -452,7 +554,16 @@ def head_ablation_test(model, examples: list[Example], mode: str, ranked_heads: 
     random sets' mean effect with the 2.5–97.5 % range over sets and the permutation p-value of the top-k mean
     Δ log p among them (on the first `control_examples` examples, all by default: the control runs each random
     set on them, batched)."""
-    rng = np.random.default_rng(seed)
+    a = model.anatomy
+    ranked_heads = validate.heads("ranked_heads", ranked_heads, a.n_layers, a.n_heads, model.name)
+    if not ranked_heads:
+        raise LlavamechError("ranked_heads is empty: give the heads ranked, best first (e.g. held_out_ranking's)")
+    ks = [ks] if isinstance(ks, numbers.Integral) else ks
+    ks = [validate.whole("ks: each k", k, 1, len(ranked_heads), f" (ranked_heads holds {len(ranked_heads)} heads)")
+          for k in ks]
+    draws = validate.whole("draws", draws)
+    controls = check_controls(controls)
+    rng = np.random.default_rng(validate.whole("seed", seed, 0))
     test = HeadSetTest(model, examples, mode, lambda m, rows: ablated(m, row_heads=rows, how=how, means=means),
                        control_examples)
     rows = []

@@ -25,8 +25,9 @@ import pandas as pd
 from PIL import Image
 from scipy.stats import spearmanr
 
+from . import validate
 from .errors import LlavamechError
-from .examples import Example
+from .examples import Example, example_list
 from .hooks import model_lock
 from .imaging import box_mask, load_image
 from .interventions import Means
@@ -58,18 +59,37 @@ def ranking(scores: np.ndarray, seed: int = 0) -> np.ndarray:
     return np.lexsort((tiebreak, -resolved(np.asarray(scores)).ravel()))
 
 
+def patch_scores(name: str, scores) -> np.ndarray:
+    """A map's scores as a float array with at least one patch and no NaN (a NaN patch would be ranked first by
+    nothing and last by nothing: a map with one is broken, not scored)."""
+    scores = np.asarray(scores.detach().cpu() if hasattr(scores, "detach") else scores, dtype=np.float64)
+    if not scores.size:
+        raise LlavamechError(f"{name} has no patch scores")
+    if not np.isfinite(scores).all():
+        raise LlavamechError(f"{name} holds NaN or infinite scores: a map with them cannot be ranked")
+    return scores
+
+
 def unit(scores: np.ndarray) -> np.ndarray:
     """The map min-max scaled to [0, 1] (a constant map: all ones). The tool's map is already so scaled (and then
     divided by its sum); scaling every method's alike keeps a raw map's floor (mean attention's, spread over every
     patch) from counting against it where the tool's floor was removed."""
-    scores = np.asarray(scores, dtype=np.float64)
+    scores = patch_scores("unit's map", scores)
     span = scores.max() - scores.min()
     return (scores - scores.min()) / span if span > 0 else np.ones_like(scores)
 
 
 def pointing(scores, mask) -> bool:
-    """The pointing game: the map's top patch (as `resolved` ranks the scores) lies inside `mask` ([rows, cols])."""
-    return bool(np.asarray(mask).ravel()[int(np.argmax(resolved(np.asarray(scores)).ravel()))])
+    """The pointing game: the map's top patch (as `resolved` ranks the scores) lies inside `mask` ([rows, cols]
+    booleans, the map's shape)."""
+    scores = patch_scores("pointing's map", scores)
+    mask = np.asarray(mask.cpu() if hasattr(mask, "cpu") else mask)
+    if mask.dtype != bool:
+        raise LlavamechError(f"pointing's mask must be booleans over the patch grid, not {mask.dtype} (0/1 would be "
+                             "taken as patch indices elsewhere): pass mask.astype(bool)")
+    if mask.shape != scores.shape:
+        raise LlavamechError(f"pointing's mask {mask.shape} and map {scores.shape} must cover the same patch grid")
+    return bool(mask.ravel()[int(np.argmax(resolved(scores).ravel()))])
 
 
 def animals_mask(example: Example, image_size, image_processor, grid_shape, colour: str | None = None) -> np.ndarray:
@@ -85,6 +105,7 @@ def animals_mask(example: Example, image_size, image_processor, grid_shape, colo
 
 def curve_points(n_patches: int, steps: int) -> np.ndarray:
     """How many patches are removed (or restored) at each point of a curve: 0 .. n_patches in `steps` steps."""
+    n_patches, steps = validate.whole("n_patches", n_patches), validate.whole("steps", steps)
     return np.unique(np.linspace(0, n_patches, steps + 1).round().astype(int))
 
 
@@ -131,6 +152,11 @@ def evaluate(model, examples: list[Example], methods=METHODS, means: Means | Non
     """One row per (scene, method): the metrics, the answer, whether it is correct, the box's share of the
     patches, the tool's head, and the method's wall-clock seconds. Causal ablation is computed once per scene (it is also the
     reference of `agreement`)."""
+    examples = example_list("evaluate", examples)
+    methods = (methods,) if isinstance(methods, str) else tuple(methods)
+    if not methods:
+        raise LlavamechError(f"evaluate needs at least one method, some of {', '.join(METHODS)}")
+    steps, seed = validate.whole("steps", steps), validate.whole("seed", seed, 0)
     rows = []
     for i, example in enumerate(progress(examples, f"{model.name}: patch maps")):
         maps = patch_maps(model, example.image, example.question, dict.fromkeys(("ablation",) + tuple(methods)),
@@ -154,9 +180,22 @@ def evaluate(model, examples: list[Example], methods=METHODS, means: Means | Non
     return pd.DataFrame(rows)
 
 
+def check_per_scene(per_scene) -> None:
+    """`per_scene` is `evaluate`'s table, with at least one row."""
+    if not isinstance(per_scene, pd.DataFrame) or not {"scene", "method"} <= set(per_scene.columns) or per_scene.empty:
+        raise LlavamechError("per_scene must be the table evaluate(model, examples) returns, with at least one scene")
+
+
 def paired_difference(per_scene: pd.DataFrame, a: str, b: str, metric: str, seed: int = 0) -> Estimate:
     """Method `a`'s `metric` minus method `b`'s on the same scenes, with a bootstrap 95 % interval over scenes
     (paired: each scene's two values resampled together, so the scenes' own difficulty cancels)."""
+    check_per_scene(per_scene)
+    ran = list(dict.fromkeys(per_scene["method"]))
+    for method in (a, b):
+        if method not in ran:
+            raise LlavamechError(f"method {method!r} was not evaluated; these were: {', '.join(ran)}")
+    if metric not in METRICS:
+        raise LlavamechError(f"unknown metric {metric!r}; the metrics are {', '.join(METRICS)}")
     by_scene = per_scene.pivot(index="scene", columns="method", values=metric)[[a, b]].dropna()
     if by_scene.empty:
         why = (": pointing needs a box the model sees (holding a patch's centre, inside the image as the processor "
@@ -169,6 +208,8 @@ def summary(per_scene: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """One row per method, one column per metric: mean with its bootstrap 95 % interval over scenes ("—" where a
     metric does not apply: ablation's agreement with itself); the last row is the box's share of the patches
     (chance for the box metrics)."""
+    check_per_scene(per_scene)
+
     def estimate(values):
         return bootstrap(values, seed=seed) if np.isfinite(values).any() else "—"
 
@@ -184,6 +225,9 @@ def summary(per_scene: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
 
 def mean_curves(per_scene: pd.DataFrame, kind: str) -> dict[str, np.ndarray]:
     """The mean `kind` ("deletion" or "insertion") curve of each method over scenes: {method: [points]}."""
+    check_per_scene(per_scene)
+    if kind not in ("deletion", "insertion"):
+        raise LlavamechError(f"kind must be \"deletion\" or \"insertion\", not {kind!r}")
     return {method: np.mean(np.stack(group[f"{kind} curve"].to_list()), axis=0)
             for method, group in per_scene.groupby("method", sort=False)}
 
@@ -196,7 +240,11 @@ def absent_animal(model, examples: list[Example], animals: list[str], colours: l
     if the map finds it; 0 when no animal has that colour; its chance is those animals' share of the patches), and
     its share of positive mass on the animals. Scenes
     need every animal's box (`Example.boxes`; the toy scenes have them)."""
-    rng = np.random.default_rng(seed)
+    examples = example_list("absent_animal", examples)
+    if isinstance(animals, str) or not len(animals) or isinstance(colours, str) or not len(colours):
+        raise LlavamechError("absent_animal needs lists of the world's animals and colours to ask about and to "
+                             f"recognise, got animals={animals!r}, colours={colours!r}")
+    rng = np.random.default_rng(validate.whole("seed", seed, 0))
     rows = []
     for i, example in enumerate(progress(examples, f"{model.name}: absent animals")):
         missing = [a for a in animals if a not in dict(example.facts)]

@@ -27,7 +27,7 @@ from .batching import first_batch, halving, in_batches
 from .errors import LlavamechError
 from .explain import Explanation, explain, head_map
 from .hooks import frozen_weights, hooked, inject, language_model_call, sdpa_attention
-from .interventions import Means
+from .interventions import Means, check_means
 from .trace import positions_of
 
 DEFAULT_HEADS = 3   # heads summed by `top-k`
@@ -139,8 +139,8 @@ def patch_maps(model, image, question: str, methods=tuple(METHODS), heads: int =
         raise LlavamechError(f"{model.name} is a text-only model: it has no image patches to score")
     if image is None:
         raise LlavamechError("patch methods score the patches of an image; give an image")
-    if means is not None and not isinstance(means, Means):
-        raise LlavamechError("means must come from llavamech.interventions.activation_means(model, examples, mode)")
+    if means is not None:
+        check_means(model, means, "mean", needs_visual=True)
     validate.whole("ig_steps", ig_steps, 1)
     validate.whole("seed", seed, 0)
     t0 = time.perf_counter()

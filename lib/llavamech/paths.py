@@ -44,4 +44,4 @@ def refuse_overwrite(targets, force: bool, inputs=()) -> None:
     existing = [Path(t) for t in targets if Path(t).exists()]
     if existing and not force:
         more = f" (and {len(existing) - 1} more files it would write)" if len(existing) > 1 else ""
-        raise LlavamechError(f"{existing[0]} already exists{more}; give another --out, or --force to overwrite")
+        raise LlavamechError(f"{existing[0]} already exists{more}; write elsewhere (--out), or overwrite it (--force; force=True in Python)")

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from .errors import LlavamechError
-from .stats import bootstrap
+from .stats import Estimate, bootstrap
 
 
 def as_array(values, dtype=None) -> np.ndarray:
@@ -20,10 +20,33 @@ def as_array(values, dtype=None) -> np.ndarray:
     return np.asarray(values, dtype=dtype)
 
 
+def grid_of(name: str, values) -> np.ndarray:
+    """A [rows, cols] table of numbers (a patch map, head scores), or one line saying what it is instead."""
+    try:
+        arr = as_array(values, np.float64)
+    except (TypeError, ValueError):
+        raise LlavamechError(f"{name} must be a [rows, cols] table of numbers") from None
+    if arr.ndim != 2 or not arr.size:
+        hint = " (per-example scores? average them with .mean(0) first)" if arr.ndim == 3 else ""
+        raise LlavamechError(f"{name} must be a [rows, cols] table of numbers, not shape {arr.shape}{hint}")
+    return arr
+
+
+def same_lengths(what: str, **lists) -> int:
+    """The common length of lists drawn together (images and their captions), at least one; else one line."""
+    lengths = {name: len(values) for name, values in lists.items()}
+    if len(set(lengths.values())) > 1:
+        raise LlavamechError(f"{what}: " + ", ".join(f"{n} {name}" for name, n in lengths.items())
+                             + "; give one of each per panel")
+    if not next(iter(lengths.values())):
+        raise LlavamechError(f"{what}: nothing to draw")
+    return next(iter(lengths.values()))
+
+
 def upsample(grid, size: tuple[int, int]) -> np.ndarray:
     """A [rows, cols] map resized bicubically to `size` (width, height), as the paper draws it; the cubic's
     overshoot below zero is clipped (scores are normalised to be non-negative)."""
-    arr = as_array(grid, np.float32)
+    arr = grid_of("the map", grid).astype(np.float32)
     return np.clip(np.asarray(Image.fromarray(arr, mode="F").resize(size, Image.BICUBIC)), 0, None)
 
 
@@ -51,6 +74,10 @@ def _shade_bar(fig, axes, top: float, label: str, **kwargs):
 
 def patch_overlay(explanation, title: str | None = None, ax=None):
     """The image as the model saw it, beside the patch map drawn over it (`shade_map`)."""
+    if not all(hasattr(explanation, a) for a in ("view", "patch_grid", "grid_shape")):
+        raise LlavamechError(f"patch_overlay draws an Explanation (model.explain(...)), not {type(explanation).__name__}")
+    if ax is not None and (not hasattr(ax, "__len__") or len(ax) != 2):
+        raise LlavamechError("ax must be two axes, e.g. plt.subplots(1, 2)[1]: the image, and the map over it")
     view = explanation.view
     if view is None:
         raise LlavamechError("this explanation has no image (text-only input): there is no patch map to draw")
@@ -72,9 +99,9 @@ def head_heatmap(scores: torch.Tensor, title: str, label: str = "log-prob increa
                  lim: float | None = None):
     """A layers x heads heat map of head scores, layer 0 at the bottom, its colours spanning ±`lim` (default: the
     largest |score|; give panels one `lim` so that a colour means one value across them)."""
+    scores = grid_of("head scores", scores)
     fig, ax = plt.subplots(figsize=(max(4, scores.shape[1] * 0.35 + 2), max(2.5, scores.shape[0] * 0.35 + 1.2))) \
         if ax is None else (ax.figure, ax)
-    scores = as_array(scores)
     lim = lim or float(np.abs(scores).max()) or 1.0
     im = ax.imshow(scores, cmap="RdBu_r", vmin=-lim, vmax=lim, origin="lower", aspect="auto")
     ax.set_xlabel("head")
@@ -89,6 +116,11 @@ def head_heatmap(scores: torch.Tensor, title: str, label: str = "log-prob increa
 def layer_bars(scores: dict, title: str, ax=None, errors=None, ylabel: str = "log-prob increase"):
     """Attention and FFN layer scores side by side per layer; `errors` = (low, high), each [2, L] (row 0
     attention, row 1 FFN), draws 95 % intervals."""
+    if not isinstance(scores, dict) or {"attn", "ffn"} - set(scores):
+        raise LlavamechError("layer_bars draws {\"attn\": [L], \"ffn\": [L]} (attribution.layer_scores' dict)")
+    shapes = {name: as_array(scores[name]).shape for name in ("attn", "ffn")}
+    if len(set(shapes.values())) > 1 or len(shapes["attn"]) != 1:
+        raise LlavamechError(f"layer_bars needs one score per layer for attention and FFN alike, got shapes {shapes}")
     fig, ax = plt.subplots(figsize=(6, 3)) if ax is None else (ax.figure, ax)
     n = len(scores["attn"])
     x = np.arange(n)
@@ -107,6 +139,9 @@ def layer_bars(scores: dict, title: str, ax=None, errors=None, ylabel: str = "lo
 
 def image_grid(images: list, captions: list[str], cols: int = 4, size: float = 2.2):
     """Images with captions in a grid (e.g. sample scenes of the toy world)."""
+    same_lengths("image_grid", images=images, captions=captions)
+    if isinstance(cols, bool) or not isinstance(cols, int) or cols < 1:
+        raise LlavamechError(f"cols must be a whole number of at least 1, got {cols!r}")
     rows = -(-len(images) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(cols * size, rows * size * 1.1))
     for ax in np.atleast_1d(axes).flat:
@@ -122,6 +157,8 @@ def image_grid(images: list, captions: list[str], cols: int = 4, size: float = 2
 def token_grid(image, tokens: list[list[str]], title: str, ax=None, fontsize: float = 9):
     """The image with each patch's token written on it (a [rows][cols] grid of strings); at 9 pt over 6.5-inch
     grids (a full-width page cell) a label is about 11 px tall and the longest word fits its patch."""
+    if not len(tokens) or not len(tokens[0]) or len({len(row) for row in tokens}) > 1:
+        raise LlavamechError("tokens must be a [rows][cols] grid of strings, every row as long, at least one")
     fig, ax = plt.subplots(figsize=(5.6, 5.6)) if ax is None else (ax.figure, ax)
     ax.imshow(image)
     rows, cols = len(tokens), len(tokens[0])
@@ -141,6 +178,8 @@ def token_grid(image, tokens: list[list[str]], title: str, ax=None, fontsize: fl
 
 def estimate_bars(estimates: dict, title: str, ylabel: str, chance: float | None = None, ax=None, colors=None):
     """Bars of means with their 95 % intervals ({label: Estimate}), and a dashed chance line."""
+    if not estimates or not all(isinstance(e, Estimate) and not np.ndim(e.mean) for e in estimates.values()):
+        raise LlavamechError("estimate_bars draws {label: Estimate of one mean} (stats.bootstrap of [n] values)")
     fig, ax = plt.subplots(figsize=(max(3.5, 0.9 * len(estimates) + 1.5), 3)) if ax is None else (ax.figure, ax)
     labels = list(estimates)
     means = np.array([estimates[k].mean for k in labels])
@@ -161,6 +200,8 @@ def estimate_bars(estimates: dict, title: str, ylabel: str, chance: float | None
 
 def by_layer(curves: dict, title: str, ylabel: str, chance: float | None = None, ax=None):
     """Line per label of an array-valued Estimate over layers ({label: Estimate [L+1]}), with its 95 % band."""
+    if not curves or not all(isinstance(e, Estimate) and np.ndim(e.mean) == 1 for e in curves.values()):
+        raise LlavamechError("by_layer draws {label: Estimate over layers} (stats.bootstrap of [n, layers] values)")
     fig, ax = plt.subplots(figsize=(5, 3)) if ax is None else (ax.figure, ax)
     for i, (label, est) in enumerate(curves.items()):
         x = np.arange(len(est.mean))
@@ -179,6 +220,9 @@ def by_layer(curves: dict, title: str, ylabel: str, chance: float | None = None,
 
 def token_bars(tokens: list[str], scores: dict, title: str, ax=None):
     """Per-position scores over a prompt's tokens, one bar series per label ({label: [S]})."""
+    if not len(tokens) or not scores or any(len(as_array(v)) != len(tokens) for v in scores.values()):
+        raise LlavamechError(f"token_bars needs one score per token ({len(tokens)} tokens) in every series, and at "
+                             "least one series")
     fig, ax = plt.subplots(figsize=(max(6, 0.3 * len(tokens)), 3.2)) if ax is None else (ax.figure, ax)
     width = 0.8 / len(scores)
     for i, (label, values) in enumerate(scores.items()):
@@ -198,6 +242,8 @@ def map_grid(views: list, grids: list, captions: list[str], cols: int = 4, size:
     """Several patch maps, each drawn over the image the model saw (`shade_map`). `shared`: one scale for every map
     (maps of one method, comparable); otherwise each map is scaled to its own largest value (maps of different
     methods, in different units). Either way one colour bar says how bright reads. Captions are wrapped to their map's width, so neighbours never touch."""
+    same_lengths("map_grid", views=views, grids=grids, captions=captions)
+    grids = [grid_of("each map", g) for g in grids]
     rows = -(-len(views) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(cols * size, rows * size * 1.2), squeeze=False)
     for ax in axes.flat:
@@ -253,8 +299,10 @@ def head_scatter(x, y, xlabel: str, ylabel: str, title: str, label_top: int = 3,
                  names: list[str] | None = None):
     """One dot per head ([L, H] arrays, named layer_head; or flat, named by `names`), the `label_top` heads furthest
     above the diagonal (or highest in y without one) labelled."""
-    fig, ax = plt.subplots(figsize=(4.4, 3.8)) if ax is None else (ax.figure, ax)
     x, y = as_array(x, float), as_array(y, float)
+    if x.shape != y.shape or not x.size:
+        raise LlavamechError(f"head_scatter needs one x and one y per head, got shapes {x.shape} and {y.shape}")
+    fig, ax = plt.subplots(figsize=(4.4, 3.8)) if ax is None else (ax.figure, ax)
     if names is None:
         names = [f"{l}_{h}" for l in range(x.shape[0]) for h in range(x.shape[1])] if x.ndim == 2 else \
             [str(i) for i in range(x.size)]
@@ -278,6 +326,8 @@ def accuracy_by_type(tables: list, title: str, ax=None):
     """Accuracy per question type, one bar series per table (e.g. VQA, TQA: `question_study.accuracy` frames), with
     95 % intervals and each bar's chance level (its own example set's, which can differ between the series) as a
     short dashed line across that bar."""
+    if not len(tables):
+        raise LlavamechError("accuracy_by_type draws at least one question_study.accuracy table")
     fig, ax = plt.subplots(figsize=(7, 3)) if ax is None else (ax.figure, ax)
     types = list(dict.fromkeys(t for frame in tables for t in frame.index))
     width = 0.8 / len(tables)
@@ -331,6 +381,10 @@ def accuracy_curves(histories: dict[str, list[dict]], prefix: str, title: str, a
 def deletion_insertion(curves: dict[str, dict[str, np.ndarray]], points: np.ndarray):
     """The mean deletion and insertion curves of each method side by side ({kind: {method: [points]}}, as
     `patch_eval.mean_curves` gives them), over the share of patches removed or restored."""
+    if not isinstance(curves, dict) or {"deletion", "insertion"} - set(curves):
+        raise LlavamechError("deletion_insertion draws {\"deletion\": {method: curve}, \"insertion\": {...}}")
+    if any(len(c) != len(points) for kind in ("deletion", "insertion") for c in curves[kind].values()):
+        raise LlavamechError(f"every curve needs one value per point ({len(points)} points)")
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.3))
     for ax, kind in zip(axes, ("deletion", "insertion")):
         for i, (method, curve) in enumerate(curves[kind].items()):

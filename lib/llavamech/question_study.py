@@ -16,10 +16,10 @@ import torch
 from PIL import ImageOps
 from scipy.stats import spearmanr
 
-from . import circuits, questions, readouts
+from . import circuits, questions, readouts, validate
 from .cards import wilson
 from .errors import LlavamechError
-from .examples import Example, typed_examples
+from .examples import Example, example_list, typed_examples
 from .models import load
 from .organism.tasks import type_names
 from .organism.world import load_world
@@ -35,17 +35,25 @@ from .transfer import overlap_table
 
 def chance(qtype: str) -> float:
     """Accuracy of a uniform guess among the type's answers."""
+    known = questions.types()
+    if qtype not in known:
+        raise LlavamechError(f"unknown question type {qtype!r}; use one of {', '.join(known)}")
     return 1 / len(questions.types()[qtype].answers)
 
 
 def majority_rate(examples: list[Example]) -> float:
     """Accuracy of always giving the examples' most frequent true answer: the chance level a model that ignores
     the input can reach where the answers are unbalanced (existence: more "yes" than "no"), above a uniform guess."""
+    examples = example_list("majority_rate", examples)
+    if any(e.expected is None for e in examples):
+        raise LlavamechError("majority_rate needs every example's true answer; one has none")
     return float(pd.Series([e.expected for e in examples]).value_counts(normalize=True).iloc[0])
 
 
 def example_sets(n: int, seed: int = 0, text: bool = False, qtypes=None) -> dict[str, list[Example]]:
-    """n held-out examples of each question type (scenes, or with `text` the facts as text)."""
+    """n held-out examples of each question type (scenes, or with `text` the facts as text); `qtypes`: some of
+    them (one name alone is taken as one)."""
+    qtypes = (qtypes,) if isinstance(qtypes, str) else qtypes
     return {t: typed_examples(n, t, seed, text) for t in (qtypes or type_names(text=text))}
 
 
@@ -85,6 +93,11 @@ def accuracy(model, sets: dict[str, list[Example]], mode: str, seed: int = 0) ->
     uniform guess, and the majority answer's share (`majority_rate`)."""
     rows = []
     for qtype, examples in sets.items():
+        chance(qtype)   # an unknown type is one line before any pass
+        asked = {p.type for p in map(questions.parse, (e.question for e in examples)) if p is not None}
+        if asked - {qtype}:
+            raise LlavamechError(f"the {qtype!r} set holds {sorted(asked - {qtype})[0]} questions: group the examples "
+                                 "by type with by_type(examples)")
         correct = answer_scores(model, examples, mode)["correct"]
         rows.append({"question type": qtype, "mode": mode.upper(), "accuracy": bootstrap(correct, seed=seed),
                      "chance": chance(qtype), "majority answer's share": majority_rate(examples),
@@ -118,14 +131,22 @@ def imp_of(readings: dict[str, dict]) -> dict[str, np.ndarray]:
 
 def top_heads(imp: np.ndarray, k: int) -> list[tuple[int, int]]:
     """The k heads of highest mean Imp over examples ([n, L, H] -> [(layer, head)], best first)."""
+    imp = np.asarray(imp)
+    if imp.ndim != 3:
+        raise LlavamechError(f"top_heads ranks per-example head scores [n, layers, heads], got shape {imp.shape}")
     return readouts.top_heads_of(imp.mean(0), k)
 
 
 def spearman(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int = 0) -> Estimate:
     """Spearman correlation over all heads of two sets' mean Imp, with a bootstrap 95 % interval that resamples
     the examples of each set independently (the sets hold different examples)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.ndim != 3 or b.ndim != 3 or a.shape[1:] != b.shape[1:] or not len(a) or not len(b):
+        raise LlavamechError(f"spearman compares per-example head scores [n, layers, heads] of the same heads, "
+                             f"got shapes {a.shape} and {b.shape}")
+    n_boot = validate.whole("n_boot", n_boot)
     a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(validate.whole("seed", seed, 0))
     boot = [spearmanr(a[rng.integers(0, len(a), len(a))].mean(0), b[rng.integers(0, len(b), len(b))].mean(0)).statistic
             for _ in range(n_boot)]
     low, high = np.nanpercentile(boot, [2.5, 97.5])
@@ -138,6 +159,8 @@ def overlap_with(imp: dict[str, np.ndarray], reference: str = "colour", k: int =
     from all heads, and the stricter one, from the heads of the layers the two sets occupy (`overlap_table`) — each
     Holm-adjusted over the types tested, and the Spearman correlation of the two mean Imp maps over all heads. The
     reference's own row has no test: "—"."""
+    if reference not in imp:
+        raise LlavamechError(f"the reference type {reference!r} is not among the types scored ({', '.join(imp)})")
     rows = []
     for qtype, scores in imp.items():
         table = overlap_table(scores.mean(0), imp[reference].mean(0), [k]).iloc[0]
@@ -291,6 +314,13 @@ def yes_answers(model, examples: list[Example]) -> tuple[pd.DataFrame, Estimate]
 def fit_rule(scores: np.ndarray, flagged: np.ndarray) -> tuple[float, str, float]:
     """The threshold and direction ("above" or "below") on one feature that best separate flagged examples from
     the rest on a calibration set, by balanced accuracy (so a rare label is not ignored), and that accuracy."""
+    scores, flagged = np.asarray(scores, dtype=float), np.asarray(flagged, dtype=bool)
+    if scores.shape != flagged.shape or scores.ndim != 1:
+        raise LlavamechError(f"fit_rule needs one score and one flag per example, got shapes {scores.shape} and "
+                             f"{flagged.shape}")
+    if flagged.all() or not flagged.any():
+        raise LlavamechError("fit_rule separates flagged examples from the rest: the calibration set needs both "
+                             f"({int(flagged.sum())} of {len(flagged)} flagged)")
     best = (-1.0, 0.0, "below")
     values = np.unique(scores)
     cuts = (values[1:] + values[:-1]) / 2 if len(values) > 1 else values   # midway: no rule sits on one example
@@ -304,6 +334,10 @@ def fit_rule(scores: np.ndarray, flagged: np.ndarray) -> tuple[float, str, float
 
 
 def apply_rule(scores: np.ndarray, threshold: float, direction: str) -> np.ndarray:
+    """`fit_rule`'s rule on new scores: flagged where at most (below) or at least (above) the threshold."""
+    if direction not in ("below", "above"):
+        raise LlavamechError(f"direction must be \"below\" or \"above\", not {direction!r}")
+    scores = np.asarray(scores, dtype=float)
     return scores <= threshold if direction == "below" else scores >= threshold
 
 

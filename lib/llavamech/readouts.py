@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from . import attribution
-from .examples import Example
+from .errors import LlavamechError
+from .examples import Example, example_list
 from .progress import progress
 from .stats import ranking_agreement
 from .trace import Trace
@@ -54,18 +55,29 @@ def collect(model, examples: list[Example], readouts: dict[str, Readout], mode: 
             all_positions: bool = False, desc: str | None = None) -> dict[str, list]:
     """Run every readout on every example's trace; {name: [one value per example]}. Values that are tensors or
     numbers of one shape are stacked into an array [n, ...]; a readout returning a dict gives a dict of those."""
+    examples = example_list("collect", examples)
+    if not isinstance(readouts, dict) or not readouts or not all(callable(r) for r in readouts.values()):
+        raise LlavamechError("readouts must be a dict {name: function(item) -> value}, e.g. "
+                             "{\"heads\": readouts.head_imp}")
     kept = {name: [] for name in readouts}
     for example in progress(examples, desc or f"{model.name} {mode.upper()}"):
         trace = model.trace(**example.inputs(mode), all_positions=all_positions)
         item = Item(model, example, trace, mode)
         for name, readout in readouts.items():
-            kept[name].append(readout(item))
+            value = readout(item)
+            if value is None:
+                raise LlavamechError(f"readout {name!r} returned None on {example.source or 'an example'}: a readout "
+                                     "returns its value (a tensor, a number or a dict of them)")
+            kept[name].append(value)
         del trace, item
     return {name: _stack(values) for name, values in kept.items()}
 
 
 def _stack(values: list):
     if values and all(isinstance(v, dict) for v in values):  # a readout returning several named values
+        if len({tuple(v) for v in values}) > 1:
+            raise LlavamechError("a readout returned dicts with different keys on different examples: "
+                                 f"{sorted(values[0])} and {sorted(next(v for v in values if v.keys() != values[0].keys()))}")
         return {key: _stack([v[key] for v in values]) for key in values[0]}
     try:
         arrays = [v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v, dtype=np.float64)

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import spearmanr
 
+from . import validate
+from .errors import LlavamechError
+
 
 @dataclass(frozen=True)
 class Estimate:
@@ -33,14 +36,32 @@ class Estimate:
         return bool(self.low > value or self.high < value)
 
 
+def numbers(name: str, values, ndim: int | None = None) -> np.ndarray:
+    """`values` as a float64 array with at least one example (one row), or one line saying why it cannot be: a
+    list of words, a ragged list or a scalar where examples are needed (`ndim`: the dimensions it must have)."""
+    values = values.detach().cpu() if hasattr(values, "detach") else values
+    if isinstance(values, (str, bytes, dict, set)):
+        raise LlavamechError(f"{name} must be numbers, one per example, not a {type(values).__name__}")
+    try:
+        x = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise LlavamechError(f"{name} must be numbers, one row per example, all rows of one length") from None
+    if x.ndim == 0 or len(x) == 0:
+        raise LlavamechError(f"{name} must hold at least one example, got {'a single number' if x.ndim == 0 else 'none'}")
+    if np.isinf(x).any():
+        raise LlavamechError(f"{name} hold an infinite value: a mean with it is not a number; leave it out or use NaN")
+    if ndim is not None and x.ndim != ndim:
+        raise LlavamechError(f"{name} must have {ndim} dimension{'s' * (ndim > 1)}, not shape {x.shape}")
+    return x
+
+
 def bootstrap(values, n_boot: int = 2000, seed: int = 0) -> Estimate:
     """Mean over the first axis of `values` ([n, ...]: one row per example) with a percentile-bootstrap 95 %
     interval; examples are resampled together, so array-valued means keep their correlations. NaN rows (an
     example where the measure is undefined) are left out, element by element. Where fewer than two examples are
     left the interval is NaN, not the zero-width one resampling a single value gives: `excludes` is then False."""
-    x = np.asarray(values, dtype=np.float64)
-    if x.ndim == 0 or len(x) == 0:
-        raise ValueError("bootstrap needs at least one example")
+    x = numbers("bootstrap's values", values)
+    n_boot, seed = validate.whole("n_boot", n_boot), validate.whole("seed", seed, 0)
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(x), size=(n_boot, len(x)))
     means = np.stack([np.nanmean(x[d], axis=0) for d in draws])
@@ -56,47 +77,66 @@ def bootstrap(values, n_boot: int = 2000, seed: int = 0) -> Estimate:
 def sign_flip_p(differences, n_perm: int = 10_000, seed: int = 0) -> np.ndarray:
     """One-sided paired permutation p-value that the mean of `differences` ([n] or [n, ...]: one row per example,
     each a paired difference) is above zero, per element: each example's sign is flipped at random, the observed
-    mean's rank among the flipped means counted with the observed one included, so p ≥ 1 / (n_perm + 1)."""
-    x = np.asarray(differences, dtype=np.float64)
+    mean's rank among the flipped means counted with the observed one included, so p ≥ 1 / (n_perm + 1).
+    NaN (an example where the difference is undefined) is left out, element by element: a zero flips to itself, so
+    the test runs on the other examples alone; an element with no example left gets p = NaN, never a small p."""
+    x = numbers("sign_flip_p's differences", differences)
+    n_perm, seed = validate.whole("n_perm", n_perm), validate.whole("seed", seed, 0)
     flat = x.reshape(len(x), -1)
+    valid = np.isfinite(flat)
+    flat, count = np.where(valid, flat, 0.0), valid.sum(axis=0)
     signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(n_perm, len(x)))
-    flipped = signs @ flat / len(x)
-    observed = flat.mean(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        flipped = signs @ flat / count
+        observed = flat.sum(axis=0) / count
     # a flipped mean that ties the observed one counts as reaching it; ties are judged at float32 precision, the
     # precision of the model's scores, so that rounding that differs between CPUs does not move a count by one
     tie = 1e-6 * np.abs(flat).max(axis=0) + 1e-12
-    p = (1 + (flipped >= observed - tie).sum(axis=0)) / (n_perm + 1)
+    p = np.where(count > 0, (1 + (flipped >= observed - tie).sum(axis=0)) / (n_perm + 1), np.nan)
     return p.reshape(x.shape[1:]) if x.ndim > 1 else float(p[0])
 
 
 def holm(p_values) -> np.ndarray:
-    """Holm's step-down adjustment of a family of p-values (same order as given): a test stands at level α when its
-    adjusted p is at most α, with the chance of any false rejection in the family at most α."""
-    p = np.asarray(p_values, dtype=float)
-    order = np.argsort(p, kind="stable")
-    scaled = np.minimum(1.0, p[order] * (len(p) - np.arange(len(p))))
-    adjusted = np.empty_like(p)
-    adjusted[order] = np.maximum.accumulate(scaled)
+    """Holm's step-down adjustment of a family of p-values ([m], same order as given): a test stands at level α when
+    its adjusted p is at most α, with the chance of any false rejection in the family at most α. A NaN p (a test that
+    could not be run) stays NaN and is not counted in the family."""
+    p = numbers("holm's p-values", p_values, ndim=1)
+    if ((p < 0) | (p > 1)).any():
+        raise LlavamechError(f"holm's p-values must lie in [0, 1], got {p[(p < 0) | (p > 1)][:3].tolist()}")
+    adjusted = np.full_like(p, np.nan)
+    tested = np.flatnonzero(np.isfinite(p))
+    order = tested[np.argsort(p[tested], kind="stable")]
+    scaled = np.minimum(1.0, p[order] * (len(order) - np.arange(len(order))))
+    adjusted[order] = np.maximum.accumulate(scaled) if len(order) else scaled
     return adjusted
 
 
 def chance_mrr(vocab_size: int) -> float:
     """Expected reciprocal rank of a token whose rank is uniform over the vocabulary: H_V / V."""
+    vocab_size = validate.whole("vocab_size", vocab_size)
     return float(np.sum(1.0 / np.arange(1, vocab_size + 1)) / vocab_size)
 
 
 def scaled_k(k_paper: int, n_positions: int, n_paper: int = 576) -> int:
     """The paper's k of n_paper positions scaled to n_positions (same share, at least 1): 20 of 576 -> 2 of 64."""
+    k_paper, n_positions = validate.whole("k_paper", k_paper), validate.whole("n_positions", n_positions)
+    n_paper = validate.whole("n_paper", n_paper)
     return max(1, round(k_paper * n_positions / n_paper))
 
 
 def ranking_agreement(a, b, top: int = 5) -> dict:
     """How far two scores of the same units (e.g. every head's mean Imp and mean linear logit contribution) rank
-    them alike: Spearman's rho over all units, and how many of each score's `top` units the other's top shares."""
-    a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+    them alike: Spearman's rho over all units, and how many of each score's `top` units the other's top shares (`top`
+at most the number of units; the dict's "top" is the one compared)."""
+    a, b = numbers("ranking_agreement's first score", a), numbers("ranking_agreement's second score", b)
     if a.shape != b.shape:
-        raise ValueError(f"the two scores must cover the same units ({a.shape} vs {b.shape})")
+        raise LlavamechError(f"the two scores must cover the same units, in the same shape ({a.shape} vs {b.shape})")
+    a, b = a.ravel(), b.ravel()
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise LlavamechError("ranking_agreement's scores hold NaN or infinite values: a unit without a score cannot "
+                             "be ranked; leave it out of both")
+    top = min(validate.whole("top", top), len(a))   # the dict says which top it compared
     top_a, top_b = np.argsort(-a, kind="stable")[:top], np.argsort(-b, kind="stable")[:top]
     return {"spearman": float(spearmanr(a, b).statistic), "top": top,
             "shared top": len(set(top_a.tolist()) & set(top_b.tolist())),
-            "same first": bool(top_a[0] == top_b[0]) if top else True}
+            "same first": bool(top_a[0] == top_b[0])}

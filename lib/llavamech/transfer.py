@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from scipy.stats import hypergeom, norm, rankdata, spearmanr
 
-from . import questions
+from . import questions, validate
 from .errors import LlavamechError
 from .hooks import hooked, model_lock
 from .imaging import load_image
@@ -23,10 +23,35 @@ from .reference import paper_numbers
 from .stats import Estimate, bootstrap, holm, sign_flip_p
 
 
+def head_table(name: str, scores) -> np.ndarray:
+    """Scores of every head, [layers, heads] (mean over examples), as a float array; one line for any other shape
+    (per-example scores [n, L, H] are the commonest slip: average them first)."""
+    scores = np.asarray(scores.detach().cpu() if hasattr(scores, "detach") else scores, dtype=float)
+    if scores.ndim != 2 or not scores.size:
+        hint = ": per-example scores, average them over examples with .mean(0) first" if scores.ndim == 3 else ""
+        raise LlavamechError(f"{name} must be one score per head, [layers, heads], not shape {scores.shape}{hint}")
+    if not np.isfinite(scores).all():
+        raise LlavamechError(f"{name} holds NaN or infinite scores: a head without a score cannot be ranked")
+    return scores
+
+
+def per_example_tables(names: list[str], arrays: list) -> list[np.ndarray]:
+    """Per-example head scores [n, layers, heads], all of one shape (the same examples and heads), as float arrays."""
+    out = [np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=float) for x in arrays]
+    for name, x in zip(names, out):
+        if x.ndim != 3:
+            raise LlavamechError(f"{name} must be per-example head scores [n, layers, heads], not shape {x.shape}")
+    if len({x.shape for x in out}) > 1:
+        raise LlavamechError(f"{' and '.join(names)} must score the same examples and heads, "
+                             f"not shapes {' vs '.join(str(x.shape) for x in out)}")
+    return out
+
+
 def top_set(scores, k: int) -> set[tuple[int, int]]:
     """The k heads with the highest score, as (layer, head)."""
-    flat = np.asarray(scores).ravel()
-    cols = np.asarray(scores).shape[1]
+    scores = head_table("top_set's scores", scores)
+    k = validate.whole("k", k, 1, scores.size, f" (there are {scores.size} heads)")
+    flat, cols = scores.ravel(), scores.shape[1]
     return {(int(i) // cols, int(i) % cols) for i in np.argsort(-flat, kind="stable")[:k]}
 
 
@@ -35,10 +60,12 @@ def overlap_table(a, b, ks, seed: int = 0) -> pd.DataFrame:
     top sets were drawn at random (k·k/N of N heads), and the chance of an overlap at least this large (the
     hypergeometric tail); and the same within the layers the two top sets occupy (N = those layers' heads), the
     stricter null where a circuit sits in few layers: two sets confined to one layer of 8 heads share heads often."""
-    a, b = np.asarray(a), np.asarray(b)
+    a, b = head_table("overlap_table's first scores", a), head_table("overlap_table's second scores", b)
+    if a.shape != b.shape:
+        raise LlavamechError(f"overlap_table compares the same heads: shapes {a.shape} and {b.shape} differ")
     n = a.size
     rows = []
-    for k in ks:
+    for k in ([ks] if isinstance(ks, int) else ks):
         top_a, top_b = top_set(a, k), top_set(b, k)
         shared = len(top_a & top_b)
         within = len({layer for layer, _ in top_a | top_b}) * a.shape[-1]
@@ -79,7 +106,7 @@ def crossed_gaps(parents: dict, children: dict, within_layer: bool = False, n_bo
     child less the other's), so that neither a child that is simply more typical nor a parent that is simply easier
     to match can make the difference: {name: Estimate}."""
     if len(parents) != 2 or set(children) != set(parents):
-        raise ValueError(f"a crossing needs two parents, each with its child (parents {list(parents)}, "
+        raise LlavamechError(f"a crossing needs two parents, each with its child (parents {list(parents)}, "
                          f"children of {list(children)})")
     a, b = parents
     return {a: parent_gap(parents[a], children[a], children[b], within_layer, n_boot, seed),
@@ -95,7 +122,10 @@ def inherited(gaps: dict) -> str:
 def child_spread(parent, children: list) -> float:
     """How far two Llavas of one language model differ in their Spearman with another model's `parent` scores
     ([n, L, H] each): the scale of one training run's luck, beside which a `parent_gap` is read."""
-    first, second = (_rho(np.asarray(parent).mean(0).ravel(), np.asarray(c).mean(0).ravel()) for c in children)
+    if len(children) != 2:
+        raise LlavamechError(f"child_spread compares two Llavas of one language model, got {len(children)}")
+    parent, *children = per_example_tables(["parent", "the first child", "the second child"], [parent, *children])
+    first, second = (_rho(parent.mean(0).ravel(), c.mean(0).ravel()) for c in children)
     return float(abs(first - second))
 
 
@@ -121,10 +151,14 @@ def _within_layer_rho(heads: int):
 def _over_examples(statistic, per_example: list, n_boot: int, seed: int) -> Estimate:
     """`statistic` of the arrays' means over examples ([n, ...] each, the same n examples), with a BCa bootstrap
     95 % interval (`bca_levels`), the examples resampled together in every array."""
-    arrays = [np.asarray(x).reshape(len(x), -1) for x in per_example]
+    arrays = [x.reshape(len(x), -1) for x in per_example_tables(
+        [f"setting {i + 1}'s scores" for i in range(len(per_example))], per_example)]
     n = len(arrays[0])
-    if any(len(x) != n for x in arrays):
-        raise ValueError(f"the settings must score the same examples ({' vs '.join(str(len(x)) for x in arrays)})")
+    if n < 2:
+        raise LlavamechError(f"a correlation's interval over examples needs at least two examples, got {n}")
+    if not all(np.isfinite(x).all() for x in arrays):
+        raise LlavamechError("the head scores hold NaN or infinite values: leave out the examples without a score")
+    n_boot, seed = validate.whole("n_boot", n_boot), validate.whole("seed", seed, 0)
     estimate = float(statistic(*(x.mean(0) for x in arrays)))
     draws = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
     boot = np.array([statistic(*(x[d].mean(0) for x in arrays)) for d in draws])
@@ -150,8 +184,11 @@ def bca_levels(boot, estimate: float, jackknife, level: float = 0.95) -> np.ndar
 
 
 def gains(before, after, top: int | None = None) -> pd.DataFrame:
-    """Per head, mean Imp before and after tuning and the gain, largest gain first."""
-    before, after = np.asarray(before), np.asarray(after)
+    """Per head, mean Imp before and after tuning ([L, H] each) and the gain, largest gain first (the `top` first)."""
+    before, after = head_table("gains' before", before), head_table("gains' after", after)
+    if before.shape != after.shape:
+        raise LlavamechError(f"gains compares the same heads: shapes {before.shape} and {after.shape} differ")
+    top = None if top is None else validate.whole("top", top)
     frame = pd.DataFrame([{"head": f"{l}_{h}", "layer": l, "index": h, "before": before[l, h],
                            "after": after[l, h], "gain": after[l, h] - before[l, h]}
                           for l in range(before.shape[0]) for h in range(before.shape[1])])
@@ -163,9 +200,8 @@ def gain_test(before, after, n_perm: int = 10_000, seed: int = 0) -> pd.DataFram
     """Per head, whether its Imp is higher in `after` than in `before` on the same examples ([n, L, H] each): the
     mean gain with its bootstrap 95 % interval, the one-sided paired sign-flip p-value, and that p Holm-adjusted over
     every head (a head is picked out of all of them, so the family is all of them). One row per head, "l_h"."""
-    diff = np.asarray(after, dtype=float) - np.asarray(before, dtype=float)
-    if diff.ndim != 3:
-        raise ValueError(f"per-example head scores [n, L, H] are needed, not shape {diff.shape}")
+    before, after = per_example_tables(["gain_test's before", "gain_test's after"], [before, after])
+    diff = after - before
     est = bootstrap(diff, seed=seed)
     p = sign_flip_p(diff, n_perm=n_perm, seed=seed)
     adjusted = holm(p.ravel()).reshape(p.shape)
@@ -193,7 +229,8 @@ def _check_same_shape(tuned, base) -> None:
     a, b = tuned.anatomy, base.anatomy
     if (a.n_layers, a.n_heads, a.n_kv_heads, a.head_dim, a.d_model) != \
             (b.n_layers, b.n_heads, b.n_kv_heads, b.head_dim, b.d_model):
-        raise ValueError(f"{tuned.name} and {base.name} have different attention shapes: was one tuned from the other?")
+        raise LlavamechError(f"{tuned.name} and {base.name} have different attention shapes: was one tuned from the "
+                             "other?")
 
 
 @torch.no_grad()
@@ -222,6 +259,8 @@ def transplanted(tuned, base, heads):
     biases); restored on exit. Under grouped-query attention a head's key/value weights are shared with its
     group, so they move for the whole group."""
     _check_same_shape(tuned, base)
+    a = tuned.anatomy
+    heads = validate.heads("heads", heads, a.n_layers, a.n_heads, tuned.name)
     saved = []
     with model_lock(tuned.hf):   # other threads' passes on this model wait: they would read half-moved weights
         try:
@@ -246,6 +285,7 @@ def transplanted_rows(tuned, base, row_heads):
     columns. The weights themselves are never changed. Many transplants in one batched pass."""
     _check_same_shape(tuned, base)
     a, rows = tuned.anatomy, len(row_heads)
+    row_heads = [validate.heads("row_heads", chosen, a.n_layers, a.n_heads, tuned.name) for chosen in row_heads]
     # per layer and projection: {index: (old weight slice, old bias slice or None, new weight, rows using it)}
     plan: dict[tuple[int, str], dict] = {}
     for r, chosen in enumerate(row_heads):
@@ -329,7 +369,10 @@ def head_set_row(test: HeadSetTest, heads, draws: int = 200, seed: int = 0, cont
     (`HeadSetTest.controls`: per control the paired sign-flip test and the rank among sets, on the test's control
     examples, with a generator seeded `seed`, so that tests of one size share their random sets), and the clean
     accuracy."""
-    heads = [tuple(h) for h in heads]
+    a = test.model.anatomy
+    heads = validate.heads("heads", heads, a.n_layers, a.n_heads, test.model.name)
+    if not heads:
+        raise LlavamechError("choose at least one head to test")
     hit = test.effect([heads])
     return {"heads": ", ".join(f"{l}_{h}" for l, h in heads),
             "Δ accuracy": bootstrap(hit["Δ accuracy"][0], seed=seed), "Δ log p": bootstrap(hit["Δ log p"][0], seed=seed),
@@ -405,6 +448,15 @@ def where_heads_look(model, examples, heads, seed: int = 0) -> pd.DataFrame:
     box and the rest of the image; the asked animal's word and the other words of the question; the same in the
     answer prefix; T itself; BOS and the template), over scenes (mean with bootstrap interval); and each region's
     share of the positions (what uniform attention would give). One row per head, "l_h", and "uniform attention"."""
+    if not model.is_multimodal:
+        raise LlavamechError(f"{model.name} is text-only: where_heads_look reads attention on an image")
+    a = model.anatomy
+    heads = validate.heads("heads", heads, a.n_layers, a.n_heads, model.name)
+    if not heads:
+        raise LlavamechError("choose at least one head to look at")
+    if not any(e.box is not None for e in examples):
+        raise LlavamechError("where_heads_look needs examples with the asked animal's box (\"box\" in the file): "
+                             "none has one")
     shares, sizes = {h: [] for h in heads}, []
     for example in progress([e for e in examples if e.box is not None], f"{model.name}: where the heads look"):
         trace = model.trace(**example.inputs("vqa"))
@@ -422,6 +474,10 @@ def where_heads_look(model, examples, heads, seed: int = 0) -> pd.DataFrame:
 def paper_overlap(key: str, k: int = 10, n_heads: int = 1024) -> dict:
     """The paper's top-k overlap (data/reference/paper.csv) with its own chance level: Llava-1.5-7b has 32 layers
     of 32 heads, and the paper compares top-10 sets."""
+    known = paper_numbers().index
+    if key not in known:
+        overlaps = [k for k in known if k.startswith("transfer.top")]
+        raise LlavamechError(f"no paper number {key!r}; the paper's overlaps are {', '.join(overlaps) or 'none'}")
     shared = int(float(paper_numbers().loc[key, "value"]))
     return {"k": k, "share of heads": k / n_heads, "overlap": shared, "expected by chance": k * k / n_heads,
             "P(overlap ≥ observed | chance)": float(hypergeom.sf(shared - 1, n_heads, k, k))}
@@ -430,6 +486,8 @@ def paper_overlap(key: str, k: int = 10, n_heads: int = 1024) -> dict:
 def at_which_k(holds: dict) -> str:
     """Where a per-k verdict ({k: bool}) holds, in words for the prose and the scorecard: "at every k (3, 5, 10)",
     "at no k (3, 5, 10)", or "at k = 3 and 10, not at 5"."""
+    if not holds:
+        raise LlavamechError("at_which_k needs a verdict for at least one k, {k: bool}")
     said = lambda ks: ", ".join(map(str, ks[:-1])) + (" and " if len(ks) > 1 else "") + str(ks[-1])
     yes, no = [k for k, v in holds.items() if v], [k for k, v in holds.items() if not v]
     if not no or not yes:

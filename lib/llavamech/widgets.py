@@ -21,6 +21,14 @@ class Explorer:
     """`Explorer(model, animals, colours).widget` is the user interface; `.last` the latest result."""
 
     def __init__(self, model, animals: list[str], colours: list[str], means=None):
+        if not model.is_multimodal:
+            raise LlavamechError(f"{model.name} is text-only: the explorer maps image patches; load a Llava model")
+        if isinstance(animals, str) or isinstance(colours, str) or len(animals) < 2 or not len(colours):
+            raise LlavamechError("the explorer composes scenes of two or three animals: give at least two animals "
+                                 f"and one colour, got animals={animals!r}, colours={colours!r}")
+        unknown = [w for w in [*animals, *colours] if not model.knows(w)]
+        if unknown:
+            raise LlavamechError(f"{unknown[0]!r} is not in {model.name}'s vocabulary; use words of its world")
         self.model, self.means, self.last = model, means, {}
         pick = lambda options, value, label: W.Dropdown(options=options, value=value, description=label,
                                                         layout=W.Layout(width="200px"))

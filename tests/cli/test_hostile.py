@@ -59,21 +59,21 @@ def coco(tmp_path, annotations):
 # ---- never over an existing file without --force, never over the input ----
 
 def test_no_command_writes_over_a_file_without_force(tmp_path, capsys, toy_set):
-    image = toy_set.parent / "images" / "00000.png"
+    image = toy_set.parent / "images" / "examples-00000.png"
     mine = tmp_path / "mine.jsonl"
     mine.write_text("my own notes\n")
     refused(capsys, ["examples", "--n", 2, "--out", mine], f"{mine} already exists")
     user = tmp_path / "user" / "ex.jsonl"                          # the file is new, but not its images
     (user.parent / "images").mkdir(parents=True)
-    (user.parent / "images" / "00001.png").write_bytes(b"my photo")
-    refused(capsys, ["examples", "--n", 2, "--out", user], "00001.png already exists")
+    (user.parent / "images" / "ex-00001.png").write_bytes(b"my photo")
+    refused(capsys, ["examples", "--n", 2, "--out", user], "ex-00001.png already exists")
     annotations = coco(tmp_path, [{"id": 1, "image_id": 1, "category_id": 18, "bbox": [10, 10, 40, 30]}])
     refused(capsys, ["coco", annotations, "--images", tmp_path / "val", "--out", mine], "already exists")
     the_map = tmp_path / "map.png"
     the_map.write_bytes(b"my map")
     refused(capsys, ["explain", image, "--question", Q, "--model", MODEL, "--out", the_map], "already exists")
     assert mine.read_text() == "my own notes\n" and the_map.read_bytes() == b"my map" and not user.exists()
-    assert (user.parent / "images" / "00001.png").read_bytes() == b"my photo"
+    assert (user.parent / "images" / "ex-00001.png").read_bytes() == b"my photo"
     for argv in (["examples", "--n", 2, "--out", mine], ["examples", "--n", 2, "--out", user],
                  ["coco", annotations, "--images", tmp_path / "val", "--out", mine],
                  ["explain", image, "--question", Q, "--model", MODEL, "--out", the_map]):
@@ -83,7 +83,7 @@ def test_no_command_writes_over_a_file_without_force(tmp_path, capsys, toy_set):
 
 def test_no_command_writes_over_its_own_input_even_forced(tmp_path, capsys, toy_set):
     annotations = coco(tmp_path, [{"id": 1, "image_id": 1, "category_id": 18, "bbox": [10, 10, 40, 30]}])
-    image = toy_set.parent / "images" / "00000.png"
+    image = toy_set.parent / "images" / "examples-00000.png"
     before = annotations.read_bytes(), image.read_bytes()
     refused(capsys, ["coco", annotations, "--images", tmp_path / "val", "--out", annotations, "--force"],
             "is also this command's input")
@@ -125,8 +125,8 @@ def test_a_resumed_run_recomputes_exactly_the_items_that_changed(tmp_path, capsy
     item = json.loads(lines[2])
     item["animal"], item["colour"] = next(f for f in item["facts"] if f[0] != item["animal"])
     toy_set.write_text("\n".join(lines[:2] + [json.dumps(item)] + lines[3:]) + "\n")
-    Image.open(toy_set.parent / "images" / "00005.png").transpose(Image.FLIP_LEFT_RIGHT).save(
-        toy_set.parent / "images" / "00005.png")
+    Image.open(toy_set.parent / "images" / "examples-00005.png").transpose(Image.FLIP_LEFT_RIGHT).save(
+        toy_set.parent / "images" / "examples-00005.png")
     capsys.readouterr()
     assert main(["run", str(toy_set), "--model", MODEL, "--out", str(out)]) == 0
     assert json.loads(capsys.readouterr().out)["ran here"] == 2

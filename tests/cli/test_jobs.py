@@ -208,7 +208,7 @@ def test_coco_annotations_become_an_example_set(tmp_path):
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_every_command_answers_bad_input_in_one_line(argv, expected, toy_set, tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
-    image = toy_set.parent / "images" / "00000.png"
+    image = toy_set.parent / "images" / "examples-00000.png"
     argv = [a.format(set=toy_set, tmp=tmp_path, image=image) for a in argv]
     assert main(argv) == 2
     out = capsys.readouterr()

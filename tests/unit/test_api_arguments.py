@@ -84,7 +84,7 @@ def test_explain_of_several_heads_says_it_is_top_k(toy, scene):
     ({"method": "tool", "seed": 1}, "the tool method takes top_k, map_heads, not seed"),
     ({"method": "tool", "heads": 3}, "not heads"), ({"method": "top-k", "heads": "3"}, "heads must be a whole"),
     ({"method": "top-k", "heads": True}, "heads must be a whole"), ({"method": "random", "seed": -1}, "seed must"),
-    ({"method": "ig", "ig_steps": 0}, "ig_steps must"), ({"method": "ablation", "means": "x"}, "means must come"),
+    ({"method": "ig", "ig_steps": 0}, "ig_steps must"), ({"method": "ablation", "means": "x"}, "needs means=activation_means"),
     ({"method": ["tool"]}, "unknown method"),
 ])
 def test_explain_options_that_cannot_work_are_one_line(toy, scene, options, match):
