@@ -49,7 +49,7 @@ import pandas as pd
 
 import llavamech
 from llavamech import interventions, patch_eval, patches, plots, transfer
-from llavamech.examples import check_parameters, load_examples
+from llavamech.examples import check_parameters, load_examples, toy_examples
 from llavamech import seeds
 from llavamech.reference import glue_paper
 from llavamech.report import glue, table
@@ -499,6 +499,9 @@ table(hallucination, "absent-animal") if ran else None
 # %%
 from llavamech.widgets import Explorer  # noqa: E402
 
+# the explorer composes scenes of named animals; items without facts name none, so it offers the toy world's words
+if len(animals) < 2 or not colours:
+    animals, colours = (sorted({w[i] for e in toy_examples(50, seed=seed) for w in e.facts}) for i in (0, 1))
 explorer = Explorer(llava, animals, colours, means=means)
 explorer.widget
 

@@ -29,7 +29,8 @@ def _positions(trace, positions) -> torch.Tensor:
     """Source positions as distinct indices into the trace's sequence; a boolean mask over the sequence is taken
     as the positions it marks. Out of range, negative (which would wrap to the end) or repeated (counted twice in an
     attention mass) positions are refused."""
-    where = torch.as_tensor(positions)
+    where = positions if isinstance(positions, torch.Tensor) else torch.as_tensor(positions, dtype=None if len(
+        positions) else torch.long)
     if where.dtype == torch.bool:
         if where.shape != (trace.seq_len,):
             raise LlavamechError(f"a boolean mask of positions must cover the {trace.seq_len} positions of the "

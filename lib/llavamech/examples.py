@@ -1,13 +1,15 @@
 """Paired evaluation sets: the same animal–colour facts as a scene (VQA) and as text (TQA).
 
 Every chapter and the dataset runner read one of these. Drawn from the toy world under a seed (`"toy"`), or read
-from a JSONL file, one item a line (paths relative to the file, UTF-8; `colour`, `box`, `facts` optional):
+from a JSONL file, one item a line (paths relative to the file, UTF-8; `colour`, `box`, `facts`, `boxes` optional):
 
     {"image": "photo.jpg", "animal": "dog", "colour": "brown", "box": [x0, y0, x1, y1],
      "facts": [["dog", "brown"], ["cat", "black"]]}
 
 `box` is the asked animal's bounding box in the image's own pixels; `facts` are the animal–colour pairs of the
-scene, which the TQA prompt states as text ("The dog is brown. The cat is black."). `color` and `bbox` are read as
+scene, which the TQA prompt states as text ("The dog is brown. The cat is black."); `boxes` gives every animal's
+box, {"dog": [x0, y0, x1, y1], "cat": [...]}, which the patch-map evaluation needs to tell the asked animal from the
+others (`box`, where both are given, must be the asked animal's entry). `color` and `bbox` are read as
 `colour` and `box`; a colour `question` ("What is the color of the dog?") may stand for `animal`; any other key is
 refused. Other questions are given as `question`, with their true `answer` where known (it must fit the question's
 type, llavamech.questions):
@@ -215,7 +217,7 @@ def _lines(path: Path) -> list[str]:
     return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
 
-KEYS = ("image", "animal", "question", "answer", "colour", "box", "facts")
+KEYS = ("image", "animal", "question", "answer", "colour", "box", "facts", "boxes")
 ALIASES = {"color": "colour", "bbox": "box"}   # the spellings the prompt and COCO use; colour and box are canonical
 
 
@@ -264,9 +266,26 @@ def _parse(line: str, where: str, folder: Path, vocabulary) -> Example:
     box = item.get("box")
     if box is not None:
         box = _check_box(box, size, fail)
-    return Example(image, animal, colour, box, facts, where,
+    boxes = _boxes(item.get("boxes"), size, fail)
+    if box is not None and animal in dict(boxes) and dict(boxes)[animal] != box:
+        fail(f"\"box\" {list(box)} and the {animal}'s entry in \"boxes\" {list(dict(boxes)[animal])} disagree; give one")
+    box = box if box is not None else dict(boxes).get(animal)
+    return Example(image, animal, colour, box, facts, where, boxes,
                    asked=None if asked is not None and asked.type == "colour" else item.get("question", "").strip() or None,
                    answer=answer)
+
+
+def _boxes(boxes, size, fail) -> tuple[tuple[str, tuple[int, int, int, int]], ...]:
+    """Every animal's box, {"dog": [x0, y0, x1, y1], ...}, as Example.boxes."""
+    if boxes is None:
+        return ()
+    if not isinstance(boxes, dict) or not all(isinstance(a, str) and WORDS.fullmatch(a.strip()) for a in boxes):
+        fail("\"boxes\" must map each animal to its box, {\"dog\": [x0, y0, x1, y1], \"cat\": [...]}")
+    names = [a.strip() for a in boxes]
+    if len(set(names)) < len(names):
+        fail("an animal is in \"boxes\" twice; give each animal of the scene once")
+    return tuple((a.strip(), _check_box(box, size, fail, f'the {a.strip()}\'s entry in "boxes"'))
+                 for a, box in boxes.items())
 
 
 def _canonical_keys(item: dict, fail) -> dict:
@@ -334,10 +353,10 @@ def _image_size(image: Path, fail) -> tuple[int, int]:
         fail(str(e))
 
 
-def _check_box(box, size, fail) -> tuple[int, int, int, int]:
+def _check_box(box, size, fail, name: str = '"box"') -> tuple[int, int, int, int]:
     if not (isinstance(box, list) and len(box) == 4
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)):
-        fail("\"box\" must be [x0, y0, x1, y1] in pixels")
+        fail(f"{name} must be [x0, y0, x1, y1] in pixels")
     x0, y0, x1, y1 = box
     w, h = size
     if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
@@ -451,6 +470,11 @@ def write_jsonl(examples: list[Example], path, images: str = "images", force: bo
     if imageless is not None:
         raise LlavamechError(f"example {imageless} has no image: an example file gives every item an image (text-only "
                              "examples, e.g. typed_examples(..., text=True), are made in code, not read from a file)")
+    stale = next((i for i, ex in enumerate(examples) if ex.box and dict(ex.boxes).get(ex.animal, ex.box) != ex.box), None)
+    if stale is not None:
+        ex = examples[stale]
+        raise LlavamechError(f"example {stale} has box {ex.box} but its boxes give the {ex.animal} "
+                             f"{dict(ex.boxes)[ex.animal]}: change both (dataclasses.replace(example, box=..., boxes=...))")
     path = Path(path).expanduser()
     if path.is_dir():
         raise LlavamechError(f"{path} is a folder: give the JSONL file to write, e.g. {path / 'examples.jsonl'}")
@@ -469,7 +493,8 @@ def write_jsonl(examples: list[Example], path, images: str = "images", force: bo
         item = {"image": os.path.relpath(image, path.parent), **({"animal": ex.animal} if ex.animal else {})}
         item.update({k: v for k, v in (("question", ex.asked), ("answer", ex.answer), ("colour", ex.colour),
                                        ("box", list(ex.box) if ex.box else None),
-                                       ("facts", [list(f) for f in ex.facts] or None)) if v is not None})
+                                       ("facts", [list(f) for f in ex.facts] or None),
+                                       ("boxes", {a: list(b) for a, b in ex.boxes} or None)) if v is not None})
         lines.append(json.dumps(item))
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -113,13 +113,20 @@ def patch_lists(patches):
     return [[int(p) for p in row] for row in patches] if nested else [int(p) for p in patches]
 
 
-def check_means(model, means: "Means", how: str, needs_visual: bool) -> None:
-    """`means` fit for mean ablation on `model`: its shapes are this model's (means of another model would be
-    broadcast into the wrong slices or fail inside a hook), with visual means where patches are ablated."""
-    if how == "zero":
+def check_means(model, means: "Means", how: str | None, needs_visual: bool) -> str:
+    """`how` settled ("zero" where not given) and `means` fit for mean ablation on `model`: its shapes are this
+    model's (means of another model would be broadcast into the wrong slices or fail inside a hook), with visual
+    means where patches are ablated. Means given without a `how` are refused: zero ablation would run and ignore
+    them (a loop over how="zero" and "mean" may pass them to both)."""
+    if how is None:
         if means is not None:
-            raise LlavamechError("means are used only by mean ablation: pass how=\"mean\" with them, or leave them out")
-        return
+            raise LlavamechError("means given without how: pass how=\"mean\" to ablate to them (how=\"zero\" ignores "
+                                 "them)")
+        how = "zero"
+    if how not in ("zero", "mean"):
+        raise LlavamechError(f"how must be 'zero' or 'mean', not {how!r}")
+    if how == "zero":
+        return how
     if not isinstance(means, Means):
         raise LlavamechError("mean ablation needs means=activation_means(model, reference_examples, mode)")
     a = model.anatomy
@@ -136,13 +143,14 @@ def check_means(model, means: "Means", how: str, needs_visual: bool) -> None:
         if means.visual.shape[-1] != a.d_model:
             raise LlavamechError(f"these means' visual part has width {means.visual.shape[-1]}, not "
                                  f"{model.name}'s {a.d_model}: compute them with activation_means({model.name}, ...)")
+    return how
 
 
 ABLATION_ARGUMENTS = ("heads", "attn_layers", "ffn_layers", "patches", "how", "means", "row_heads")
 
 
 @contextlib.contextmanager
-def ablated(model, heads=(), attn_layers=(), ffn_layers=(), patches=None, how: str = "zero",
+def ablated(model, heads=(), attn_layers=(), ffn_layers=(), patches=None, how: str | None = None,
             means: Means | None = None, row_heads=None):
     """Within the block, the model runs with the given parts ablated.
 
@@ -150,10 +158,8 @@ def ablated(model, heads=(), attn_layers=(), ffn_layers=(), patches=None, how: s
     in every batch row, or one list per batch row (to ablate a different patch in each copy of an image), at the
     projector, so only where it outputs the patch grid row-major (Llava, Gemma 3; `_grid_projector`);
     row_heads: one list of (layer, head) per batch row, ablated in that row only (many head sets in one pass)."""
-    if how not in ("zero", "mean"):
-        raise LlavamechError(f"how must be 'zero' or 'mean', not {how!r}")
     patches = patch_lists(patches)
-    check_means(model, means, how, needs_visual=bool(patches))
+    how = check_means(model, means, how, needs_visual=bool(patches))
     a = model.anatomy
     hd = a.head_dim
     # a head or layer that does not exist would be ablated as a silent no-op (or fail inside a hook): one line here
@@ -374,11 +380,11 @@ CONTROLS = ("all", "same-layer")
 
 
 def check_controls(controls) -> tuple[str, ...]:
-    """The random-set controls asked for, as a tuple of CONTROLS (one name alone is taken as one)."""
+    """The random-set controls asked for, as a tuple of CONTROLS (one name alone is taken as one; () runs none)."""
     controls = (controls,) if isinstance(controls, str) else tuple(controls)
     bad = [c for c in controls if c not in CONTROLS]
-    if bad or not controls:
-        raise LlavamechError(f"controls must be some of {CONTROLS}, not {bad[0] if bad else 'none'!r}")
+    if bad:
+        raise LlavamechError(f"controls must be some of {CONTROLS} (or none, ()), not {bad[0]!r}")
     return controls
 
 
@@ -408,10 +414,6 @@ def null_sets(n_layers: int, n_heads: int, heads, control: str, draws: int, rng)
             counts[layer] = counts.get(layer, 0) + 1
         pools = [([(layer, h) for h in range(n_heads)], count) for layer, count in sorted(counts.items())]
     total = prod(comb(len(pool), k) for pool, k in pools)
-    if total == 1:   # no test can be run: the p-value would be 1 / 1, or, paired against nothing, meaningless
-        raise LlavamechError(f"no random head set differs from the chosen {len(chosen)} heads under the {control!r} "
-                             "control (they are every head it can draw from): choose fewer heads"
-                             + (" per layer, or use the 'all' control" if control == "same-layer" else ""))
     if total - 1 <= draws:
         every = [sum(parts, ()) for parts in itertools.product(*[list(itertools.combinations(pool, k))
                                                                   for pool, k in pools])]
@@ -434,7 +436,8 @@ def p_value(observed: float, null: np.ndarray) -> float:
 class Control:
     """A chosen set's effect against random sets, on the same examples: per example the chosen set's effect (`hit`)
     and the random sets' mean effect (`null_per_example`); per random set its mean effect; and two tests of the
-    chosen set's Δ log p against them.
+    chosen set's Δ log p against them. Where no random set differs from the chosen one (it holds every head the
+    control draws from) there is nothing to test against: both p-values are NaN, never significant.
 
     The paired test (`p_value`, the table's "p"): per example, the chosen set's Δ log p less the random sets' mean
     Δ log p there (`paired`); a one-sided sign-flip p-value that their mean is below zero (the chosen set costs
@@ -475,6 +478,11 @@ def against_random(model, heads, effect_of, draws: int, rng, control: str = "all
     set's rank among the random sets."""
     a = model.anatomy
     null, exact = null_sets(a.n_layers, a.n_heads, heads, control, draws, rng)
+    if not null:   # the chosen heads are every head the control draws from: nothing to test against, p = NaN
+        out = effect_of([list(heads)])
+        hit = {key: value[0] for key, value in out.items()}
+        return Control(control, hit, np.zeros(0), np.zeros(0), np.full(len(hit["Δ log p"]), np.nan), np.nan,
+                       np.nan, True, [])
     out = effect_of([list(heads)] + null)
     hit = {key: value[0] for key, value in out.items()}
     null_logp, null_acc = out["Δ log p"][1:].mean(1), out["Δ accuracy"][1:].mean(1)
@@ -516,9 +524,10 @@ class HeadSetTest:
             row.update({"Δ log p on the control's examples": f"{c.hit['Δ log p'].mean():.3g}",
                         f"random Δ accuracy ({name})": spread(c.null_acc),
                         f"random Δ log p ({name})": spread(c.null_logp),
-                        f"paired Δ log p ({name})": bootstrap(c.paired, seed=int(rng.integers(2 ** 31))),
+                        f"paired Δ log p ({name})": bootstrap(c.paired, seed=int(rng.integers(2 ** 31)))
+                        if c.sets else "no random set",
                         f"p ({name})": c.p_value,
-                        f"rank among sets ({name})": f"{c.rank} of {c.sets + 1}",
+                        f"rank among sets ({name})": f"{c.rank} of {c.sets + 1}" if c.sets else "—",
                         f"sets ({name})": f"{c.sets} (all)" if c.exact else str(c.sets),
                         f"_null {control}": c.null_logp, f"_control {control}": c})
         return row
@@ -530,7 +539,8 @@ def held_out_ranking(examples: list[Example], head_scores, n_test: int | None) -
     ranked by its mean score (`head_scores`: [n, layers, heads], per example, e.g. Imp) over the *other* examples.
     Ranked and tested on the same examples, the top heads would be the ones that happen to score high there, and a
     random-set control does not undo that selection. (test examples, ranked heads)."""
-    scores = np.asarray(head_scores.detach().cpu() if hasattr(head_scores, "detach") else head_scores, dtype=float)
+    scores = np.asarray(head_scores.detach().float().cpu() if hasattr(head_scores, "detach") else head_scores,
+                        dtype=float)
     if scores.ndim != 3 or len(scores) != len(examples):
         raise LlavamechError(f"head_scores must be per-example scores [n, layers, heads] for the {len(examples)} "
                              f"examples, not shape {scores.shape}")
@@ -561,8 +571,8 @@ def head_ablation_test(model, examples: list[Example], mode: str, ranked_heads: 
     ks = [ks] if isinstance(ks, numbers.Integral) else ks
     ks = [validate.whole("ks: each k", k, 1, len(ranked_heads), f" (ranked_heads holds {len(ranked_heads)} heads)")
           for k in ks]
-    draws = validate.whole("draws", draws)
     controls = check_controls(controls)
+    draws = validate.whole("draws", draws, 1 if controls else 0)
     rng = np.random.default_rng(validate.whole("seed", seed, 0))
     test = HeadSetTest(model, examples, mode, lambda m, rows: ablated(m, row_heads=rows, how=how, means=means),
                        control_examples)

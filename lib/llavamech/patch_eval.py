@@ -241,9 +241,9 @@ def absent_animal(model, examples: list[Example], animals: list[str], colours: l
     its share of positive mass on the animals. Scenes
     need every animal's box (`Example.boxes`; the toy scenes have them)."""
     examples = example_list("absent_animal", examples)
-    if isinstance(animals, str) or not len(animals) or isinstance(colours, str) or not len(colours):
-        raise LlavamechError("absent_animal needs lists of the world's animals and colours to ask about and to "
-                             f"recognise, got animals={animals!r}, colours={colours!r}")
+    if isinstance(animals, str) or isinstance(colours, str):
+        raise LlavamechError("absent_animal needs lists of the world's animals and colours, not one word: "
+                             f"got animals={animals!r}, colours={colours!r}")
     rng = np.random.default_rng(validate.whole("seed", seed, 0))
     rows = []
     for i, example in enumerate(progress(examples, f"{model.name}: absent animals")):

@@ -6,6 +6,7 @@ import textwrap
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import torch
 from PIL import Image
 
@@ -16,7 +17,8 @@ from .stats import Estimate, bootstrap
 def as_array(values, dtype=None) -> np.ndarray:
     """Scores as a NumPy array, from a tensor on any device, an array or a (nested) list."""
     if isinstance(values, torch.Tensor):
-        values = values.detach().cpu().numpy()
+        values = values.detach()
+        values = (values.float() if values.is_floating_point() else values).cpu().numpy()  # NumPy has no bfloat16
     return np.asarray(values, dtype=dtype)
 
 
@@ -121,8 +123,15 @@ def layer_bars(scores: dict, title: str, ax=None, errors=None, ylabel: str = "lo
     shapes = {name: as_array(scores[name]).shape for name in ("attn", "ffn")}
     if len(set(shapes.values())) > 1 or len(shapes["attn"]) != 1:
         raise LlavamechError(f"layer_bars needs one score per layer for attention and FFN alike, got shapes {shapes}")
+    n = shapes["attn"][0]
+    if errors is not None:
+        if not isinstance(errors, (tuple, list)) or len(errors) != 2:
+            raise LlavamechError("errors must be (low, high), each [2, layers] (row 0 attention, row 1 FFN)")
+        errors = [as_array(bound) for bound in errors]
+        if any(bound.shape != (2, n) for bound in errors):
+            raise LlavamechError(f"errors must be (low, high), each [2, {n}] (row 0 attention, row 1 FFN), "
+                                 f"got shapes {[bound.shape for bound in errors]}")
     fig, ax = plt.subplots(figsize=(6, 3)) if ax is None else (ax.figure, ax)
-    n = len(scores["attn"])
     x = np.arange(n)
     for row, (name, label, shift) in enumerate((("attn", "attention", -0.2), ("ffn", "FFN", 0.2))):
         y = as_array(scores[name])
@@ -263,6 +272,9 @@ def ablation_strip(table, title: str, ax=None, label: str = "top-k heads", ylabe
     layers, where the table has that control) against the chosen heads (red, 95 % interval; on the examples the
     random sets ran on, where the table keeps its `Control`s, as the p-value compares them), with each control's
     permutation p-value under the row, Holm-adjusted over the table beside it where the table carries that column."""
+    if not isinstance(table, pd.DataFrame) or not ({"top-k Δ log p", "Δ log p"} & set(table.columns)):
+        raise LlavamechError("ablation_strip draws a head-ablation table (interventions.head_ablation_test(...).table "
+                             "or transfer.head_set_row rows), a DataFrame with a 'top-k Δ log p' or 'Δ log p' column")
     fig, ax = plt.subplots(figsize=(max(4.5, 2.6 * len(table) + 1.5), 3.4)) if ax is None else (ax.figure, ax)
     rng = np.random.default_rng(0)
     controls = [(c, name, colour, shift) for c, name, colour, shift in

@@ -75,7 +75,7 @@ def collect(model, examples: list[Example], readouts: dict[str, Readout], mode: 
 
 def _stack(values: list):
     if values and all(isinstance(v, dict) for v in values):  # a readout returning several named values
-        if len({tuple(v) for v in values}) > 1:
+        if len({frozenset(v) for v in values}) > 1:
             raise LlavamechError("a readout returned dicts with different keys on different examples: "
                                  f"{sorted(values[0])} and {sorted(next(v for v in values if v.keys() != values[0].keys()))}")
         return {key: _stack([v[key] for v in values]) for key in values[0]}

@@ -36,17 +36,17 @@ class Estimate:
         return bool(self.low > value or self.high < value)
 
 
-def numbers(name: str, values, ndim: int | None = None) -> np.ndarray:
+def numbers(name: str, values, ndim: int | None = None, empty: bool = False) -> np.ndarray:
     """`values` as a float64 array with at least one example (one row), or one line saying why it cannot be: a
     list of words, a ragged list or a scalar where examples are needed (`ndim`: the dimensions it must have)."""
-    values = values.detach().cpu() if hasattr(values, "detach") else values
+    values = values.detach().float().cpu() if hasattr(values, "detach") else values   # bfloat16 has no NumPy type
     if isinstance(values, (str, bytes, dict, set)):
         raise LlavamechError(f"{name} must be numbers, one per example, not a {type(values).__name__}")
     try:
         x = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError):
         raise LlavamechError(f"{name} must be numbers, one row per example, all rows of one length") from None
-    if x.ndim == 0 or len(x) == 0:
+    if x.ndim == 0 or (len(x) == 0 and not empty):
         raise LlavamechError(f"{name} must hold at least one example, got {'a single number' if x.ndim == 0 else 'none'}")
     if np.isinf(x).any():
         raise LlavamechError(f"{name} hold an infinite value: a mean with it is not a number; leave it out or use NaN")
@@ -100,7 +100,7 @@ def holm(p_values) -> np.ndarray:
     """Holm's step-down adjustment of a family of p-values ([m], same order as given): a test stands at level α when
     its adjusted p is at most α, with the chance of any false rejection in the family at most α. A NaN p (a test that
     could not be run) stays NaN and is not counted in the family."""
-    p = numbers("holm's p-values", p_values, ndim=1)
+    p = numbers("holm's p-values", p_values, ndim=1, empty=True)   # an empty family adjusts to nothing
     if ((p < 0) | (p > 1)).any():
         raise LlavamechError(f"holm's p-values must lie in [0, 1], got {p[(p < 0) | (p > 1)][:3].tolist()}")
     adjusted = np.full_like(p, np.nan)

@@ -7,6 +7,7 @@ Head scores are mean head Imp [L, H] over one paired example set; per-example ar
 from __future__ import annotations
 
 import contextlib
+import numbers
 
 import numpy as np
 import pandas as pd
@@ -26,7 +27,7 @@ from .stats import Estimate, bootstrap, holm, sign_flip_p
 def head_table(name: str, scores) -> np.ndarray:
     """Scores of every head, [layers, heads] (mean over examples), as a float array; one line for any other shape
     (per-example scores [n, L, H] are the commonest slip: average them first)."""
-    scores = np.asarray(scores.detach().cpu() if hasattr(scores, "detach") else scores, dtype=float)
+    scores = np.asarray(scores.detach().float().cpu() if hasattr(scores, "detach") else scores, dtype=float)
     if scores.ndim != 2 or not scores.size:
         hint = ": per-example scores, average them over examples with .mean(0) first" if scores.ndim == 3 else ""
         raise LlavamechError(f"{name} must be one score per head, [layers, heads], not shape {scores.shape}{hint}")
@@ -37,7 +38,7 @@ def head_table(name: str, scores) -> np.ndarray:
 
 def per_example_tables(names: list[str], arrays: list) -> list[np.ndarray]:
     """Per-example head scores [n, layers, heads], all of one shape (the same examples and heads), as float arrays."""
-    out = [np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=float) for x in arrays]
+    out = [np.asarray(x.detach().float().cpu() if hasattr(x, "detach") else x, dtype=float) for x in arrays]
     for name, x in zip(names, out):
         if x.ndim != 3:
             raise LlavamechError(f"{name} must be per-example head scores [n, layers, heads], not shape {x.shape}")
@@ -65,7 +66,7 @@ def overlap_table(a, b, ks, seed: int = 0) -> pd.DataFrame:
         raise LlavamechError(f"overlap_table compares the same heads: shapes {a.shape} and {b.shape} differ")
     n = a.size
     rows = []
-    for k in ([ks] if isinstance(ks, int) else ks):
+    for k in ([ks] if isinstance(ks, numbers.Integral) else ks):
         top_a, top_b = top_set(a, k), top_set(b, k)
         shared = len(top_a & top_b)
         within = len({layer for layer, _ in top_a | top_b}) * a.shape[-1]

@@ -68,7 +68,7 @@ def test_a_run_writes_one_row_per_item(clean, toy_set):
 
 def test_a_box_the_model_cannot_see_gives_no_pointing_not_a_miss(tmp_path):
     from dataclasses import replace
-    unseen = [replace(e, box=(0, 0, 1, 1)) for e in toy_examples(2, seed=4)]   # holds no patch's centre
+    unseen = [replace(e, box=(0, 0, 1, 1), boxes=()) for e in toy_examples(2, seed=4)]   # holds no patch's centre
     path = write_jsonl(unseen, tmp_path / "unseen.jsonl")
     assert main(["run", str(path), "--model", MODEL, "--out", str(tmp_path / "out")]) == 0
     assert [r["pointing"] for r in rows(tmp_path / "out")] == [None, None]

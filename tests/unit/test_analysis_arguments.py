@@ -61,10 +61,20 @@ def test_holm_keeps_untested_out_of_the_family_and_refuses_what_is_not_a_family(
 
 
 # ---- causal controls: no test without random sets to test against ----
-def test_no_control_without_a_random_set():
+def test_a_control_without_a_random_set_gives_no_p_value(toy, examples):
     rng = np.random.default_rng(0)
-    one_line(lambda: null_sets(4, 8, [(0, h) for h in range(8)], "same-layer", 3, rng), "no random head set")
-    one_line(lambda: null_sets(4, 8, [(l, h) for l in range(4) for h in range(8)], "all", 3, rng), "no random")
+    assert null_sets(4, 8, [(0, h) for h in range(8)], "same-layer", 3, rng) == ([], True)
+    whole_layer = [(0, h) for h in range(8)]
+    table = head_ablation_test(toy, examples, "vqa", whole_layer + [(1, 0)], ks=(1, 8), draws=3, how="zero",
+                               controls=("same-layer",))
+    p, holm = table["p (same layers)"], table["p, Holm (same layers)"]
+    assert np.isnan(p[8]) and np.isnan(holm[8])   # before: p = 1e-4 against no random set at all
+    assert np.isfinite(p[1]) and holm[1] == pytest.approx(p[1])   # the untested row is not counted in the family
+    assert len(stats.holm([])) == 0
+
+
+def test_random_sets_need_heads_draws_and_a_generator():
+    rng = np.random.default_rng(0)
     one_line(lambda: null_sets(4, 8, [], "all", 3, rng), "at least one head")
     one_line(lambda: null_sets(4, 8, [(0, 0)], "all", 0, rng), "draws")
     one_line(lambda: null_sets(4, 8, [(0, 0)], "all", 3, None), "Generator")
@@ -101,9 +111,11 @@ def test_patches_that_are_not_indices_are_refused(toy, examples):
     assert np.allclose(by_index, answer_scores(toy, examples, "vqa", patches=[10])["log p"])
 
 
-def test_means_must_be_this_models_and_only_with_mean_ablation(toy, examples):
+def test_means_must_be_this_models_and_never_silently_unused(toy, examples):
     means = activation_means(toy, examples[:1], "vqa")
-    one_line(lambda: answer_scores(toy, examples, "vqa", heads=[(0, 0)], means=means), "only by mean ablation")
+    one_line(lambda: answer_scores(toy, examples, "vqa", heads=[(0, 0)], means=means), "without how")
+    zero = answer_scores(toy, examples, "vqa", heads=[(0, 0)], how="zero")["log p"]   # a loop over how may pass them
+    assert np.array_equal(zero, answer_scores(toy, examples, "vqa", heads=[(0, 0)], how="zero", means=means)["log p"])
     other = activation_means(tiny("llava"), examples[:1], "vqa")
     one_line(lambda: answer_scores(toy, examples, "vqa", heads=[(0, 0)], how="mean", means=other), "not toy-llava's")
     text_means = activation_means(toy, examples[:1], "tqa")
@@ -156,6 +168,24 @@ def test_two_files_beside_each_other_never_share_an_image(tmp_path):
     one_line(lambda: read_jsonl(tmp_path / "a.jsonl", vocabulary="x"), "vocabulary")
 
 
+def test_every_animals_box_survives_a_file_so_patch_maps_can_be_scored_on_it(tmp_path):
+    a = toy_examples(3, seed=0)
+    back = read_jsonl(write_jsonl(a, tmp_path / "a.jsonl"))
+    assert [e.boxes for e in back] == [e.boxes for e in a] and all(e.boxes for e in back)
+    assert [e.asking(o).box for e in back for o in e.distractors] == [e.asking(o).box for e in a for o in e.distractors]
+    item = {"image": "images/a-00000.png", "animal": a[0].animal, "boxes": {a[0].animal: list(a[0].box)}}
+    (tmp_path / "b.jsonl").write_text(json.dumps(item) + "\n")
+    assert read_jsonl(tmp_path / "b.jsonl")[0].box == a[0].box        # the asked animal's box, from "boxes"
+    for boxes, message in (([1, 2, 3, 4], "map each animal"), ({a[0].animal: [0, 0, 9999, 5]}, "not inside"),
+                           ({a[0].animal: "x"}, "entry in \"boxes\" must be")):
+        (tmp_path / "c.jsonl").write_text(json.dumps({**item, "boxes": boxes}) + "\n")
+        one_line(lambda: read_jsonl(tmp_path / "c.jsonl"), message)
+    (tmp_path / "d.jsonl").write_text(json.dumps({**item, "box": [0, 0, 1, 1]}) + "\n")
+    one_line(lambda: read_jsonl(tmp_path / "d.jsonl"), "disagree")
+    from dataclasses import replace
+    one_line(lambda: write_jsonl([replace(a[0], box=(0, 0, 1, 1))], tmp_path / "e.jsonl"), "change both")
+
+
 def test_coco_boxes_outside_their_image_are_left_out(tmp_path):
     (tmp_path / "img").mkdir()
     for i in (1, 2):
@@ -185,3 +215,7 @@ def test_figures_take_lists_and_refuse_mismatched_panels():
     one_line(lambda: plots.map_grid([image, image], [np.zeros((8, 8))], ["a", "b"]), "one of each per panel")
     one_line(lambda: plots.image_grid([], []), "nothing to draw")
     one_line(lambda: plots.head_heatmap(np.zeros((3, 4, 8)), "t"), r"\.mean\(0\)")
+    one_line(lambda: plots.layer_bars({"attn": [1.0, 2.0], "ffn": [0.0, 1.0]}, "t", errors=(np.zeros(2), np.ones(2))),
+             r"each \[2, 2\]")
+    one_line(lambda: plots.ablation_strip([0.1, 0.2], "t"), "head-ablation table")
+    assert plots.head_heatmap(torch.ones(2, 3, dtype=torch.bfloat16), "bf16") is not None   # NumPy has no bfloat16

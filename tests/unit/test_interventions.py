@@ -131,11 +131,10 @@ def test_batched_head_sets_equal_one_ablation_at_a_time():
         means = I.activation_means(model, examples, mode)
         encoded = I.encode(model, examples, mode)
         for how in ("zero", "mean"):
-            given = means if how == "mean" else None   # means beside zero ablation are refused: a slip, not a wish
             batched = I.set_scores(model, encoded, sets, lambda m, rows: I.ablated(m, row_heads=rows, how=how,
-                                                                                   means=given), batch=6)
+                                                                                   means=means), batch=6)
             for s, chosen in enumerate(sets):
-                alone = I.answer_scores(model, examples, mode, heads=chosen, how=how, means=given)
+                alone = I.answer_scores(model, examples, mode, heads=chosen, how=how, means=means)
                 np.testing.assert_allclose(batched["log p"][s], alone["log p"], atol=1e-4)
                 np.testing.assert_array_equal(batched["correct"][s], alone["correct"])
 
