@@ -267,9 +267,10 @@ def _parse(line: str, where: str, folder: Path, vocabulary) -> Example:
     if box is not None:
         box = _check_box(box, size, fail)
     boxes = _boxes(item.get("boxes"), size, fail)
-    if box is not None and animal in dict(boxes) and dict(boxes)[animal] != box:
-        fail(f"\"box\" {list(box)} and the {animal}'s entry in \"boxes\" {list(dict(boxes)[animal])} disagree; give one")
-    box = box if box is not None else dict(boxes).get(animal)
+    listed = dict(boxes).get(animal)
+    if box is not None and listed is not None and listed != box:
+        fail(f"\"box\" {list(box)} and the {animal}'s entry in \"boxes\" {list(listed)} disagree; give one")
+    box = box if box is not None else listed
     return Example(image, animal, colour, box, facts, where, boxes,
                    asked=None if asked is not None and asked.type == "colour" else item.get("question", "").strip() or None,
                    answer=answer)

@@ -478,13 +478,11 @@ def against_random(model, heads, effect_of, draws: int, rng, control: str = "all
     set's rank among the random sets."""
     a = model.anatomy
     null, exact = null_sets(a.n_layers, a.n_heads, heads, control, draws, rng)
-    if not null:   # the chosen heads are every head the control draws from: nothing to test against, p = NaN
-        out = effect_of([list(heads)])
-        hit = {key: value[0] for key, value in out.items()}
-        return Control(control, hit, np.zeros(0), np.zeros(0), np.full(len(hit["Δ log p"]), np.nan), np.nan,
-                       np.nan, True, [])
     out = effect_of([list(heads)] + null)
     hit = {key: value[0] for key, value in out.items()}
+    if not null:   # the chosen heads are every head the control draws from: nothing to test against, p = NaN
+        return Control(control, hit, np.zeros(0), np.zeros(0), np.full(len(hit["Δ log p"]), np.nan), np.nan,
+                       np.nan, True, [])
     null_logp, null_acc = out["Δ log p"][1:].mean(1), out["Δ accuracy"][1:].mean(1)
     per_example = out["Δ log p"][1:].mean(0)
     paired = sign_flip_p(per_example - hit["Δ log p"], seed=int(rng.integers(2 ** 31)))
@@ -539,8 +537,7 @@ def held_out_ranking(examples: list[Example], head_scores, n_test: int | None) -
     ranked by its mean score (`head_scores`: [n, layers, heads], per example, e.g. Imp) over the *other* examples.
     Ranked and tested on the same examples, the top heads would be the ones that happen to score high there, and a
     random-set control does not undo that selection. (test examples, ranked heads)."""
-    scores = np.asarray(head_scores.detach().float().cpu() if hasattr(head_scores, "detach") else head_scores,
-                        dtype=float)
+    scores = validate.host_array(head_scores, float)
     if scores.ndim != 3 or len(scores) != len(examples):
         raise LlavamechError(f"head_scores must be per-example scores [n, layers, heads] for the {len(examples)} "
                              f"examples, not shape {scores.shape}")

@@ -62,7 +62,7 @@ def ranking(scores: np.ndarray, seed: int = 0) -> np.ndarray:
 def patch_scores(name: str, scores) -> np.ndarray:
     """A map's scores as a float array with at least one patch and no NaN (a NaN patch would be ranked first by
     nothing and last by nothing: a map with one is broken, not scored)."""
-    scores = np.asarray(scores.detach().cpu() if hasattr(scores, "detach") else scores, dtype=np.float64)
+    scores = validate.host_array(scores, np.float64)
     if not scores.size:
         raise LlavamechError(f"{name} has no patch scores")
     if not np.isfinite(scores).all():

@@ -10,16 +10,12 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from . import validate
 from .errors import LlavamechError
 from .stats import Estimate, bootstrap
 
 
-def as_array(values, dtype=None) -> np.ndarray:
-    """Scores as a NumPy array, from a tensor on any device, an array or a (nested) list."""
-    if isinstance(values, torch.Tensor):
-        values = values.detach()
-        values = (values.float() if values.is_floating_point() else values).cpu().numpy()  # NumPy has no bfloat16
-    return np.asarray(values, dtype=dtype)
+as_array = validate.host_array   # scores as a NumPy array, from a tensor on any device, an array or a list
 
 
 def grid_of(name: str, values) -> np.ndarray:

@@ -131,7 +131,7 @@ def imp_of(readings: dict[str, dict]) -> dict[str, np.ndarray]:
 
 def top_heads(imp: np.ndarray, k: int) -> list[tuple[int, int]]:
     """The k heads of highest mean Imp over examples ([n, L, H] -> [(layer, head)], best first)."""
-    imp = np.asarray(imp.detach().float().cpu() if hasattr(imp, "detach") else imp)
+    imp = validate.host_array(imp)
     if imp.ndim != 3:
         raise LlavamechError(f"top_heads ranks per-example head scores [n, layers, heads], got shape {imp.shape}")
     return readouts.top_heads_of(imp.mean(0), k)

@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import attribution
+from . import attribution, validate
 from .errors import LlavamechError
 from .examples import Example, example_list
 from .progress import progress
@@ -80,8 +80,7 @@ def _stack(values: list):
                                  f"{sorted(values[0])} and {sorted(next(v for v in values if v.keys() != values[0].keys()))}")
         return {key: _stack([v[key] for v in values]) for key in values[0]}
     try:
-        arrays = [v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v, dtype=np.float64)
-                  for v in values]
+        arrays = [validate.host_array(v, None if isinstance(v, torch.Tensor) else np.float64) for v in values]
         if len({a.shape for a in arrays}) == 1:
             return np.stack(arrays)
     except (TypeError, ValueError):

@@ -39,11 +39,10 @@ class Estimate:
 def numbers(name: str, values, ndim: int | None = None, empty: bool = False) -> np.ndarray:
     """`values` as a float64 array with at least one example (one row), or one line saying why it cannot be: a
     list of words, a ragged list or a scalar where examples are needed (`ndim`: the dimensions it must have)."""
-    values = values.detach().float().cpu() if hasattr(values, "detach") else values   # bfloat16 has no NumPy type
     if isinstance(values, (str, bytes, dict, set)):
         raise LlavamechError(f"{name} must be numbers, one per example, not a {type(values).__name__}")
     try:
-        x = np.asarray(values, dtype=np.float64)
+        x = validate.host_array(values, np.float64)
     except (TypeError, ValueError):
         raise LlavamechError(f"{name} must be numbers, one row per example, all rows of one length") from None
     if x.ndim == 0 or (len(x) == 0 and not empty):

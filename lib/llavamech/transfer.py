@@ -27,7 +27,7 @@ from .stats import Estimate, bootstrap, holm, sign_flip_p
 def head_table(name: str, scores) -> np.ndarray:
     """Scores of every head, [layers, heads] (mean over examples), as a float array; one line for any other shape
     (per-example scores [n, L, H] are the commonest slip: average them first)."""
-    scores = np.asarray(scores.detach().float().cpu() if hasattr(scores, "detach") else scores, dtype=float)
+    scores = validate.host_array(scores, float)
     if scores.ndim != 2 or not scores.size:
         hint = ": per-example scores, average them over examples with .mean(0) first" if scores.ndim == 3 else ""
         raise LlavamechError(f"{name} must be one score per head, [layers, heads], not shape {scores.shape}{hint}")
@@ -38,7 +38,7 @@ def head_table(name: str, scores) -> np.ndarray:
 
 def per_example_tables(names: list[str], arrays: list) -> list[np.ndarray]:
     """Per-example head scores [n, layers, heads], all of one shape (the same examples and heads), as float arrays."""
-    out = [np.asarray(x.detach().float().cpu() if hasattr(x, "detach") else x, dtype=float) for x in arrays]
+    out = [validate.host_array(x, float) for x in arrays]
     for name, x in zip(names, out):
         if x.ndim != 3:
             raise LlavamechError(f"{name} must be per-example head scores [n, layers, heads], not shape {x.shape}")

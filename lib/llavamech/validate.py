@@ -5,9 +5,19 @@ from __future__ import annotations
 
 import numbers
 
+import numpy as np
 import torch
 
 from .errors import LlavamechError
+
+
+def host_array(values, dtype=None) -> np.ndarray:
+    """Values as a NumPy array on the host: a tensor from any device (bfloat16 read as float32, which NumPy lacks),
+    an array or a (nested) list. What a user or a statistic receives comes back through here."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach()
+        values = (values.float() if values.is_floating_point() else values).cpu().numpy()
+    return np.asarray(values, dtype=dtype)
 
 
 def whole(name: str, value, least: int = 1, most: int | None = None, of: str = "") -> int:

@@ -219,3 +219,11 @@ def test_figures_take_lists_and_refuse_mismatched_panels():
              r"each \[2, 2\]")
     one_line(lambda: plots.ablation_strip([0.1, 0.2], "t"), "head-ablation table")
     assert plots.head_heatmap(torch.ones(2, 3, dtype=torch.bfloat16), "bf16") is not None   # NumPy has no bfloat16
+
+
+def test_bfloat16_tensors_reach_numpy_as_float_wherever_they_come_in():
+    half = torch.arange(6, dtype=torch.bfloat16).reshape(1, 2, 3)
+    assert question_study.top_heads(half, 1) == [(1, 2)]
+    assert transfer.head_table("s", half[0]).dtype == np.float64
+    assert patch_eval.patch_scores("map", half[0]).shape == (2, 3)
+    assert stats.numbers("x", half.ravel()).tolist() == list(range(6))
