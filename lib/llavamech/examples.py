@@ -479,6 +479,9 @@ def write_jsonl(examples: list[Example], path, images: str = "images", force: bo
     path = Path(path).expanduser()
     if path.is_dir():
         raise LlavamechError(f"{path} is a folder: give the JSONL file to write, e.g. {path / 'examples.jsonl'}")
+    if path.suffix != ".jsonl":
+        # The images are named after the file's stem, so a.jsonl and a.json beside each other would share them.
+        raise LlavamechError(f"{path} does not end in .jsonl: an example file is JSONL; write {path.with_suffix('.jsonl')}")
     folder = path.parent / images
     pictures = {i: folder / f"{path.stem}-{i:05d}.png" for i, ex in enumerate(examples)
                 if isinstance(ex.image, Image.Image)}

@@ -165,6 +165,7 @@ def test_two_files_beside_each_other_never_share_an_image(tmp_path):
     one_line(lambda: write_jsonl([], tmp_path / "c.jsonl"), "at least one example")
     one_line(lambda: write_jsonl(typed_examples(2, "colour", text=True), tmp_path / "d.jsonl"), "no image")
     one_line(lambda: write_jsonl(a, tmp_path), "is a folder")
+    one_line(lambda: write_jsonl(a, tmp_path / "a.json"), "does not end in .jsonl")
     one_line(lambda: read_jsonl(tmp_path / "a.jsonl", vocabulary="x"), "vocabulary")
 
 
