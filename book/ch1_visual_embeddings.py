@@ -93,8 +93,8 @@ fig.suptitle(f"{m.name}: top token of each visual embedding; scene of {first.sou
 
 # %% [markdown]
 # Read the left grid as a dictionary lookup: on the default scene, background patches land nearest to `?`, and
-# the animals' patches nearest to animal words — often the right one, sometimes a neighbour — or to colour words,
-# not always the animal's own (the title says what the scene holds). The right colour is rarely the single nearest
+# the animals' patches nearest to animal words — not always the right one, often another animal — or to colour
+# words, not always the animal's own (the title says what the scene holds). The right colour is rarely the single nearest
 # token. A top-1 token is a blunt measure, though: the colour may still rank second or
 # third. The mean reciprocal rank, over many scenes, is the measure that counts that.
 
@@ -192,6 +192,9 @@ fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
 for ax, word in zip(axes, ("colour", "animal")):
     curves = {"important patches": rr[f"important unembed {word}"], "in the box": rr[f"in-box unembed {word}"],
               "random patches": rr[f"random unembed {word}"]}
+    if word == "colour":   # a readout that puts every colour word first scores high on the true colour too
+        curves["other colours, important patches"] = rr["important unembed other colours"]
+        curves["other colours, random patches"] = rr["random unembed other colours"]
     if word == "animal":
         curves["other animals, important patches"] = rr["important unembed other animals"]
     plots.by_layer(curves, f"{m.name}: {word} MRR through W_U", "MRR", chance=chance, ax=ax)
@@ -222,6 +225,21 @@ readable = [layer for layer in range(len(lens_important.mean))
 glue("first_readable_layer", readable[0] if readable else "none")
 glue("colour_mrr_final_important", float(lens_important.mean[-1]))
 glue("colour_mrr_final_random", float(rr["random unembed colour"].mean[-1]))
+glue("other_mrr_final_random", float(rr["random unembed other colours"].mean[-1]))
+glue("other_mrr_final_important", float(rr["important unembed other colours"].mean[-1]))
+for where in ("important", "random"):   # the true colour against the other colours, scene by scene, at the final residual
+    own = bootstrap(ranks[f"{where} unembed colour"][:, -1] - ranks[f"{where} unembed other colours"][:, -1], seed=seed)
+    glue(f"final_{where}_true_minus_other", str(own))
+    glue(f"final_{where}_which", "this colour, not colour in general" if own.low > 0 else
+         "colour words in general, the true one not above the others" if own.high >= 0 else
+         "the other colours more than the true one")
+    # against the colours of the scene's other animals only: the asked animal's colour, or the scene's colours?
+    scene = ranks[f"{where} unembed colour"][:, -1] - ranks[f"{where} unembed scene's other colours"][:, -1]
+    scene = bootstrap(scene[np.isfinite(scene)], seed=seed)
+    glue(f"final_{where}_true_minus_scene", str(scene))
+    glue(f"final_{where}_scene_which", "the asked animal's colour above the scene's other colours" if scene.low > 0
+         else "the scene's colours alike, the asked animal's not above the others'" if scene.high >= 0
+         else "the other animals' colours above the asked animal's")
 print("layers where the colour MRR at important patches is above the random patches' (95 % intervals apart):",
       readable)
 
@@ -232,9 +250,22 @@ print("layers where the colour MRR at important patches is above the random patc
 # colour is, it is read *least* — a pattern the animal shows too (below). The colour becomes the readable *output* at important patches from the input
 # of layer {glue:text}`first_readable_layer` on, and by the final residual its MRR there is
 # {glue:text}`colour_mrr_final_important:.3f`, against {glue:text}`colour_mrr_final_random:.3f` at random
-# patches. In the organism the answer is assembled at the last position by layer 1's heads (chapter 3); the
-# image positions themselves, being earlier in the sequence, never see the question — what rises there is
-# the colour *of that patch*, written into a form $W_U$ reads.
+# patches. The uniform chance line is a weak baseline here: a readout that merely puts the colour words first
+# gives *any* colour a high MRR. So the other colours are read beside the true one. At the final residual they
+# have MRR {glue:text}`other_mrr_final_important:.3f` at the important patches and
+# {glue:text}`other_mrr_final_random:.3f` at the random ones; the true colour's reciprocal rank less theirs, scene
+# by scene, is {glue:text}`final_important_true_minus_other` at the important patches — {glue:text}`final_important_which` —
+# and {glue:text}`final_random_true_minus_other` at the random ones — {glue:text}`final_random_which`. But most
+# of those other colours are absent from the scene. Against the colours of the scene's *other* animals alone, the
+# true colour's reciprocal rank is ahead by {glue:text}`final_important_true_minus_scene` at the important patches
+# ({glue:text}`final_important_scene_which`) and by {glue:text}`final_random_true_minus_scene` at the random ones
+# ({glue:text}`final_random_scene_which`). In the organism the answer is assembled at the last position by layer
+# 1's heads (chapter 3); the image positions themselves, being earlier in the sequence, never see the question.
+# What a late image position reads as is the scene's content — its own patch's and, through attention to earlier
+# patches, others' — written into a form $W_U$ reads; that a random patch, mostly grey background, still reads
+# as the scene's colours is that mixing; and where it reads as the asked animal's colour above the other animals',
+# that comes from the animal's own patches among the random ones or from attention to them — it cannot come from
+# the question, which stands after every image position.
 #
 # The animal, read through $W_U$, is below chance at {glue:text}`animal_lens_below_everywhere` layer and every
 # kind of patch (its MRR at most {glue:text}`animal_lens_max:.3f`, upper 95 % bound

@@ -219,10 +219,12 @@ uniform = float(np.nanmean(measures["uniform attention"]))
 fig, axes = plt.subplots(1, 2, figsize=(8, 3))
 plots.estimate_bars({"same animal": ours[f"qk.attention_same.{MODE}"],
                      "another animal": ours[f"qk.attention_different.{MODE}"]},
-                    f"{m.name}: attention on the important positions", "attention mass", chance=uniform, ax=axes[0],
+                    f"{m.name}: attention on the important positions", "attention mass", chance=uniform,
+                    chance_label="uniform attention", ax=axes[0],
                     colors=["C3", "grey"])
 plots.estimate_bars({"true − other colour": ours[f"ov.logit_difference.{MODE}"]},
-                    f"{m.name}: value–output logit difference", "logit difference", chance=0.0, ax=axes[1],
+                    f"{m.name}: value–output logit difference", "logit difference", chance=0.0,
+                    chance_label="no preference", ax=axes[1],
                     colors=["C2"])
 fig.tight_layout()
 glue("uniform", uniform)
@@ -304,7 +306,9 @@ glue("k_max", int(causal.index[-1]))
 # **k = 1.** Ablating the single top head ({glue:text}`k1_heads`) costs almost nothing (Δ log p
 # {glue:text}`k1_dlogp`). Paired with the other heads of its layer ablated alone, its cost differs from theirs by
 # {glue:text}`k1_paired_same_layer` (p = {glue:text}`k1_p_same_layer:.2f`): no detectable difference from the
-# other heads of its layer. The head whose ablation alone costs most is {glue:text}`worst_single_head` (Δ log p
+# other heads of its layer. Paired with every single head of the model ablated alone, it
+# {glue:text}`k1_direction_all` on average ({glue:text}`k1_paired_all`): the single top head by Imp is not a
+# necessary head on its own. The head whose ablation alone costs most is {glue:text}`worst_single_head` (Δ log p
 # {glue:text}`worst_single_dlogp:.2f`), ranked {glue:text}`worst_single_imp_rank` of {glue:text}`n_heads_total` by
 # Imp.
 #

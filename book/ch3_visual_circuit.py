@@ -253,9 +253,11 @@ glue("uniform", uniform)
 fig, axes = plt.subplots(1, 2, figsize=(8, 3))
 plots.estimate_bars({"same animal": ours["qk.attention_same.vqa"], "another animal": ours["qk.attention_different.vqa"]},
                     f"{llava.name} VQA: attention on the important patches", "attention mass", chance=uniform,
+                    chance_label="uniform attention",
                     ax=axes[0], colors=["C3", "grey"])
 plots.estimate_bars({"true − other colour": ours["ov.logit_difference.vqa"]},
-                    f"{llava.name} VQA: value–output logit difference", "logit difference", chance=0.0, ax=axes[1],
+                    f"{llava.name} VQA: value–output logit difference", "logit difference", chance=0.0,
+                    chance_label="no preference", ax=axes[1],
                     colors=["C2"])
 fig.tight_layout()
 
@@ -321,8 +323,8 @@ glue_causal_test(causal, held_out)
 
 # %% [markdown]
 # **k = 1.** One head is redundant: ablating the top head ({glue:text}`k1_heads`) costs Δ log p
-# {glue:text}`k1_dlogp`, no more than the other heads ablated alone (paired difference
-# {glue:text}`k1_paired_all` against any single head, p = {glue:text}`k1_p_all:.2f`; {glue:text}`k1_paired_same_layer`
+# {glue:text}`k1_dlogp`, no more than the other heads ablated alone: against any single head it
+# {glue:text}`k1_direction_all` (paired difference {glue:text}`k1_paired_all`, p = {glue:text}`k1_p_all:.2f`; {glue:text}`k1_paired_same_layer`
 # against the others of its layer, p = {glue:text}`k1_p_same_layer:.2f`).
 #
 # **k = 3.** Three are not: the top 3 ({glue:text}`k3_heads`) cost Δ log p {glue:text}`k3_dlogp` (accuracy

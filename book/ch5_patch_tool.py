@@ -170,7 +170,7 @@ glue("ablation_passes", n_patches + 1)
 # Removing one patch at a time is the causal truth of that one patch, but an animal covers several: with one of
 # them gone the others still carry the colour, which is why single-patch ablation can point less well than the
 # tool (the paired difference above says whether it does here). Over all patches every method agrees with
-# ablation only loosely (Spearman: tool {glue:text}`agreement_tool`, integrated gradients
+# ablation only weakly (Spearman: tool {glue:text}`agreement_tool`, integrated gradients
 # {glue:text}`agreement_ig`): most patches change log p(answer) very little when removed alone, so their order means
 # little. On the patch that matters most the tool and ablation agree in {glue:text}`top1_tool` of the scenes,
 # integrated gradients and ablation in {glue:text}`top1_ig`, against {glue:text}`top1_random` for a random map
@@ -519,7 +519,7 @@ fig = plots.map_grid([explorer.example().image], [state["grid"]],
 # forward pass, and keeps more of its map on the animal than mean attention does, by mass with every map scaled
 # alike and by its top patches (paired over the scenes: {glue:text}`top_tool_minus_attention`); mean attention
 # alone, though, already points at the animal in {glue:text}`pointing_attention` of the scenes. Pointing at the
-# object is not faithfulness to the model: over all patches the tool agrees with causal ablation only loosely
+# object is not faithfulness to the model: over all patches the tool agrees with causal ablation only weakly
 # (Spearman {glue:text}`agreement_tool`, integrated gradients {glue:text}`agreement_ig`), and its top patch is
 # ablation's in {glue:text}`top1_tool` of the scenes. But a map is a property of a model as much as
 # of a method: on another seed of the same recipe the same tool points less well while integrated gradients do

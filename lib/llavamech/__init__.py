@@ -15,7 +15,16 @@ tensors into NumPy only as `.cpu().numpy()` (tests/unit/test_devices.py checks b
 CUDA: `bash tests/gpu/run.sh`.
 """
 from .errors import LlavamechError
-from .models import Model, load
+
+LAZY = ("Model", "load")   # torch and transformers load on first use, so that the command line can answer Ctrl-C
+
+
+def __getattr__(name: str):
+    if name in LAZY:
+        from . import models
+        return getattr(models, name)
+    raise AttributeError(f"module 'llavamech' has no attribute '{name}'")
+
 
 __all__ = ["LlavamechError", "Model", "load"]
 __version__ = "0.1.0"

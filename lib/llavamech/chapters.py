@@ -148,6 +148,9 @@ def main(argv=None) -> None:
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                    help="override a parameter (as papermill's -p)")
     args = p.parse_args(argv)
+    chapter = Path(args.chapter).expanduser()
+    if not chapter.is_file() or chapter.suffix != ".py":
+        sys.exit(f"{args.chapter}: no such chapter script; give one of book/*.py, e.g. book/ch3_visual_circuit.py")
     try:
         run_chapter(args.chapter, {name: parse_value(value) for name, value in args.parameter})
     except LlavamechError as error:   # bad input (a parameter, an image): its one line, as the CLI gives it

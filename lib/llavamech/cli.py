@@ -165,6 +165,11 @@ def _explain(args) -> int:
         heads = ", ".join(f"{h['layer']}_{h['head']} ({h['score']:.3f})" for h in result.top_heads[:5])
         print(f"{result.model}: {result.question!r} -> {result.answer!r} (p={result.answer_prob:.3f})")
         print(f"top heads (layer_head, log-prob increase): {heads}")
+        if result.patch_grid:   # which method made the map, and where it peaks: the map itself is in --json or --out
+            rows, cols = result.grid_shape
+            peak = max(range(rows * cols), key=lambda i: result.patch_grid[i // cols][i % cols])
+            print(f"patch map ({result.method}, {rows} x {cols} patches): largest at row {peak // cols}, "
+                  f"column {peak % cols} (0-based, from the top left)")
         if args.out:
             print(f"patch map written to {args.out}")
     return 0
@@ -185,8 +190,14 @@ def _run(args) -> int:
     return 0
 
 
+MAX_SCENES = 5000   # every scene is drawn in memory before the file is written: about 0.2 MB each
+
+
 def _examples(args) -> int:
     _positive(args.n, "--n")
+    if args.n > MAX_SCENES:
+        raise LlavamechError(f"--n {args.n}: at most {MAX_SCENES} scenes a file (all are held in memory while drawn); "
+                             "write several files with different --seed")
     drawn = toy_examples if args.type is None else lambda n, seed: typed_examples(n, args.type, seed)
     args.out = _path(args.out, "--out")
     _writable_folder(args.out.parent, "--out")

@@ -23,6 +23,7 @@ import json
 import os
 import random
 import re
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -176,6 +177,8 @@ def read_jsonl(path, vocabulary=None) -> list[Example]:
     path = Path(path)
     if "\x00" in str(path):
         raise LlavamechError(f"the example file name {str(path)!r} holds a NUL byte")
+    if path.is_dir():
+        raise LlavamechError(f"{path} is a folder; give the example file (JSONL) inside it")
     if not path.is_file():
         raise LlavamechError(f"example file not found: {path}")
     out, first = [], {}
@@ -207,7 +210,8 @@ def _lines(path: Path) -> list[str]:
         raise LlavamechError(f"{path} is gzip-compressed; decompress it first (gunzip), example files are plain JSONL")
     if data.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in data:
         line = data[:data.find(b"\x00")].count(b"\n") + 1 if b"\x00" in data else 1
-        raise LlavamechError(f"{path}:{line}: holds NUL bytes (a UTF-16 file?); save the file as UTF-8")
+        what = "holds NUL bytes" if b"\x00" in data else "starts with a UTF-16 byte-order mark"
+        raise LlavamechError(f"{path}:{line}: {what} (a UTF-16 file?); save the file as UTF-8")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -221,14 +225,29 @@ KEYS = ("image", "animal", "question", "answer", "colour", "box", "facts", "boxe
 ALIASES = {"color": "colour", "bbox": "box"}   # the spellings the prompt and COCO use; colour and box are canonical
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs) -> dict:
+    seen = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen.add(key)
+    return dict(pairs)
+
+
 def _parse(line: str, where: str, folder: Path, vocabulary) -> Example:
     def fail(what):
         raise LlavamechError(f"{where}: {what}")
 
     try:
-        item = json.loads(line)
+        item = json.loads(line, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as e:
         fail(f"not valid JSON ({e.msg}); write one object a line")
+    except _DuplicateKey as e:   # JSON would keep the last silently: which one was meant is not ours to guess
+        fail(f"\"{e.args[0]}\" is given twice on this line; keep one")
     if not isinstance(item, dict):
         fail("expected a JSON object like {\"image\": ..., \"animal\": ...}")
     item = _canonical_keys(item, fail)
@@ -267,6 +286,10 @@ def _parse(line: str, where: str, folder: Path, vocabulary) -> Example:
     if box is not None:
         box = _check_box(box, size, fail)
     boxes = _boxes(item.get("boxes"), size, fail)
+    stray = next((a for a, _ in boxes if facts and a not in dict(facts)), None)
+    if stray is not None:   # a box for an animal the scene does not hold would be scored as its evidence
+        fail(f"\"boxes\" gives a box for '{stray}', which is not among the facts {[a for a, _ in facts]}; give the "
+             "boxes of the scene's animals")
     listed = dict(boxes).get(animal)
     if box is not None and listed is not None and listed != box:
         fail(f"\"box\" {list(box)} and the {animal}'s entry in \"boxes\" {list(listed)} disagree; give one")
@@ -346,6 +369,8 @@ def _answer(item: dict, asked, fail) -> str | None:
 
 def _image_size(image: Path, fail) -> tuple[int, int]:
     """The size of the image as the model will see it (upright), decoding it in full."""
+    if image.is_dir():
+        fail(f"\"image\" names the folder {image}; name an image file in it")
     if not image.is_file():
         fail(f"image not found: {image} (paths are relative to the example file)")
     try:
@@ -525,13 +550,16 @@ def from_coco(instances, images, out, min_area: float = 0.02, limit: int | None 
     by_image: dict[int, list[dict]] = {}
     for a in annotations:
         by_image.setdefault(a["image_id"], []).append(a)
-    lines = []
+    lines, missing = [], 0
     for image_id in sorted(by_image):
         name, w, h = files[image_id]
         kinds = [a["category_id"] for a in by_image[image_id]]
         single = [a for a in by_image[image_id] if kinds.count(a["category_id"]) == 1
                   and a["bbox"][2] * a["bbox"][3] >= min_area * w * h]
-        if not single or not (images / name).is_file():
+        if not single:
+            continue
+        if not (images / name).is_file():
+            missing += 1
             continue
         a = max(single, key=lambda a: a["bbox"][2] * a["bbox"][3])
         x, y, bw, bh = a["bbox"]
@@ -546,6 +574,9 @@ def from_coco(instances, images, out, min_area: float = 0.02, limit: int | None 
         raise LlavamechError(f"no image of {instances} in {images} holds a single animal of its kind")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
+    if missing:   # a partial download is common: say how much of the annotations it leaves out
+        print(f"llavamech: note: {missing} annotated images with a usable animal are not in {images}; left out",
+              file=sys.stderr)
     return len(lines)
 
 

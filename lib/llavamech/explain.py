@@ -53,6 +53,7 @@ class Explanation:
     image: object = field(repr=False, default=None)               # the input as a PIL image, or None
     image_processor: object = field(repr=False, default=None)
     trace: object = field(repr=False, default=None)
+    source: Path | None = field(repr=False, default=None)         # the image file it explains, if given as one
 
     CONTRACT = ("answer", "answer_token_id", "answer_prob", "top_heads", "patch_grid", "grid_shape", "seconds",
                 "model", "question", "method", "question_type")
@@ -85,6 +86,8 @@ class Explanation:
             raise LlavamechError(f"{path}: give a file ending in {', '.join(MAP_FORMATS)}")
         if not path.parent.is_dir():
             raise LlavamechError(f"{path}: the folder {path.parent} does not exist; create it first")
+        if self.source is not None and path.exists() and path.samefile(self.source):
+            raise LlavamechError(f"{path} is the image this map explains; write the map to another file")
         fig = patch_overlay(self, title=title)
         try:
             fig.savefig(path, dpi=120, bbox_inches="tight")
@@ -102,6 +105,8 @@ def explain(model, image=None, question: str = "", context: str | None = None, t
     a = model.anatomy
     validate.whole("top_k", top_k, 1)
     validate.whole("map_heads", map_heads, 1, a.n_layers * a.n_heads, f" ({model.name}'s heads)")
+    if context is not None and not isinstance(context, str):
+        raise LlavamechError(f"the context must be text, got {type(context).__name__}")
     if image is None and not (context or "").strip():
         raise LlavamechError("give an image, or the facts as context for a text-only question" if model.is_multimodal
                              else f"{model.name} is a text-only model: give the facts as context")
@@ -123,6 +128,6 @@ def explain(model, image=None, question: str = "", context: str | None = None, t
         answer_prob=float(torch.softmax(trace.logits, -1)[token]), top_heads=heads, patch_grid=grid,
         grid_shape=shape, seconds={"forward": t1 - t0, "scores": t2 - t1, "total": t2 - t0},
         model=model.name, question=question, method="tool" if map_heads == 1 else "top-k", question_type=getattr(questions.parse(question), "type", None),
-        head_scores=scores, image=pil,
+        head_scores=scores, image=pil, source=Path(image).expanduser() if isinstance(image, (str, Path)) else None,
         image_processor=model.processor.image_processor if pil is not None else None, trace=trace)
 

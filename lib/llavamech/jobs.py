@@ -261,6 +261,8 @@ def run(examples, model_name: str, out, device: str = "cpu", dtype: str = "float
     check_method(method)
     wanted = settings(model_name, examples, method, heads, dtype)
     procs.decide(lambda: check_out(out, wanted, force))
+    if examples.is_dir():
+        raise LlavamechError(f"{examples} is a folder; give the example file (JSONL) inside it")
     if not examples.is_file():
         raise LlavamechError(f"example file not found: {examples}")
     if procs.count > 1 and device in ("auto", "cuda"):
@@ -271,6 +273,11 @@ def run(examples, model_name: str, out, device: str = "cpu", dtype: str = "float
         raise LlavamechError(f"{model_name} is a text-only model; `run` explains images, so give a Llava model")
     every = read_jsonl(examples, vocabulary=model.knows)
     items = every[:limit]
+    for item in items:   # a question the model cannot be asked stops the run before anything is computed
+        try:
+            model.check_question(item.question)
+        except LlavamechError as e:
+            raise LlavamechError(f"{item.source}: {e}") from None
     started = procs.decide(lambda: start(out, wanted, [item_hash(x) for x in every], force))
     try:
         return _compute(model, items, out, procs, method, heads, maps, dropped=started[1] if started else 0)

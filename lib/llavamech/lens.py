@@ -123,7 +123,7 @@ def word_ranks_at_patches(model, trace, words: dict, k: int, generator: torch.Ge
     """Chapter 1's readout: reciprocal rank of each word, averaged over the k important patches (per-position Imp
     in `heads`, default the trace's own top head) and over k random patches, at the input of every layer, read
     onto E and onto W_U: {"<important|random> <embed|unembed> <word>": [L+1]}. A word given as a list of token ids
-    (e.g. the animals not asked about) gets the mean reciprocal rank over them. `inside` (row-major patch indices,
+    (e.g. the animals not asked about) gets the mean reciprocal rank over them (NaN for an empty list). `inside` (row-major patch indices,
     e.g. the asked animal's box) adds "in-box": k random patches among those (all of them when fewer; NaN when
     none), the control that does not use the head's scores. Needs all_positions=True."""
     if heads is None:
@@ -141,7 +141,7 @@ def word_ranks_at_patches(model, trace, words: dict, k: int, generator: torch.Ge
         for onto in ("embed", "unembed"):
             for word, tokens in words.items():
                 tokens = [tokens] if isinstance(tokens, int) else list(tokens)
-                if not len(positions):
+                if not len(positions) or not tokens:   # no patch to read, or no word (a scene of one colour)
                     out[f"{name} {onto} {word}"] = torch.full((vectors.shape[0],), float("nan"))
                     continue
                 rr = torch.stack([(1.0 / token_ranks(model.anatomy, vectors, t, onto).float()).mean(-1) for t in tokens])
@@ -155,7 +155,9 @@ def colour_animal_ranks(model, item, animals, k: int, generator: torch.Generator
     and the scene's other `animals` — and, given `colours`, the colours other than the answer ("other colours": a
     patch that reads as *some* colour scores high on them too, one that reads as this colour does not) — at the top
     head's k important patches, k random patches, and k random patches inside the asked animal's box (the control
-    that does not use the head's scores)."""
+    that does not use the head's scores). With `colours`, also "scene's other colours": the colours of the scene's
+    other animals (from the item's facts; NaN where none differs from the answer), the control that tells a patch
+    reading as the asked animal's colour from one reading as the scene's colours."""
     example = item.example
     mask = example.box_mask(model.processor.image_processor, item.trace.positions.grid_shape)
     inside = [] if mask is None else np.flatnonzero(mask.ravel())
@@ -163,5 +165,7 @@ def colour_animal_ranks(model, item, animals, k: int, generator: torch.Generator
              "other animals": [model.token_id(a) for a in animals if a != example.animal]}
     if colours:
         words["other colours"] = [t for t in map(model.token_id, colours) if t != item.colour_id]
+        words["scene's other colours"] = sorted({model.token_id(c) for a, c in example.facts if a != example.animal}
+                                                - {item.colour_id})
     return word_ranks_at_patches(model, item.trace, words, k, generator, inside=inside)
 

@@ -17,6 +17,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -178,6 +179,14 @@ class Model:
             enc["pixel_values"] = enc["pixel_values"].to(self.dtype)
         return enc
 
+    def check_question(self, question: str, context: str | None = None, image: bool = True) -> None:
+        """Refuse, in one line, a question (and context) this model cannot be asked, from its words alone: what
+        `inputs` would refuse on its vocabulary, without an image or a forward pass (a long run checks every item
+        before it computes any)."""
+        text = self.prompt(question, context, image=image)
+        special = {"add_special_tokens": False} if self.family is not None else {}
+        self._check_vocabulary(text, self.tokenizer(text, return_tensors="pt", **special)["input_ids"], question)
+
     def _check_length(self, input_ids: torch.Tensor) -> None:
         """Positions past max_position_embeddings are extrapolated: the model answers, wrongly and without a word."""
         n, limit = input_ids.shape[-1], self.max_positions
@@ -200,7 +209,8 @@ class Model:
                                  "be asked this way")
         word = words[0]
         typed = questions.parse(question)
-        if typed and word.lower() not in " ".join(typed.slots.values()).lower().split():
+        wording = re.findall(r"\w+", (typed.text + " " + typed.answer_prefix).lower()) if typed else []
+        if typed and word.lower() in wording and word.lower() not in " ".join(typed.slots.values()).lower().split():
             # a word of the type's own wording ("Is there a ...?"): the model was never taught this type of question
             other = " (toy-llava-multi is the organism trained on every question type)" if self.name.startswith(
                 "toy-") else ""
@@ -232,6 +242,8 @@ class Model:
     # ---- analysis entry points ----
     def trace(self, image=None, question: str = "", context: str | None = None, all_positions: bool = False) -> Trace:
         """One hooked forward pass at the last prompt position (see llavamech.trace)."""
+        if not isinstance(all_positions, bool):
+            raise LlavamechError(f"all_positions must be True or False, got {all_positions!r}")
         return run_trace(self.hf, self.anatomy, self.inputs(image, question, context), self.tokenizer, all_positions)
 
     def explain(self, image=None, question: str = "", context: str | None = None, method: str = "tool",
@@ -315,7 +327,9 @@ def _from_pretrained(name: str, source, device: str, dtype: torch.dtype = torch.
         config = transformers.AutoConfig.from_pretrained(source, local_files_only=True)
     except (OSError, ValueError):
         if Path(source).is_dir():
-            raise LlavamechError(f"{source} is a folder without a model (no config.json); give the folder that "
+            what = ("its config.json is not a readable model configuration" if (Path(source) / "config.json").is_file()
+                    else "no config.json")
+            raise LlavamechError(f"{source} is a folder without a model ({what}); give the folder that "
                                  "save_pretrained or huggingface-cli download wrote") from None
         if str(name).startswith(("/", ".", "~")) or str(name).count("/") > 1:
             raise LlavamechError(f"model folder not found: {name}") from None

@@ -62,12 +62,18 @@ def shade_map(ax, view, grid, scale: float | None = None) -> None:
     ax.axis("off")
 
 
-def _shade_bar(fig, axes, top: float, label: str, **kwargs):
-    """The colour bar of `shade_map`'s shading, from dark (0) to the image's own colours (`top`)."""
+def _shade_bar(fig, axes, top: float, label: str, height: float | None = None, **kwargs):
+    """The colour bar of `shade_map`'s shading, from dark (0) to the image's own colours (`top`). `height`: the
+    bar's length in inches, where known, to which its label is wrapped (a label longer than its bar overhangs)."""
     colors = plt.matplotlib.colors
     bar = plt.cm.ScalarMappable(colors.PowerNorm(0.5, 0, top),
                                 colors.LinearSegmentedColormap.from_list("shade", [(0.3, 0.3, 0.3), (1, 1, 1)]))
-    return fig.colorbar(bar, ax=axes, label=f"{label} (square-root scale)", **kwargs)
+    label = f"{label} (square-root scale)"
+    if height is not None:   # about 0.06 inch a character of the 8 pt label
+        label = textwrap.fill(label, max(12, int(height / 0.06)))
+    out = fig.colorbar(bar, ax=axes, **kwargs)
+    out.set_label(label, fontsize=8)
+    return out
 
 
 def patch_overlay(explanation, title: str | None = None, ax=None):
@@ -181,8 +187,10 @@ def token_grid(image, tokens: list[list[str]], title: str, ax=None, fontsize: fl
     return fig
 
 
-def estimate_bars(estimates: dict, title: str, ylabel: str, chance: float | None = None, ax=None, colors=None):
-    """Bars of means with their 95 % intervals ({label: Estimate}), and a dashed chance line."""
+def estimate_bars(estimates: dict, title: str, ylabel: str, chance: float | None = None, ax=None, colors=None,
+                  chance_label: str = "chance"):
+    """Bars of means with their 95 % intervals ({label: Estimate}), and a dashed line at `chance` (named
+    `chance_label`, e.g. "uniform attention")."""
     if not estimates or not all(isinstance(e, Estimate) and not np.ndim(e.mean) for e in estimates.values()):
         raise LlavamechError("estimate_bars draws {label: Estimate of one mean} (stats.bootstrap of [n] values)")
     fig, ax = plt.subplots(figsize=(max(3.5, 0.9 * len(estimates) + 1.5), 3)) if ax is None else (ax.figure, ax)
@@ -194,9 +202,10 @@ def estimate_bars(estimates: dict, title: str, ylabel: str, chance: float | None
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels, fontsize=8)
     if chance is not None:
-        ax.axhline(chance, color="k", ls="--", lw=0.8, label=f"chance {chance:.3g}")
+        ax.axhline(chance, color="k", ls="--", lw=0.8, label=f"{chance_label} {chance:.3g}")
     ax.plot([], [], color="k", marker="|", markersize=9, ls="", label="mean, 95 % CI")   # say what the bars are
-    ax.legend(fontsize=8)
+    ax.margins(y=0.3)   # headroom above the whiskers, where the legend goes rather than over a bar
+    ax.legend(fontsize=8, loc="best")
     ax.axhline(0, color="k", lw=0.4)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
@@ -250,7 +259,7 @@ def map_grid(views: list, grids: list, captions: list[str], cols: int = 4, size:
     same_lengths("map_grid", views=views, grids=grids, captions=captions)
     grids = [grid_of("each map", g) for g in grids]
     rows = -(-len(views) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * size, rows * size * 1.2), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * size, rows * size * 1.2), squeeze=False, layout="constrained")
     for ax in axes.flat:
         ax.axis("off")
     top = max(float(np.max(as_array(g, np.float32))) for g in grids) if shared else None
@@ -259,7 +268,8 @@ def map_grid(views: list, grids: list, captions: list[str], cols: int = 4, size:
         shade_map(ax, view, grid, top)
         ax.set_title("\n".join(textwrap.fill(line, width) for line in cap.split("\n")), fontsize=8)
     _shade_bar(fig, axes.ravel().tolist(), top if shared else 1.0,
-               "map value, one scale" if shared else "share of each map's own largest value", shrink=0.7, pad=0.02)
+               "map value, one scale" if shared else "share of each map's own largest value", shrink=0.7, pad=0.02,
+               height=0.7 * rows * size * 1.2)
     return fig
 
 

@@ -60,12 +60,13 @@ def glue_causal_test(causal: pd.DataFrame, ranked: list[tuple[int, int]]) -> Non
     """Glue a head-ablation test (`head_ablation_test`) for a chapter's prose. Per k: the heads (kK_heads), the
     top-k effect (kK_dacc, kK_dlogp, kK_dlogp_mean) and, per control, its paired difference from the random sets, their p-value and
     Holm-adjusted p-value over the table, the top-k's rank among the sets, the random sets' mean Δ log p and
-    Δ accuracy and how many sets ran (kK_paired_all, kK_p_all, kK_holm_all, kK_rank_same_layer,
-    kK_random_dlogp_same_layer, kK_sets_all, ...). Where k = 1 ran every single head, the most harmful
+    Δ accuracy and how many sets ran, and the paired difference in words (kK_paired_all, kK_p_all, kK_holm_all,
+    kK_rank_same_layer, kK_random_dlogp_same_layer, kK_sets_all, kK_direction_all, ...). Where k = 1 ran every single head, the most harmful
     one and its rank by Imp among `ranked` (worst_single_head, worst_single_dlogp, worst_single_imp_rank). For the
     scorecard: which tests stand after Holm's correction, each with its rank among the sets (causal_verdict: "yes"
-    only when one stands against heads of the chosen heads' own layers; "partly" when only against heads of any layer, which shows the layer matters)
-    and the one closest to standing (causal_summary)."""
+    only when one stands against heads of the chosen heads' own layers; "partly" when only against heads of any layer, which shows the layer matters,
+    or when at some k the chosen heads cost significantly *less* than random ones, which it then names) and the one
+    closest to standing (causal_summary)."""
     by_k = {int(k): row for k, row in causal.iterrows()}
     for k, row in by_k.items():
         glue(f"k{k}_heads", row["heads"])
@@ -81,12 +82,18 @@ def glue_causal_test(causal: pd.DataFrame, ranked: list[tuple[int, int]]) -> Non
             glue(f"k{k}_sets_{tag}", row[f"_control {control}"].sets)
             glue(f"k{k}_paired_{tag}", str(row[f"paired Δ log p ({name})"]))
             glue(f"k{k}_rank_{tag}", row[f"rank among sets ({name})"])
+            glue(f"k{k}_direction_{tag}", _direction(row[f"paired Δ log p ({name})"]))
     glue("n_heads_total", len(ranked))
     holm = {(k, name): float(row[f"p, Holm ({name})"]) for k, row in by_k.items() for name in CONTROL_NAMES.values()}
     # each standing test with its rank among the random sets: the paired test is against their average, and a
     # reader should see whether the chosen heads also cost more than most of the sets themselves
     standing = [f"k = {k} against {name} (rank {by_k[k][f'rank among sets ({name})']})"
                 for (k, name), p in holm.items() if p < 0.05]
+    # the other tail: where the chosen heads cost *less* than the random sets (the paired interval above zero), the
+    # claim fails at that k, and the scorecard must say so beside the tests that stand
+    opposite = [f"k = {k} costs less than {name} ({by_k[k][f'paired Δ log p ({name})']})"
+                for k, row in by_k.items() for name in CONTROL_NAMES.values()
+                if row[f"paired Δ log p ({name})"].low > 0]
     within = CONTROL_NAMES["same-layer"]
     # the smallest adjusted p; on a tie, the same-layer test, the one the verdict rests on
     (k_min, name_min), p_min = min(holm.items(), key=lambda item: (item[1], item[0][1] != within))
@@ -96,6 +103,8 @@ def glue_causal_test(causal: pd.DataFrame, ranked: list[tuple[int, int]]) -> Non
         verdict = f"partly: {'; '.join(standing)}, not against {within} (the layer matters)"
     else:
         verdict = "not established: no test survives correction"
+    if opposite:
+        verdict = verdict.replace("yes: ", "partly: ", 1) + "; but " + "; ".join(opposite)
     glue("causal_verdict", verdict)
     glue("causal_summary", f"top {k_min}: Δ log p {by_k[k_min]['top-k Δ log p']}; smallest Holm-adjusted p "
                            f"{p_min:.2g} (against {name_min}, {len(holm)} tests)")
@@ -106,6 +115,14 @@ def glue_causal_test(causal: pd.DataFrame, ranked: list[tuple[int, int]]) -> Non
         glue("worst_single_head", f"{layer}_{head}")
         glue("worst_single_dlogp", float(single.null_logp[worst]))
         glue("worst_single_imp_rank", ranked.index((layer, head)) + 1)
+
+
+def _direction(paired) -> str:
+    """A paired difference (chosen heads' Δ log p less the random sets', 95 % interval) in words."""
+    if not np.isfinite([paired.low, paired.high]).all():
+        return "not tested (no random set)"
+    return ("costs more than they do" if paired.high < 0 else "costs less than they do" if paired.low > 0
+            else "not distinguished from them")
 
 
 def table(frame, name: str, number_format: str | None = None):

@@ -196,6 +196,8 @@ def test_coco_annotations_become_an_example_set(tmp_path):
     (["explain", "--question", "What is the color of the dog?", "--context", "  ", "--model", "tiny-random-vicuna"],
      "give an IMAGE"),
     (["examples", "--n", "0", "--out", "{tmp}/e.jsonl"], "--n must be at least 1"),
+    (["examples", "--n", "100000000", "--out", "{tmp}/e.jsonl"], "at most 5000 scenes a file"),
+    (["examples", "--n", "2", "--out", "{tmp}/e.json"], "does not end in .jsonl"),
     (["examples", "--out", "{tmp}/afile/e.jsonl"], "is a file"),
     (["coco", "{tmp}/nope.json", "--images", "{tmp}", "--out", "{tmp}/c.jsonl"], "annotations file not found"),
     (["coco", "{set}", "--images", "{tmp}", "--out", "{tmp}/c.jsonl"], "is not JSON"),
@@ -214,3 +216,15 @@ def test_every_command_answers_bad_input_in_one_line(argv, expected, toy_set, tm
     out = capsys.readouterr()
     assert out.out == "" and out.err.count("\n") == 1 and out.err.startswith("llavamech: error: "), out.err
     assert expected in out.err, out.err
+
+
+def test_a_question_the_model_cannot_be_asked_stops_the_run_before_any_item_is_computed(tmp_path, capsys):
+    path = write_jsonl(toy_examples(3, seed=5), tmp_path / "late.jsonl")
+    lines = path.read_text().splitlines()
+    lines.append(json.dumps({"image": json.loads(lines[0])["image"], "question": "Why is the sky?", "answer": "red"}))
+    path.write_text("\n".join(lines) + "\n")
+    assert main(["run", str(path), "--model", "toy-llava", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "late.jsonl:4:" in err and "vocabulary" in err and err.count("\n") == 1, err
+    assert not any((tmp_path / "out").glob("part-*.jsonl")) or all(
+        p.read_text() == "" for p in (tmp_path / "out").glob("part-*.jsonl"))

@@ -163,6 +163,20 @@ def test_save_map_expands_the_home_folder_and_names_what_it_wrote(toy, scene, tm
     one_line(lambda: text.save_map(tmp_path / "t.png"), "text-only input")
 
 
+def test_save_map_never_writes_over_the_image_it_explains(toy, scene, tmp_path):
+    image = tmp_path / "scene.png"
+    scene.image.save(image)
+    before = image.read_bytes()
+    one_line(lambda: toy.explain(str(image), Q).save_map(image), "is the image this map explains")
+    assert image.read_bytes() == before
+
+
+@pytest.mark.parametrize("context", [5, ["The dog is white."]])
+def test_a_context_that_is_not_text_is_refused_with_or_without_an_image(toy, scene, context):
+    one_line(lambda: tiny("llama").explain(question=Q, context=context), "the context must be text")
+    one_line(lambda: toy.explain(scene.image, Q, context=context), "the context must be text")
+
+
 @pytest.mark.parametrize("call, match", [
     (lambda t: attribution.head_scores(t, token=38), "token must be a whole number from 0 to 37"),
     (lambda t: attribution.head_scores(t, token="brown"), "token must be"),

@@ -48,3 +48,12 @@ def test_a_chapter_runs_without_jupyter_or_ipython():
                            "-p", "seed", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "appendix_identities.py: cell 7/7" in done.stderr
+
+
+@pytest.mark.parametrize("name", ["nope.py", "book"])
+def test_a_chapter_that_is_not_there_is_one_line(name, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "book").mkdir()
+    with pytest.raises(SystemExit) as stop:
+        chapters.main([name])
+    assert "no such chapter script" in str(stop.value.code) and "\n" not in str(stop.value.code)

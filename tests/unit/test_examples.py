@@ -66,6 +66,8 @@ def test_a_good_file_reads_with_paths_relative_to_it(tmp_path):
     (dict(GOOD, colour="pink"), "\"colour\" 'pink' disagrees with the facts, which make the dog 'brown'"),
     (dict(GOOD, facts=[["dog", "brown"], ["dog", "pink"]]), "'dog' is in the facts twice"),
     (dict(GOOD, answer="blue"), "\"answer\" 'blue' disagrees with \"colour\" 'brown'"),
+    ('{"image": "a.png", "animal": "dog", "colour": "brown", "colour": "red"}', '"colour" is given twice'),
+    (dict(GOOD, boxes={"unicorn": [1, 2, 30, 29]}), "'unicorn'"),
 ])
 def test_bad_lines_name_the_line_and_the_fix(tmp_path, line, message):
     path = write(tmp_path, [GOOD, line])

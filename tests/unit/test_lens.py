@@ -1,4 +1,5 @@
 import random
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -87,3 +88,9 @@ def test_colour_animal_ranks_read_the_answer_the_asked_animal_the_others_and_the
     assert torch.allclose(more["in-box embed other colours"], word_ranks_at_patches(
         model, item.trace, {"c": other}, 2, torch.Generator().manual_seed(0), inside=inside)["in-box embed c"],
         equal_nan=True)
+    scene = sorted({model.token_id(c) for a, c in example.facts if a != example.animal} - {item.colour_id})
+    assert scene and torch.allclose(more["random unembed scene's other colours"], word_ranks_at_patches(
+        model, item.trace, {"c": scene}, 2, torch.Generator().manual_seed(0), inside=inside)["random unembed c"])
+    alone = lens.colour_animal_ranks(model, replace(item, example=replace(example, facts=((example.animal, example.colour),))),
+                                     animals, 2, torch.Generator().manual_seed(0), colours=colours)
+    assert torch.isnan(alone["important embed scene's other colours"]).all()   # one animal: no other colour to rank

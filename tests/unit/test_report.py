@@ -37,11 +37,21 @@ def test_a_causal_test_is_glued_for_the_prose(monkeypatch):
     assert glued["worst_single_imp_rank"] == ranked.index((layer, head)) + 1 > 1
     # the verdict: "yes" needs a test standing against the chosen heads' own layers; against any layer, "partly"
     all_rank, within_rank = table.loc[1, "rank among sets (all heads)"], table.loc[1, "rank among sets (same layers)"]
+    even = Estimate(0.0, -0.1, 0.1, 2)   # paired differences that leave the other tail out of it
     for all_p, within_p, verdict in ((0.01, 0.2, f"partly: k = 1 against all heads (rank {all_rank}), not against "
                                                    "same layers (the layer matters)"),
                                      (0.01, 0.02, f"yes: k = 1 against all heads (rank {all_rank}); k = 1 against "
                                                   f"same layers (rank {within_rank})"),
                                      (0.2, 0.2, "not established: no test survives correction")):
-        adjusted = table.assign(**{"p, Holm (all heads)": [all_p, 1.0], "p, Holm (same layers)": [within_p, 1.0]})
+        adjusted = table.assign(**{"p, Holm (all heads)": [all_p, 1.0], "p, Holm (same layers)": [within_p, 1.0],
+                                   **{f"paired Δ log p ({c})": [even, even] for c in ("all heads", "same layers")}})
         report.glue_causal_test(adjusted, ranked)
         assert glued["causal_verdict"] == verdict
+    # a k where the chosen heads cost significantly *less* than random ones turns "yes" into "partly", named
+    cheaper = Estimate(0.05, 0.02, 0.08, 2)
+    adjusted = adjusted.assign(**{"p, Holm (all heads)": [0.01, 1.0], "p, Holm (same layers)": [0.02, 1.0],
+                                  "paired Δ log p (all heads)": [even, cheaper]})
+    report.glue_causal_test(adjusted, ranked)
+    assert glued["causal_verdict"] == (f"partly: k = 1 against all heads (rank {all_rank}); k = 1 against same layers "
+                                       f"(rank {within_rank}); but k = 2 costs less than all heads ({cheaper})")
+    assert glued["k2_direction_all"] == "costs less than they do" and glued["k1_direction_all"] == "not distinguished from them"
