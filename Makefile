@@ -21,6 +21,8 @@ $(STAMP): requirements.txt pyproject.toml
 # Execute each chapter with papermill on CPU (working directory book/) into _build/executed/, then settle it onto
 # book/NAME.ipynb: the committed notebook stays when the fresh execution agrees with it within the tolerance of
 # llavamech.notebooks (so a rebuild on another machine leaves git clean); otherwise the fresh one replaces it.
+# Figures are not compared (their pixels follow the last digits): after a change only a figure shows, delete the
+# notebook before making it.
 # The book executes with a fixed thread count, so a machine's core count does not change its numbers.
 EXECUTED := _build/executed
 MACHINE := OMP_NUM_THREADS=2 MKL_NUM_THREADS=2

@@ -188,7 +188,7 @@ table(compare(ours, chance={key: chance for key in ours}, setting=f"top {k} of {
 # and at random patches.
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
 for ax, word in zip(axes, ("colour", "animal")):
     curves = {"important patches": rr[f"important unembed {word}"], "in the box": rr[f"in-box unembed {word}"],
               "random patches": rr[f"random unembed {word}"]}

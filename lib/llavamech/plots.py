@@ -228,7 +228,7 @@ def by_layer(curves: dict, title: str, ylabel: str, chance: float | None = None,
     ax.set_xlabel("input of layer (emb = the embeddings, final = the last residual)")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)   # below: off the curves
     return fig
 
 
@@ -299,7 +299,7 @@ def ablation_strip(table, title: str, ax=None, label: str = "top-k heads", ylabe
                     zorder=3, label=(f"{label} (95 % CI" + (", same examples)" if control is not None else ")"))
                     if i == 0 else None)
     ax.set_xticks(range(len(table)))
-    ax.set_xticklabels([(f"k = {k}" if isinstance(k, (int, np.integer)) else str(k)) + "".join(
+    ax.set_xticklabels([(f"k = {k}" if isinstance(k, (int, np.integer)) else textwrap.fill(str(k), 34)) + "".join(
         "\n" + _p_label(row, name) for _, name, _, _ in controls) for k, row in table.iterrows()], fontsize=8)
     ax.axhline(0, color="k", lw=0.4)
     ax.set_ylabel(ylabel)
