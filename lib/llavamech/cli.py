@@ -2,6 +2,9 @@
 
 Bad input prints one line (`llavamech: error: ...`) and exits 2, never a traceback. No command writes over an
 existing file without --force, nor ever over its own input.
+
+Each command imports the library it needs inside its handler: torch and transformers take seconds to load, and
+`llavamech --help` or a refused argument should not wait for them.
 """
 from __future__ import annotations
 
@@ -11,12 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import jobs
 from .errors import LlavamechError
-from .explain import MAP_FORMATS
-from .examples import from_coco, toy_examples, typed_examples, write_jsonl
-from .models import load
-from .patches import DEFAULT_HEADS, check_method
 from .paths import refuse_overwrite
 
 MODELS_HELP = "toy-llava (default), toy-vicuna, tiny-random-llava, a Hugging Face id or a local folder"
@@ -128,6 +126,7 @@ def _writable_folder(path: Path, what: str) -> None:
 
 def _heads(args) -> None:
     """--heads belongs to --method top-k: with another method it would be silently ignored."""
+    from .patches import DEFAULT_HEADS
     if args.heads is not None and args.method != "top-k":
         raise LlavamechError(f"--heads is for --method top-k, not --method {args.method}; drop it")
     args.heads = DEFAULT_HEADS if args.heads is None else args.heads
@@ -139,6 +138,9 @@ def _positive(value, what: str) -> None:
 
 
 def _explain(args) -> int:
+    from .explain import MAP_FORMATS
+    from .models import load
+    from .patches import check_method
     _heads(args)
     args.out = _path(args.out, "--out")
     if args.image is None and not (args.context or "").strip():
@@ -176,6 +178,7 @@ def _explain(args) -> int:
 
 
 def _run(args) -> int:
+    from . import jobs
     _heads(args)
     _positive(args.limit, "--limit")
     args.examples, args.out = _path(args.examples, "EXAMPLES"), _path(args.out, "--out")
@@ -194,6 +197,7 @@ MAX_SCENES = 5000   # every scene is drawn in memory before the file is written:
 
 
 def _examples(args) -> int:
+    from .examples import toy_examples, typed_examples, write_jsonl
     _positive(args.n, "--n")
     if args.n > MAX_SCENES:
         raise LlavamechError(f"--n {args.n}: at most {MAX_SCENES} scenes a file (all are held in memory while drawn); "
@@ -210,6 +214,7 @@ def _examples(args) -> int:
 
 
 def _coco(args) -> int:
+    from .examples import from_coco
     _positive(args.limit, "--limit")
     if not 0 <= args.min_area < 1:
         raise LlavamechError(f"--min-area is a share of the image, between 0 and 1; got {args.min_area}")
@@ -222,7 +227,6 @@ def _coco(args) -> int:
 
 
 def _train(args) -> int:
-    # the training machinery (and the cards' plotting) only this command needs: 1 s of imports kept off the others
     from .cards import write_cards
     from .organism.recipe import STAGES, Recipe, folder, multi_recipe, run, smoke_recipe
     from .question_study import write_card

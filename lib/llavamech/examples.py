@@ -174,13 +174,7 @@ def read_jsonl(path, vocabulary=None) -> list[Example]:
     image is decoded in full here, so a damaged one is found now, not halfway through a run)."""
     if vocabulary is not None and not callable(vocabulary):
         raise LlavamechError("vocabulary must be a function word -> bool (e.g. a model's knows), or None")
-    path = Path(path)
-    if "\x00" in str(path):
-        raise LlavamechError(f"the example file name {str(path)!r} holds a NUL byte")
-    if path.is_dir():
-        raise LlavamechError(f"{path} is a folder; give the example file (JSONL) inside it")
-    if not path.is_file():
-        raise LlavamechError(f"example file not found: {path}")
+    path = example_file(path)
     out, first = [], {}
     for number, line in enumerate(_lines(path), 1):
         if line.strip():
@@ -280,6 +274,10 @@ def _parse(line: str, where: str, folder: Path, vocabulary) -> Example:
     words = ([animal] if animal else []) + ([colour] if colour else []) + ([answer] if answer else []) + \
         [w for f in facts for w in f]
     unknown = [w for w in words if vocabulary is not None and not vocabulary(w)]
+    if unknown and asked is not None and asked.type != "colour" and unknown[0] == answer:
+        # the answers of a question type ("yes", "two") are words a model learns only with the type
+        fail(f"the answer '{answer}' is not in the model's vocabulary: it was not taught {asked.type} questions "
+             "(of the toy organism, toy-llava-multi is)")
     if unknown:
         fail(f"'{unknown[0]}' is not in the model's vocabulary; use words it knows (the toy organism: data/world.json)")
     box = item.get("box")
@@ -410,7 +408,7 @@ def load_examples(examples="toy", n_examples: int | None = None, seed: int = 0, 
             raise LlavamechError("n_examples must be given for the toy examples (how many scenes to draw)")
         _optional_whole("seed", seed, 0)
         return toy_examples(n_examples, seed)
-    items = read_jsonl(_example_file(examples), vocabulary=model.knows if model is not None else None)
+    items = read_jsonl(examples, vocabulary=model.knows if model is not None else None)
     if n_examples is not None and n_examples > len(items):
         raise LlavamechError(f"n_examples = {n_examples} but {examples} holds {len(items)} examples; "
                              f"lower n_examples to at most {len(items)}")
@@ -436,8 +434,8 @@ def check_parameters(*, model=None, device=None, examples=None, n_examples=None,
         if not isinstance(device, str):
             raise LlavamechError(f"device must be cpu, cuda, cuda:N, mps or auto, got {device!r}")
         resolve_device(device)
-    if examples is not None and examples != "toy" and not _example_file(examples).is_file():
-        raise LlavamechError(f"example file not found: {examples} (examples is \"toy\" or the path of a JSONL file)")
+    if examples is not None and examples != "toy":
+        example_file(examples, hint=" (examples is \"toy\" or the path of a JSONL file)")
     _optional_whole("n_examples", n_examples, 1)
     _optional_whole("seed", seed, 0)
     if image is not None:
@@ -477,12 +475,19 @@ def _one_line_errors() -> None:
                              self.showtraceback((etype, value, None), exception_only=True))
 
 
-def _example_file(examples) -> Path:
-    if not isinstance(examples, (str, Path)) or not str(examples).strip():
-        raise LlavamechError(f"examples must be \"toy\" or the path of an example file (JSONL), got {examples!r}")
-    path = Path(examples).expanduser()
+def example_file(path, hint: str = "") -> Path:
+    """`path` as an existing example file (JSONL), or one LlavamechError line saying why it is not one (the
+    one check behind read_jsonl, load_examples, check_parameters and `llavamech run`); `hint` ends the line when
+    the file is missing."""
+    if not isinstance(path, (str, Path)) or not str(path).strip():
+        raise LlavamechError(f"examples must be \"toy\" or the path of an example file (JSONL), got {path!r}")
+    path = Path(path).expanduser()
+    if "\x00" in str(path):
+        raise LlavamechError(f"the example file name {str(path)!r} holds a NUL byte")
     if path.is_dir():
         raise LlavamechError(f"{path} is a folder; give the example file (JSONL) inside it")
+    if not path.is_file():
+        raise LlavamechError(f"example file not found: {path}{hint}")
     return path
 
 

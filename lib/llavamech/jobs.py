@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .errors import LlavamechError
-from .examples import Example, read_jsonl
+from .examples import Example, example_file, read_jsonl
 from .imaging import box_mask
 from .models import load
 from .patch_eval import pointing
@@ -261,10 +261,7 @@ def run(examples, model_name: str, out, device: str = "cpu", dtype: str = "float
     check_method(method)
     wanted = settings(model_name, examples, method, heads, dtype)
     procs.decide(lambda: check_out(out, wanted, force))
-    if examples.is_dir():
-        raise LlavamechError(f"{examples} is a folder; give the example file (JSONL) inside it")
-    if not examples.is_file():
-        raise LlavamechError(f"example file not found: {examples}")
+    example_file(examples)
     if procs.count > 1 and device in ("auto", "cuda"):
         device = str(procs.state.device)
     model = load(model_name, device=device, dtype=dtype, device_map=device_map)

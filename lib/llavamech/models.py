@@ -159,8 +159,7 @@ class Model:
             raise LlavamechError(f"{self.name} is a text-only model and cannot take an image; "
                                  "use a Llava model, or give the facts as the context")
         text = self.prompt(question, context, image=image is not None)
-        # a chat template writes its own special tokens (Gemma's <bos>): the tokenizer must not add them again
-        special = {"add_special_tokens": False} if self.family is not None else {}
+        special = self._tokenizer_options()
         if image is not None:
             image = load_image(image)
             if self.family is not None:
@@ -169,7 +168,7 @@ class Model:
             if self.family is not None and self.family.sized:   # InternVL: its layout needs the image's size
                 enc["image_sizes"] = torch.tensor([[image.height, image.width]])
         else:
-            enc = self.tokenizer(text, return_tensors="pt", **special)
+            enc = self._tokens(text)
         self._check_vocabulary(text, enc["input_ids"], question)
         self._check_length(enc["input_ids"])
         keys = ("input_ids", "attention_mask", "pixel_values", "image_sizes",
@@ -184,8 +183,15 @@ class Model:
         `inputs` would refuse on its vocabulary, without an image or a forward pass (a long run checks every item
         before it computes any)."""
         text = self.prompt(question, context, image=image)
-        special = {"add_special_tokens": False} if self.family is not None else {}
-        self._check_vocabulary(text, self.tokenizer(text, return_tensors="pt", **special)["input_ids"], question)
+        self._check_vocabulary(text, self._tokens(text)["input_ids"], question)
+
+    def _tokenizer_options(self) -> dict:
+        # a chat template writes its own special tokens (Gemma's <bos>): the tokenizer must not add them again
+        return {"add_special_tokens": False} if self.family is not None else {}
+
+    def _tokens(self, text: str) -> dict:
+        """The prompt's text alone, tokenised as `inputs` tokenises a prompt without an image."""
+        return self.tokenizer(text, return_tensors="pt", **self._tokenizer_options())
 
     def _check_length(self, input_ids: torch.Tensor) -> None:
         """Positions past max_position_embeddings are extrapolated: the model answers, wrongly and without a word."""

@@ -121,8 +121,6 @@ def check_method(method: str, model=None, heads: int | None = None) -> None:
         raise LlavamechError(f"{model.name} is a text-only model: it has no image patches for the {method} "
                              "method; use a Llava model")
     if heads is not None:   # how many heads top-k sums: at most all of them
-        if isinstance(heads, (list, tuple, set)):
-            raise LlavamechError(f"heads is how many of the best heads top-k sums (e.g. 3), not which: got {heads!r}")
         total = None if model is None else model.anatomy.n_layers * model.anatomy.n_heads
         validate.whole("heads", heads, 1, total, "" if model is None else f" ({model.name} has {total} heads)")
 

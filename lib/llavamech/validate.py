@@ -26,6 +26,8 @@ def whole(name: str, value, least: int = 1, most: int | None = None, of: str = "
     if getattr(value, "numel", None) is not None and value.numel() == 1 and not value.is_floating_point() \
             and value.dtype != torch.bool:
         value = int(value.item())
+    if isinstance(value, (list, tuple, set)):   # one number was asked (a count, an index), and a selection came
+        raise LlavamechError(f"{name} must be one whole number, not a list: got {value!r}")
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least \
             or (most is not None and value > most):
         bound = f"of at least {least}" if most is None else f"from {least} to {most}{of}"

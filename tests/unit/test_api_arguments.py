@@ -86,6 +86,8 @@ def test_explain_of_several_heads_says_it_is_top_k(toy, scene):
     ({"method": "top-k", "heads": True}, "heads must be a whole"), ({"method": "random", "seed": -1}, "seed must"),
     ({"method": "ig", "ig_steps": 0}, "ig_steps must"), ({"method": "ablation", "means": "x"}, "needs means=activation_means"),
     ({"method": ["tool"]}, "unknown method"),
+    ({"method": "top-k", "heads": [(1, 2)]}, r"heads must be one whole number, not a list: got \[\(1, 2\)\]"),
+    ({"map_heads": (3,)}, "map_heads must be one whole number, not a list"),
 ])
 def test_explain_options_that_cannot_work_are_one_line(toy, scene, options, match):
     one_line(lambda: toy.explain(scene.image, Q, **options), match)

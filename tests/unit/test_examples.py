@@ -68,6 +68,8 @@ def test_a_good_file_reads_with_paths_relative_to_it(tmp_path):
     (dict(GOOD, answer="blue"), "\"answer\" 'blue' disagrees with \"colour\" 'brown'"),
     ('{"image": "a.png", "animal": "dog", "colour": "brown", "colour": "red"}', '"colour" is given twice'),
     (dict(GOOD, boxes={"unicorn": [1, 2, 30, 29]}), "'unicorn'"),
+    ({"image": "a.png", "question": "Is there a cat?", "answer": "no", "facts": [["dog", "brown"]]},
+     "the answer 'no' is not in the model's vocabulary: it was not taught existence questions"),
 ])
 def test_bad_lines_name_the_line_and_the_fix(tmp_path, line, message):
     path = write(tmp_path, [GOOD, line])

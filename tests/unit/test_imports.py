@@ -1,6 +1,8 @@
 """The house's floors, read from the source: the organism is a leaf that imports nothing of the analysis side, and
 no module of llavamech imports, at the top or inside a function, a module that imports it back (no circle)."""
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import llavamech
@@ -68,3 +70,10 @@ def test_no_module_imports_one_that_imports_it_back():
     for name in graph:
         if name not in state:
             visit(name, [name])
+
+
+def test_the_command_line_starts_without_torch():
+    # `llavamech --help` and a refused argument answer at once: torch and transformers load inside a command
+    code = "import sys, llavamech.cli; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
