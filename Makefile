@@ -35,7 +35,7 @@ book/%.ipynb: book/%.py $(STAMP) $(wildcard lib/llavamech/*.py lib/llavamech/*/*
 	mkdir -p $(EXECUTED)
 	$(VENV)/bin/jupytext --to ipynb --output $(EXECUTED)/$*.src.ipynb $<
 	cd book && TQDM_DISABLE=1 $(MACHINE) ../$(VENV)/bin/papermill --cwd . -k python3 ../$(EXECUTED)/$*.src.ipynb \
-		../$(EXECUTED)/$*.ipynb --log-level ERROR
+		../$(EXECUTED)/$*.ipynb --log-level ERROR && echo "book/$*: executed in $$SECONDS s"
 	rm -f $(EXECUTED)/$*.src.ipynb
 	$(PY) -m llavamech.notebooks settle $(EXECUTED)/$*.ipynb $@
 

@@ -62,8 +62,11 @@ def bootstrap(values, n_boot: int = 2000, seed: int = 0) -> Estimate:
     x = numbers("bootstrap's values", values)
     n_boot, seed = validate.whole("n_boot", n_boot), validate.whole("seed", seed, 0)
     rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(x), size=(n_boot, len(x)))
-    means = np.stack([np.nanmean(x[d], axis=0) for d in draws])
+    counts = resample_counts(rng.integers(0, len(x), size=(n_boot, len(x))), len(x))
+    flat = x.reshape(len(x), -1)
+    valid = np.isfinite(flat)
+    with np.errstate(invalid="ignore", divide="ignore"):   # a resample of only NaN rows: NaN, as nanmean gives
+        means = (counts @ np.where(valid, flat, 0.0) / (counts @ valid)).reshape(n_boot, *x.shape[1:])
     low, high = np.nanpercentile(means, [2.5, 97.5], axis=0)
     too_few = np.isfinite(x).sum(axis=0) < 2
     low, high = np.where(too_few, np.nan, low), np.where(too_few, np.nan, high)
@@ -71,6 +74,15 @@ def bootstrap(values, n_boot: int = 2000, seed: int = 0) -> Estimate:
     mean = np.nanmean(x, axis=0)
     unwrap = (lambda a: float(a)) if x.ndim == 1 else (lambda a: a)
     return Estimate(unwrap(mean), unwrap(low), unwrap(high), n)
+
+
+def resample_counts(draws, n: int) -> np.ndarray:
+    """How often each of `n` examples is drawn in each resample (`draws`: [resamples, n] indices), so that every
+    resample's mean is one matrix product (counts @ values / n) instead of a loop over thousands of resamples."""
+    draws = np.asarray(draws)
+    counts = np.zeros((len(draws), n))
+    np.add.at(counts, (np.arange(len(draws))[:, None], draws), 1.0)
+    return counts
 
 
 def sign_flip_p(differences, n_perm: int = 10_000, seed: int = 0) -> np.ndarray:
@@ -121,6 +133,35 @@ def scaled_k(k_paper: int, n_positions: int, n_paper: int = 576) -> int:
     k_paper, n_positions = validate.whole("k_paper", k_paper), validate.whole("n_positions", n_positions)
     n_paper = validate.whole("n_paper", n_paper)
     return max(1, round(k_paper * n_positions / n_paper))
+
+
+def average_ranks(x) -> np.ndarray:
+    """Ranks from 1 along the last axis, ties given their average rank (scipy's rankdata, "average"), for a whole
+    stack of rows at once: a bootstrap ranks thousands of resampled score tables, and rankdata(axis=) loops in
+    Python over them."""
+    x = np.asarray(x, dtype=float)
+    order = np.argsort(x, axis=-1, kind="stable")
+    ordered = np.take_along_axis(x, order, -1)
+    m = x.shape[-1]
+    index = np.broadcast_to(np.arange(m), x.shape)
+    starts = np.ones(x.shape, bool)
+    starts[..., 1:] = ordered[..., 1:] != ordered[..., :-1]   # each run of equal values starts here...
+    ends = np.ones(x.shape, bool)
+    ends[..., :-1] = starts[..., 1:]                            # ...and ends where the next one starts
+    first = np.maximum.accumulate(np.where(starts, index, 0), axis=-1)
+    last = np.flip(np.minimum.accumulate(np.flip(np.where(ends, index, m - 1), -1), axis=-1), -1)
+    ranks = np.empty(x.shape)
+    np.put_along_axis(ranks, order, (first + last) / 2 + 1, -1)
+    return ranks
+
+
+def spearman(a, b) -> np.ndarray:
+    """Spearman's rho of `a` and `b` along the last axis (the other axes broadcast: one rho per row of a stack of
+    resampled tables); NaN where either row is constant, as scipy's spearmanr gives."""
+    ra, rb = average_ranks(a), average_ranks(b)
+    ra, rb = ra - ra.mean(-1, keepdims=True), rb - rb.mean(-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (ra * rb).sum(-1) / np.sqrt((ra * ra).sum(-1) * (rb * rb).sum(-1))
 
 
 def ranking_agreement(a, b, top: int = 5) -> dict:

@@ -12,7 +12,7 @@ import numbers
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import hypergeom, norm, rankdata, spearmanr
+from scipy.stats import hypergeom, norm
 
 from . import questions, validate
 from .errors import LlavamechError
@@ -21,7 +21,7 @@ from .imaging import load_image
 from .interventions import CONTROLS, HeadSetTest, ablated
 from .progress import progress
 from .reference import paper_numbers
-from .stats import Estimate, bootstrap, holm, sign_flip_p
+from .stats import Estimate, average_ranks, bootstrap, holm, resample_counts, sign_flip_p, spearman
 
 
 def head_table(name: str, scores) -> np.ndarray:
@@ -126,7 +126,7 @@ def child_spread(parent, children: list) -> float:
     if len(children) != 2:
         raise LlavamechError(f"child_spread compares two Llavas of one language model, got {len(children)}")
     parent, *children = per_example_tables(["parent", "the first child", "the second child"], [parent, *children])
-    first, second = (_rho(parent.mean(0).ravel(), c.mean(0).ravel()) for c in children)
+    first, second = (float(_rho(parent.mean(0).ravel(), c.mean(0).ravel())) for c in children)
     return float(abs(first - second))
 
 
@@ -139,14 +139,18 @@ def paired_verdict(difference: Estimate, first: str, second: str) -> str:
     return f"{first if difference.low > 0 else second} ranks them more alike"
 
 
-def _rho(mean_a, mean_b) -> float:
-    return spearmanr(mean_a, mean_b).statistic
+def _rho(mean_a, mean_b) -> np.ndarray:
+    """Spearman over all heads of flattened score tables ([..., L * H]: one rho per leading index)."""
+    return spearman(mean_a, mean_b)
 
 
 def _within_layer_rho(heads: int):
-    """Spearman over all heads of two flattened [L, H] score tables after ranking each head among its layer's."""
-    return lambda a, b: spearmanr(rankdata(np.reshape(a, (-1, heads)), axis=1).ravel(),
-                                  rankdata(np.reshape(b, (-1, heads)), axis=1).ravel()).statistic
+    """Spearman over all heads of flattened [L, H] score tables ([..., L * H]) after ranking each head among its
+    layer's."""
+    def within(x):
+        x = np.asarray(x)
+        return average_ranks(x.reshape(*x.shape[:-1], -1, heads)).reshape(x.shape)
+    return lambda a, b: spearman(within(a), within(b))
 
 
 def _over_examples(statistic, per_example: list, n_boot: int, seed: int) -> Estimate:
@@ -160,11 +164,14 @@ def _over_examples(statistic, per_example: list, n_boot: int, seed: int) -> Esti
     if not all(np.isfinite(x).all() for x in arrays):
         raise LlavamechError("the head scores hold NaN or infinite values: leave out the examples without a score")
     n_boot, seed = validate.whole("n_boot", n_boot), validate.whole("seed", seed, 0)
-    estimate = float(statistic(*(x.mean(0) for x in arrays)))
     draws = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-    boot = np.array([statistic(*(x[d].mean(0) for x in arrays)) for d in draws])
+    # every resample's means at once, as how often it draws each example (the statistics take stacks of tables);
+    # the sample itself is the first row, so that a resample equal to it gives a bit-equal statistic (BCa counts ties)
+    counts = np.vstack([np.ones((1, n)), resample_counts(draws, n)])
+    estimate, *boot = statistic(*(counts @ x / n for x in arrays))
+    estimate, boot = float(estimate), np.array(boot)
     boot = boot[np.isfinite(boot)]
-    jack = np.array([statistic(*((x.sum(0) - x[i]) / (n - 1) for x in arrays)) for i in range(n)])  # leave-one-out
+    jack = statistic(*((x.sum(0) - x) / (n - 1) for x in arrays))   # leave-one-out, one row per example left out
     low, high = np.percentile(boot, 100 * bca_levels(boot, estimate, jack))
     return Estimate(estimate, float(low), float(high), n)
 
@@ -174,7 +181,10 @@ def bca_levels(boot, estimate: float, jackknife, level: float = 0.95) -> np.ndar
     of bootstrap values below the estimate, the acceleration from the jackknife values' skew. With no bias and no
     skew they are the percentile interval's (0.025, 0.975)."""
     boot, jackknife = np.asarray(boot), np.asarray(jackknife)
-    share = np.clip(((boot < estimate).sum() + 0.5 * (boot == estimate).sum()) / len(boot),
+    # a discrete statistic (ranks) often equals the estimate: equal up to rounding counts as equal
+    tie = 1e-12 * max(1.0, abs(estimate))
+    below, equal = (boot < estimate - tie).sum(), (np.abs(boot - estimate) <= tie).sum()
+    share = np.clip((below + 0.5 * equal) / len(boot),
                     1 / (len(boot) + 1), len(boot) / (len(boot) + 1))
     z0 = norm.ppf(share)
     d = jackknife.mean() - jackknife

@@ -57,3 +57,20 @@ def test_a_chapter_that_is_not_there_is_one_line(name, tmp_path, monkeypatch, ca
     with pytest.raises(SystemExit) as stop:
         chapters.main([name])
     assert "no such chapter script" in str(stop.value.code) and "\n" not in str(stop.value.code)
+
+
+@pytest.mark.parametrize("chapter", sorted(p.name for p in (ROOT / "book").glob("*.py")))
+def test_the_gpu_tier_shrinks_every_size_of_every_chapter(chapter):
+    """The GPU tier runs each chapter small (tests/gpu/test_cuda.py's CHAPTER_PARAMETERS): a size it left at the
+    chapter's default (hundreds of scenes) cost minutes a chapter under the emulated GPU. A whole-number parameter of
+    20 or more is a size, except the prompt length appendix C reads its memory table at (no work)."""
+    import ast
+    cell = next(c for c in chapters.read_cells(ROOT / "book" / chapter) if "parameters" in c.tags)
+    defaults = {t.id: n.value.value for n in ast.parse(cell.source).body if isinstance(n, ast.Assign)
+                for t in n.targets if isinstance(n.value, ast.Constant)}
+    sizes = {name for name, value in defaults.items()
+             if isinstance(value, int) and not isinstance(value, bool) and value >= 20} - {"seq_len"}
+    tier = ast.parse((ROOT / "tests" / "gpu" / "test_cuda.py").read_text())
+    shrunk = next(ast.literal_eval(n.value) for n in tier.body if isinstance(n, ast.Assign)
+                  and any(getattr(t, "id", None) == "CHAPTER_PARAMETERS" for t in n.targets))
+    assert sizes <= shrunk.keys(), f"{chapter}: add {sorted(sizes - shrunk.keys())} to CHAPTER_PARAMETERS"

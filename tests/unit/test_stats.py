@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
+from scipy.stats import rankdata, spearmanr
 
+from llavamech import stats
 from llavamech.stats import bootstrap, chance_mrr, holm, scaled_k, sign_flip_p
 
 
@@ -22,6 +24,23 @@ def test_bootstrap_of_arrays_and_missing_values():
     assert e[0].mean == 3.0 and e[0].low <= 3.0 <= e[0].high
     constant = bootstrap(np.full(10, 0.25))
     assert constant.low == constant.high == 0.25
+
+
+def test_bootstrap_is_the_mean_of_each_resample_taken_one_by_one():
+    """Every resample's mean as one product of draw counts, against the definition: nanmean of each resample."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(40, 3, 2))
+    x[rng.random(x.shape) < 0.2] = np.nan
+    x[:, 0, 0] = np.nan
+    x[0, 0, 0] = 1.0                                   # one finite value: most resamples of it are all NaN
+    draws = np.random.default_rng(9).integers(0, 40, size=(500, 40))
+    with np.errstate(invalid="ignore"), pytest.warns(RuntimeWarning):
+        means = np.stack([np.nanmean(x[d], axis=0) for d in draws])
+    low, high = np.nanpercentile(means, [2.5, 97.5], axis=0)
+    e = bootstrap(x, n_boot=500, seed=9)
+    np.testing.assert_allclose(e.low[1:], low[1:], atol=1e-12)
+    np.testing.assert_allclose(e.high[1:], high[1:], atol=1e-12)
+    assert np.isnan(e.low[0, 0]) and np.isnan(e.high[0, 0])   # fewer than two examples: no interval
 
 
 def test_chance_levels():
@@ -80,3 +99,16 @@ def test_one_example_gives_no_interval_rather_than_a_zero_width_one():
     assert str(one) == "0.700 (n=1: no interval)"
     columns = bootstrap(np.array([[1.0, np.nan], [2.0, 5.0], [3.0, np.nan]]))
     assert np.isfinite(columns.low[0]) and np.isnan(columns.low[1]) and columns[1].mean == 5.0
+
+
+def test_average_ranks_and_spearman_are_scipys_row_by_row():
+    rng = np.random.default_rng(0)
+    tables = np.round(rng.normal(size=(50, 32)), 1)            # rounded: ties in most rows
+    tables[3] = 1.0                                              # a constant row
+    other = rng.normal(size=(50, 32))
+    assert np.array_equal(stats.average_ranks(tables), rankdata(tables, axis=-1))
+    rho = stats.spearman(tables, other)
+    assert np.isnan(rho[3])
+    expected = [spearmanr(a, b).statistic for a, b in zip(np.delete(tables, 3, 0), np.delete(other, 3, 0))]
+    assert np.allclose(np.delete(rho, 3), expected, atol=1e-12)
+    assert stats.spearman(tables[0], other[0]) == pytest.approx(spearmanr(tables[0], other[0]).statistic, abs=1e-12)

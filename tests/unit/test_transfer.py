@@ -152,6 +152,26 @@ def test_rank_correlation_interval_holds_its_estimate_despite_resampling_bias():
     assert est.low < est.mean < est.high
 
 
+@pytest.mark.parametrize("within_layer", [False, True])
+def test_the_intervals_are_those_of_each_resample_ranked_one_by_one(within_layer):
+    """All resamples at once (counts @ scores, stacked ranks) against the resample-by-resample definition: each
+    resample's mean tables, scipy's ranks and Spearman, the leave-one-out jackknife, Efron's BCa levels."""
+    from scipy.stats import rankdata, spearmanr
+    rng = np.random.default_rng(4)
+    signal = rng.normal(size=(1, 4, 8))
+    parent, own, other = (signal + rng.normal(scale=2, size=(25, 4, 8)) for _ in range(3))
+    flat = [x.reshape(25, -1) for x in (parent, own, other)]
+    rank = (lambda x: rankdata(x.reshape(4, 8), axis=1).ravel()) if within_layer else (lambda x: x)
+    gap = lambda p, a, b: spearmanr(rank(p), rank(a)).statistic - spearmanr(rank(p), rank(b)).statistic
+    draws = np.random.default_rng(7).integers(0, 25, size=(300, 25))
+    boot = np.array([gap(*(x[d].mean(0) for x in flat)) for d in draws])
+    jack = np.array([gap(*((x.sum(0) - x[i]) / 24 for x in flat)) for i in range(25)])
+    estimate = gap(*(x.mean(0) for x in flat))
+    low, high = np.percentile(boot, 100 * T.bca_levels(boot, estimate, jack))
+    got = T.parent_gap(parent, own, other, within_layer=within_layer, n_boot=300, seed=7)
+    np.testing.assert_allclose([got.mean, got.low, got.high], [estimate, low, high], atol=1e-9)
+
+
 @pytest.mark.parametrize("kind", ["llava", "gemma3", "idefics3"])   # the image expanded into other tokens too
 def test_prompt_regions_partition_the_prompt_and_place_its_parts(kind):
     from llavamech.examples import toy_examples
