@@ -1,6 +1,7 @@
 """Means over examples with percentile-bootstrap 95 % intervals, and the chance levels the chapters quote."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,10 +69,15 @@ def bootstrap(values, n_boot: int = 2000, seed: int = 0) -> Estimate:
     with np.errstate(invalid="ignore", divide="ignore"):   # a resample of only NaN rows: NaN, as nanmean gives
         means = (counts @ np.where(valid, flat, 0.0) / (counts @ valid)).reshape(n_boot, *x.shape[1:])
     low, high = np.nanpercentile(means, [2.5, 97.5], axis=0)
+    mean = np.nanmean(x, axis=0)
+    # every example alike: each resample's mean is that value too, exactly (a product of counts rounds it)
+    with warnings.catch_warnings():   # an element without a finite value is NaN (not alike), and too_few below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        alike = np.nanmin(x, axis=0) == np.nanmax(x, axis=0)
+    low, high = np.where(alike, mean, low), np.where(alike, mean, high)
     too_few = np.isfinite(x).sum(axis=0) < 2
     low, high = np.where(too_few, np.nan, low), np.where(too_few, np.nan, high)
     n = int(np.isfinite(x.reshape(len(x), -1)).all(axis=1).sum())
-    mean = np.nanmean(x, axis=0)
     unwrap = (lambda a: float(a)) if x.ndim == 1 else (lambda a: a)
     return Estimate(unwrap(mean), unwrap(low), unwrap(high), n)
 

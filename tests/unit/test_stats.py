@@ -24,6 +24,10 @@ def test_bootstrap_of_arrays_and_missing_values():
     assert e[0].mean == 3.0 and e[0].low <= 3.0 <= e[0].high
     constant = bootstrap(np.full(10, 0.25))
     assert constant.low == constant.high == 0.25
+    # a value that sums inexactly: the resamples' means round differently, the interval must still be the value
+    assert str(bootstrap(np.full(200, 0.0241))) == "0.0241 (all 200 alike)"
+    mixed = bootstrap(np.stack([np.full(200, 0.0241), np.arange(200.0)], 1))
+    assert mixed.low[0] == mixed.high[0] == mixed.mean[0] and mixed.low[1] < mixed.mean[1] < mixed.high[1]
 
 
 def test_bootstrap_is_the_mean_of_each_resample_taken_one_by_one():
