@@ -110,11 +110,11 @@ glue("paper_n_heads", round(paper.index[0][1] / paper.iloc[0]["share of heads"])
 table(pd.concat([overlaps, paper]), "overlaps", "{:.3g}")
 
 # %% tags=["full-width"]
-correlations = {f"{a} → {b}": transfer.rank_correlation(scores[a], scores[b], seed=seed) for a, b in pairs}
+correlations = {f"{a} → {b}": transfer.correlation(scores[a], scores[b], seed=seed) for a, b in pairs}
 fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
 for ax, (a, b) in zip(axes, pairs):
     plots.head_scatter(means[a], means[b], f"{a}: mean head Imp", f"{b}: mean head Imp",
-                       f"Spearman {correlations[f'{a} → {b}']}", ax=ax)
+                       f"Pearson r {correlations[f'{a} → {b}']}", ax=ax)
 fig.suptitle(f"{llava.name} and {vicuna.name}: every head, n = {len(items)} examples", fontsize=10)
 fig.tight_layout()
 for (a, b), est in zip(pairs, correlations.values()):
@@ -123,6 +123,16 @@ smallest = min(ks)
 glue("k_small", smallest)
 glue("overlap_vicuna_llava_vqa", int(overlaps.loc[("Vicuna TQA → Llava VQA", smallest), "overlap"]))
 glue("p_vicuna_llava_vqa", float(overlaps.loc[("Vicuna TQA → Llava VQA", smallest), "P(overlap ≥ observed | chance)"]))
+# does each interval hold what it estimates? the examples stand in for the population; samples drawn from them
+coverage = {kind: transfer.interval_coverage([scores["Vicuna TQA"], scores["Llava VQA"]], kind, seed=seed)
+            for kind in transfer.CORRELATIONS}
+for kind, share in coverage.items():
+    glue(f"coverage_{kind}", str(share))
+glue("coverage_reps", coverage["pearson"].n)
+glue("coverage_reading", "as a 95 % interval should" if coverage["pearson"].high >= 0.95
+     else "short of 95 %: read its intervals as somewhat too narrow")
+idle = np.abs(means["Vicuna TQA"]) < 1e-3
+glue("idle_heads", f"{int(idle.sum())} of {n_heads}")
 glue("chance_small", smallest * smallest / n_heads)
 within = overlaps.xs(smallest, level="k")
 glue("p_within_small", float(within.loc["Vicuna TQA → Llava VQA", "P(overlap ≥ observed | their layers)"]))
@@ -151,11 +161,22 @@ glue("holds_overlap_paper", ("yes" if beyond_layers == len(paper_pairs) else "pa
      "beyond chance within their layers (uncorrected)")
 
 # %% [markdown]
-# Over all heads, the ranking carries over: Spearman {glue:text}`rho_Vicuna_TQA_Llava_TQA` from Vicuna TQA to
-# Llava TQA, {glue:text}`rho_Llava_TQA_Llava_VQA` from Llava TQA to Llava VQA, and
-# {glue:text}`rho_Vicuna_TQA_Llava_VQA` from Vicuna's text to Llava's images (95 % intervals by resampling
-# examples, bias-corrected and accelerated: a resample's head means are noisier than the sample's, which lowers a
-# correlation, so the plain percentile interval would sit below the estimate). The top {glue:text}`k_small` heads
+# Over all heads, the head scores carry over: the Pearson correlation of mean head Imp is
+# {glue:text}`rho_Vicuna_TQA_Llava_TQA` from Vicuna TQA to Llava TQA, {glue:text}`rho_Llava_TQA_Llava_VQA` from
+# Llava TQA to Llava VQA, and {glue:text}`rho_Vicuna_TQA_Llava_VQA` from Vicuna's text to Llava's images (95 %
+# intervals by resampling examples; basic bootstrap intervals, which mirror back the extra noise a resample's means
+# carry, since noise lowers a correlation of means).
+#
+# ```{margin} Why not a rank correlation
+# Most heads of a small model do nothing for the answer: {glue:text}`idle_heads` of Vicuna's have a mean Imp
+# within a thousandth of zero, and a rank correlation orders them by their noise, which every resample reshuffles.
+# Its interval cannot be trusted. Measured by a nested bootstrap on these examples (they stand in for the
+# population; {glue:text}`coverage_reps` samples of the same size are drawn from them, each with its interval),
+# Spearman's 95 % interval for Vicuna TQA → Llava VQA holds the value it estimates in
+# {glue:text}`coverage_spearman` of samples, Pearson's in {glue:text}`coverage_pearson`: {glue:text}`coverage_reading`.
+# ```
+#
+# The top {glue:text}`k_small` heads
 # of Vicuna TQA and Llava VQA share {glue:text}`overlap_vicuna_llava_vqa` where chance expects
 # {glue:text}`chance_small:.2f` (tail probability {glue:text}`p_vicuna_llava_vqa:.2g`); within the
 # {glue:text}`heads_within_small` heads of their layer chance expects {glue:text}`chance_within_small:.2f` (tail
@@ -166,19 +187,19 @@ glue("holds_overlap_paper", ("yes" if beyond_layers == len(paper_pairs) else "pa
 # and with a head count this small a single overlap is weak evidence. The paper's {glue:text}`paper_overlap` of
 # {glue:text}`paper_k` out of {glue:text}`paper_n_heads` heads is the stronger statement — its chance level is
 # {glue:text}`paper_chance:.2f` of a head — and the organism's small head count cannot make one as strong; what it
-# can show is that the ordering of all heads carries over, with an interval, and whose ordering it is.
+# can show is that the scores of all heads carry over, with an interval, and whose scores they are.
 
 # %% [markdown]
-# ## Each Vicuna's heads rank most alike in the Llava tuned from it, within their layers too: the order looks inherited (two Vicunas, one child each)
+# ## Each Vicuna's head scores correlate most with the Llava tuned from it, within their layers too: they look inherited (two Vicunas, one child each)
 #
 # The tails above say that the top sets are not random sets of heads; they do not say that the sets are *this
-# Vicuna's*. Any Llava that learnt the task in the same layer might rank its heads much alike. The control is two
+# Vicuna's*. Any Llava that learnt the task in the same layer might score its heads much alike. The control is two
 # parents crossed with two children. The organism ships a second Vicuna, {glue:text}`other_text_model`, trained
 # as {glue:text}`text_model` was with another seed, and a Llava tuned from each with the same seeds for every
 # other stage ({glue:text}`same_parent` from {glue:text}`text_model`, {glue:text}`other_parent` from
-# {glue:text}`other_text_model`). Each Llava's VQA head Imp is ranked against each Vicuna's TQA head Imp on the
-# same examples. If the ordering is inherited, each Vicuna ranks its heads more alike with its own child than
-# with the other's — from both sides, so that neither a child that is simply more typical nor a parent that is
+# {glue:text}`other_text_model`). Each Llava's VQA head Imp is correlated with each Vicuna's TQA head Imp on the
+# same examples. If the scores are inherited, each Vicuna's correlate more with its own child's than with the
+# other's — from both sides, so that neither a child that is simply more typical nor a parent that is
 # simply easier to match can make the difference.
 
 # %%
@@ -200,9 +221,9 @@ for role, (name, parent, how) in parents.items():
     vqa = llava_vqa[name] = scores["Llava VQA"] if name == model else readouts.collect(
         llavamech.load(name, device=device), items, {"heads": readouts.head_imp}, mode="vqa")["heads"]
     lap = transfer.overlap_table(means["Vicuna TQA"], vqa.mean(0), ks)
-    rho = transfer.rank_correlation(scores["Vicuna TQA"], vqa, seed=seed)
+    rho = transfer.correlation(scores["Vicuna TQA"], vqa, seed=seed)
     rows[f"{name} (tuned from {parent}{how})"] = {
-        f"Spearman with {v}'s TQA (95 % CI)": str(transfer.rank_correlation(tqa, vqa, seed=seed))
+        f"correlation with {v}'s TQA (95 % CI)": str(transfer.correlation(tqa, vqa, seed=seed))
         for v, tqa in vicuna_tqa.items()} | {
         f"top {k} shared with {text_model} (P | all heads; P | their layers)":
         f"{int(lap.loc[k, 'overlap'])} ({lap.loc[k, 'P(overlap ≥ observed | chance)']:.2g}; "
@@ -226,12 +247,17 @@ for suffix, within in (("", False), ("_within", True)):
 spread = transfer.child_spread(vicuna_tqa[other_text_model], [scores["Llava VQA"], children[text_model]]) \
     if crossed else None
 glue("child_spread", "not measured" if spread is None else f"{spread:.3f}")
+smallest_gap = min(g.mean for g in transfer.crossed_gaps(vicuna_tqa, children, seed=seed).values()) if crossed else None
+glue("spread_vs_gaps", "not measured" if spread is None else
+     "less than either gap over all heads" if spread < smallest_gap else "not less than both gaps over all heads")
 # the text-mix control: no_text_mix was tuned as same_parent was (seeds, image batches), without the text loss
 no_mix_gap = transfer.parent_gap(scores["Vicuna TQA"], llava_vqa[same_parent], llava_vqa[no_text_mix], seed=seed) \
     if {no_text_mix, same_parent} <= set(llava_vqa) else None
 glue("no_mix_gap", str(no_mix_gap) if no_mix_gap else "not run")
 glue("no_mix_verdict", transfer.paired_verdict(no_mix_gap, "the mixed Llava", "the Llava without the mix")
      if no_mix_gap else "not run")
+glue("no_mix_reading", "not measured" if not no_mix_gap else "though the mix keeps more of them" if no_mix_gap.low > 0
+     else "and the mix keeps less of them" if no_mix_gap.high < 0 else "and the mix keeps no more of them detectably")
 no_mix_inherited = transfer.parent_gap(scores["Vicuna TQA"], llava_vqa[no_text_mix], llava_vqa[other_parent],
                                        seed=seed) if {no_text_mix, other_parent} <= set(llava_vqa) else None
 glue("no_mix_inherited", str(no_mix_inherited) if no_mix_inherited else "not run")
@@ -241,33 +267,34 @@ table(pd.DataFrame(rows).T, "parent-control") if rows else None
 
 # %% [markdown]
 # Tuned from {glue:text}`text_model` with the Llava stages' seed changed, the top sets share
-# {glue:text}`same_parent_shared` of its top heads (this chapter's Llava: {glue:text}`own_shared`), with Spearman
+# {glue:text}`same_parent_shared` of its top heads (this chapter's Llava: {glue:text}`own_shared`), with correlation
 # {glue:text}`same_parent_rho`. Tuned from the other Vicuna they share {glue:text}`other_shared` — beyond chance
-# over all heads {glue:text}`other_all`, within their layers {glue:text}`other_layers` — and the rank correlation
-# is {glue:text}`other_rho`. The crossed comparison, each Vicuna's Spearman with its own child less with the
-# other's (paired over the same examples, BCa interval): {glue:text}`gap_a` for {glue:text}`text_model`,
+# over all heads {glue:text}`other_all`, within their layers {glue:text}`other_layers` — and the correlation
+# is {glue:text}`other_rho`. The crossed comparison, each Vicuna's correlation with its own child less with the
+# other's (paired over the same examples): {glue:text}`gap_a` for {glue:text}`text_model`,
 # {glue:text}`gap_b` for {glue:text}`other_text_model` — inherited: **{glue:text}`inherited`**.
 #
 # Over all heads, part of that is which layer does the work; but heads within a layer are interchangeable between
-# separately trained models, so their order *inside* a layer is what a child can only have from its parent. Ranked
-# within their layers only, the gaps are {glue:text}`gap_a_within` and {glue:text}`gap_b_within` — inherited
+# separately trained models, so how they differ *inside* a layer is what a child can only have from its parent.
+# With each head's score taken less its layer's mean, the gaps are {glue:text}`gap_a_within` and
+# {glue:text}`gap_b_within` — inherited
 # within layers: **{glue:text}`inherited_within`**.
 #
 # The intervals resample examples, not training runs, and each parent has one child in the crossing. How much one
 # child differs from another of the same parent, seen from the other Vicuna's side: the two Llavas tuned from
-# {glue:text}`text_model` differ by {glue:text}`child_spread` in their Spearman with {glue:text}`other_text_model`,
-# less than either gap over all heads. Two Vicunas are two draws: how large the gap is in general would need more
+# {glue:text}`text_model` differ by {glue:text}`child_spread` in their correlation with
+# {glue:text}`other_text_model`, {glue:text}`spread_vs_gaps`. Two Vicunas are two draws: how large the gap is in general would need more
 # of them. The large-k overlap over all heads is the lenient null it was said to be: a Llava of another Vicuna
 # passes it too.
 #
 # **Without the text mix.** The organism's visual tuning mixes the task's text prompts back in (chapter 3 says why
 # that could make the reuse likely by construction). {glue:text}`no_text_mix` was tuned from {glue:text}`text_model`
 # exactly as {glue:text}`same_parent` was — the same seeds and the very same image batches — but with the text
-# prompts' loss left out. It shares {glue:text}`no_mix_shared` of the Vicuna's top heads, with Spearman
-# {glue:text}`no_mix_rho`; {glue:text}`same_parent`'s Spearman less its, paired: {glue:text}`no_mix_gap` —
-# {glue:text}`no_mix_verdict`. And it still ranks its heads more like its own parent than the other Vicuna's child
-# does (Spearman gap {glue:text}`no_mix_inherited`). So the Vicuna's order carries over without the mix in this
-# recipe, though the mix may keep somewhat more of it; what stays built in is that the Vicuna learned this very
+# prompts' loss left out. It shares {glue:text}`no_mix_shared` of the Vicuna's top heads, with correlation
+# {glue:text}`no_mix_rho`; {glue:text}`same_parent`'s correlation less its, paired: {glue:text}`no_mix_gap` —
+# {glue:text}`no_mix_verdict`. And its scores still correlate more with its own parent's than the other Vicuna's
+# child's do (gap {glue:text}`no_mix_inherited`). So the Vicuna's head scores carry over without the mix in this
+# recipe, {glue:text}`no_mix_reading`; what stays built in is that the Vicuna learned this very
 # task on text first. Without the mix the
 # Llava forgets part of the text skill (appendix B has its card).
 
@@ -552,13 +579,13 @@ glue("clean_accuracy", str(whole["clean accuracy"]))
 # %% [markdown]
 # ## What the organism shows, and what it cannot
 #
-# **Shows.** The heads that answer from text in the organism's Vicuna keep their ranks in its Llava, from text
-# and from images: over all heads the rank correlation is high ({glue:text}`rho_Vicuna_TQA_Llava_VQA` from
+# **Shows.** The heads that answer from text in the organism's Vicuna keep their scores in its Llava, from text
+# and from images: over all heads the correlation is high ({glue:text}`rho_Vicuna_TQA_Llava_VQA` from
 # Vicuna TQA to Llava VQA) and higher than in a Llava tuned from another Vicuna ({glue:text}`other_rho`; crossing
 # two Vicunas with their Llavas, inherited: {glue:text}`inherited`), with or without the text mix. The top
 # sets overlap beyond chance over all heads {glue:text}`overlap_all_ks`, but against the stricter null of their own
 # layer {glue:text}`overlap_layer_ks`, uncorrected. The paper's reading — visual tuning reuses Vicuna's heads —
-# holds here, more clearly in the ordering of all heads than in the top sets. Some heads gain importance from the image, as the paper reports, but little; the large gains are the
+# holds here, more clearly in the scores of all heads than in the top sets. Some heads gain importance from the image, as the paper reports, but little; the large gains are the
 # tuning's, in first-layer heads that read T and the answer prefix. Its open question gets a partial answer: the
 # most-gaining heads' own tuned weights are not detectably needed, where positive controls in the same design
 # detect the lookup heads' necessity (ablating them; and giving them another Vicuna's weights, which

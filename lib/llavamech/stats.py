@@ -5,7 +5,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import spearmanr
+from scipy.stats import norm, spearmanr
 
 from . import validate
 from .errors import LlavamechError
@@ -80,6 +80,17 @@ def bootstrap(values, n_boot: int = 2000, seed: int = 0) -> Estimate:
     n = int(np.isfinite(x.reshape(len(x), -1)).all(axis=1).sum())
     unwrap = (lambda a: float(a)) if x.ndim == 1 else (lambda a: a)
     return Estimate(unwrap(mean), unwrap(low), unwrap(high), n)
+
+
+def wilson(successes: int, n: int, level: float = 0.95) -> Estimate:
+    """A share of `n` trials with its Wilson score interval (unlike a bootstrap's, it does not shrink to a point
+    when every trial succeeds)."""
+    share, z = successes / n, norm.ppf((1 + level) / 2)
+    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    low = 0.0 if successes == 0 else centre - half   # exactly 0 and 1 where rounding would leave 1e-18 off them
+    high = 1.0 if successes == n else centre + half
+    return Estimate(share, low, high, n)
 
 
 def resample_counts(draws, n: int) -> np.ndarray:
@@ -164,10 +175,16 @@ def average_ranks(x) -> np.ndarray:
 def spearman(a, b) -> np.ndarray:
     """Spearman's rho of `a` and `b` along the last axis (the other axes broadcast: one rho per row of a stack of
     resampled tables); NaN where either row is constant, as scipy's spearmanr gives."""
-    ra, rb = average_ranks(a), average_ranks(b)
-    ra, rb = ra - ra.mean(-1, keepdims=True), rb - rb.mean(-1, keepdims=True)
+    return pearson(average_ranks(a), average_ranks(b))
+
+
+def pearson(a, b) -> np.ndarray:
+    """Pearson's r of `a` and `b` along the last axis (the other axes broadcast, as `spearman`'s); NaN where either
+    row is constant, as scipy's pearsonr gives."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    a, b = a - a.mean(-1, keepdims=True), b - b.mean(-1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (ra * rb).sum(-1) / np.sqrt((ra * ra).sum(-1) * (rb * rb).sum(-1))
+        return (a * b).sum(-1) / np.sqrt((a * a).sum(-1) * (b * b).sum(-1))
 
 
 def ranking_agreement(a, b, top: int = 5) -> dict:

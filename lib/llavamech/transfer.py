@@ -12,7 +12,7 @@ import numbers
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import hypergeom, norm
+from scipy.stats import hypergeom
 
 from . import questions, validate
 from .errors import LlavamechError
@@ -21,7 +21,9 @@ from .imaging import load_image
 from .interventions import CONTROLS, HeadSetTest, ablated
 from .progress import progress
 from .reference import paper_numbers
-from .stats import Estimate, average_ranks, bootstrap, holm, resample_counts, sign_flip_p, spearman
+from .stats import Estimate, bootstrap, holm, pearson, resample_counts, sign_flip_p, spearman, wilson
+
+CORRELATIONS = {"pearson": pearson, "spearman": spearman}
 
 
 def head_table(name: str, scores) -> np.ndarray:
@@ -77,27 +79,54 @@ def overlap_table(a, b, ks, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("k")
 
 
-def rank_correlation(per_example_a, per_example_b, n_boot: int = 2000, seed: int = 0) -> Estimate:
-    """Spearman correlation over all heads of the mean scores of two settings on the same examples, with a
-    bias-corrected and accelerated (BCa) bootstrap 95 % interval, examples resampled together in both settings.
+def correlation(per_example_a, per_example_b, n_boot: int = 2000, seed: int = 0) -> Estimate:
+    """Pearson correlation over all heads of the mean scores of two settings on the same examples, with a bootstrap
+    95 % interval, examples resampled together in both settings.
 
-    Why not the plain percentile interval: a resample's head means carry more noise than the sample's (repeated
-    examples), and noise lowers a correlation, so the resampled correlations sit mostly below the estimate and the
-    percentile interval ends just above it (0.86 [0.77, 0.90]). BCa shifts the percentiles by that bias (the share
-    of resamples below the estimate) and by the skew the jackknife finds, so the interval is centred where the
-    estimate's own sampling distribution is, not where the resamples' is."""
-    return _over_examples(_rho, [per_example_a, per_example_b], n_boot, seed)
+    Why not Spearman's rank correlation: about half of a model's heads do nothing for the answer (their mean Imp is
+    within a thousandth of zero), and ranks order them by their noise, which every resample reshuffles. On chapter
+    4's own examples a rank correlation's interval held the value it estimates in 59–85 % of nested resamples,
+    Pearson's in 89–96 % (`interval_coverage` measures it; the chapter shows it). Pearson weighs each head by how
+    much it does, which is the question: do the heads that matter matter alike?
+    The interval is `_over_examples`' basic bootstrap interval."""
+    return _over_examples(pearson, [per_example_a, per_example_b], n_boot, seed)
 
 
 def parent_gap(parent, own, other, within_layer: bool = False, n_boot: int = 2000, seed: int = 0) -> Estimate:
-    """How much more alike a language model's heads rank with its own Llava's than with another's: Spearman over all
-    heads of `parent`'s mean scores with `own`'s, less with `other`'s ([n, L, H] each, on the same examples), with a
-    paired BCa 95 % interval (the three resampled together, so the parent's own noise counts once). The intervals
-    resample examples, not training runs. `within_layer`: each head ranked among its own layer's only, so that which
-    layer does the work, which any Llava of the task may share, counts for nothing and only the heads' order inside
-    their layers, which separately trained models do not share, is left."""
-    rho = _within_layer_rho(np.asarray(parent).shape[-1]) if within_layer else _rho
-    return _over_examples(lambda p, a, b: rho(p, a) - rho(p, b), [parent, own, other], n_boot, seed)
+    """How much more alike a language model's heads score with its own Llava's than with another's: the Pearson
+    correlation over all heads of `parent`'s mean scores with `own`'s, less with `other`'s ([n, L, H] each, on the
+    same examples), with a paired 95 % bootstrap interval (the three resampled together, so the parent's own noise
+    counts once). The intervals resample examples, not training runs. `within_layer`: each head's score taken less its
+    layer's mean, so that which layer does the work, which any Llava of the task may share, counts for nothing and
+    only how the heads differ inside their layers, which separately trained models do not share, is left."""
+    r = _within_layer(np.asarray(parent).shape[-1]) if within_layer else pearson
+    return _over_examples(lambda p, a, b: r(p, a) - r(p, b), [parent, own, other], n_boot, seed, bound=2.0)
+
+
+def interval_coverage(per_example: list, statistic: str = "pearson", reps: int = 200, n_boot: int = 500,
+                      seed: int = 0) -> Estimate:
+    """How often the interval of `correlation` (two settings' [n, L, H] scores) or `parent_gap` (three), with
+    `statistic` "pearson" (theirs) or "spearman" (a rank correlation's), holds the value it estimates, measured by a
+    nested bootstrap: the examples stand in for the population (its value: the statistic of all of them), `reps`
+    samples of the same size are drawn from them, and each gets its interval. The share that hold the population's
+    value, with its Wilson 95 % interval; a calibrated interval holds it 95 % of the time."""
+    if statistic not in CORRELATIONS:
+        raise LlavamechError(f"statistic must be one of {', '.join(CORRELATIONS)}, not {statistic!r}")
+    if len(per_example) not in (2, 3):
+        raise LlavamechError(f"interval_coverage takes two settings (a correlation) or three (a parent gap), "
+                             f"got {len(per_example)}")
+    reps, seed = validate.whole("reps", reps), validate.whole("seed", seed, 0)
+    r = CORRELATIONS[statistic]
+    stat = r if len(per_example) == 2 else (lambda p, a, b: r(p, a) - r(p, b))
+    tables = per_example_tables([f"setting {i + 1}'s scores" for i in range(len(per_example))], per_example)
+    truth = float(stat(*(t.reshape(len(t), -1).mean(0) for t in tables)))
+    rng = np.random.default_rng(seed)
+    held = 0
+    for rep in progress(range(reps), f"interval coverage ({statistic})"):
+        sample = rng.integers(0, len(tables[0]), len(tables[0]))
+        estimate = _over_examples(stat, [t[sample] for t in tables], n_boot, seed + rep + 1, len(tables) - 1.0)
+        held += estimate.low <= truth <= estimate.high
+    return wilson(held, reps)
 
 
 def crossed_gaps(parents: dict, children: dict, within_layer: bool = False, n_boot: int = 2000,
@@ -121,12 +150,12 @@ def inherited(gaps: dict) -> str:
 
 
 def child_spread(parent, children: list) -> float:
-    """How far two Llavas of one language model differ in their Spearman with another model's `parent` scores
+    """How far two Llavas of one language model differ in their Pearson correlation with another model's `parent` scores
     ([n, L, H] each): the scale of one training run's luck, beside which a `parent_gap` is read."""
     if len(children) != 2:
         raise LlavamechError(f"child_spread compares two Llavas of one language model, got {len(children)}")
     parent, *children = per_example_tables(["parent", "the first child", "the second child"], [parent, *children])
-    first, second = (float(_rho(parent.mean(0).ravel(), c.mean(0).ravel())) for c in children)
+    first, second = (float(pearson(parent.mean(0).ravel(), c.mean(0).ravel())) for c in children)
     return float(abs(first - second))
 
 
@@ -136,26 +165,29 @@ def paired_verdict(difference: Estimate, first: str, second: str) -> str:
     if not difference.excludes(0):
         bound = max(abs(difference.low), abs(difference.high))
         return f"not distinguished (differences up to {bound:.2f} are not excluded)"
-    return f"{first if difference.low > 0 else second} ranks them more alike"
+    return f"{first if difference.low > 0 else second} scores them more alike"
 
 
-def _rho(mean_a, mean_b) -> np.ndarray:
-    """Spearman over all heads of flattened score tables ([..., L * H]: one rho per leading index)."""
-    return spearman(mean_a, mean_b)
-
-
-def _within_layer_rho(heads: int):
-    """Spearman over all heads of flattened [L, H] score tables ([..., L * H]) after ranking each head among its
-    layer's."""
+def _within_layer(heads: int):
+    """Pearson over all heads of flattened [L, H] score tables ([..., L * H]) after taking each head less its
+    layer's mean."""
     def within(x):
-        x = np.asarray(x)
-        return average_ranks(x.reshape(*x.shape[:-1], -1, heads)).reshape(x.shape)
-    return lambda a, b: spearman(within(a), within(b))
+        by_layer = np.asarray(x).reshape(*np.shape(x)[:-1], -1, heads)
+        return (by_layer - by_layer.mean(-1, keepdims=True)).reshape(np.shape(x))
+    return lambda a, b: pearson(within(a), within(b))
 
 
-def _over_examples(statistic, per_example: list, n_boot: int, seed: int) -> Estimate:
-    """`statistic` of the arrays' means over examples ([n, ...] each, the same n examples), with a BCa bootstrap
-    95 % interval (`bca_levels`), the examples resampled together in every array."""
+def _over_examples(statistic, per_example: list, n_boot: int, seed: int, bound: float = 1.0) -> Estimate:
+    """`statistic` of the arrays' means over examples ([n, ...] each, the same n examples), with a basic (reverse
+    percentile) bootstrap 95 % interval, the examples resampled together in every array: the estimate less the
+    resamples' spread about it, [2 est - q97.5, 2 est - q2.5], clipped to the statistic's range [-bound, bound].
+
+    Why basic: a resample's means carry the sample's noise twice, so a correlation of means falls further below its
+    value in the resamples than the sample's falls below the population's, by about as much; the basic interval
+    mirrors that shift back, where the percentile interval keeps it and BCa, past a point, collapses (all
+    resamples on one side). In nested bootstraps of chapter 4's examples and of noisy synthetic heads it held the
+    value in 85–97 % of samples, BCa in 56–95 %. When nearly every resample falls below the estimate, the interval
+    lies above it: the estimate itself is the biased one."""
     arrays = [x.reshape(len(x), -1) for x in per_example_tables(
         [f"setting {i + 1}'s scores" for i in range(len(per_example))], per_example)]
     n = len(arrays[0])
@@ -166,32 +198,13 @@ def _over_examples(statistic, per_example: list, n_boot: int, seed: int) -> Esti
     n_boot, seed = validate.whole("n_boot", n_boot), validate.whole("seed", seed, 0)
     draws = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
     # every resample's means at once, as how often it draws each example (the statistics take stacks of tables);
-    # the sample itself is the first row, so that a resample equal to it gives a bit-equal statistic (BCa counts ties)
+    # the sample itself is the first row, computed in the same stack
     counts = np.vstack([np.ones((1, n)), resample_counts(draws, n)])
-    estimate, *boot = statistic(*(counts @ x / n for x in arrays))
-    estimate, boot = float(estimate), np.array(boot)
-    boot = boot[np.isfinite(boot)]
-    jack = statistic(*((x.sum(0) - x) / (n - 1) for x in arrays))   # leave-one-out, one row per example left out
-    low, high = np.percentile(boot, 100 * bca_levels(boot, estimate, jack))
-    return Estimate(estimate, float(low), float(high), n)
-
-
-def bca_levels(boot, estimate: float, jackknife, level: float = 0.95) -> np.ndarray:
-    """The two percentile levels (fractions) of the BCa interval (Efron 1987): the bias correction z0 from the share
-    of bootstrap values below the estimate, the acceleration from the jackknife values' skew. With no bias and no
-    skew they are the percentile interval's (0.025, 0.975)."""
-    boot, jackknife = np.asarray(boot), np.asarray(jackknife)
-    # a discrete statistic (ranks) often equals the estimate: equal up to rounding counts as equal
-    tie = 1e-12 * max(1.0, abs(estimate))
-    below, equal = (boot < estimate - tie).sum(), (np.abs(boot - estimate) <= tie).sum()
-    share = np.clip((below + 0.5 * equal) / len(boot),
-                    1 / (len(boot) + 1), len(boot) / (len(boot) + 1))
-    z0 = norm.ppf(share)
-    d = jackknife.mean() - jackknife
-    spread = (d ** 2).sum()
-    accel = (d ** 3).sum() / (6 * spread ** 1.5) if spread > 0 else 0.0
-    z = norm.ppf([(1 - level) / 2, (1 + level) / 2])
-    return norm.cdf(z0 + (z0 + z) / (1 - accel * (z0 + z)))
+    values = np.asarray(statistic(*(counts @ x / n for x in arrays)))
+    estimate, boot = float(values[0]), values[1:]
+    low, high = np.percentile(boot[np.isfinite(boot)], [2.5, 97.5])
+    return Estimate(estimate, float(np.clip(2 * estimate - high, -bound, bound)),
+                    float(np.clip(2 * estimate - low, -bound, bound)), n)
 
 
 def gains(before, after, top: int | None = None) -> pd.DataFrame:

@@ -129,7 +129,7 @@ def test_head_tables_and_ks_are_checked():
     one_line(lambda: transfer.top_set(np.stack([a, a]), 3), r"\.mean\(0\)")
     one_line(lambda: transfer.overlap_table(a, a[:2], [3]), "same heads")
     one_line(lambda: transfer.gains(a, a, top=-1), "top")
-    one_line(lambda: transfer.rank_correlation(a, a), r"\[n, layers, heads\]")
+    one_line(lambda: transfer.correlation(a, a), r"\[n, layers, heads\]")
     one_line(lambda: transfer.gain_test(np.stack([a] * 3), np.stack([a] * 2)), "same examples")
     one_line(lambda: transfer.paper_overlap("nope"), "transfer.top10")
 

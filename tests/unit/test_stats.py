@@ -116,3 +116,22 @@ def test_average_ranks_and_spearman_are_scipys_row_by_row():
     expected = [spearmanr(a, b).statistic for a, b in zip(np.delete(tables, 3, 0), np.delete(other, 3, 0))]
     assert np.allclose(np.delete(rho, 3), expected, atol=1e-12)
     assert stats.spearman(tables[0], other[0]) == pytest.approx(spearmanr(tables[0], other[0]).statistic, abs=1e-12)
+
+
+def test_pearson_is_scipys_row_by_row():
+    from scipy.stats import pearsonr
+    rng = np.random.default_rng(1)
+    tables, other = rng.normal(size=(20, 32)), rng.normal(size=(20, 32))
+    tables[5] = 2.0                                              # a constant row
+    r = stats.pearson(tables, other)
+    assert np.isnan(r[5])
+    expected = [pearsonr(a, b).statistic for a, b in zip(np.delete(tables, 5, 0), np.delete(other, 5, 0))]
+    assert np.allclose(np.delete(r, 5), expected, atol=1e-12)
+
+
+def test_a_wilson_interval_is_the_textbooks_and_keeps_its_width_at_all_or_none():
+    share = stats.wilson(93, 100)
+    assert (share.mean, share.n) == (0.93, 100)
+    assert (share.low, share.high) == pytest.approx((0.8625, 0.9657), abs=1e-4)   # Wilson (1927), z = 1.96
+    assert stats.wilson(100, 100).low < 1.0 == stats.wilson(100, 100).high
+    assert stats.wilson(0, 100).low == 0.0 < stats.wilson(0, 100).high
