@@ -63,16 +63,18 @@ EMULATED_GPU := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TQDM_DISABLE=1 $(PY) -m pyte
 gpu-emulated: $(STAMP)
 	$(EMULATED_GPU)
 
+# Two streams, one core each, about equally long: the chapters execute on one thread; the unit tests and then the
+# emulated GPU tier run beside them on the other (each stream's log in _build/; a failing stream's is printed whole).
 test: $(STAMP)
-	$(UNIT)
 	touch $(CHAPTERS)   # re-execute every chapter: tests/book compares the fresh outputs with the committed ones
 	mkdir -p _build
-	# The chapters execute on one thread; the emulated GPU tier runs beside them on another core.
-	$(EMULATED_GPU) > _build/gpu-emulated.log 2>&1 & tier=$$!; \
+	(OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(UNIT) > _build/unit.log 2>&1; unit=$$?; \
+	 $(EMULATED_GPU) > _build/gpu-emulated.log 2>&1; emulated=$$?; \
+	 for log in unit gpu-emulated; do echo "$$log tests (_build/$$log.log):"; \
+	   tail -n $$([ $$unit$$emulated = 00 ] && echo 3 || echo 300) _build/$$log.log; done; \
+	 [ $$unit = 0 ] && [ $$emulated = 0 ]) & side=$$!; \
 	$(MAKE) --no-print-directory execute MACHINE="$(OTHER_MACHINE)"; executed=$$?; \
-	wait $$tier; emulated=$$?; echo "GPU tier on an emulated GPU (_build/gpu-emulated.log):"; \
-	tail -n $$([ $$emulated = 0 ] && echo 3 || echo 300) _build/gpu-emulated.log; \
-	[ $$executed = 0 ] && [ $$emulated = 0 ]
+	wait $$side; tested=$$?; [ $$executed = 0 ] && [ $$tested = 0 ]
 	$(MAKE) --no-print-directory html linkcheck
 	$(PY) -m pytest tests/book
 
