@@ -114,12 +114,12 @@ pd.DataFrame({"VQA": vqa["accuracy"].map(str), "TQA": tqa["accuracy"].map(str).r
 # 300 scenes and both training seeds.
 
 # %% [markdown]
-# ## Which heads answer each type
+# ## Counting's heads follow the colour heads most closely, reverse lookup's least
 #
 # Mean head Imp of the model's own answer per type (the paper's score, chapter 3), then the overlap of each type's
 # top heads with the colour type's, with the chance of that overlap under two nulls (top sets drawn from all heads,
-# and from the heads of the layers the two sets occupy), each Holm-adjusted over the four types, and the rank
-# correlation over all heads.
+# and from the heads of the layers the two sets occupy), each Holm-adjusted over the four types, and the Pearson
+# correlation of the mean Imp over all heads (not a rank correlation: chapter 4 says why).
 
 # %% tags=["full-width"]
 readings = study.head_readings(llava, sets)
@@ -139,7 +139,7 @@ glue("overlap_chance", float(overlap["expected by chance"].iloc[0]))
 glue("colour_heads_here", ", ".join(f"{l}_{h}" for l, h in colour_top_here))
 for qtype, row in overlap.iterrows():
     glue(f"shared_{qtype}", int(row["shared with colour"]))
-    glue(f"rho_{qtype}", str(row["Spearman (all heads)"]))
+    glue(f"rho_{qtype}", str(row["correlation (all heads)"]))
 for null, tag in (("chance", "all"), ("their layers", "layers")):
     beyond = [t for t, row in overlap.iterrows() if row[f"Holm ({null})"] < 0.05]
     glue(f"overlap_beyond_{tag}", " and ".join(beyond) or "no type")
@@ -156,7 +156,7 @@ table(overlap, "overlap", {"expected by chance": "{:.2f}", **{c: "{:.3g}" for c 
 # {glue:text}`overlap_holm_min_all:.3g`), and that of top sets drawn from the heads of the layers the two sets
 # occupy — the stricter null, since top heads crowd into few layers — for {glue:text}`overlap_beyond_layers`
 # (smallest adjusted p {glue:text}`overlap_holm_min_layers:.3g`). Over all heads the mean Imp
-# maps correlate with colour's at ρ = {glue:text}`rho_reverse` (reverse), {glue:text}`rho_existence`
+# maps correlate with colour's at r = {glue:text}`rho_reverse` (reverse), {glue:text}`rho_existence`
 # (existence), {glue:text}`rho_counting` (counting) and {glue:text}`rho_position` (position). Reverse lookup,
 # the colour question turned around, is answered by other heads of the same layer. Imp says which heads carry
 # each answer; whether the colour heads are *needed* for the others is a causal question.
@@ -500,7 +500,7 @@ side = pd.DataFrame([
              f"{shared.loc['colour', 'Δ accuracy']}"},
     {"question": "other question types use the same heads",
      "paper": "not studied by the paper",
-     "here": "; ".join(f"{t}: {int(r['shared with colour'])}/{k} shared, ρ {r['Spearman (all heads)']}"
+     "here": "; ".join(f"{t}: {int(r['shared with colour'])}/{k} shared, r {r['correlation (all heads)']}"
                        for t, r in overlap.iterrows() if t != "colour")},
     {"question": "the tool localises the animal for other lookups", "paper": "not studied by the paper",
      "here": "; ".join(f"{t}: pointing {pointing_table.loc[(t, 'tool'), 'pointing']}" for t in pointing)},

@@ -18,7 +18,7 @@ from .organism import recipe
 from .organism.world import patch_labels
 from .patch_eval import pointing
 from .progress import progress
-from .stats import Estimate
+from .stats import Estimate, wilson
 from .paths import MODELS_DIR
 
 EVAL_SEED = 2024  # evaluation streams are seeded apart from every training stream, on held-out keys only
@@ -176,13 +176,6 @@ BARS = {"toy-vicuna TQA": 0.95, "toy-llava VQA": 0.90, "toy-llava TQA": 0.90}
 
 
 PROBE_BAR = 0.95   # the tower's animal probe: the eye must recognise animals for VQA to be learnable
-
-
-def wilson(share: float, n: int) -> tuple[float, float]:
-    """The 95 % Wilson interval of a proportion measured on n examples."""
-    z, k = 1.959964, share * n
-    centre, half = (k + z * z / 2) / (n + z * z), z * np.sqrt(k * (n - k) / n + z * z / 4) / (n + z * z)
-    return float(centre - half), float(centre + half)
 
 
 def tower_probe(card: dict) -> dict[str, Estimate]:

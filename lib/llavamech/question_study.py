@@ -14,10 +14,8 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import ImageOps
-from scipy.stats import spearmanr
 
 from . import circuits, questions, readouts, validate
-from .cards import wilson
 from .errors import LlavamechError
 from .examples import Example, example_list, typed_examples
 from .models import load
@@ -28,7 +26,7 @@ from .imaging import load_image
 from .patch_eval import animals_mask, pointing
 from .interventions import HeadSetTest, Means, ablated, answer_scores, with_holm
 from .progress import progress
-from .stats import Estimate, bootstrap, holm
+from .stats import Estimate, basic_interval, bootstrap, holm, pearson, resample_counts, wilson
 from .trace import positions_of
 from .transfer import overlap_table
 
@@ -137,27 +135,32 @@ def top_heads(imp: np.ndarray, k: int) -> list[tuple[int, int]]:
     return readouts.top_heads_of(imp.mean(0), k)
 
 
-def spearman(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int = 0) -> Estimate:
-    """Spearman correlation over all heads of two sets' mean Imp, with a bootstrap 95 % interval that resamples
-    the examples of each set independently (the sets hold different examples)."""
+def correlation(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0) -> Estimate:
+    """Pearson correlation over all heads of two sets' mean Imp, with a basic bootstrap 95 % interval
+    (`stats.basic_interval`) that resamples the examples of each set independently (the sets hold different
+    examples). Pearson and not a rank correlation, as in chapter 4 (`transfer.correlation`): ranks order the heads
+    that do nothing by their noise, and their intervals do not hold what they estimate."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.ndim != 3 or b.ndim != 3 or a.shape[1:] != b.shape[1:] or not len(a) or not len(b):
-        raise LlavamechError(f"spearman compares per-example head scores [n, layers, heads] of the same heads, "
+        raise LlavamechError(f"correlation compares per-example head scores [n, layers, heads] of the same heads, "
                              f"got shapes {a.shape} and {b.shape}")
     n_boot = validate.whole("n_boot", n_boot)
-    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
     rng = np.random.default_rng(validate.whole("seed", seed, 0))
-    boot = [spearmanr(a[rng.integers(0, len(a), len(a))].mean(0), b[rng.integers(0, len(b), len(b))].mean(0)).statistic
-            for _ in range(n_boot)]
-    low, high = np.nanpercentile(boot, [2.5, 97.5])
-    return Estimate(float(spearmanr(a.mean(0), b.mean(0)).statistic), float(low), float(high), min(len(a), len(b)))
+
+    def means(x):   # the sample's means, then every resample's, as draw counts @ scores
+        x = x.reshape(len(x), -1)
+        counts = resample_counts(rng.integers(0, len(x), size=(n_boot, len(x))), len(x))
+        return np.vstack([x.mean(0), counts @ x / len(x)])
+
+    values = pearson(means(a), means(b))
+    return basic_interval(values[0], values[1:], min(len(a), len(b)), bound=1.0)
 
 
 def overlap_with(imp: dict[str, np.ndarray], reference: str = "colour", k: int = 5, seed: int = 0) -> pd.DataFrame:
     """Per type: its top-k heads, how many are among the reference type's top-k (with the number a random pair of
     top sets shares, k·k/N), the hypergeometric chance of sharing at least as many under two nulls — top sets drawn
     from all heads, and the stricter one, from the heads of the layers the two sets occupy (`overlap_table`) — each
-    Holm-adjusted over the types tested, and the Spearman correlation of the two mean Imp maps over all heads. The
+    Holm-adjusted over the types tested, and the Pearson correlation of the two mean Imp maps over all heads. The
     reference's own row has no test: "—"."""
     if reference not in imp:
         raise LlavamechError(f"the reference type {reference!r} is not among the types scored ({', '.join(imp)})")
@@ -171,7 +174,7 @@ def overlap_with(imp: dict[str, np.ndarray], reference: str = "colour", k: int =
                      "P(≥ shared | chance)": np.nan if itself else table["P(overlap ≥ observed | chance)"],
                      "P(≥ shared | their layers)":
                          np.nan if itself else table["P(overlap ≥ observed | their layers)"],
-                     "Spearman (all heads)": "—" if itself else spearman(scores, imp[reference], seed=seed)})
+                     "correlation (all heads)": "—" if itself else correlation(scores, imp[reference], seed=seed)})
     frame = pd.DataFrame(rows).set_index("question type")
     tested = frame.index != reference
     for null in ("chance", "their layers"):

@@ -105,9 +105,9 @@ def test_overlap_of_a_type_with_itself_is_complete_and_not_tested():
     rng = np.random.default_rng(1)
     imp = {"colour": rng.random((20, 4, 8)), "other": rng.random((20, 4, 8))}
     table = study.overlap_with(imp, "colour", k=3)
-    assert table.loc["colour", "shared with colour"] == 3 and table.loc["colour", "Spearman (all heads)"] == "—"
+    assert table.loc["colour", "shared with colour"] == 3 and table.loc["colour", "correlation (all heads)"] == "—"
     assert np.isnan(table.loc["colour", "P(≥ shared | chance)"]) and table.loc["other", "P(≥ shared | chance)"] <= 1
-    assert -1 <= table.loc["other", "Spearman (all heads)"].mean <= 1
+    assert -1 <= table.loc["other", "correlation (all heads)"].mean <= 1
     assert table.loc["other", "expected by chance"] == pytest.approx(9 / 32)
     # the within-layer null is stricter, and Holm adjusts each null over the types tested (one here: unchanged)
     assert table.loc["other", "P(≥ shared | their layers)"] >= table.loc["other", "P(≥ shared | chance)"]
@@ -186,3 +186,18 @@ def test_absent_variants_refuse_a_scene_whose_animals_are_unknown():
     from llavamech.errors import LlavamechError
     with pytest.raises(LlavamechError, match="^mine.jsonl:2: no facts"):
         study.absent_variants([Example(image=None, animal="dog", colour="brown", source="mine.jsonl:2")])
+
+
+def test_a_correlation_between_two_sets_resamples_each_on_its_own():
+    """Different examples in the two sets: the interval resamples each set independently; a set with itself at
+    another size still correlates fully, and the interval stays a correlation's."""
+    from scipy.stats import pearsonr
+    rng = np.random.default_rng(2)
+    signal = rng.exponential(size=(1, 4, 8))
+    a, b = signal + rng.normal(0, 0.3, (30, 4, 8)), signal + rng.normal(0, 0.3, (50, 4, 8))
+    r = study.correlation(a, b, n_boot=500)
+    assert r.mean == pytest.approx(pearsonr(a.mean(0).ravel(), b.mean(0).ravel()).statistic)
+    assert -1 <= r.low < r.high <= 1 and r.n == 30
+    assert study.correlation(a, a[:10], n_boot=200).high == 1.0
+    with pytest.raises(ValueError, match="per-example head scores"):
+        study.correlation(a, b[:, :2])

@@ -130,8 +130,8 @@ def test_pearson_is_scipys_row_by_row():
 
 
 def test_a_wilson_interval_is_the_textbooks_and_keeps_its_width_at_all_or_none():
-    share = stats.wilson(93, 100)
-    assert (share.mean, share.n) == (0.93, 100)
-    assert (share.low, share.high) == pytest.approx((0.8625, 0.9657), abs=1e-4)   # Wilson (1927), z = 1.96
-    assert stats.wilson(100, 100).low < 1.0 == stats.wilson(100, 100).high
-    assert stats.wilson(0, 100).low == 0.0 < stats.wilson(0, 100).high
+    assert stats.wilson(0.93, 100) == pytest.approx((0.8625, 0.9657), abs=1e-4)   # Wilson (1927), z = 1.96
+    low, high = stats.wilson(1.0, 100)
+    assert low < 1.0 == high
+    low, high = stats.wilson(0.0, 100)
+    assert low == 0.0 < high
