@@ -165,7 +165,7 @@ table(pd.DataFrame({"live accuracy [95 % Wilson interval]": {k: "{:.3f} [{:.3f},
 # %% [markdown]
 # ## Controls for chapter 4: a second Vicuna, and a Llava tuned without the text mix
 #
-# Chapter 4 asks whether a Llava's head ordering is its own Vicuna's. Its controls: `toy-vicuna-seed1`, the seed-1
+# Chapter 4 asks whether a Llava's head scores are its own Vicuna's. Its controls: `toy-vicuna-seed1`, the seed-1
 # text model, with `toy-llava-v1-c0-l1` tuned from it (the shipped `toy-clip`, Llava stages seeded 1) as
 # `toy-llava-v0-c0-l1` was tuned from `toy-vicuna`; and `toy-llava-no-text-mix`, tuned from `toy-vicuna` as
 # `toy-llava-v0-c0-l1` was (Llava stages seeded 1, the same image batches drawn) but with the text prompts' loss

@@ -65,7 +65,7 @@ settings = {"Vicuna TQA": (vicuna, "tqa"), "Llava TQA": (llava, "tqa"), "Llava V
 print(llava, vicuna, sep="\n")
 
 # %% [markdown]
-# ## Three settings, one layer of heads
+# ## In all three settings the same layer of heads answers
 #
 # Mean head Imp of the model's own answer in each setting, over the same {glue:text}`n` examples (top row), and
 # each head's linear logit contribution $z(v)_w$, which does not saturate (bottom row).
@@ -122,13 +122,13 @@ pd.DataFrame({name: [f"{l}_{h} ({heads[name][l, h].mean:.2f})" for l, h in
 #
 # The same layer does the work in all three settings, and many of the same heads lead: {glue:text}`top_heads_vqa`
 # for VQA. Against Vicuna TQA's top heads: {glue:text}`text_image_overlap`. Among a layer's few heads each overlap
-# is one small test, uncorrected and at a k not fixed in advance; chapter 4 tests the heads' whole ranking instead. Llava
+# is one small test, uncorrected and at a k not fixed in advance; chapter 4 correlates all heads' scores instead. Llava
 # answers {glue:text}`vqa_accuracy` of the scenes; as for text, attention carries the answer (best attention
 # layer {glue:text}`attn_layer_imp:.2f`, best FFN layer {glue:text}`ffn_layer_imp:.2f`). Chapter 4 measures how
-# far the heads' ranking moved with visual tuning, against chance.
+# far the heads' scores moved with visual tuning, against chance.
 
 # %% [markdown]
-# ## Where the top head looks
+# ## On single scenes the top head's map shows where it read, not whether it read correctly
 #
 # The paper's tool on single scenes: the top head's per-position Imp over the image patches, min-max
 # normalised, upsampled and drawn over the image as the model saw it.
@@ -156,7 +156,7 @@ glue("maps_correct", sum(x.answer == e.colour for e, x in zip(shown, explained))
 # hundreds of scenes and against causal patch ablation.
 
 # %% [markdown]
-# ## The circuit on image patches
+# ## On image patches, as on words, the query finds the animal and the value output carries its colour
 #
 # Chapter 2's measures, with the important positions now the top heads' {glue:text}`k` best *image patches*,
 # and random positions random patches. The patches are those the heads' Imp of the model's *own* answer picks, and
@@ -272,7 +272,7 @@ fig.tight_layout()
 # strongly from patches as from words.
 
 # %% [markdown]
-# ## At the asked animal's box, fixed in advance
+# ## The claims hold over the asked animal's box, fixed in advance, not only where the scores chose
 #
 # As in chapter 2, the important patches are chosen by a score that grows with the head's attention and with its
 # value output's readout, which favours both claims where they are then measured. The control: the same measures
@@ -361,7 +361,7 @@ table(compare(ours, chance={"circuit.colour_mrr.vqa": chance, "circuit.animal_mr
 # organism). Llava's Vicuna learned in-context lookup only as part of general language ability, and its visual
 # tuning mixes in general text conversations, not this task. So the organism shows that the text circuit *can*
 # be reused for images when the text skill came first, not that Llava's training must produce such reuse.
-# [Chapter 4](ch4_head_transfer) tunes a Llava on images alone, otherwise identically, and sets how alike it ranks
+# [Chapter 4](ch4_head_transfer) tunes a Llava on images alone, otherwise identically, and sets how alike it scores
 # its heads (by Imp, not the circuit's full measures) to the Vicuna's beside the mixed Llava's:
 # {glue:text}`ch4_head_transfer.ipynb::no_mix_verdict:s`.
 #

@@ -228,7 +228,7 @@ table(every_areas, "every-patch")
 # informed orders, read the paired differences: on {glue:text}`curve_examples` scenes an interval that includes zero
 # does not separate them.
 #
-# ## How much of the answer needs the image? The language prior
+# ## Without the image's content the answer falls to the language prior, near chance
 #
 # A deletion score means little without knowing what the answer keeps when the image carries no information. Each of the first {glue:text}`prior_examples` scenes is asked again with a blank image of its mean
 # colour, and with every patch removed as ablation removes one (the deletion curve's end):
@@ -254,7 +254,7 @@ table(prior_table, "prior")
 # answer than when no image content is left at all. So a deletion area under the prior is expected of a good order: it measures how soon the rest of
 # the image takes the answer over, and the prior is what the answer keeps with nothing to read.
 #
-# ## Do the maps depend on the model? The randomisation test
+# ## The randomisation test: the tool's map survives randomising the top layer, not the whole model
 #
 # A saliency map that stays the same when the model's weights are destroyed is explaining the image, not the model
 # (Adebayo et al., 2018, *Sanity checks for saliency maps*). The language model's layers are re-initialised one at a
@@ -347,8 +347,11 @@ shipped = study[study["model"] == model]
 if len(shipped) and examples == "toy" and seed == 0 and len(items) == shipped["scene"].nunique():
     metrics = [c for c in patch_eval.METRICS if c in per_scene.columns and c in shipped.columns]
     drift = (per_scene.groupby("method")[metrics].mean() - shipped.groupby("method")[metrics].mean()).abs().max()
-    print(f"shipped study vs this run ({model}), largest difference of a method's mean:")
-    print(drift.round(3).to_string())
+    # kernels of other CPUs reorder a few near-tied patches (a difference of about 0.002): agreement is to 0.01
+    print(f"shipped study vs this run ({model}): "
+          f"{'consistent' if drift.max() < 0.01 else 'NOT consistent'}, every method's mean within 0.01; "
+          f"largest difference per metric:")
+    print(drift.round(2).to_string())
 else:
     print("this run's examples differ from the shipped study's: no consistency check")
 
