@@ -114,12 +114,13 @@ pd.DataFrame({"VQA": vqa["accuracy"].map(str), "TQA": tqa["accuracy"].map(str).r
 # 300 scenes and both training seeds.
 
 # %% [markdown]
-# ## Counting's heads follow the colour heads most closely, reverse lookup's least
+# ## Counting's head map correlates most with colour's, reverse lookup's least
 #
 # Mean head Imp of the model's own answer per type (the paper's score, chapter 3), then the overlap of each type's
 # top heads with the colour type's, with the chance of that overlap under two nulls (top sets drawn from all heads,
 # and from the heads of the layers the two sets occupy), each Holm-adjusted over the four types, and the Pearson
-# correlation of the mean Imp over all heads (not a rank correlation: chapter 4 says why).
+# correlation of the mean Imp over all heads (not a rank correlation: chapter 4 says why), with a basic bootstrap
+# 95 % interval, each type's examples resampled on their own.
 
 # %% tags=["full-width"]
 readings = study.head_readings(llava, sets)
@@ -157,7 +158,9 @@ table(overlap, "overlap", {"expected by chance": "{:.2f}", **{c: "{:.3g}" for c 
 # occupy — the stricter null, since top heads crowd into few layers — for {glue:text}`overlap_beyond_layers`
 # (smallest adjusted p {glue:text}`overlap_holm_min_layers:.3g`). Over all heads the mean Imp
 # maps correlate with colour's at r = {glue:text}`rho_reverse` (reverse), {glue:text}`rho_existence`
-# (existence), {glue:text}`rho_counting` (counting) and {glue:text}`rho_position` (position). Reverse lookup,
+# (existence), {glue:text}`rho_counting` (counting) and {glue:text}`rho_position` (position): on the whole map, not
+# on the top sets, which tie (none shares more than chance after Holm's correction). Pearson is carried by the few
+# large heads, and this is one trained model. Reverse lookup,
 # the colour question turned around, is answered by other heads of the same layer. Imp says which heads carry
 # each answer; whether the colour heads are *needed* for the others is a causal question.
 
