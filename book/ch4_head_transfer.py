@@ -247,18 +247,17 @@ for suffix, within in (("", False), ("_within", True)):
     glue(f"gap_a{suffix}", str(gaps[text_model]) if crossed else "not run")
     glue(f"gap_b{suffix}", str(gaps[other_text_model]) if crossed else "not run")
     glue(f"inherited{suffix}", transfer.inherited(gaps) if crossed else "not run")
-# one child per parent in the crossing: how far two children of one Vicuna differ, from the other Vicuna's side
-spread = transfer.child_spread(vicuna_tqa[other_text_model], [scores["Llava VQA"], children[text_model]]) \
-    if crossed else None
-glue("child_spread", "not measured" if spread is None else f"{spread:.3f}")
-smallest_gap = min(g.mean for g in transfer.crossed_gaps(vicuna_tqa, children, seed=seed).values()) if crossed else None
+    # one child per parent in the crossing: how far two children of one Vicuna differ, from the other Vicuna's side
+    spread = transfer.child_spread(vicuna_tqa[other_text_model], [scores["Llava VQA"], children[text_model]],
+                                   within) if crossed else None
+    glue(f"child_spread{suffix}", "not measured" if spread is None else f"{spread:.3f}")
+    glue(f"spread_vs_gaps{suffix}", "not measured" if spread is None else "less than either gap"
+         if spread < min(g.mean for g in gaps.values()) else "not less than both gaps")
 # the crossing's gap checked as the margin checks one correlation: does its interval hold what it estimates?
 coverage_gap = transfer.interval_coverage([vicuna_tqa[text_model], children[text_model], children[other_text_model]],
                                           seed=seed) if crossed else None
 glue("coverage_gap", "was not measured (no crossing)" if coverage_gap is None
      else f"holds its value in {coverage_gap} of samples")
-glue("spread_vs_gaps", "not measured" if spread is None else
-     "less than either gap over all heads" if spread < smallest_gap else "not less than both gaps over all heads")
 # the text-mix control: no_text_mix was tuned as same_parent was (seeds, image batches), without the text loss
 no_mix_gap = transfer.parent_gap(scores["Vicuna TQA"], llava_vqa[same_parent], llava_vqa[no_text_mix], seed=seed) \
     if {no_text_mix, same_parent} <= set(llava_vqa) else None
@@ -293,7 +292,8 @@ table(pd.DataFrame(rows).T, "parent-control") if rows else None
 # The intervals resample examples, not training runs, and each parent has one child in the crossing. How much one
 # child differs from another of the same parent, seen from the other Vicuna's side: the two Llavas tuned from
 # {glue:text}`text_model` differ by {glue:text}`child_spread` in their correlation with
-# {glue:text}`other_text_model`, {glue:text}`spread_vs_gaps`. Two Vicunas are two draws: how large the gap is in general would need more
+# {glue:text}`other_text_model`, {glue:text}`spread_vs_gaps` over all heads, and by {glue:text}`child_spread_within`
+# within layers, {glue:text}`spread_vs_gaps_within` there. Two Vicunas are two draws: how large the gap is in general would need more
 # of them. The large-k overlap over all heads is the lenient null it was said to be: a Llava of another Vicuna
 # passes it too.
 #

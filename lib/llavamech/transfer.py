@@ -150,13 +150,15 @@ def inherited(gaps: dict) -> str:
     return "yes, from both parents" if all(above) else "from one parent only" if any(above) else "not shown"
 
 
-def child_spread(parent, children: list) -> float:
+def child_spread(parent, children: list, within_layer: bool = False) -> float:
     """How far two Llavas of one language model differ in their Pearson correlation with another model's `parent` scores
-    ([n, L, H] each): the scale of one training run's luck, beside which a `parent_gap` is read."""
+    ([n, L, H] each): the scale of one training run's luck, beside which a `parent_gap` is read (`within_layer`: as
+    `parent_gap`'s, each head less its layer's mean)."""
     if len(children) != 2:
         raise LlavamechError(f"child_spread compares two Llavas of one language model, got {len(children)}")
     parent, *children = per_example_tables(["parent", "the first child", "the second child"], [parent, *children])
-    first, second = (float(pearson(parent.mean(0).ravel(), c.mean(0).ravel())) for c in children)
+    r = _within_layer(parent.shape[-1]) if within_layer else pearson
+    first, second = (float(r(parent.mean(0).ravel(), c.mean(0).ravel())) for c in children)
     return float(abs(first - second))
 
 

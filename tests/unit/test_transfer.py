@@ -308,6 +308,10 @@ def test_a_crossing_gives_each_parent_its_gap_and_a_verdict_in_words():
         T.crossed_gaps(parents, {"a": children["a"]})
     spread = T.child_spread(parents["b"], [children["a"], 2 * children["a"] + 1.0])
     assert spread == pytest.approx(0.0)                                      # nor a rescaling a correlation
+    layer_shift = np.arange(4.0).reshape(1, 4, 1) * 5                        # moves whole layers only
+    assert T.child_spread(parents["b"], [children["a"], children["a"] + layer_shift], within_layer=True) == \
+        pytest.approx(0.0)
+    assert T.child_spread(parents["b"], [children["a"], children["a"] + layer_shift]) > 0.01
 
 
 def test_a_paired_verdict_says_which_side_or_what_the_interval_leaves_open():
