@@ -115,7 +115,8 @@ fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
 for ax, (a, b) in zip(axes, pairs):
     plots.head_scatter(means[a], means[b], f"{a}: mean head Imp", f"{b}: mean head Imp",
                        f"Pearson r {correlations[f'{a} → {b}']}", ax=ax)
-fig.suptitle(f"{llava.name} and {vicuna.name}: every head, n = {len(items)} examples", fontsize=10)
+fig.suptitle(f"{llava.name} and {vicuna.name}: every head, n = {len(items)} examples; labelled: the three heads "
+             "furthest above the diagonal", fontsize=10)
 fig.tight_layout()
 for (a, b), est in zip(pairs, correlations.values()):
     glue(f"rho_{a.replace(' ', '_')}_{b.replace(' ', '_')}", str(est))
