@@ -86,9 +86,9 @@ def correlation(per_example_a, per_example_b, n_boot: int = 2000, seed: int = 0)
 
     Why not Spearman's rank correlation: about half of a model's heads do nothing for the answer (their mean Imp is
     within a thousandth of zero), and ranks order them by their noise, which every resample reshuffles. On chapter
-    4's own examples a rank correlation's interval held the value it estimates in 59–85 % of nested resamples,
-    Pearson's in 89–96 % (`interval_coverage` measures it; the chapter shows it). Pearson weighs each head by how
-    much it does, which is the question: do the heads that matter matter alike?
+    4's own examples a rank correlation's interval (BCa or basic) held the value it estimates in 59–85 % of nested
+    resamples, Pearson's in 89–96 % (`interval_coverage` measures it; the chapter shows it). Pearson weighs each head
+    by how much it does, which is the question: do the heads that matter matter alike?
     The interval is `_over_examples`' basic bootstrap interval."""
     return _over_examples(pearson, [per_example_a, per_example_b], n_boot, seed)
 
@@ -101,7 +101,7 @@ def parent_gap(parent, own, other, within_layer: bool = False, n_boot: int = 200
     layer's mean, so that which layer does the work, which any Llava of the task may share, counts for nothing and
     only how the heads differ inside their layers, which separately trained models do not share, is left."""
     r = _within_layer(np.asarray(parent).shape[-1]) if within_layer else pearson
-    return _over_examples(lambda p, a, b: r(p, a) - r(p, b), [parent, own, other], n_boot, seed, bound=2.0)
+    return _over_examples(_gap(r), [parent, own, other], n_boot, seed, bound=2.0)
 
 
 def interval_coverage(per_example: list, statistic: str = "pearson", reps: int = 200, n_boot: int = 500,
@@ -118,14 +118,14 @@ def interval_coverage(per_example: list, statistic: str = "pearson", reps: int =
                              f"got {len(per_example)}")
     reps, seed = validate.whole("reps", reps), validate.whole("seed", seed, 0)
     r = CORRELATIONS[statistic]
-    stat = r if len(per_example) == 2 else (lambda p, a, b: r(p, a) - r(p, b))
+    stat, bound = (r, 1.0) if len(per_example) == 2 else (_gap(r), 2.0)   # a correlation, or a difference of two
     tables = per_example_tables([f"setting {i + 1}'s scores" for i in range(len(per_example))], per_example)
     truth = float(stat(*(t.reshape(len(t), -1).mean(0) for t in tables)))
     rng = np.random.default_rng(seed)
     held = 0
     for rep in progress(range(reps), f"interval coverage ({statistic})"):
         sample = rng.integers(0, len(tables[0]), len(tables[0]))
-        estimate = _over_examples(stat, [t[sample] for t in tables], n_boot, seed + rep + 1, len(tables) - 1.0)
+        estimate = _over_examples(stat, [t[sample] for t in tables], n_boot, seed + rep + 1, bound)
         held += estimate.low <= truth <= estimate.high
     return Estimate(held / reps, *wilson(held / reps, reps), reps)
 
@@ -169,6 +169,11 @@ def paired_verdict(difference: Estimate, first: str, second: str) -> str:
         bound = max(abs(difference.low), abs(difference.high))
         return f"not distinguished (differences up to {bound:.2f} are not excluded)"
     return f"{first if difference.low > 0 else second} scores them more alike"
+
+
+def _gap(r):
+    """A parent's correlation `r` with its own child less with the other's: `parent_gap`'s statistic."""
+    return lambda parent, own, other: r(parent, own) - r(parent, other)
 
 
 def _within_layer(heads: int):
