@@ -121,6 +121,12 @@ pd.DataFrame({"VQA": vqa["accuracy"].map(str), "TQA": tqa["accuracy"].map(str).r
 # and from the heads of the layers the two sets occupy), each Holm-adjusted over the four types, and the Pearson
 # correlation of the mean Imp over all heads (not a rank correlation: chapter 4 says why), with a basic bootstrap
 # 95 % interval, each type's examples resampled on their own.
+#
+# ```{margin} Do the intervals hold what they claim?
+# Checked as chapter 4 checks its own: each type's examples stand in for its population, and
+# {glue:text}`coverage_reps` samples of the same sizes are drawn from each, every one with its interval. The share
+# that held the population's correlation with colour: {glue:text}`coverage_types` — {glue:text}`coverage_reading`.
+# ```
 
 # %% tags=["full-width"]
 readings = study.head_readings(llava, sets)
@@ -141,6 +147,15 @@ glue("colour_heads_here", ", ".join(f"{l}_{h}" for l, h in colour_top_here))
 for qtype, row in overlap.iterrows():
     glue(f"shared_{qtype}", int(row["shared with colour"]))
     glue(f"rho_{qtype}", str(row["correlation (all heads)"]))
+# does each interval hold what it estimates? each type's examples stand in for its population, samples drawn from each
+coverage = {qtype: study.correlation_coverage(scores, imp["colour"], seed=seed)
+            for qtype, scores in imp.items() if qtype != "colour"}
+glue("coverage_types", "; ".join(f"{qtype} {held}" for qtype, held in coverage.items()))
+glue("coverage_reps", next(iter(coverage.values())).n if coverage else 0)
+short = [qtype for qtype, held in coverage.items() if held.high < 0.95]
+glue("coverage_reading", "each consistent with 95 % (every Wilson interval reaches it)" if not short else
+     f"short of 95 % for {' and '.join(short)}: read those intervals as holding their value about "
+     f"{min(coverage[t].mean for t in short) * 100:.0f}–{max(coverage[t].mean for t in short) * 100:.0f} % of the time")
 for null, tag in (("chance", "all"), ("their layers", "layers")):
     beyond = [t for t, row in overlap.iterrows() if row[f"Holm ({null})"] < 0.05]
     glue(f"overlap_beyond_{tag}", " and ".join(beyond) or "no type")

@@ -26,7 +26,7 @@ from .imaging import load_image
 from .patch_eval import animals_mask, pointing
 from .interventions import HeadSetTest, Means, ablated, answer_scores, with_holm
 from .progress import progress
-from .stats import Estimate, basic_interval, bootstrap, holm, pearson, resample_counts, wilson
+from .stats import Estimate, bootstrap, coverage_of_means, holm, of_means, pearson, wilson
 from .trace import positions_of
 from .transfer import overlap_table
 
@@ -135,25 +135,30 @@ def top_heads(imp: np.ndarray, k: int) -> list[tuple[int, int]]:
     return readouts.top_heads_of(imp.mean(0), k)
 
 
+def _head_sets(a, b) -> tuple[np.ndarray, np.ndarray]:
+    """Two sets' per-example head scores [n, layers, heads] of the same heads, or one line saying why not."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.ndim != 3 or b.ndim != 3 or a.shape[1:] != b.shape[1:] or not len(a) or not len(b):
+        raise LlavamechError(f"correlation compares per-example head scores [n, layers, heads] of the same heads, "
+                             f"got shapes {a.shape} and {b.shape}")
+    return a, b
+
+
 def correlation(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0) -> Estimate:
     """Pearson correlation over all heads of two sets' mean Imp, with a basic bootstrap 95 % interval
     (`stats.basic_interval`) that resamples the examples of each set independently (the sets hold different
     examples). Pearson and not a rank correlation, as in chapter 4 (`transfer.correlation`): ranks order the heads
     that do nothing by their noise, and their intervals do not hold what they estimate."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if a.ndim != 3 or b.ndim != 3 or a.shape[1:] != b.shape[1:] or not len(a) or not len(b):
-        raise LlavamechError(f"correlation compares per-example head scores [n, layers, heads] of the same heads, "
-                             f"got shapes {a.shape} and {b.shape}")
-    n_boot = validate.whole("n_boot", n_boot)
-    rng = np.random.default_rng(validate.whole("seed", seed, 0))
+    a, b = _head_sets(a, b)
+    return of_means(pearson, [a, b], n_boot, seed, bound=1.0, paired=False)
 
-    def means(x):   # the sample's means, then every resample's, as draw counts @ scores
-        x = x.reshape(len(x), -1)
-        counts = resample_counts(rng.integers(0, len(x), size=(n_boot, len(x))), len(x))
-        return np.vstack([x.mean(0), counts @ x / len(x)])
 
-    values = pearson(means(a), means(b))
-    return basic_interval(values[0], values[1:], min(len(a), len(b)), bound=1.0)
+def correlation_coverage(a: np.ndarray, b: np.ndarray, reps: int = 200, n_boot: int = 500,
+                         seed: int = 0) -> Estimate:
+    """How often `correlation`'s interval holds the value it estimates (`stats.coverage_of_means`: each set's
+    examples stand in for its population, and samples are drawn from each on its own), with its Wilson interval."""
+    a, b = _head_sets(a, b)
+    return coverage_of_means(pearson, [a, b], bound=1.0, paired=False, reps=reps, n_boot=n_boot, seed=seed)
 
 
 def overlap_with(imp: dict[str, np.ndarray], reference: str = "colour", k: int = 5, seed: int = 0) -> pd.DataFrame:

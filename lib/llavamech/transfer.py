@@ -21,8 +21,7 @@ from .imaging import load_image
 from .interventions import CONTROLS, HeadSetTest, ablated
 from .progress import progress
 from .reference import paper_numbers
-from .stats import (Estimate, basic_interval, bootstrap, holm, pearson, resample_counts, sign_flip_p, spearman,
-                    wilson)
+from .stats import Estimate, bootstrap, coverage_of_means, holm, of_means, pearson, sign_flip_p, spearman
 
 CORRELATIONS = {"pearson": pearson, "spearman": spearman}
 
@@ -116,18 +115,10 @@ def interval_coverage(per_example: list, statistic: str = "pearson", reps: int =
     if len(per_example) not in (2, 3):
         raise LlavamechError(f"interval_coverage takes two settings (a correlation) or three (a parent gap), "
                              f"got {len(per_example)}")
-    reps, seed = validate.whole("reps", reps), validate.whole("seed", seed, 0)
     r = CORRELATIONS[statistic]
     stat, bound = (r, 1.0) if len(per_example) == 2 else (_gap(r), 2.0)   # a correlation, or a difference of two
     tables = per_example_tables([f"setting {i + 1}'s scores" for i in range(len(per_example))], per_example)
-    truth = float(stat(*(t.reshape(len(t), -1).mean(0) for t in tables)))
-    rng = np.random.default_rng(seed)
-    held = 0
-    for rep in progress(range(reps), f"interval coverage ({statistic})"):
-        sample = rng.integers(0, len(tables[0]), len(tables[0]))
-        estimate = _over_examples(stat, [t[sample] for t in tables], n_boot, seed + rep + 1, bound)
-        held += estimate.low <= truth <= estimate.high
-    return Estimate(held / reps, *wilson(held / reps, reps), reps)
+    return coverage_of_means(stat, tables, bound, reps=reps, n_boot=n_boot, seed=seed)
 
 
 def crossed_gaps(parents: dict, children: dict, within_layer: bool = False, n_boot: int = 2000,
@@ -186,24 +177,12 @@ def _within_layer(heads: int):
 
 
 def _over_examples(statistic, per_example: list, n_boot: int, seed: int, bound: float = 1.0) -> Estimate:
-    """`statistic` of the arrays' means over examples ([n, ...] each, the same n examples), with a basic bootstrap
-    95 % interval (`stats.basic_interval`, within [-bound, bound]), the examples resampled together in every array.
-    In nested bootstraps of chapter 4's examples and of noisy synthetic heads the basic interval held the value in
-    85–97 % of samples, BCa in 56–95 %."""
-    arrays = [x.reshape(len(x), -1) for x in per_example_tables(
-        [f"setting {i + 1}'s scores" for i in range(len(per_example))], per_example)]
-    n = len(arrays[0])
-    if n < 2:
-        raise LlavamechError(f"a correlation's interval over examples needs at least two examples, got {n}")
-    if not all(np.isfinite(x).all() for x in arrays):
-        raise LlavamechError("the head scores hold NaN or infinite values: leave out the examples without a score")
-    n_boot, seed = validate.whole("n_boot", n_boot), validate.whole("seed", seed, 0)
-    draws = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-    # every resample's means at once, as how often it draws each example (the statistics take stacks of tables);
-    # the sample itself is the first row, computed in the same stack
-    counts = np.vstack([np.ones((1, n)), resample_counts(draws, n)])
-    values = np.asarray(statistic(*(counts @ x / n for x in arrays)))
-    return basic_interval(values[0], values[1:], n, bound)
+    """`statistic` of the settings' mean tables over the same examples ([n, L, H] each), with `stats.of_means`'
+    basic bootstrap 95 % interval, the examples resampled together in every setting. In nested bootstraps of chapter
+    4's examples and of noisy synthetic heads the basic interval held the value in 85–97 % of samples, BCa in
+    56–95 %."""
+    tables = per_example_tables([f"setting {i + 1}'s scores" for i in range(len(per_example))], per_example)
+    return of_means(statistic, tables, n_boot, seed, bound)
 
 
 def gains(before, after, top: int | None = None) -> pd.DataFrame:

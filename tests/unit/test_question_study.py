@@ -201,3 +201,17 @@ def test_a_correlation_between_two_sets_resamples_each_on_its_own():
     assert study.correlation(a, a[:10], n_boot=200).high == 1.0
     with pytest.raises(ValueError, match="per-example head scores"):
         study.correlation(a, b[:, :2])
+
+
+def test_the_two_set_interval_holds_its_value_about_95_percent_of_the_time():
+    """Chapter 6's check of its own intervals, on two sets of different sizes sharing their busy heads (the idle
+    half of the heads pure noise): the nested bootstrap, each set drawn on its own, finds the interval near 95 %."""
+    rng = np.random.default_rng(6)
+    busy = np.where(rng.random(32) < 0.5, rng.exponential(0.6, 32), 0.0)
+
+    def noisy(n):
+        return (busy + (busy + 0.05) * rng.standard_normal((n, 32))).reshape(n, 4, 8)
+    held = study.correlation_coverage(noisy(80), noisy(120), reps=150, n_boot=300)
+    assert held.high >= 0.95 and held.mean >= 0.85 and held.n == 150, held
+    with pytest.raises(ValueError, match="per-example head scores"):
+        study.correlation_coverage(noisy(10), noisy(10)[:, :2])

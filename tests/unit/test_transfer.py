@@ -160,7 +160,7 @@ def idle_heads_world(n: int = 200, seed: int = 0):
 
 
 def test_pearson_intervals_hold_their_value_where_rank_intervals_do_not():
-    """The nested-bootstrap coverage the chapter reports, on a world of idle and busy heads: Pearson's BCa interval
+    """The nested-bootstrap coverage the chapter reports, on a world of idle and busy heads: Pearson's basic interval
     is near its 95 %, a rank correlation's (idle heads ordered by noise) far below it."""
     a, b = idle_heads_world()
     pearson = T.interval_coverage([a, b], "pearson", reps=100, n_boot=300)
