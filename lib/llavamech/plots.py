@@ -329,15 +329,29 @@ def head_scatter(x, y, xlabel: str, ylabel: str, title: str, label_top: int = 3,
     if diagonal:
         lo, hi = min(x.min(), y.min()), max(x.max(), y.max())
         ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
-    for rank, i in enumerate(np.argsort(-(y - x if diagonal else y))[:label_top]):
-        ax.annotate(names[i], (x[i], y[i]), fontsize=9, xytext=(6, -4 - 9 * rank), textcoords="offset points",
-                    color="C3", arrowprops=dict(arrowstyle="-", color="C3", lw=0.5))
     ax.margins(0.12)   # room for the labels inside the axes
+    labelled = np.argsort(-(y - x if diagonal else y))[:label_top]
+    for i, drop in zip(labelled, _label_drops(ax, x[labelled], y[labelled])):
+        ax.annotate(names[i], (x[i], y[i]), fontsize=9, xytext=(6, -4 - drop), textcoords="offset points",
+                    color="C3", arrowprops=dict(arrowstyle="-", color="C3", lw=0.5))
     ax.tick_params(labelsize=9)
     ax.set_xlabel(xlabel, fontsize=9)
     ax.set_ylabel(ylabel, fontsize=9)
     ax.set_title(title, fontsize=10)
     return fig
+
+
+def _label_drops(ax, x, y, gap: float = 12.0) -> np.ndarray:
+    """How far (in points) to lower each point's label below its usual place so that labels stand at least `gap`
+    points apart, the highest point's first: two heads that score alike would otherwise print one name over the
+    other. Read from the axes' current data-to-display transform (their limits set)."""
+    to_points = 72 / ax.figure.dpi
+    wanted = ax.transData.transform(np.column_stack([x, y]))[:, 1] * to_points - 4
+    drops, floor = np.zeros(len(wanted)), np.inf
+    for j in np.argsort(-wanted):
+        placed = min(wanted[j], floor - gap)
+        drops[j], floor = wanted[j] - placed, placed
+    return drops
 
 
 def accuracy_by_type(tables: list, title: str, ax=None):

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from matplotlib.text import Text
 from PIL import Image
 
 from llavamech import plots
@@ -151,3 +152,13 @@ def test_accuracy_curves_give_a_type_the_same_colour_in_every_panel():
         assert colours == [["C0", "C2"], ["C2"]]   # colour C0, position C2 in both, whichever the log lists first
     finally:
         plt.close(fig)
+
+
+def test_the_labels_of_heads_that_score_alike_do_not_print_over_each_other():
+    x = np.array([[0.0, 0.01, 0.5], [0.2, 0.3, 0.4]])
+    y = np.array([[1.0, 1.004, 0.2], [0.1, 0.35, 0.9]])   # 0_0 and 0_1 almost on one spot, far above the diagonal
+    fig = plots.head_scatter(x, y, "x", "y", "heads")
+    fig.canvas.draw()
+    boxes = [Text.get_window_extent(t) for t in fig.axes[0].texts]   # the names alone, not their arrows
+    assert sorted(t.get_text() for t in fig.axes[0].texts) == ["0_0", "0_1", "1_2"]
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:]), boxes
