@@ -31,7 +31,7 @@ if "google.colab" in sys.modules:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
                     "llavamech @ git+https://github.com/llavamech/llavamech@main"], check=True)
 
-# %%
+# %% tags=["hide-input"]
 import random
 
 import matplotlib.pyplot as plt
@@ -116,7 +116,7 @@ multimodal = {name: m for name, m in models.items() if m.is_multimodal}
 # and the question, with the question's answer prefix opening the assistant's turn, so that the answer is again the
 # next token. For Qwen2-VL, Gemma 3 and GLM-4.1V:
 
-# %%
+# %% tags=["hide-input"]
 for name in ("tiny-random-qwen2-vl", "tiny-random-gemma3", "tiny-random-glm4v"):
     print(f"{name}:\n{models[name].prompt(question, image=True)}\n")
 
@@ -156,7 +156,7 @@ for name in ("tiny-random-qwen2-vl", "tiny-random-gemma3", "tiny-random-glm4v"):
 # image's aspect ratio makes them; OneVision's base image, Idefics3's global image and InternVL's thumbnail, 16, 4
 # and 4 more tokens, are not drawn).
 
-# %%
+# %% tags=["hide-input"]
 glue("odd_size", f"{width} × {height}")
 rows = -(-len(multimodal) // 4)   # four a row, so that the models' names stay apart
 fig, axes = plt.subplots(rows, 4, figsize=(12, 3.2 * rows))
@@ -200,13 +200,13 @@ table(pd.DataFrame(layouts).T, "layouts")
 # frozen scale, read off the model rather than computed), and brute-force Imp against logits capped as the model caps
 # them (`llavamech.checks.identity_errors` does both for every model).
 
-# %%
+# %% tags=["hide-input"]
 def example_for(m) -> dict:
     return dict(image=picture, question=question) if m.is_multimodal else \
         dict(question=question, context="The dog is white. The cat is black.")
 
 
-# %% tags=["volatile"]
+# %% tags=["volatile", "hide-input"]
 errors = {}
 for name, m in models.items():
     errors[name] = identity_errors(m, **example_for(m))
@@ -237,7 +237,7 @@ table(pd.DataFrame({"class": {n: type(m.hf).__name__ for n, m in models.items()}
 # the 2 frames an image is repeated to, so up to `max_pixels` / 2 / 28²); an image whose tokens alone would
 # exceed the model's positions is refused in one line naming `max_pixels`.
 
-# %%
+# %% tags=["hide-input"]
 checkpoints = {"Qwen/Qwen2-VL-7B-Instruct": (memory.qwen2_vl_7b_config(), 300),
                "Qwen/Qwen2.5-VL-7B-Instruct": (memory.qwen2_5_vl_7b_config(), 300),
                "Qwen/Qwen3-VL-8B-Instruct": (memory.qwen3_vl_8b_config(), 300),

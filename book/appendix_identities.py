@@ -38,7 +38,7 @@ if "google.colab" in sys.modules:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
                     "llavamech @ git+https://github.com/llavamech/llavamech@main"], check=True)
 
-# %%
+# %% tags=["hide-input"]
 import random
 
 import pandas as pd
@@ -94,7 +94,7 @@ print(m)
 # is removed, which the frozen scale and the later layers make different (chapters 2 and 3 measure that change by
 # ablation).
 
-# %% tags=["volatile"]
+# %% tags=["volatile", "hide-input"]
 errors = identity_errors(m, picture, question)
 table(pd.DataFrame({"max |error|": errors}).rename(index=math).rename_axis("identity"), "identity-errors", "{:.1e}")
 
@@ -106,7 +106,7 @@ table(pd.DataFrame({"max |error|": errors}).rename(index=math).rename_axis("iden
 # token, and the scores below only show what each call returns. Layer scores first: attention and FFN layers, each
 # added to its own base.
 
-# %%
+# %% tags=["hide-input"]
 trace = m.trace(picture, question)
 answer = m.tokenizer.decode([trace.top_token]).strip()
 glue("random_answer", repr(answer))
@@ -115,7 +115,7 @@ fig = plots.layer_bars(attribution.layer_scores(trace), f"{m.name}: layers' Imp 
 # %% [markdown]
 # Then every head. The paper's tool takes the best of these and looks at where it reads from.
 
-# %%
+# %% tags=["hide-input"]
 heads = attribution.head_scores(trace)
 fig = plots.head_heatmap(heads, f"{m.name}: head Imp for {answer!r}")
 
@@ -127,6 +127,6 @@ fig = plots.head_heatmap(heads, f"{m.name}: head Imp for {answer!r}")
 # drawing scales the map to its largest value, which is where the image keeps its own colours.
 # On a random model the map means nothing; the same call on the trained organism is the subject of chapter 5.
 
-# %%
+# %% tags=["hide-input"]
 result = m.explain(picture, question=question)
 fig = plots.patch_overlay(result)

@@ -32,7 +32,7 @@ if "google.colab" in sys.modules:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
                     "llavamech @ git+https://github.com/llavamech/llavamech@main"], check=True)
 
-# %%
+# %% tags=["hide-input"]
 import json
 import random
 
@@ -62,7 +62,7 @@ print(llava, vicuna, sep="\n")
 # background (`data/world.json`). The processor resizes any canvas to 64×64 px, which the 8-px patches cut into
 # an 8×8 grid: 64 image tokens, where llava-1.5 has 576.
 
-# %%
+# %% tags=["hide-input"]
 rng = random.Random(seed)
 scenes = [make_scene(rng, size=rng.choice([64, 96, 128])) for _ in range(8)]
 fig = plots.image_grid([s.image for s in scenes],
@@ -98,7 +98,7 @@ fig = plots.image_grid([s.image for s in scenes],
 #
 # Loss and held-out accuracy per stage, as logged while training the shipped models.
 
-# %%
+# %% tags=["hide-input"]
 history = [r for stage in ("vicuna", "clip", "llava")
            for r in json.loads((MODELS_DIR / f"training-log-{stage}.json").read_text())["history"]]
 fig = curves_figure(history)
@@ -115,7 +115,7 @@ fig = curves_figure(history)
 # `explain()`'s top patch lies on the asked animal. The three full retrains of the recipe, side by side, beside the
 # bars the organism must clear:
 
-# %%
+# %% tags=["hide-input"]
 shipped = ["toy-llava", "toy-llava-seed1", "toy-llava-seed2"]
 cards = {name: model_card(name) for name in shipped}
 accuracies = accuracy_table(cards)
@@ -139,7 +139,7 @@ table(accuracies, "cards")
 # there, with its interval). The bars above are read on the cards' scenes, one in three without a distractor. Both are drawn only from held-out keys. A live check on `n_examples` fresh held-out examples of the
 # cards' kind, drawn now with this notebook's seed:
 
-# %%
+# %% tags=["hide-input"]
 live = {"toy-vicuna TQA": recipe.tqa_accuracy(vicuna.hf, vicuna.tokenizer, n_examples, seed + 7),
         "toy-llava VQA": recipe.vqa_accuracy(llava.hf, llava.processor, n_examples, seed + 7),
         "toy-llava TQA": recipe.tqa_accuracy(llava.hf, llava.tokenizer, n_examples, seed + 7)}
@@ -173,7 +173,7 @@ table(pd.DataFrame({"live accuracy [95 % Wilson interval]": {k: "{:.3f} [{:.3f},
 # shipped with the crosses; it was retrained for chapter 4, and shown to be the same model: tuned again, it gives
 # `toy-llava-v1-c0-l1`'s weights bit for bit. The Llavas' cards, as above:
 
-# %%
+# %% tags=["hide-input"]
 controls = {name: model_card(name) for name in ("toy-llava-v0-c0-l1", "toy-llava-v1-c0-l1", "toy-llava-no-text-mix")}
 glue("no_mix_tqa", float(controls["toy-llava-no-text-mix"]["toy-llava TQA"]))
 glue("no_mix_vqa", float(controls["toy-llava-no-text-mix"]["toy-llava VQA"]))
@@ -223,7 +223,7 @@ table(accuracy_table(controls), "control-cards")
 #
 # The curves, as logged while training (held-out accuracy per type):
 
-# %%
+# %% tags=["hide-input"]
 multi_logs = {name: json.loads((MODELS_DIR / f"training-log-{name}.json").read_text())
               for name in ("vicuna-multi", "llava-multi", "llava-multi-seed1", "llava-multi-frozen-tower")}
 stage2 = {name: [r for r in log["history"] if r["stage"] == "stage2"] for name, log in multi_logs.items()}
@@ -240,7 +240,7 @@ fig.tight_layout()
 # mode (evaluation seed {glue:text}`multi_card_seed`; scenes of 1–3 animals), beside the bars: every type's VQA
 # accuracy at least 0.90, its text counterpart at least 0.95.
 
-# %%
+# %% tags=["hide-input"]
 multi_cards = {name: model_card(name) for name in ("toy-llava-multi", "toy-llava-multi-seed1")}
 multi_table = question_study.card_table(multi_cards)
 glue("multi_card_n", multi_cards["toy-llava-multi"]["n"])
@@ -258,7 +258,7 @@ table(multi_table, "multi-cards")
 #
 # The paper's tool on the organism: the best head's per-patch scores over the image as the model saw it.
 
-# %%
+# %% tags=["hide-input"]
 scene = make_scene(random.Random(seed + 1), size=128, n_animals=3)
 asked = scene.animals[0]
 result = llava.explain(scene.image, question=f"What is the color of the {asked.name}?")

@@ -33,7 +33,7 @@ if "google.colab" in sys.modules:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
                     "llavamech @ git+https://github.com/llavamech/llavamech@main"], check=True)
 
-# %%
+# %% tags=["hide-input"]
 import pandas as pd
 
 import llavamech
@@ -88,7 +88,7 @@ check_parameters(model=model, device=device, n_examples=n_examples, seed=seed, s
 # its shapes — both formulas are unit-tested against real models). The trace keeps its readouts in float32 whatever
 # the model's dtype, so half precision halves the weights but not the trace.
 
-# %%
+# %% tags=["hide-input"]
 mem = memory.memory_table(seq_len=seq_len)
 glue("params_7b", f"{mem.loc['float32', 'parameters (B)']:.2f}")
 glue("need_fp32", f"{mem.loc['float32', 'explain needs at least']:.1f}")
@@ -110,7 +110,7 @@ table(mem, "memory", "{:.3f}")
 # the largest error of any identity of [the score](appendix_identities), and the patch grid the map is drawn on,
 # for a wide 80 × 56 image. Anything else is refused with one line ("not supported: ...").
 
-# %%
+# %% tags=["hide-input"]
 import random
 from llavamech.organism.world import make_scene
 
@@ -147,7 +147,7 @@ table(classes, "classes")
 # either one, and which one depends on the hardware's bfloat16 kernels, not only on the model: so the float32
 # margins come first, then what bfloat16 did on the machine that built this page.
 
-# %%
+# %% tags=["hide-input"]
 items = toy_examples(n_examples, seed)
 agreement = checks.dtype_agreement(model, items, "bfloat16", device=device)
 near = agreement["near-tie"]
@@ -159,7 +159,7 @@ glue("bf16_near_tie", checks.NEAR_TIE)
 table(agreement["float32 margin"].describe(percentiles=[0.1, 0.5]).to_frame("float32 margin (logits)").T,
       "margins", "{:.3g}")
 
-# %% tags=["volatile"]
+# %% tags=["volatile", "hide-input"]
 # bfloat16's rounding differs between CPUs (bfloat16 in hardware or emulated) and GPUs: this cell's numbers are
 # those of the machine that built the page, and the book's regression does not hold them fixed.
 import torch  # noqa: E402

@@ -38,7 +38,7 @@ if "google.colab" in sys.modules:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
                     "llavamech @ git+https://github.com/llavamech/llavamech@main"], check=True)
 
-# %%
+# %% tags=["hide-input"]
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -82,7 +82,7 @@ print(f"{len(items)} examples; {n_patches} image patches per example; k = {k} im
 # The top token at each patch of the projector's output (the input of layer 0), projected onto $E$ (left) and,
 # for contrast, read out through the final norm and $W_U$ as if it were the last residual (right).
 
-# %% tags=["full-width"]
+# %% tags=["full-width", "hide-input"]
 trace = m.trace(picture, asked, all_positions=True)
 view = model_view(picture, m.processor.image_processor)
 fig, axes = plt.subplots(1, 2, figsize=(13, 6.8))
@@ -112,7 +112,7 @@ fig.suptitle(f"{m.name}: top token of each visual embedding; scene of {first.sou
 # carry the colour wherever the animal is, not only where the head happened to look.
 # ```
 
-# %%
+# %% tags=["hide-input"]
 generator = torch.Generator().manual_seed(seed)
 animals = sorted({e.animal for e in items} | {a for e in items for a, _ in (e.facts or [])})
 
@@ -132,7 +132,7 @@ fig = plots.estimate_bars({"colour\nimportant": at_embedding["important embed co
                           f"{m.name}: MRR of the visual embeddings projected onto E (n = {len(items)})", "MRR",
                           chance=chance, colors=["C3", "C1", "grey", "C0", "C9", "grey"])
 
-# %%
+# %% tags=["hide-input"]
 ours = {"vis.colour_mrr.important": at_embedding["important embed colour"],
         "vis.colour_mrr.random": at_embedding["random embed colour"],
         "vis.animal_mrr.important": at_embedding["important embed animal"],
@@ -187,7 +187,7 @@ table(compare(ours, chance={key: chance for key in ours}, setting=f"top {k} of {
 # The same reciprocal ranks at the input of each layer, read out through $W_U$ (the logit lens), at important
 # and at random patches.
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
 for ax, word in zip(axes, ("colour", "animal")):
     curves = {"important patches": rr[f"important unembed {word}"], "in the box": rr[f"in-box unembed {word}"],
@@ -200,7 +200,7 @@ for ax, word in zip(axes, ("colour", "animal")):
     plots.by_layer(curves, f"{m.name}: {word} MRR through W_U", "MRR", chance=chance, ax=ax)
 fig.tight_layout()
 
-# %%
+# %% tags=["hide-input"]
 animal_lens = {where: rr[f"{where} unembed animal"] for where in ("important", "in-box", "random")}
 glue("animal_lens_max", float(max(np.nanmax(e.mean) for e in animal_lens.values())))
 glue("animal_lens_high_max", float(max(np.nanmax(e.high) for e in animal_lens.values())))
@@ -218,7 +218,7 @@ glue("readouts_asked_below_others", ", ".join(("emb" if i == 0 else f"layer {i}"
 glue("colour_lens_emb_important", float(rr["important unembed colour"].mean[0]))
 glue("colour_lens_emb_random", float(rr["random unembed colour"].mean[0]))
 
-# %%
+# %% tags=["hide-input"]
 lens_important = rr["important unembed colour"]
 readable = [layer for layer in range(len(lens_important.mean))
             if lens_important.low[layer] > rr["random unembed colour"].high[layer]]
@@ -287,7 +287,7 @@ print("layers where the colour MRR at important patches is above the random patc
 # on the vision tower's own features — layer −2, averaged over each animal's patches, held-out scenes: how well
 # the tower, before the projector, separates the colours and the animals.
 
-# %%
+# %% tags=["hide-input"]
 from llavamech.cards import tower_probe  # noqa: E402
 from llavamech.models import model_card  # noqa: E402
 

@@ -45,7 +45,7 @@ if "google.colab" in sys.modules:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
                     "llavamech @ git+https://github.com/llavamech/llavamech@main"], check=True)
 
-# %%
+# %% tags=["hide-input"]
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -75,7 +75,7 @@ print(f"{len(items)} examples, e.g.\n{m.prompt(items[0].question, items[0].conte
 # already-certain answer scores little — so the bottom row gives each part's linear logit contribution
 # $z(v)_w$ beside it: additive, unbounded, the same readout without the softmax.
 
-# %%
+# %% tags=["hide-input"]
 scores = readouts.collect(m, items, {"heads": readouts.head_imp, "layers": readouts.layer_imp, "heads z": readouts.head_z,
                                  "layers z": readouts.layer_z, "correct": readouts.correct}, mode=MODE)
 accuracy = bootstrap(scores["correct"], seed=seed)
@@ -95,7 +95,7 @@ plots.layer_bars({"attn": layers_z.mean[0], "ffn": layers_z.mean[1]}, f"{m.name}
 plots.head_heatmap(heads_z.mean, f"{m.name} TQA: mean head z(v)_w", ax=axes[1, 1], label="logit contribution")
 fig.tight_layout()
 
-# %%
+# %% tags=["hide-input"]
 by_z = readouts.top_heads_of(heads_z.mean, len(ranked))
 agree = ranking_agreement(heads.mean, heads_z.mean, top=max(ks))
 glue("rho_imp_z", agree["spearman"])
@@ -109,7 +109,7 @@ pd.DataFrame({"by Imp": [f"{l}_{h} ({heads[l, h].mean:.2f})" for l, h in ranked[
               "by z(v)_w": [f"{l}_{h} ({heads_z[l, h].mean:.2f})" for l, h in by_z[:max(ks)]]},
              index=pd.Index(range(1, max(ks) + 1), name="rank (mean over examples)"))
 
-# %%
+# %% tags=["hide-input"]
 top_table = pd.DataFrame([{"head": f"{l}_{h}", "mean Imp (95 % CI)": str(heads[l, h]),
                        "share of examples where it is the top head": float(
                            (scores["heads"].reshape(len(items), -1).argmax(1) == l * m.anatomy.n_heads + h).mean())}
@@ -140,7 +140,7 @@ top_table
 #
 # Per-position Imp of the top heads on one prompt: which source tokens each head's output comes from.
 
-# %%
+# %% tags=["hide-input"]
 example = items[0]
 trace = m.trace(**example.inputs(MODE))
 per_position = {f"head {l}_{h}": attribution.position_scores(trace, l, h) for l, h in top}
@@ -163,7 +163,7 @@ fig = plots.token_bars(trace.positions.tokens, per_position,
 # is exactly the embedding plus the key and value inputs (a unit test checks it). MRR of the true colour and of
 # the asked animal, at the important positions and at random text positions:
 
-# %%
+# %% tags=["hide-input"]
 measures = circuits.measure(m, items, top, k, MODE, colours, seed=seed)
 ours = circuits.paper_estimates(measures, MODE, seed=seed)
 chance = chance_mrr(m.anatomy.lm_head.out_features)
@@ -192,7 +192,7 @@ circuits.rankings_table(measures, seed=seed)
 # linear read-out that does not assume $W_U$'s directions: a nearest-class-mean classifier of the asked animal,
 # trained and tested on separate halves of the examples. Beside it, the key input at a random text position.
 
-# %%
+# %% tags=["hide-input"]
 key_probe = circuits.probe(m, items, top[0], MODE, part="key input", seed=seed)
 glue("probe_key", str(bootstrap(key_probe["important"], seed=seed)))
 glue("probe_key_random", str(bootstrap(key_probe["random"], seed=seed)))
@@ -214,7 +214,7 @@ glue("probe_head", f"{top[0][0]}_{top[0][1]}")
 # names the asked animal, and when — same facts — it names another animal of the context. Dashed: the share a
 # head attending uniformly would put there.
 
-# %%
+# %% tags=["hide-input"]
 uniform = float(np.nanmean(measures["uniform attention"]))
 fig, axes = plt.subplots(1, 2, figsize=(8, 3))
 plots.estimate_bars({"same animal": ours[f"qk.attention_same.{MODE}"],
@@ -243,7 +243,7 @@ glue("uniform", uniform)
 # claims by construction. The control: the same measures at the position where the asked animal's colour is stated
 # (the colour word of its fact), found from the text alone, without any head's scores.
 
-# %%
+# %% tags=["hide-input"]
 evidence = circuits.evidence_table(measures, seed=seed)
 glue_evidence(measures, MODE, seed=seed)
 evidence
@@ -279,7 +279,7 @@ evidence
 # values of $k$ against two controls are six tests, adjusted together (Holm): a claim stands only where its
 # adjusted p is under 0.05.
 
-# %%
+# %% tags=["hide-input"]
 means = interventions.activation_means(m, items, MODE)
 tested, held_out = interventions.held_out_ranking(items, scores["heads"], control_examples)
 causal = interventions.head_ablation_test(m, tested, MODE, held_out, ks=ks, draws=draws, how=ablation, means=means,
@@ -292,7 +292,7 @@ fig = plots.ablation_strip(causal, f"{m.name}: {ablation}-ablating heads, each s
                                    f"examples (heads ranked on {len(items) - len(tested)} others)")
 table(interventions.shown(causal).T, "causal")   # one column per k: the table fits the page
 
-# %%
+# %% tags=["hide-input"]
 glue_causal_test(causal, held_out)
 glue("k_max", int(causal.index[-1]))
 
@@ -336,7 +336,7 @@ glue("k_max", int(causal.index[-1]))
 # %% [markdown]
 # ## Paper and organism, side by side
 
-# %%
+# %% tags=["hide-input"]
 table(compare(ours, chance={f"circuit.colour_mrr.{MODE}": chance, f"circuit.animal_mrr.{MODE}": chance,
                       f"qk.attention_same.{MODE}": uniform, f"ov.logit_difference.{MODE}": 0.0}), "paper-vs-here")
 

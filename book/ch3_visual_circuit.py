@@ -41,7 +41,7 @@ if "google.colab" in sys.modules:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
                     "llavamech @ git+https://github.com/llavamech/llavamech@main"], check=True)
 
-# %%
+# %% tags=["hide-input"]
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -70,7 +70,7 @@ print(llava, vicuna, sep="\n")
 # Mean head Imp of the model's own answer in each setting, over the same {glue:text}`n` examples (top row), and
 # each head's linear logit contribution $z(v)_w$, which does not saturate (bottom row).
 
-# %% tags=["full-width"]
+# %% tags=["full-width", "hide-input"]
 scores = {name: readouts.collect(m, items, {"heads": readouts.head_imp, "layers": readouts.layer_imp, "heads z": readouts.head_z,
                                         "layers z": readouts.layer_z, "correct": readouts.correct}, mode=mode)
           for name, (m, mode) in settings.items()}
@@ -86,7 +86,7 @@ for i, name in enumerate(settings):
 fig.tight_layout()
 glue("n", len(items))
 
-# %%
+# %% tags=["hide-input"]
 imp_z = {name: readouts.imp_vs_z(heads[name].mean, heads_z[name].mean, scores[name]["layers z"].mean(0), max(ks))
          for name in settings}
 glue("rho_imp_z_vqa", imp_z["Llava VQA"]["_agree"]["spearman"])
@@ -96,7 +96,7 @@ glue("rho_imp_z_min", min(v["_agree"]["spearman"] for v in imp_z.values()))
 glue("imp_z_shared_min", min(v["_agree"]["shared top"] for v in imp_z.values()))
 pd.DataFrame({name: {k: v for k, v in row.items() if not k.startswith("_")} for name, row in imp_z.items()})
 
-# %%
+# %% tags=["hide-input"]
 ranked = readouts.top_heads_of(heads["Llava VQA"].mean, llava.anatomy.n_layers * llava.anatomy.n_heads)
 top = ranked[:n_heads]
 layers = bootstrap(scores["Llava VQA"]["layers"], seed=seed)
@@ -133,7 +133,7 @@ pd.DataFrame({name: [f"{l}_{h} ({heads[name][l, h].mean:.2f})" for l, h in
 # The paper's tool on single scenes: the top head's per-position Imp over the image patches, min-max
 # normalised, upsampled and drawn over the image as the model saw it.
 
-# %% tags=["full-width"]
+# %% tags=["full-width", "hide-input"]
 shown = items[:n_maps]
 explained = [llava.explain(e.image, question=e.question) for e in shown]
 masks = [e.box_mask(llava.processor.image_processor, x.grid_shape) for e, x in zip(shown, explained)]
@@ -163,7 +163,7 @@ glue("maps_correct", sum(x.answer == e.colour for e, x in zip(shown, explained))
 # the measures score the *true* colour: on the scenes the model answers wrongly (accuracy
 # {glue:text}`vqa_accuracy`), the two differ. First, the four readings:
 
-# %%
+# %% tags=["hide-input"]
 n_patches = int(np.prod(llava.trace(**items[0].inputs("vqa")).positions.grid_shape))
 k = k or scaled_k(20, n_patches)
 measures = {name: circuits.measure(m, items, readouts.top_heads_of(heads[name].mean, n_heads),
@@ -190,7 +190,7 @@ circuits.rankings_table(measures["Llava VQA"], seed=seed)
 # nearest-class-mean classifier of the asked animal (trained and tested on separate halves of the scenes), and the
 # same at a random patch.
 
-# %%
+# %% tags=["hide-input"]
 key_probe = circuits.probe(llava, items, top[0], "vqa", part="key input", seed=seed)
 glue("probe_key", str(bootstrap(key_probe["important"], seed=seed)))
 glue("probe_key_random", str(bootstrap(key_probe["random"], seed=seed)))
@@ -205,7 +205,7 @@ glue("probe_chance", key_probe["chance"])
 # %% [markdown]
 # Then the query–key and value–output tests, in all three settings.
 
-# %%
+# %% tags=["hide-input"]
 three = pd.DataFrame({name: circuits.setting_summary(measures[name], scores[name]["correct"], mode, seed=seed)
                       for name, (_, mode) in settings.items()})
 three
@@ -217,7 +217,7 @@ three
 # {glue:text}`paper_ov_logit_difference_tqa:.2f`). Here, on the same examples, Llava VQA less Vicuna TQA (paired
 # interval):
 
-# %%
+# %% tags=["hide-input"]
 contrast = circuits.setting_contrast(measures["Vicuna TQA"], measures["Llava VQA"], seed=seed)
 glue_estimates(contrast)
 fall = "contrast.ov_logit_difference.vqa_minus_tqa"
@@ -247,7 +247,7 @@ table(compare(contrast), "text-vs-image")
 # the top {glue:text}`k`), and attention on another animal's patches sits above uniform; but the query–key
 # contrast between the asked animal and another stays wide, with intervals far apart.
 
-# %%
+# %% tags=["hide-input"]
 uniform = float(np.nanmean(measures["Llava VQA"]["uniform attention"]))
 glue("uniform", uniform)
 fig, axes = plt.subplots(1, 2, figsize=(8, 3))
@@ -278,7 +278,7 @@ fig.tight_layout()
 # value output's readout, which favours both claims where they are then measured. The control: the same measures
 # over every patch inside the asked animal's box, found from the scene alone.
 
-# %%
+# %% tags=["hide-input"]
 evidence = circuits.evidence_table(measures["Llava VQA"], seed=seed)
 glue_evidence(measures["Llava VQA"], "vqa", seed=seed)
 evidence
@@ -304,7 +304,7 @@ evidence
 # the random sets is shown beside it. Three values of $k$ against two controls are six tests, adjusted together
 # (Holm): a claim below stands only where its adjusted p is under 0.05.
 
-# %%
+# %% tags=["hide-input"]
 means = interventions.activation_means(llava, items, "vqa")
 tested, held_out = interventions.held_out_ranking(items, scores["Llava VQA"]["heads"], control_examples)
 causal = interventions.head_ablation_test(llava, tested, "vqa", held_out, ks=ks, draws=draws, how=ablation,
@@ -318,7 +318,7 @@ fig = plots.ablation_strip(causal, f"{llava.name} VQA: {ablation}-ablating heads
                                    f"{len(tested)} scenes (heads ranked on {len(items) - len(tested)} others)")
 table(interventions.shown(causal).T, "causal")   # one column per k: the table fits the page
 
-# %%
+# %% tags=["hide-input"]
 glue_causal_test(causal, held_out)
 
 # %% [markdown]
@@ -342,7 +342,7 @@ glue_causal_test(causal, held_out)
 # %% [markdown]
 # ## Paper and organism, side by side
 
-# %%
+# %% tags=["hide-input"]
 table(compare(ours, chance={"circuit.colour_mrr.vqa": chance, "circuit.animal_mrr.vqa": chance,
                             "qk.attention_same.vqa": uniform, "ov.logit_difference.vqa": 0.0},
               setting=f"top {k} of {n_patches} patches"), "paper-vs-here")

@@ -45,7 +45,7 @@ if "google.colab" in sys.modules:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
                     "llavamech @ git+https://github.com/llavamech/llavamech@main"], check=True)
 
-# %%
+# %% tags=["hide-input"]
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -88,7 +88,7 @@ print(f"{len(items)} paired examples; {n_heads} heads")
 # sets confined to the same layer of eight heads share heads often whatever their order. So each overlap is also
 # scored against the stricter null of random sets *within the layers the two top sets occupy*.
 
-# %%
+# %% tags=["hide-input"]
 collected = {name: readouts.collect(m, items, {"heads": readouts.head_imp, "heads z": readouts.head_z}, mode=mode)
              for name, (m, mode) in settings.items()}
 scores = {name: c["heads"] for name, c in collected.items()}
@@ -109,7 +109,7 @@ glue("paper_k", int(paper.index[0][1]))
 glue("paper_n_heads", round(paper.index[0][1] / paper.iloc[0]["share of heads"]))
 table(pd.concat([overlaps, paper]), "overlaps", "{:.3g}")
 
-# %% tags=["full-width"]
+# %% tags=["full-width", "hide-input"]
 correlations = {f"{a} → {b}": transfer.correlation(scores[a], scores[b], seed=seed) for a, b in pairs}
 fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
 for ax, (a, b) in zip(axes, pairs):
@@ -207,7 +207,7 @@ glue("holds_overlap_paper", ("yes" if beyond_layers == len(paper_pairs) else "pa
 # other's — from both sides, so that neither a child that is simply more typical nor a parent that is
 # simply easier to match can make the difference.
 
-# %%
+# %% tags=["hide-input"]
 parents = {"own": (model, text_model, ""), "same_parent": (same_parent, text_model, ", other seeds"),
            "other": (other_parent, other_text_model, ""),
            "no_mix": (no_text_mix, text_model, ", other seeds, no text in stage 2")}
@@ -324,7 +324,7 @@ table(pd.DataFrame(rows).T, "parent-control") if rows else None
 # bootstrap interval, and a one-sided paired sign-flip test over the {glue:text}`n` examples, Holm-adjusted over
 # all {glue:text}`n_heads` heads (each step its own family); the table lists every head that gains in some step:
 
-# %%
+# %% tags=["hide-input"]
 steps = {"tuning": ("Vicuna TQA", "Llava TQA"), "image": ("Llava TQA", "Llava VQA"), "both": ("Vicuna TQA", "Llava VQA")}
 flips = 10_000
 gain_tests = {step: transfer.gain_test(scores[a], scores[b], n_perm=flips, seed=seed) for step, (a, b) in steps.items()}
@@ -372,7 +372,7 @@ table(gain_table, "gainers")
 # more. The same test on the linear logit contribution $z(v)_w$ of each head, which does not saturate, for the
 # step the claim is about (Llava TQA → Llava VQA):
 
-# %%
+# %% tags=["hide-input"]
 z_gain = transfer.gain_test(z_scores["Llava TQA"], z_scores["Llava VQA"], n_perm=flips, seed=seed)
 z_significant = sorted(z_gain.index[z_gain["p, Holm (every head)"] <= 0.05], key=lambda h: -z_gain.loc[h, "gain"].mean)
 glue("n_gained_image_z", len(z_significant))
@@ -398,7 +398,7 @@ table(pd.DataFrame({"gain in z(v)_w, Llava TQA → Llava VQA (95 % CI)": z_rows[
 # that gain Imp, {glue:text}`image_gainers_z_too` gain $z$ too. *Which* heads become more important for VQA depends
 # on the score: that some do holds on both, that they are these heads does not.
 
-# %%
+# %% tags=["hide-input"]
 image_gainers = [tuple(map(int, h.split("_"))) for h in by_gain("image")[:n_gainers]]
 looked_at = list(dict.fromkeys(gainers + image_gainers + lookup))
 looks = transfer.where_heads_look(llava, tested, looked_at, seed=seed)
@@ -447,7 +447,7 @@ table(shown_looks, "where-gainers-look", "{:.3f}")
 # and $W_O$ slices, $\lVert W_\text{Llava} - W_\text{Vicuna}\rVert / \lVert W_\text{Vicuna}\rVert$, against its
 # gain in importance.
 
-# %%
+# %% tags=["hide-input"]
 change = transfer.weight_change(llava, vicuna)
 gain = transfer.gains(means["Vicuna TQA"], means["Llava VQA"])
 joined = change.join(gain[["gain"]])
@@ -496,7 +496,7 @@ glue("gainer_change", float(change.loc[top_gainer, "all"]))
 # p-values of every test and control are Holm-adjusted as one family. Where the named heads' mean cost ranks among
 # the random sets' (1 = costliest) is shown beside, not tested.
 
-# %%
+# %% tags=["hide-input"]
 glue("n_gainers", n_gainers)
 glue("draws", draws)
 glue("ablation", ablation)
@@ -538,7 +538,7 @@ fig = plots.ablation_strip(transplant, f"{llava.name} VQA: heads given other wei
                            label="the named heads")
 table(interventions.shown(transplant.drop(columns=["Δ log p on the control's examples", "n (control)"])).T, "transplant")
 
-# %%
+# %% tags=["hide-input"]
 every_head = [(l, h) for l in range(llava.anatomy.n_layers) for h in range(llava.anatomy.n_heads)]
 whole = transfer.head_set_row(transplanting, every_head, draws=0, seed=seed, controls=())
 glue("whole_dacc", str(whole["Δ accuracy"]))

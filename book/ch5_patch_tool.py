@@ -43,7 +43,7 @@ if "google.colab" in sys.modules:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
                     "llavamech @ git+https://github.com/llavamech/llavamech@main"], check=True)
 
-# %%
+# %% tags=["hide-input"]
 import numpy as np
 import pandas as pd
 
@@ -82,7 +82,7 @@ print(f"{len(items)} held-out scenes; methods: {', '.join(methods)}")
 # it is scaled to its own largest value (the methods' units differ) and drawn on a square-root scale, so that middle
 # values stay visible (the colour bar); negative scores are drawn as dark as zero.
 
-# %% tags=["full-width"]
+# %% tags=["full-width", "hide-input"]
 shown = items[:n_maps]
 maps = [patches.patch_maps(llava, e.image, e.question, methods, heads=heads, means=means, ig_steps=ig_steps)
         for e in shown]
@@ -108,7 +108,7 @@ glue("heads", heads)
 # (last row). The curves here have {glue:text}`steps` steps; every patch, below.
 # ```
 
-# %%
+# %% tags=["hide-input"]
 per_scene = patch_eval.evaluate(llava, items, methods, means=means, heads=heads, steps=steps, ig_steps=ig_steps,
                                 seed=seed)
 results = patch_eval.summary(per_scene, seed=seed)
@@ -116,7 +116,7 @@ glue("n", len(items))
 glue("steps", steps)
 table(results, "methods")
 
-# %%
+# %% tags=["hide-input"]
 for method in methods:
     glue(f"pointing_{method}", str(results.loc[method, "pointing"]))
 glue("box_share", float(results.loc["box's share of the patches", "pointing"].mean))
@@ -139,14 +139,14 @@ for metric, tag in (("mass in box", "mass"), ("top patches in box", "top")):
 n_patches = int(np.prod(maps[0][methods[0]].scores.shape))
 glue("n_patches", n_patches)
 
-# %% tags=["volatile"]
+# %% tags=["volatile", "hide-input"]
 seconds = per_scene.groupby("method")["seconds"].median()   # wall-clock: differs from run to run
 glue("ablation_vs_tool", float(seconds["ablation"] / seconds["tool"]))
 glue("ig_vs_tool", float(seconds["ig"] / seconds["tool"]) if "ig" in seconds else float("nan"))   # nan: not run
 glue("ig_steps", ig_steps)
 glue("tool_seconds", float(seconds["tool"]))
 
-# %%
+# %% tags=["hide-input"]
 glue_paper("speed.tool_seconds", "speed.ablation_passes")
 glue("ablation_passes", n_patches + 1)
 
@@ -197,7 +197,7 @@ glue("ablation_passes", n_patches + 1)
 # The table's curves have {glue:text}`steps` steps. Here every patch is removed (or restored) in turn, on the first
 # {glue:text}`curve_examples` scenes:
 
-# %%
+# %% tags=["hide-input"]
 curve_methods = [m for m in ("tool", "ablation", "ig", "random") if m in methods]
 every = patch_eval.evaluate(llava, items[:curve_examples], curve_methods, means=means, heads=heads,
                             steps=n_patches, ig_steps=ig_steps, seed=seed)
@@ -233,7 +233,7 @@ table(every_areas, "every-patch")
 # A deletion score means little without knowing what the answer keeps when the image carries no information. Each of the first {glue:text}`prior_examples` scenes is asked again with a blank image of its mean
 # colour, and with every patch removed as ablation removes one (the deletion curve's end):
 
-# %%
+# %% tags=["hide-input"]
 prior = patch_eval.prior_baseline(llava, items[:prior_examples], means=means)
 colours_known = sorted({c for e in items for _, c in e.facts})
 prior_table = patch_eval.prior_table(prior, colours_known, seed=seed)
@@ -261,7 +261,7 @@ table(prior_table, "prior")
 # time from the top, then the projector too, and each method's map on the randomised model (for that model's own
 # answer) is compared with its map on the trained one on {glue:text}`randomised_examples` scenes:
 
-# %%
+# %% tags=["hide-input"]
 tested = [m for m in methods if m not in ("random", "ablation", "top-k")]
 randomisation = patch_eval.randomisation_test(llava, items[:randomised_examples], tested, means=means, heads=heads,
                                               ig_steps=ig_steps, seed=seed)
@@ -336,13 +336,13 @@ table(similarity, "randomisation")
 # CLIP, Llava stages seeded 1; and so on). Each was evaluated as above, on the same scenes, by
 # `python -m llavamech.seeds` (a long job; its output ships in `data/seeds/`).
 
-# %%
+# %% tags=["hide-input"]
 study = pd.read_csv(seed_study or seeds.SEED_STUDY)
 cards = seeds.variants()
 by_seed = seeds.seed_table(study, seed=seed)
 table(by_seed.T, "seeds")   # one column per model: the table fits the page
 
-# %%
+# %% tags=["hide-input"]
 shipped = study[study["model"] == model]
 if len(shipped) and examples == "toy" and seed == 0 and len(items) == shipped["scene"].nunique():
     metrics = [c for c in patch_eval.METRICS if c in per_scene.columns and c in shipped.columns]
@@ -355,7 +355,7 @@ if len(shipped) and examples == "toy" and seed == 0 and len(items) == shipped["s
 else:
     print("this run's examples differ from the shipped study's: no consistency check")
 
-# %%
+# %% tags=["hide-input"]
 pointing = {name: (by_seed.loc[name, "pointing: tool"], by_seed.loc[name, "pointing: ig"]) for name in by_seed.index}
 worst = min(pointing, key=lambda name: pointing[name][0].mean)
 glue("worst_seed", worst)
@@ -372,7 +372,7 @@ glue("seed_ig_range", f"{min(v[1].mean for v in pointing.values()):.3f}–{max(v
 # a head can carry the answer's log-probability while attending to more than the animal. Where each model's usual
 # head looks from the last position:
 
-# %%
+# %% tags=["hide-input"]
 present, absent = seeds.with_weights(by_seed.index)
 if absent:
     print(f"not shown, their weights are not in this checkout: {', '.join(absent)}")
@@ -390,7 +390,7 @@ table(pd.DataFrame(looks).T, "seed-heads")
 # The crosses answer it. Each row below is a pair of models whose stages were trained with the same seeds except
 # one: changing only that stage's seed changes the tool's pointing by the last column.
 
-# %%
+# %% tags=["hide-input"]
 pairs = seeds.one_stage_apart(by_seed, study=study, seed=seed)
 carrier, by_stage = seeds.stage_effects(pairs)
 largest = pairs.loc[pairs.loc[pairs["stage whose seed changes"] == carrier, "change"].abs().idxmax()]
@@ -453,7 +453,7 @@ table(stages, "stages")
 # The tool's use as a diagnostic: ask each scene about an animal it does not hold. Does the model still name a
 # colour, and where does the map point? Beside it, the same scenes asked about an animal they hold.
 
-# %%
+# %% tags=["hide-input"]
 animals = sorted({a for e in items for a, _ in e.facts})
 colours = sorted({c for e in items for _, c in e.facts})
 absent = patch_eval.absent_animal(llava, items[:n_absent], animals, colours, seed=seed)
@@ -499,7 +499,7 @@ table(hallucination, "absent-animal") if ran else None
 # launch button above); on this static page they show the state they were saved in, drawn again below as a
 # plain figure.
 
-# %%
+# %% tags=["hide-input"]
 from llavamech.widgets import Explorer  # noqa: E402
 
 # the explorer composes scenes of named animals; items without facts name none, so it offers the toy world's words
@@ -508,7 +508,7 @@ if len(animals) < 2 or not colours:
 explorer = Explorer(llava, animals, colours, means=means)
 explorer.widget
 
-# %%
+# %% tags=["hide-input"]
 state = explorer.last
 fig = plots.map_grid([explorer.example().image], [state["grid"]],
                      [f"{explorer.asked.value}? → {state['answer']} ({state['map']})"], cols=1, size=3)

@@ -42,7 +42,7 @@ if "google.colab" in sys.modules:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
                     "llavamech @ git+https://github.com/llavamech/llavamech@main"], check=True)
 
-# %%
+# %% tags=["hide-input"]
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -83,7 +83,7 @@ pd.DataFrame([{"type": t.name, "question": t.question, "answer prefix": repr(t.a
 # {glue:text}`colour_uniform:.3f`), and the
 # text sets are drawn apart from the scenes, so a type's two chance levels can differ.
 
-# %%
+# %% tags=["hide-input"]
 vqa = study.accuracy(llava, sets, "vqa", seed=seed)
 tqa = study.accuracy(llava, text_sets, "tqa", seed=seed)
 majority = [frame.assign(chance=frame["majority answer's share"]) for frame in (vqa, tqa)]
@@ -121,14 +121,8 @@ pd.DataFrame({"VQA": vqa["accuracy"].map(str), "TQA": tqa["accuracy"].map(str).r
 # and from the heads of the layers the two sets occupy), each Holm-adjusted over the four types, and the Pearson
 # correlation of the mean Imp over all heads (not a rank correlation: chapter 4 says why), with a basic bootstrap
 # 95 % interval, each type's examples resampled on their own.
-#
-# ```{margin} Do the intervals hold what they claim?
-# Checked as chapter 4 checks its own: each type's examples stand in for its population, and
-# {glue:text}`coverage_reps` samples of the same sizes are drawn from each, every one with its interval. The share
-# that held the population's correlation with colour: {glue:text}`coverage_types` — {glue:text}`coverage_reading`.
-# ```
 
-# %% tags=["full-width"]
+# %% tags=["full-width", "hide-input"]
 readings = study.head_readings(llava, sets)
 imp = study.imp_of(readings)
 fig, axes = plt.subplots(2, 3, figsize=(11, 6.4))
@@ -164,6 +158,12 @@ table(overlap, "overlap", {"expected by chance": "{:.2f}", **{c: "{:.3g}" for c 
                                                               if c.startswith(("P(", "Holm"))}})
 
 # %% [markdown]
+# ```{margin} Do the intervals hold what they claim?
+# Checked as chapter 4 checks its own: each type's examples stand in for its population, and
+# {glue:text}`coverage_reps` samples of the same sizes are drawn from each, every one with its interval. The share
+# that held the population's correlation with colour: {glue:text}`coverage_types` — {glue:text}`coverage_reading`.
+# ```
+#
 # The colour type's top {glue:text}`k` heads on these examples are {glue:text}`colour_heads_here`. Of each other
 # type's top {glue:text}`k`, reverse lookup shares {glue:text}`shared_reverse`, existence
 # {glue:text}`shared_existence`, counting {glue:text}`shared_counting` and position {glue:text}`shared_position` (a
@@ -191,7 +191,7 @@ table(overlap, "overlap", {"expected by chance": "{:.2f}", **{c: "{:.3g}" for c 
 # per example, the colour heads' Δ log p(true answer) less the random sets' mean Δ log p there, with a one-sided
 # sign-flip p-value that this difference is below zero, Holm-adjusted over the five types.
 
-# %%
+# %% tags=["hide-input"]
 if examples == "toy":   # a draw of its own, as chapter 3 ranks heads on examples it does not test them on
     choosing = study.example_sets(n_examples, seed + 3, qtypes=["colour"])["colour"]
     tested = sets
@@ -257,7 +257,7 @@ table(interventions.shown(shared), "colour-heads-ablated")
 # (counting) would spread it. Per type, its own top head: the share of its attention on image patches, and the
 # entropy of that attention over the patches relative to a uniform spread (1: every patch alike).
 
-# %%
+# %% tags=["hide-input"]
 own_heads = {t: study.top_heads(v, 1)[0] for t, v in imp.items()}
 spread = study.attention_spread(readings, own_heads, seed=seed)
 for qtype, row in spread.iterrows():
@@ -286,7 +286,7 @@ spread
 # the image tokens' embeddings within each row of the grid separates the two: the features stay, their
 # sequence positions mirror. Mirroring the picture itself is the positive control: the true side flips.
 
-# %%
+# %% tags=["hide-input"]
 mirror = study.mirrored_order(llava, sets["position"]) if "position" in sets else None
 if mirror is not None:
     glue("flip_image", str(mirror.loc["image mirrored", "answers that flip side"]))
@@ -314,7 +314,7 @@ mirror
 # box (chapter 5's metrics) of the tool, integrated gradients and causal patch ablation, against a random map and
 # the box's share of the patches; and, scene by scene, the tool's pointing minus each other method's.
 
-# %%
+# %% tags=["hide-input"]
 lookup = {t: [e for e in v if e.box is not None][:n_pointing] for t, v in sets.items()
           if t in ("colour", "reverse", "position", "existence")}
 pointing = {t: patch_eval.evaluate(llava, v, methods=("tool", "ig", "ablation", "random"), means=means, seed=seed)
@@ -342,7 +342,7 @@ glue("others_vs_ig", "; ".join(
 glue("n_pointing", n_pointing)
 pointing_table
 
-# %%
+# %% tags=["hide-input"]
 drawn = [(t, e) for t, v in lookup.items() for e in v[:1]]
 explained = [llava.explain(e.image, question=e.question) for _, e in drawn]
 fig = plots.map_grid([x.view for x in explained], [x.patch_grid for x in explained],
@@ -367,7 +367,7 @@ fig.suptitle(f"{llava.name}: the tool's map for one held-out scene of each quest
 # Does the map warn that a position answer is a guess? Its shape, on every held-out scene of the two types:
 # the largest patch's share of the map, and the map's entropy relative to a uniform one.
 
-# %%
+# %% tags=["hide-input"]
 if {"colour", "position"} <= set(sets):
     shape = study.contrast(study.explanation_features(llava, sets["colour"]),
                            study.explanation_features(llava, sets["position"]), ["map peak", "map entropy"],
@@ -406,7 +406,7 @@ table(shape, "map-shape") if {"colour", "position"} <= set(sets) else None
 # flagging the unsupported answers, against flagging at random as often. A scene asked about a present and an
 # absent animal falls wholly in one half, so no rule is tested on a scene it was fitted on.
 
-# %%
+# %% tags=["hide-input"]
 existence = study.example_sets(n_existence, seed + 1, qtypes=["existence"])["existence"] if examples == "toy" \
     else sets.get("existence", [])
 said_yes, hallucination_rate = study.yes_answers(llava, existence)
@@ -419,7 +419,7 @@ said_yes.groupby(hallucinated.map({True: "hallucinated yes (absent)", False: "gr
     list(study.FEATURES) + ["top patch on an animal"]].agg(
     lambda v: str(bootstrap(v.to_numpy(float), seed=seed))).rename_axis(None).T
 
-# %%
+# %% tags=["hide-input"]
 colour_present = study.example_sets(n_diagnosis, seed + 2, qtypes=["colour"])["colour"] if examples == "toy" \
     else sets.get("colour", [])[:n_diagnosis]
 colour_absent = study.absent_variants(colour_present, seed)
@@ -466,7 +466,7 @@ shown_rules = detected.assign(**{c: detected[c].map("{:.3f}".format) for c in
                               chosen=detected["chosen"].map({True: "yes", False: ""}))
 table(shown_rules.rename(columns={"chosen": "chosen on the calibration half"}).T, "detector")
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(2, 2, figsize=(8, 5.4))
 for ax, feature in zip(axes.flat, study.FEATURES):
     for flag, colour, label in ((False, "C0", "animal in the scene"), (True, "C3", "animal absent")):
@@ -510,7 +510,7 @@ fig.tight_layout()
 # %% [markdown]
 # ## Paper and organism, side by side
 
-# %%
+# %% tags=["hide-input"]
 side = pd.DataFrame([
     {"question": "colour questions: heads look up the animal and carry its colour",
      "paper": "yes, chapters 2–3 [revised submission (secondary), authors' code]",

@@ -6,7 +6,7 @@ and settle a fresh execution onto the committed one.
 
 Why a tolerance: the same chapter executed on two CPUs (other SIMD kernels, thread counts, bfloat16 in hardware
 or emulated) gives floats that differ in their last digits. What must not change is everything else: the cells,
-their sources, the text and structure of every output, and every number up to that noise. Two numbers a, b
+their sources and tags, the text and structure of every output, and every number up to that noise. Two numbers a, b
 printed in an output agree when
 
     |a - b| <= ATOL + RTOL * max(|a|, |b|)  +  one unit in the last printed digit (when both are printed decimals)
@@ -133,8 +133,8 @@ def _excerpt(text: str, other: str, width: int = 160) -> str:
 def differences(reference: dict, fresh: dict) -> list[str]:
     """Every difference between two executed notebooks (JSON dicts) that the tolerance does not absorb."""
     ref_cells, new_cells = reference["cells"], fresh["cells"]
-    if [(c["cell_type"], _source(c)) for c in ref_cells] != [(c["cell_type"], _source(c)) for c in new_cells]:
-        return ["the cells or their sources differ: the chapter changed (re-execute and commit it)"]
+    if [_shape(c) for c in ref_cells] != [_shape(c) for c in new_cells]:
+        return ["the cells, their sources or their tags differ: the chapter changed (re-execute and commit it)"]
     found, widths = [], _glued_intervals(reference)
     for i, (ref, new) in enumerate(zip(ref_cells, new_cells)):
         if "volatile" in ref.get("metadata", {}).get("tags", []):
@@ -160,6 +160,12 @@ def _glued_intervals(nb) -> dict[str, float]:
                 width = abs(float(interval.group(2)) - float(interval.group(1)))
                 widths[name] = widths[name.removesuffix("_ci")] = width
     return widths
+
+
+def _shape(cell) -> tuple:
+    """What a cell is, apart from its outputs: its kind, its source, and its tags (they decide how the page shows it,
+    so a kept notebook must carry the chapter's current ones)."""
+    return cell["cell_type"], _source(cell), cell.get("metadata", {}).get("tags", [])
 
 
 def _source(cell) -> str:

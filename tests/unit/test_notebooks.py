@@ -54,6 +54,7 @@ def test_glued_values_are_compared_and_images_stderr_and_volatile_cells_are_not(
     assert differences(notebook("0.13"), notebook("0.128"))
     assert differences(notebook("11.27", tags=["volatile"]), notebook("12.05", tags=["volatile"])) == []
     assert differences(notebook("1"), notebook("1", source="glue('y', v)"))   # a changed source is a change
+    assert differences(notebook("1"), notebook("1", tags=["hide-input"]))   # so are changed tags: the page shows them
 
 
 def test_settle_keeps_the_committed_notebook_only_when_the_execution_agrees(tmp_path):
