@@ -450,9 +450,7 @@ table(shown_looks, "where-gainers-look", "{:.3f}")
 # %% tags=["hide-input"]
 change = transfer.weight_change(llava, vicuna)
 gain = transfer.gains(means["Vicuna TQA"], means["Llava VQA"])
-joined = change.join(gain[["gain"]])
-from scipy.stats import spearmanr  # noqa: E402
-rho, p_value = spearmanr(joined["all"], joined["gain"])
+joined, rho, p_value = transfer.movement_and_gain(change, gain)
 fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
 plots.head_scatter(joined["all"].to_numpy(), joined["gain"].to_numpy(), "relative weight change (Q, K, V, O)",
                    "gain in mean Imp, Vicuna TQA → Llava VQA", f"Spearman {rho:.2f} (p = {p_value:.2g}, {n_heads} heads)",

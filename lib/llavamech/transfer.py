@@ -12,7 +12,7 @@ import numbers
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import hypergeom
+from scipy.stats import hypergeom, spearmanr
 
 from . import questions, validate
 from .errors import LlavamechError
@@ -253,6 +253,23 @@ def weight_change(tuned, base) -> pd.DataFrame:
             row["all"] = (diff2 / norm2) ** 0.5
             rows.append(row)
     return pd.DataFrame(rows).set_index("head")
+
+
+def movement_and_gain(change: pd.DataFrame, gain: pd.DataFrame) -> tuple[pd.DataFrame, float, float]:
+    """Per head, how far its weights moved (`weight_change`) beside how much it gained (`gains`), and whether the
+    two go together: Spearman's rank correlation of the move over all projections ("all") with the gain, and its
+    two-sided p-value. A test of no relation, with no interval claimed, so the idle heads' noisy ranks, which
+    undo a rank correlation's interval (`correlation`), only cost it power; ranks, so that no one head's extreme
+    move carries it. Returns (the joined table, rho, p)."""
+    missing = {"all"} - set(change.columns) | {"gain"} - set(gain.columns)
+    if missing:
+        raise LlavamechError(f"movement_and_gain takes weight_change's and gains' tables; missing {sorted(missing)}")
+    joined = change.join(gain[["gain"]], how="inner")
+    if len(joined) < 3 or len(joined) < len(change):
+        raise LlavamechError(f"movement_and_gain needs the same heads in both tables: {len(change)} moved, "
+                             f"{len(joined)} of them with a gain")
+    rho, p = spearmanr(joined["all"], joined["gain"])
+    return joined, float(rho), float(p)
 
 
 @contextlib.contextmanager

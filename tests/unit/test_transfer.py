@@ -320,3 +320,18 @@ def test_a_paired_verdict_says_which_side_or_what_the_interval_leaves_open():
         "not distinguished (differences up to 0.14 are not excluded)"
     assert T.paired_verdict(Estimate(0.2, 0.1, 0.3, 200), "x", "y") == "x scores them more alike"
     assert T.paired_verdict(Estimate(-0.2, -0.3, -0.1, 200), "x", "y") == "y scores them more alike"
+
+
+def test_movement_and_gain_joins_each_head_s_move_to_its_gain_and_ranks_them():
+    from scipy.stats import spearmanr
+    heads = [f"{l}_{h}" for l in range(2) for h in range(4)]
+    change = pd.DataFrame({"all": [0.1, 0.5, 0.2, 0.9, 0.3, 0.4, 0.6, 0.05]}, index=heads)
+    gain = T.gains(np.zeros((2, 4)), np.array([[0.0, 2.0, 0.1, 3.0], [0.2, 0.1, 1.0, -0.1]]))
+    joined, rho, p = T.movement_and_gain(change, gain)
+    assert list(joined.index) == heads and joined.loc["0_3", "gain"] == 3.0
+    expected = spearmanr(change["all"], [0.0, 2.0, 0.1, 3.0, 0.2, 0.1, 1.0, -0.1])
+    assert rho == pytest.approx(expected.statistic) and p == pytest.approx(expected.pvalue) and rho > 0.5
+    with pytest.raises(ValueError, match="same heads"):
+        T.movement_and_gain(change, gain.iloc[:5])
+    with pytest.raises(ValueError, match="missing"):
+        T.movement_and_gain(change.rename(columns={"all": "q"}), gain)
