@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 
 import matplotlib.pyplot as plt
+from matplotlib.text import OffsetFrom
 import numpy as np
 import pandas as pd
 import torch
@@ -329,11 +330,10 @@ def head_scatter(x, y, xlabel: str, ylabel: str, title: str, label_top: int = 3,
     if diagonal:
         lo, hi = min(x.min(), y.min()), max(x.max(), y.max())
         ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
-    ax.margins(0.12)   # room for the labels inside the axes
+    ax.margins(0.08)
     labelled = np.argsort(-(y - x if diagonal else y))[:label_top]
-    for i, drop in zip(labelled, _label_drops(ax, x[labelled], y[labelled])):
-        ax.annotate(names[i], (x[i], y[i]), fontsize=9, xytext=(6, -4 - drop), textcoords="offset points",
-                    color="C3", arrowprops=dict(arrowstyle="-", color="C3", lw=0.5))
+    ax.scatter(x[labelled], y[labelled], s=22, color="C3", zorder=3)
+    _label_row(ax, x, y, labelled, names)
     ax.tick_params(labelsize=9)
     ax.set_xlabel(xlabel, fontsize=9)
     ax.set_ylabel(ylabel, fontsize=9)
@@ -341,17 +341,25 @@ def head_scatter(x, y, xlabel: str, ylabel: str, title: str, label_top: int = 3,
     return fig
 
 
-def _label_drops(ax, x, y, gap: float = 12.0) -> np.ndarray:
-    """How far (in points) to lower each point's label below its usual place so that labels stand at least `gap`
-    points apart, the highest point's first: two heads that score alike would otherwise print one name over the
-    other. Read from the axes' current data-to-display transform (their limits set)."""
-    to_points = 72 / ax.figure.dpi
-    wanted = ax.transData.transform(np.column_stack([x, y]))[:, 1] * to_points - 4
-    drops, floor = np.zeros(len(wanted)), np.inf
-    for j in np.argsort(-wanted):
-        placed = min(wanted[j], floor - gap)
-        drops[j], floor = wanted[j] - placed, placed
-    return drops
+def _label_row(ax, x, y, labelled, names) -> None:
+    """Name the `labelled` points in a row along the edge of the axes at the corner with the fewest points near it,
+    each name joined to its (red) point by a line: beside a cluster of heads that score alike, names set next to
+    their points print over each other and over their neighbours' dots. The row is placed in points from the corner,
+    so it keeps its spacing when the figure is laid out again; names run in the order of the points' x, so that the
+    lines do not cross, and each line leaves its name on the side away from the edge, crossing no other name."""
+    inside = ax.transAxes.inverted().transform(ax.transData.transform(np.column_stack([x, y])))
+    corners = [(cx, cy) for cy in (1.0, 0.0) for cx in (0.0, 1.0)]   # the top corners first, on a tie
+    crowd = [int(np.sum((np.abs(inside[:, 0] - cx) < 0.35) & (np.abs(inside[:, 1] - cy) < 0.35))) for cx, cy in corners]
+    cx, cy = corners[int(np.argmin(crowd))]
+    order = sorted(labelled, key=lambda i: x[i], reverse=cx == 1.0)   # from the corner inwards
+    step = 5.5 * max(len(names[i]) for i in labelled) + 10   # points: a 9-point name's width and a gap
+    for rank, i in enumerate(order):
+        dx = (8 + step * rank) * (1 if cx == 0.0 else -1)
+        ax.annotate(names[i], (x[i], y[i]), xytext=(dx, -8 if cy == 1.0 else 8),
+                    textcoords=OffsetFrom(ax, (cx, cy), unit="points"), fontsize=9, color="C3",
+                    ha="left" if cx == 0.0 else "right", va="top" if cy == 1.0 else "bottom",
+                    arrowprops=dict(arrowstyle="-", color="C3", lw=0.6, alpha=0.8, shrinkA=2, shrinkB=3,
+                                    relpos=(0.5, 0.0 if cy == 1.0 else 1.0)))
 
 
 def accuracy_by_type(tables: list, title: str, ax=None):

@@ -154,11 +154,24 @@ def test_accuracy_curves_give_a_type_the_same_colour_in_every_panel():
         plt.close(fig)
 
 
-def test_the_labels_of_heads_that_score_alike_do_not_print_over_each_other():
-    x = np.array([[0.0, 0.01, 0.5], [0.2, 0.3, 0.4]])
-    y = np.array([[1.0, 1.004, 0.2], [0.1, 0.35, 0.9]])   # 0_0 and 0_1 almost on one spot, far above the diagonal
-    fig = plots.head_scatter(x, y, "x", "y", "heads")
+@pytest.mark.parametrize("diagonal", [True, False])
+def test_the_labels_of_heads_that_score_alike_print_over_no_name_and_no_dot(diagonal):
+    """A cluster of heads that score alike (as chapter 4's idle heads do): each labelled head is a red dot with its
+    name in a free corner, and no name covers another name or any head's dot, also after the figure is laid out
+    again at another size."""
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 0.03, 24), np.linspace(0.3, 1.5, 8)]).reshape(4, 8)
+    y = x + np.concatenate([rng.normal(0.05, 0.05, 24), rng.normal(0, 0.1, 8)]).reshape(4, 8)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
+    plots.head_scatter(x, y, "x", "y", "heads", ax=axes[1], diagonal=diagonal)
+    fig.tight_layout()
     fig.canvas.draw()
-    boxes = [Text.get_window_extent(t) for t in fig.axes[0].texts]   # the names alone, not their arrows
-    assert sorted(t.get_text() for t in fig.axes[0].texts) == ["0_0", "0_1", "1_2"]
+    ax = axes[1]
+    names = [t for t in ax.texts]
+    boxes = [Text.get_window_extent(t) for t in names]   # the names alone, not their lines
+    dots = ax.transData.transform(np.column_stack([x.ravel(), y.ravel()]))
+    assert len(names) == 3 and len(ax.collections[-1].get_offsets()) == 3   # the labelled heads, drawn again in red
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:]), boxes
+    assert not any(box.expanded(1.1, 1.3).contains(*dot) for box in boxes for dot in dots)
+    expected = np.argsort(-((y - x) if diagonal else y).ravel())[:3]
+    assert sorted(t.get_text() for t in names) == sorted(f"{i // 8}_{i % 8}" for i in expected)
