@@ -52,7 +52,7 @@ from llavamech import interventions, patch_eval, plots, questions
 from llavamech import question_study as study
 from llavamech.examples import check_parameters, load_examples
 from llavamech.report import glue, table
-from llavamech.stats import bootstrap
+from llavamech.stats import bootstrap, coverage_reading
 
 check_parameters(model=model, device=device, examples=examples, n_examples=n_examples, seed=seed, k=k, draws=draws,
                  n_pointing=n_pointing, n_existence=n_existence, n_diagnosis=n_diagnosis,
@@ -114,7 +114,7 @@ pd.DataFrame({"VQA": vqa["accuracy"].map(str), "TQA": tqa["accuracy"].map(str).r
 # 300 scenes and both training seeds.
 
 # %% [markdown]
-# ## Counting's head map correlates most with colour's, reverse lookup's least
+# ## Reverse lookup's head map correlates least with colour's; counting's most, through the one large head they share
 #
 # Mean head Imp of the model's own answer per type (the paper's score, chapter 3), then the overlap of each type's
 # top heads with the colour type's, with the chance of that overlap under two nulls (top sets drawn from all heads,
@@ -138,18 +138,28 @@ colour_top_here = study.top_heads(imp["colour"], k)
 glue("k", k)
 glue("overlap_chance", float(overlap["expected by chance"].iloc[0]))
 glue("colour_heads_here", ", ".join(f"{l}_{h}" for l, h in colour_top_here))
+left_out = overlap.attrs["left out"]
 for qtype, row in overlap.iterrows():
     glue(f"shared_{qtype}", int(row["shared with colour"]))
     glue(f"rho_{qtype}", str(row["correlation (all heads)"]))
+    glue(f"rho_without_{qtype}", str(row[f"correlation without {left_out}"]))
+glue("left_out", left_out)
+others = [t for t in overlap.index if t != "colour"]
+for column, tag in (("correlation (all heads)", "all"), (f"correlation without {left_out}", "without")):
+    ranked = sorted(others, key=lambda t: -overlap.loc[t, column].mean)
+    first, second = (overlap.loc[t, column] for t in ranked[:2])
+    glue(f"highest_{tag}", ranked[0] + ("" if first.low > second.high else
+                                       f" (its interval overlaps {ranked[1]}'s: not distinguished)"))
+    glue(f"lowest_{tag}", ranked[-1])
 # does each interval hold what it estimates? each type's examples stand in for its population, samples drawn from each
 coverage = {qtype: study.correlation_coverage(scores, imp["colour"], seed=seed)
             for qtype, scores in imp.items() if qtype != "colour"}
 glue("coverage_types", "; ".join(f"{qtype} {held}" for qtype, held in coverage.items()))
+differ = {qtype: held for qtype, held in coverage.items() if not held.low <= 0.95 <= held.high}
+glue("coverage_verdict", "; ".join(f"{qtype}: {coverage_reading(held)}" for qtype, held in differ.items()) or
+     (f"none shown short of 95 %, though {min(h.n for h in coverage.values())} samples cannot tell "
+      f"{min(h.low for h in coverage.values()) * 100:.0f} % from 95 %" if coverage else "not measured"))
 glue("coverage_reps", next(iter(coverage.values())).n if coverage else 0)
-short = [qtype for qtype, held in coverage.items() if held.high < 0.95]
-glue("coverage_reading", "each consistent with 95 % (every Wilson interval reaches it)" if not short else
-     f"short of 95 % for {' and '.join(short)}: read those intervals as holding their value about "
-     f"{min(coverage[t].mean for t in short) * 100:.0f}–{max(coverage[t].mean for t in short) * 100:.0f} % of the time")
 for null, tag in (("chance", "all"), ("their layers", "layers")):
     beyond = [t for t, row in overlap.iterrows() if row[f"Holm ({null})"] < 0.05]
     glue(f"overlap_beyond_{tag}", " and ".join(beyond) or "no type")
@@ -161,7 +171,8 @@ table(overlap, "overlap", {"expected by chance": "{:.2f}", **{c: "{:.3g}" for c 
 # ```{margin} Do the intervals hold what they claim?
 # Checked as chapter 4 checks its own: each type's examples stand in for its population, and
 # {glue:text}`coverage_reps` samples of the same sizes are drawn from each, every one with its interval. The share
-# that held the population's correlation with colour: {glue:text}`coverage_types` — {glue:text}`coverage_reading`.
+# that held the population's correlation with colour: {glue:text}`coverage_types` — {glue:text}`coverage_verdict`.
+# Chapter 4 reads its own by the same rule.
 # ```
 #
 # The colour type's top {glue:text}`k` heads on these examples are {glue:text}`colour_heads_here`. Of each other
@@ -174,8 +185,13 @@ table(overlap, "overlap", {"expected by chance": "{:.2f}", **{c: "{:.3g}" for c 
 # (smallest adjusted p {glue:text}`overlap_holm_min_layers:.3g`). Over all heads the mean Imp
 # maps correlate with colour's at r = {glue:text}`rho_reverse` (reverse), {glue:text}`rho_existence`
 # (existence), {glue:text}`rho_counting` (counting) and {glue:text}`rho_position` (position): on the whole map, not
-# on the top sets, which tie (none shares more than chance after Holm's correction). Pearson is carried by the few
-# large heads, and this is one trained model. Reverse lookup,
+# on the top sets, which tie (none shares more than chance after Holm's correction). Highest:
+# {glue:text}`highest_all`; lowest: {glue:text}`lowest_all`. Pearson weighs heads by their size, so one large head
+# that two types share can carry it alone. Without colour's top head, {glue:text}`left_out`, the correlations are
+# {glue:text}`rho_without_reverse` (reverse), {glue:text}`rho_without_existence` (existence),
+# {glue:text}`rho_without_counting` (counting) and {glue:text}`rho_without_position` (position). Highest:
+# {glue:text}`highest_without`; lowest: {glue:text}`lowest_without`. Counting's lead, then, is the head it shares
+# with colour; reverse lookup's distance holds without it. This is one trained model. Reverse lookup,
 # the colour question turned around, is answered by other heads of the same layer. Imp says which heads carry
 # each answer; whether the colour heads are *needed* for the others is a causal question.
 
@@ -191,7 +207,7 @@ table(overlap, "overlap", {"expected by chance": "{:.2f}", **{c: "{:.3g}" for c 
 # per example, the colour heads' Δ log p(true answer) less the random sets' mean Δ log p there, with a one-sided
 # sign-flip p-value that this difference is below zero, Holm-adjusted over the five types.
 
-# %% tags=["hide-input"]
+# %% tags=["full-width", "hide-input"]
 if examples == "toy":   # a draw of its own, as chapter 3 ranks heads on examples it does not test them on
     choosing = study.example_sets(n_examples, seed + 3, qtypes=["colour"])["colour"]
     tested = sets
@@ -415,9 +431,13 @@ glue("n_existence", len(existence))
 glue("n_absent", sum(e.expected == "no" for e in existence))
 glue("n_hallucinated", int(hallucinated.sum()))
 glue("hallucination_rate", str(hallucination_rate) if hallucination_rate is not None else "—")
-said_yes.groupby(hallucinated.map({True: "hallucinated yes (absent)", False: "grounded yes (present)"}))[
+features = said_yes.groupby(hallucinated.map({True: "hallucinated yes (absent)", False: "grounded yes (present)"}))[
     list(study.FEATURES) + ["top patch on an animal"]].agg(
     lambda v: str(bootstrap(v.to_numpy(float), seed=seed))).rename_axis(None).T
+features.attrs["note"] = ("Existence questions the model answered yes: each feature of the tool's explanation, mean "
+                          "[95 % bootstrap interval], where the animal is absent (a hallucinated yes) and where it "
+                          "is present (a grounded yes).")
+table(features, "existence-features")
 
 # %% tags=["hide-input"]
 colour_present = study.example_sets(n_diagnosis, seed + 2, qtypes=["colour"])["colour"] if examples == "toy" \
@@ -450,7 +470,7 @@ def read(e):   # a rule that flags more questions gains recall (and may lose pre
     said = "the explanation higher" if e.low > 0 else "p(answer) higher" if e.high < 0 else "not separated"
     flags_more = best if rates[best] > rates["p(answer)"] else "p(answer)" if rates[best] < rates["p(answer)"] else None
     return said if said == "not separated" or flags_more is None else \
-        f"{said}, at different flag rates ({rates[best]:.2f} vs {rates['p(answer)']:.2f}), so not a like-for-like comparison"
+        f"{said}, at different flag rates, so not a like-for-like comparison"
 
 
 glue("detector_verdict", "; ".join(f"{measure}: {read(e)}" for measure, e in versus.items()))
@@ -464,7 +484,12 @@ glue("auc_verdict", "the explanation separates them better" if auc["difference"]
 shown_rules = detected.assign(**{c: detected[c].map("{:.3f}".format) for c in
                                  ("chance precision", "chance recall", "balanced accuracy (calibration)")},
                               chosen=detected["chosen"].map({True: "yes", False: ""}))
-table(shown_rules.rename(columns={"chosen": "chosen on the calibration half"}).T, "detector")
+shown_rules = shown_rules.rename(columns={"chosen": "chosen on the calibration half"}).T
+shown_rules.attrs["note"] = (f"Colour questions about a present or an absent animal ({len(colour_present)} scenes, "
+                             "each asked both ways): one column per rule, a threshold on one number fitted on the "
+                             "calibration half of the scenes and measured on the test half, flagging the questions "
+                             "about an absent animal; chance: flagging at random as often.")
+table(shown_rules, "detector")
 
 # %% tags=["hide-input"]
 fig, axes = plt.subplots(2, 2, figsize=(8, 5.4))
@@ -483,7 +508,7 @@ fig.tight_layout()
 # **Hallucinated existence is rare, and the explanation does not single it out.** Asked about an absent
 # animal, the model says *yes* to {glue:text}`n_hallucinated` of the {glue:text}`n_absent` existence questions
 # about an absent animal (a share of {glue:text}`hallucination_rate`; {glue:text}`n_existence` existence questions
-# in all, the others about an animal that is there). The table above sets
+# in all, the others about an animal that is there). The first table above sets
 # their explanations beside the grounded *yes* answers: the intervals overlap on every feature, and too few
 # hallucinations exist for a rule to be fitted and tested on separate halves.
 #

@@ -165,10 +165,18 @@ def overlap_with(imp: dict[str, np.ndarray], reference: str = "colour", k: int =
     """Per type: its top-k heads, how many are among the reference type's top-k (with the number a random pair of
     top sets shares, k·k/N), the hypergeometric chance of sharing at least as many under two nulls — top sets drawn
     from all heads, and the stricter one, from the heads of the layers the two sets occupy (`overlap_table`) — each
-    Holm-adjusted over the types tested, and the Pearson correlation of the two mean Imp maps over all heads. The
-    reference's own row has no test: "—"."""
+    Holm-adjusted over the types tested, and the Pearson correlation of the two mean Imp maps over all heads, and
+    over all heads but the reference's top one: Pearson weighs heads by their size, so one large head that two
+    types share can carry it alone (the table's attrs["left out"] names that head). The reference's own row has no
+    test: "—"."""
     if reference not in imp:
         raise LlavamechError(f"the reference type {reference!r} is not among the types scored ({', '.join(imp)})")
+    (top_layer, top_head), = top_heads(imp[reference], 1)
+    keep = np.ones(np.shape(imp[reference])[1:], bool)
+    keep[top_layer, top_head] = False
+
+    def without(scores):   # [n, 1, heads but the one]: a table of the other heads, as correlation takes
+        return np.asarray(scores)[:, keep][:, None, :]
     rows = []
     for qtype, scores in imp.items():
         table = overlap_table(scores.mean(0), imp[reference].mean(0), [k]).iloc[0]
@@ -179,8 +187,11 @@ def overlap_with(imp: dict[str, np.ndarray], reference: str = "colour", k: int =
                      "P(≥ shared | chance)": np.nan if itself else table["P(overlap ≥ observed | chance)"],
                      "P(≥ shared | their layers)":
                          np.nan if itself else table["P(overlap ≥ observed | their layers)"],
-                     "correlation (all heads)": "—" if itself else correlation(scores, imp[reference], seed=seed)})
+                     "correlation (all heads)": "—" if itself else correlation(scores, imp[reference], seed=seed),
+                     f"correlation without {top_layer}_{top_head}": "—" if itself else
+                         correlation(without(scores), without(imp[reference]), seed=seed)})
     frame = pd.DataFrame(rows).set_index("question type")
+    frame.attrs["left out"] = f"{top_layer}_{top_head}"
     tested = frame.index != reference
     for null in ("chance", "their layers"):
         column = f"P(≥ shared | {null})"

@@ -245,6 +245,19 @@ def coverage_of_means(statistic, arrays: list, bound: float | None = None, paire
     return Estimate(held / reps, *wilson(held / reps, reps), reps)
 
 
+def coverage_reading(held: Estimate, nominal: float = 0.95) -> str:
+    """A measured coverage (`coverage_of_means`) in words, read alike in every chapter: short of the nominal level
+    only where its Wilson interval lies wholly below it, above it only where wholly above, and otherwise not shown
+    to differ, with how little that many samples can tell."""
+    def pct(x):
+        return f"{x * 100:.0f} %"
+    if held.high < nominal:
+        return f"short of {pct(nominal)}: such intervals hold their value in about {pct(held.low)}–{pct(held.high)} of samples"
+    if held.low > nominal:
+        return f"above {pct(nominal)} (wider than they need be): they hold their value in {pct(held.low)}–{pct(held.high)}"
+    return f"not shown short of {pct(nominal)} ({held.n} samples cannot tell {pct(held.low)} from {pct(nominal)})"
+
+
 def ranking_agreement(a, b, top: int = 5) -> dict:
     """How far two scores of the same units (e.g. every head's mean Imp and mean linear logit contribution) rank
     them alike: Spearman's rho over all units, and how many of each score's `top` units the other's top shares (`top`

@@ -115,6 +115,19 @@ def test_overlap_of_a_type_with_itself_is_complete_and_not_tested():
     assert np.isnan(table.loc["colour", "Holm (chance)"])
 
 
+def test_the_correlation_without_the_reference_s_top_head_shows_when_one_shared_head_carries_it():
+    """Two types that share only one large head: over all heads they correlate strongly, without it not at all."""
+    rng = np.random.default_rng(3)
+    colour, other = rng.normal(0, 0.05, (40, 4, 8)), rng.normal(0, 0.05, (40, 4, 8))
+    colour[:, 1, 5] += 3.0
+    other[:, 1, 5] += 3.0
+    table = study.overlap_with({"colour": colour, "other": other}, "colour", k=3)
+    assert table.attrs["left out"] == "1_5"
+    assert table.loc["other", "correlation (all heads)"].mean > 0.9
+    assert table.loc["other", "correlation without 1_5"].high < 0.5
+    assert table.loc["colour", "correlation without 1_5"] == "—"
+
+
 def test_mirroring_rows_moves_only_image_tokens_and_twice_is_the_identity():
     model = llavamech.load("tiny-random-llava")
     inputs = model.inputs(Example(None, "dog").image or _image(), "What is the color of the dog?")

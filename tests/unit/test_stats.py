@@ -172,3 +172,12 @@ def test_the_nested_bootstrap_finds_a_difference_of_means_held_95_percent_of_the
     a, b = rng.normal(size=(60, 30)), rng.normal(size=(60, 30))
     held = stats.coverage_of_means(lambda x, y: (x - y).mean(-1), [a, b], paired=paired, reps=200, n_boot=300)
     assert held.low <= 0.95 <= held.high and held.n == 200, held
+
+
+def test_a_coverage_is_read_short_above_or_undistinguished_by_its_wilson_interval():
+    from llavamech.stats import Estimate, coverage_reading
+    assert coverage_reading(Estimate(0.91, 0.862, 0.942, 200)) == \
+        "short of 95 %: such intervals hold their value in about 86 %–94 % of samples"
+    assert coverage_reading(Estimate(0.93, 0.886, 0.958, 200)) == \
+        "not shown short of 95 % (200 samples cannot tell 89 % from 95 %)"
+    assert coverage_reading(Estimate(0.995, 0.97, 0.999, 200)).startswith("above 95 %")
