@@ -200,7 +200,7 @@ for ax, word in zip(axes, ("colour", "animal")):
     plots.by_layer(curves, f"{m.name}: {word} MRR through W_U", "MRR", chance=chance, ax=ax)
 fig.tight_layout()
 
-# %% tags=["hide-input"]
+# %% tags=["remove-input"]
 animal_lens = {where: rr[f"{where} unembed animal"] for where in ("important", "in-box", "random")}
 glue("animal_lens_max", float(max(np.nanmax(e.mean) for e in animal_lens.values())))
 glue("animal_lens_high_max", float(max(np.nanmax(e.high) for e in animal_lens.values())))
@@ -218,7 +218,7 @@ glue("readouts_asked_below_others", ", ".join(("emb" if i == 0 else f"layer {i}"
 glue("colour_lens_emb_important", float(rr["important unembed colour"].mean[0]))
 glue("colour_lens_emb_random", float(rr["random unembed colour"].mean[0]))
 
-# %% tags=["hide-input"]
+# %% tags=["remove-input"]
 lens_important = rr["important unembed colour"]
 readable = [layer for layer in range(len(lens_important.mean))
             if lens_important.low[layer] > rr["random unembed colour"].high[layer]]
@@ -240,8 +240,6 @@ for where in ("important", "random"):   # the true colour against the other colo
     glue(f"final_{where}_scene_which", "the asked animal's colour above the scene's other colours" if scene.low > 0
          else "the scene's colours alike, the asked animal's not above the others'" if scene.high >= 0
          else "the other animals' colours above the asked animal's")
-print("layers where the colour MRR at important patches is above the random patches' (95 % intervals apart):",
-      readable)
 
 # %% [markdown]
 # Read through $W_U$, the visual embeddings themselves do not read as their colour (the left panel's first point:

@@ -192,7 +192,7 @@ circuits.rankings_table(measures, seed=seed)
 # linear read-out that does not assume $W_U$'s directions: a nearest-class-mean classifier of the asked animal,
 # trained and tested on separate halves of the examples. Beside it, the key input at a random text position.
 
-# %% tags=["hide-input"]
+# %% tags=["remove-input"]
 key_probe = circuits.probe(m, items, top[0], MODE, part="key input", seed=seed)
 glue("probe_key", str(bootstrap(key_probe["important"], seed=seed)))
 glue("probe_key_random", str(bootstrap(key_probe["random"], seed=seed)))
@@ -292,7 +292,7 @@ fig = plots.ablation_strip(causal, f"{m.name}: {ablation}-ablating heads, each s
                                    f"examples (heads ranked on {len(items) - len(tested)} others)")
 table(interventions.shown(causal).T, "causal")   # one column per k: the table fits the page
 
-# %% tags=["hide-input"]
+# %% tags=["remove-input"]
 glue_causal_test(causal, held_out)
 glue("k_max", int(causal.index[-1]))
 

@@ -190,7 +190,7 @@ circuits.rankings_table(measures["Llava VQA"], seed=seed)
 # nearest-class-mean classifier of the asked animal (trained and tested on separate halves of the scenes), and the
 # same at a random patch.
 
-# %% tags=["hide-input"]
+# %% tags=["remove-input"]
 key_probe = circuits.probe(llava, items, top[0], "vqa", part="key input", seed=seed)
 glue("probe_key", str(bootstrap(key_probe["important"], seed=seed)))
 glue("probe_key_random", str(bootstrap(key_probe["random"], seed=seed)))
@@ -318,7 +318,7 @@ fig = plots.ablation_strip(causal, f"{llava.name} VQA: {ablation}-ablating heads
                                    f"{len(tested)} scenes (heads ranked on {len(items) - len(tested)} others)")
 table(interventions.shown(causal).T, "causal")   # one column per k: the table fits the page
 
-# %% tags=["hide-input"]
+# %% tags=["remove-input"]
 glue_causal_test(causal, held_out)
 
 # %% [markdown]

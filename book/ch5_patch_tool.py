@@ -116,7 +116,7 @@ glue("n", len(items))
 glue("steps", steps)
 table(results, "methods")
 
-# %% tags=["hide-input"]
+# %% tags=["remove-input"]
 for method in methods:
     glue(f"pointing_{method}", str(results.loc[method, "pointing"]))
 glue("box_share", float(results.loc["box's share of the patches", "pointing"].mean))
@@ -139,14 +139,14 @@ for metric, tag in (("mass in box", "mass"), ("top patches in box", "top")):
 n_patches = int(np.prod(maps[0][methods[0]].scores.shape))
 glue("n_patches", n_patches)
 
-# %% tags=["volatile", "hide-input"]
+# %% tags=["volatile", "remove-input"]
 seconds = per_scene.groupby("method")["seconds"].median()   # wall-clock: differs from run to run
 glue("ablation_vs_tool", float(seconds["ablation"] / seconds["tool"]))
 glue("ig_vs_tool", float(seconds["ig"] / seconds["tool"]) if "ig" in seconds else float("nan"))   # nan: not run
 glue("ig_steps", ig_steps)
 glue("tool_seconds", float(seconds["tool"]))
 
-# %% tags=["hide-input"]
+# %% tags=["remove-input"]
 glue_paper("speed.tool_seconds", "speed.ablation_passes")
 glue("ablation_passes", n_patches + 1)
 
@@ -355,7 +355,7 @@ if len(shipped) and examples == "toy" and seed == 0 and len(items) == shipped["s
 else:
     print("this run's examples differ from the shipped study's: no consistency check")
 
-# %% tags=["hide-input"]
+# %% tags=["remove-input"]
 pointing = {name: (by_seed.loc[name, "pointing: tool"], by_seed.loc[name, "pointing: ig"]) for name in by_seed.index}
 worst = min(pointing, key=lambda name: pointing[name][0].mean)
 glue("worst_seed", worst)
