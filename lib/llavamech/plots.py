@@ -342,24 +342,26 @@ def head_scatter(x, y, xlabel: str, ylabel: str, title: str, label_top: int = 3,
 
 
 def _label_row(ax, x, y, labelled, names) -> None:
-    """Name the `labelled` points in a row along the edge of the axes at the corner with the fewest points near it,
-    each name joined to its (red) point by a line: beside a cluster of heads that score alike, names set next to
-    their points print over each other and over their neighbours' dots. The row is placed in points from the corner,
-    so it keeps its spacing when the figure is laid out again; names run in the order of the points' x, so that the
-    lines do not cross, and each line leaves its name on the side away from the edge, crossing no other name."""
+    """Name the `labelled` points in a row along the top or bottom edge of the axes, whichever has fewer other
+    points near it, each name joined to its (red) point by a line: beside a cluster of heads that score alike, names set
+    next to their points print over each other and over their neighbours' dots. The names run in the order of the
+    points' x, starting above (or below) the leftmost of them, so that the lines run short and nearly upright and do
+    not cross; the row is placed in points from the axes' corner, so it keeps its spacing when the figure is laid
+    out again, and each line leaves its name on the side away from the edge, crossing no other name."""
     inside = ax.transAxes.inverted().transform(ax.transData.transform(np.column_stack([x, y])))
-    corners = [(cx, cy) for cy in (1.0, 0.0) for cx in (0.0, 1.0)]   # the top corners first, on a tie
-    crowd = [int(np.sum((np.abs(inside[:, 0] - cx) < 0.35) & (np.abs(inside[:, 1] - cy) < 0.35))) for cx, cy in corners]
-    cx, cy = corners[int(np.argmin(crowd))]
-    order = sorted(labelled, key=lambda i: x[i], reverse=cx == 1.0)   # from the corner inwards
+    others = np.delete(inside[:, 1], labelled)   # the points the lines must pass
+    top = np.sum(others > 0.75) <= np.sum(others < 0.25)   # the emptier edge; the top on a tie
+    order = sorted(labelled, key=lambda i: x[i])
     step = 5.5 * max(len(names[i]) for i in labelled) + 10   # points: a 9-point name's width and a gap
+    width = ax.get_window_extent().width * 72 / ax.figure.dpi
+    start = inside[order[0], 0] * width - step / 2   # the first name centred over its point
+    start = float(np.clip(start, 6, max(6, width - step * len(order) - 6)))   # the whole row inside the axes
     for rank, i in enumerate(order):
-        dx = (8 + step * rank) * (1 if cx == 0.0 else -1)
-        ax.annotate(names[i], (x[i], y[i]), xytext=(dx, -8 if cy == 1.0 else 8),
-                    textcoords=OffsetFrom(ax, (cx, cy), unit="points"), fontsize=9, color="C3",
-                    ha="left" if cx == 0.0 else "right", va="top" if cy == 1.0 else "bottom",
+        ax.annotate(names[i], (x[i], y[i]), xytext=(start + step * rank, -8 if top else 8),
+                    textcoords=OffsetFrom(ax, (0.0, 1.0 if top else 0.0), unit="points"), fontsize=9, color="C3",
+                    ha="left", va="top" if top else "bottom",
                     arrowprops=dict(arrowstyle="-", color="C3", lw=0.6, alpha=0.8, shrinkA=2, shrinkB=3,
-                                    relpos=(0.5, 0.0 if cy == 1.0 else 1.0)))
+                                    relpos=(0.5, 0.0 if top else 1.0)))
 
 
 def accuracy_by_type(tables: list, title: str, ax=None):

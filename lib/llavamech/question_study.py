@@ -153,6 +153,18 @@ def correlation(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0)
     return of_means(pearson, [a, b], n_boot, seed, bound=1.0, paired=False)
 
 
+def correlation_difference(a: np.ndarray, b: np.ndarray, reference: np.ndarray, n_boot: int = 2000,
+                           seed: int = 0) -> Estimate:
+    """How much more `a`'s head map correlates with `reference`'s than `b`'s does (Pearson over all heads, each
+    [n, layers, heads]), with a basic bootstrap 95 % interval that resamples each set on its own and the reference
+    once per resample for both correlations, so that the reference's own noise, which the two share, cancels (two
+    separate intervals would count it twice)."""
+    a, reference = _head_sets(a, reference)
+    b, _ = _head_sets(b, reference)
+    return of_means(lambda r, x, y: pearson(x, r) - pearson(y, r), [reference, a, b], n_boot, seed, bound=2.0,
+                    paired=False)
+
+
 def correlation_coverage(a: np.ndarray, b: np.ndarray, reps: int = 200, n_boot: int = 500,
                          seed: int = 0) -> Estimate:
     """How often `correlation`'s interval holds the value it estimates (`stats.coverage_of_means`: each set's

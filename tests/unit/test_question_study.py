@@ -228,3 +228,25 @@ def test_the_two_set_interval_holds_its_value_about_95_percent_of_the_time():
     assert held.high >= 0.95 and held.mean >= 0.85 and held.n == 150, held
     with pytest.raises(ValueError, match="per-example head scores"):
         study.correlation_coverage(noisy(10), noisy(10)[:, :2])
+
+
+def test_a_difference_of_two_correlations_with_one_reference_shares_the_reference_s_draws():
+    """r(a, ref) - r(b, ref), each set resampled on its own and the reference once for both: against the
+    resample-by-resample definition, and a clear difference is told apart where a null one is not."""
+    from llavamech.stats import pearson
+    rng = np.random.default_rng(4)
+    signal = rng.exponential(size=(1, 4, 8))
+    ref, close, far = (signal * w + rng.normal(0, 0.5, (n, 4, 8)) for w, n in ((1, 30), (1, 40), (0.0, 35)))
+    got = study.correlation_difference(close, far, ref, n_boot=300, seed=9)
+    draws = np.random.default_rng(9)
+    d_ref, d_a, d_b = (draws.integers(0, len(x), (300, len(x))) for x in (ref, close, far))
+    flat = lambda x: x.reshape(len(x), -1)
+    boot = np.array([pearson(flat(close)[i].mean(0), flat(ref)[r].mean(0)) - pearson(flat(far)[j].mean(0), flat(ref)[r].mean(0))
+                     for r, i, j in zip(d_ref, d_a, d_b)])
+    estimate = pearson(flat(close).mean(0), flat(ref).mean(0)) - pearson(flat(far).mean(0), flat(ref).mean(0))
+    q_low, q_high = np.percentile(boot, [2.5, 97.5])
+    np.testing.assert_allclose([got.mean, got.low, got.high], [estimate, 2 * estimate - q_high, 2 * estimate - q_low],
+                               atol=1e-9)
+    assert got.low > 0
+    same = study.correlation_difference(close, close[::-1].copy(), ref, n_boot=300)
+    assert same.low < 0 < same.high
