@@ -145,10 +145,9 @@ for qtype, row in overlap.iterrows():
     glue(f"rho_without_{qtype}", str(row[f"correlation without {left_out}"]))
 glue("left_out", left_out)
 others = [t for t in overlap.index if t != "colour"]
-keep = np.ones(imp["colour"].shape[1:], bool)
-keep[tuple(map(int, left_out.split("_")))] = False
+colour_top = study.top_heads(imp["colour"], 1)[0]   # the head overlap_with left out
 for column, tag, heads in (("correlation (all heads)", "all", lambda x: x),
-                           (f"correlation without {left_out}", "without", lambda x: x[:, keep][:, None, :])):
+                           (f"correlation without {left_out}", "without", lambda x: study.without_head(x, colour_top))):
     ranked = sorted(others, key=lambda t: -overlap.loc[t, column].mean)
     # the top two against each other, colour's examples resampled once for both (they share its noise)
     lead = study.correlation_difference(heads(imp[ranked[0]]), heads(imp[ranked[1]]), heads(imp["colour"]), seed=seed)

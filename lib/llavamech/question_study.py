@@ -173,6 +173,15 @@ def correlation_coverage(a: np.ndarray, b: np.ndarray, reps: int = 200, n_boot: 
     return coverage_of_means(pearson, [a, b], bound=1.0, paired=False, reps=reps, n_boot=n_boot, seed=seed)
 
 
+def without_head(scores, head: tuple[int, int]) -> np.ndarray:
+    """Per-example head scores [n, layers, heads] with one head left out, as a table [n, 1, heads - 1] of the
+    others, which `correlation` and `correlation_difference` take."""
+    scores = np.asarray(scores)
+    keep = np.ones(scores.shape[1:], bool)
+    keep[head] = False
+    return scores[:, keep][:, None, :]
+
+
 def overlap_with(imp: dict[str, np.ndarray], reference: str = "colour", k: int = 5, seed: int = 0) -> pd.DataFrame:
     """Per type: its top-k heads, how many are among the reference type's top-k (with the number a random pair of
     top sets shares, k·k/N), the hypergeometric chance of sharing at least as many under two nulls — top sets drawn
@@ -183,12 +192,8 @@ def overlap_with(imp: dict[str, np.ndarray], reference: str = "colour", k: int =
     test: "—"."""
     if reference not in imp:
         raise LlavamechError(f"the reference type {reference!r} is not among the types scored ({', '.join(imp)})")
-    (top_layer, top_head), = top_heads(imp[reference], 1)
-    keep = np.ones(np.shape(imp[reference])[1:], bool)
-    keep[top_layer, top_head] = False
-
-    def without(scores):   # [n, 1, heads but the one]: a table of the other heads, as correlation takes
-        return np.asarray(scores)[:, keep][:, None, :]
+    top = top_heads(imp[reference], 1)[0]
+    left_out = f"{top[0]}_{top[1]}"
     rows = []
     for qtype, scores in imp.items():
         table = overlap_table(scores.mean(0), imp[reference].mean(0), [k]).iloc[0]
@@ -200,10 +205,10 @@ def overlap_with(imp: dict[str, np.ndarray], reference: str = "colour", k: int =
                      "P(≥ shared | their layers)":
                          np.nan if itself else table["P(overlap ≥ observed | their layers)"],
                      "correlation (all heads)": "—" if itself else correlation(scores, imp[reference], seed=seed),
-                     f"correlation without {top_layer}_{top_head}": "—" if itself else
-                         correlation(without(scores), without(imp[reference]), seed=seed)})
+                     f"correlation without {left_out}": "—" if itself else
+                         correlation(without_head(scores, top), without_head(imp[reference], top), seed=seed)})
     frame = pd.DataFrame(rows).set_index("question type")
-    frame.attrs["left out"] = f"{top_layer}_{top_head}"
+    frame.attrs["left out"] = left_out
     tested = frame.index != reference
     for null in ("chance", "their layers"):
         column = f"P(≥ shared | {null})"
