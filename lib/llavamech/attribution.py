@@ -19,6 +19,8 @@ readouts, while scores (indexed by layer, head, position or neuron) come back on
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from . import validate
@@ -31,8 +33,28 @@ def readout(trace: Trace, x: torch.Tensor, unembed: torch.Tensor | None = None) 
     caller already has it (for a half-precision model, each conversion is a copy of W_U)."""
     a = trace.anatomy
     s = a.rms(trace.final_resid)  # frozen: the final residual's RMS, not x's own
-    unembed = a.weight(a.lm_head.weight) if unembed is None else unembed
-    return (a.gain(a.final_norm) * x / s) @ unembed.T
+    unembed = a.unembed() if unembed is None else unembed
+    with _tf32_for_half_precision(a):
+        return (a.gain(a.final_norm) * x / s) @ unembed.T
+
+
+@contextlib.contextmanager
+def _tf32_for_half_precision(anatomy):
+    """TF32 products for a bfloat16 or float16 model on a GPU, plain float32 otherwise. The readouts of explain at 7B
+    are products of 1,024 head vectors (and hundreds of positions) with W_U: 0.4 TFLOP that take ~8 ms in float32,
+    the time of a sixth of the forward pass, against ~1 ms in TF32. TF32 keeps 10 of float32's 23 mantissa bits:
+    W_U of a half-precision model loses nothing (its weights have 7 or 10), the vectors ~5e-4 of their size, finer
+    than the model's own activations (bfloat16: 4e-3). A float32 model's readouts stay exact (the identities)."""
+    matmul = torch.backends.cuda.matmul
+    if anatomy.lm_head.weight.dtype not in (torch.bfloat16, torch.float16) or anatomy.readout_device.type != "cuda":
+        yield
+        return
+    before = matmul.fp32_precision
+    matmul.fp32_precision = "tf32"
+    try:
+        yield
+    finally:
+        matmul.fp32_precision = before
 
 
 def capped(trace: Trace, z: torch.Tensor) -> torch.Tensor:
@@ -46,7 +68,7 @@ def capped(trace: Trace, z: torch.Tensor) -> torch.Tensor:
 def log_prob_increase(trace: Trace, base: torch.Tensor, vectors: torch.Tensor, token: int | None = None) -> torch.Tensor:
     """Imp of each vector in `vectors` [..., d] added to `base` [..., d] (broadcast against each other): [...]."""
     token = _token(trace, token)
-    unembed = trace.anatomy.weight(trace.anatomy.lm_head.weight)
+    unembed = trace.anatomy.unembed()
     z0, dz = readout(trace, base, unembed), readout(trace, vectors, unembed)
     if trace.soft_cap is not None:   # the cap is not linear: the change in the capped logits
         z0, dz = capped(trace, z0), capped(trace, z0 + dz) - capped(trace, z0)
@@ -56,10 +78,16 @@ def log_prob_increase(trace: Trace, base: torch.Tensor, vectors: torch.Tensor, t
 def _log_partition_increase(z0: torch.Tensor, dz: torch.Tensor) -> torch.Tensor:
     """logsumexp(z0 + dz) - logsumexp(z0) over the vocabulary, so that Imp = dz_w minus this, exactly. For a small
     dz, as log1p(sum_i p0_i expm1(dz_i)): the two log-sums of order 10 would cancel to a difference of order 1e-6
-    and keep only float32's rounding of them; for a large dz, the log-sums themselves (no cancellation then)."""
-    small = torch.log1p((torch.softmax(z0, -1) * torch.expm1(dz)).sum(-1))
-    large = torch.logsumexp(z0 + dz, -1) - torch.logsumexp(z0, -1)
-    return torch.where(dz.abs().amax(-1) < 1, small, large)
+    and keep only float32's rounding of them; for a large dz, the log-sums themselves (no cancellation then), for
+    those rows only (few: on a CPU each pass over hundreds of vocabulary-long rows is most of a map's time)."""
+    shape = torch.broadcast_shapes(z0.shape, dz.shape)
+    out = torch.log1p((torch.softmax(z0, -1) * torch.expm1(dz)).sum(-1)).expand(shape[:-1]).clone()
+    low, high = torch.aminmax(dz, dim=-1)
+    large = (torch.maximum(-low, high) >= 1).expand(shape[:-1])
+    if large.any():
+        z0, dz = z0.expand(shape)[large], dz.expand(shape)[large]
+        out[large] = torch.logsumexp(z0 + dz, -1) - torch.logsumexp(z0, -1)
+    return out
 
 
 def logit_contribution(trace: Trace, vectors: torch.Tensor, token: int | None = None) -> torch.Tensor:
@@ -146,9 +174,28 @@ def layer_logit_contributions(trace: Trace, token: int | None = None) -> dict[st
             "ffn": logit_contribution(trace, trace.mlp_out, token)}
 
 
-def all_head_outputs(trace: Trace) -> torch.Tensor:
-    """a^{l,h} for every layer and head: [L, H, d]."""
-    return torch.stack([head_outputs(trace, l) for l in range(trace.anatomy.n_layers)])
+def all_head_outputs(trace: Trace, chunk_bytes: int = 2 ** 29) -> torch.Tensor:
+    """a^{l,h} for every layer and head: [L, H, d]. Batched over the layers (on a GPU, a few operations per layer
+    cost more than the arithmetic). W_O is read in its own dtype and multiplied by the float32 mixed values
+    elementwise, then summed over each head's dimensions: the products and sums in float32, as a float32 W_O would
+    give, without a float32 copy of W_O (for llava-1.5-7b in bfloat16 that copy, and the einsum's reordering of it,
+    took 7 ms of a GPU per explain). At most `chunk_bytes` of float32 products at once."""
+    a = trace.anatomy
+    n_layers, group = a.n_layers, a.n_heads // a.n_kv_heads
+    weights = trace.attn_weights.view(n_layers, a.n_kv_heads, group, -1)        # query head h reads kv head h // group
+    mixed = torch.einsum("lkgs,lskd->lkgd", weights, trace.values).reshape(n_layers, 1, a.n_heads * a.head_dim)
+    per_layer = max(1, chunk_bytes // (4 * a.d_model * a.n_heads * a.head_dim))
+    out = []
+    for start in range(0, n_layers, per_layer):
+        layers = range(start, min(start + per_layer, n_layers))
+        w_o = [a.layers[l].self_attn.o_proj.weight.detach() for l in layers]     # [d, H * hd] each
+        w_o = torch.stack([w.to(a.readout_device) for w in w_o] if len({w.device for w in w_o}) > 1 else w_o)
+        products = w_o.to(a.readout_device) * mixed[start:start + len(layers)]   # [l, d, H * hd] in float32
+        out.append(products.view(len(layers), a.d_model, a.n_heads, a.head_dim).sum(-1).transpose(1, 2))
+    out = torch.cat(out)
+    if a.attn_out_norm(0) is not None:
+        out = out * torch.stack([out_scale(trace, l, "attn") for l in range(n_layers)])[:, None]
+    return out
 
 
 def head_scores(trace: Trace, token: int | None = None) -> torch.Tensor:

@@ -32,8 +32,19 @@ def first_batch(model, rows: int, seq_len: int, cap: int = 64, backward: bool = 
     wanted = max(1, min(cap, rows))
     if device.type != "cuda":
         return min(wanted, CPU_ROWS) if device.type == "cpu" else wanted
-    free, _ = torch.cuda.mem_get_info(device)
-    return max(1, min(wanted, int(free * USABLE) // row_bytes(model, seq_len, backward)))
+    return max(1, min(wanted, int(usable_bytes(device) * USABLE) // row_bytes(model, seq_len, backward)))
+
+
+def usable_bytes(device: torch.device) -> int:
+    """The device memory this process can still allocate: the card's free memory plus what PyTorch's allocator
+    holds unused, within the share `torch.cuda.set_per_process_memory_fraction` allows (a 24 GB card is emulated on
+    a larger one that way: bench/bench_7b.py --card-gb 24)."""
+    free, total = torch.cuda.mem_get_info(device)
+    allocated = torch.cuda.memory_allocated(device)
+    usable = free + torch.cuda.memory_reserved(device) - allocated
+    index = device.index if device.index is not None else torch.cuda.current_device()   # it takes no bare "cuda"
+    fraction = getattr(torch.cuda, "get_per_process_memory_fraction", lambda index: 1.0)(index)
+    return min(usable, int(fraction * total) - allocated) if fraction < 1 else usable
 
 
 def in_batches(run, items: list, method: str, batch: int) -> list:

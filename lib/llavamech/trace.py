@@ -10,6 +10,10 @@ Memory: at the scored position T the trace keeps O(L·d + L·H·S + L·I) number
 position add L·S·d_kv. For llava-1.5-7b (L=32, d=4096, H=32, I=11008, S≈600 with one image) that is
 about 32·600·4096·4 B ≈ 315 MB in fp32, dominated by the values. `all_positions=True` also keeps the layer
 inputs, attention outputs and FFN outputs at every position (the lens chapters need them): 3 × 315 MB more.
+Until the pass ends, its hooks also hold what the modules returned at every position (each layer's input, attention
+output, mid-point, FFN output, queries, keys and values, in the model's dtype), which the pass would otherwise have
+freed layer by layer: for llava-1.5-7b in bfloat16 about 7 × 32 × 600 × 4096 × 2 B ≈ 1.1 GB (measured on an H200:
+explain peaked at 16.5 GB, the weights being 14.1).
 """
 from __future__ import annotations
 
@@ -156,68 +160,82 @@ def run_trace(model: torch.nn.Module, anatomy: Anatomy, inputs: dict, tokenizer,
               all_positions: bool = False) -> Trace:
     """Run `model(**inputs)` (batch of one) once with hooks and return the Trace at the last position. The pass runs
     with fused attention (SDPA): the attention weights from the last position are computed from the captured query
-    and keys (`scored_attention`), so no [H, S, S] weights are ever materialised."""
+    and keys (`scored_attention`), so no [H, S, S] weights are ever materialised.
+
+    The hooks only keep references to what the modules return; slicing, conversion to float32 and the scored
+    attention happen once after the pass, batched over the layers. On a GPU the forward pass of a 7B model is bound
+    by launching its kernels, so each operation a hook added in each of 32 layers cost as much as a kernel of the
+    pass itself (measured: a trace that worked inside its hooks cost 2.6 plain forward passes). Nothing the
+    hooks keep is modified in place by the pass (the identity tests of every supported class check that)."""
     if inputs["input_ids"].shape[0] != 1:
         raise ValueError("run_trace takes one example at a time (batch size 1)")
-    store: dict[str, list] = {k: [] for k in ("resid", "attn", "weights", "mid", "mlp", "values", "acts", "final",
-                                              "attn_raw", "mlp_raw", "unembedded", "visual")}
+    store: dict[str, list] = {k: [] for k in ("resid", "attn", "mid", "mlp", "query", "keys", "values", "acts",
+                                              "kwargs", "final", "attn_raw", "mlp_raw", "unembedded", "visual")}
 
-    device = anatomy.readout_device   # readouts in float32 on one device, even when the model spans several
+    def keep(name):
+        return lambda m, a: store[name].append(a[0])
 
-    def kept(x):
-        return x.detach().to(device, torch.float32)
-
-    def keep(name, x):
-        store[name].append(kept(x[0] if all_positions or name == "values" else x[0, -1]))
-
-    def keep_last(name, x):
-        store[name].append(kept(x[0, -1]))
+    def keep_out(name):
+        return lambda m, a, o: store[name].append(o[0] if isinstance(o, tuple) else o)
 
     with sdpa_attention(model), hooked(model) as hooks, torch.no_grad():
         for l, layer in enumerate(anatomy.layers):
-            _capture_scored_attention(hooks, layer.self_attn, lambda w: store["weights"].append(kept(w)))
-            hooks.before(layer.input_layernorm, lambda m, a: keep("resid", a[0]))
-            hooks.after(layer.self_attn.v_proj, lambda m, a, o: keep("values", o))
-            hooks.before(anatomy.pre_ffn_norm(l), lambda m, a: keep("mid", a[0]))
-            hooks.before(layer.mlp.down_proj, lambda m, a: store["acts"].append(kept(a[0][0, -1])))
+            attention = layer.self_attn
+            hooks.before(attention, lambda m, a, k: store["kwargs"].append(k), with_kwargs=True)
+            hooks.after(attention.q_proj, keep_out("query"))
+            hooks.after(attention.k_proj, keep_out("keys"))
+            hooks.after(attention.v_proj, keep_out("values"))
+            hooks.before(layer.input_layernorm, keep("resid"))
+            hooks.before(anatomy.pre_ffn_norm(l), keep("mid"))
+            # the FFN's hidden activations at T only: [1, I] per layer, not the [1, S, I] the pass makes
+            hooks.before(layer.mlp.down_proj, lambda m, a: store["acts"].append(a[0][:, -1]))
             if anatomy.sandwich:   # what joins the residual stream is the normed output; keep the raw one at T too
-                hooks.after(layer.self_attn, lambda m, a, o: keep_last("attn_raw", o[0]))
-                hooks.after(anatomy.attn_out_norm(l), lambda m, a, o: keep("attn", o))
-                hooks.after(layer.mlp, lambda m, a, o: keep_last("mlp_raw", o))
-                hooks.after(anatomy.ffn_out_norm(l), lambda m, a, o: keep("mlp", o))
+                hooks.after(attention, keep_out("attn_raw"))
+                hooks.after(anatomy.attn_out_norm(l), keep_out("attn"))
+                hooks.after(layer.mlp, keep_out("mlp_raw"))
+                hooks.after(anatomy.ffn_out_norm(l), keep_out("mlp"))
             else:
-                hooks.after(layer.self_attn, lambda m, a, o: keep("attn", o[0]))
-                hooks.after(layer.mlp, lambda m, a, o: keep("mlp", o))
-        hooks.before(anatomy.final_norm, lambda m, a: keep("final", a[0]))
+                hooks.after(attention, keep_out("attn"))
+                hooks.after(layer.mlp, keep_out("mlp"))
+        hooks.before(anatomy.final_norm, keep("final"))
         if all_positions:
             hooks.before(anatomy.language_model, lambda m, a, k: store["visual"].append(
                 {key: k.get(key) for key in VISUAL_KWARGS}), with_kwargs=True)
         if anatomy.soft_cap is not None:   # whether the class applies its config's cap shows in its own pass
-            hooks.after(anatomy.lm_head, lambda m, a, o: store["unembedded"].append(o[0, -1].detach()))
+            hooks.after(anatomy.lm_head, lambda m, a, o: store["unembedded"].append(o[0, -1]))
         out = model(**inputs, use_cache=False, logits_to_keep=1)
 
-    def stack(name):
-        return torch.stack(store[name])
+        device = anatomy.readout_device   # readouts in float32 on one device, even when the model spans several
 
-    resid, attn, mlp, final = stack("resid"), stack("attn"), stack("mlp"), store["final"][0]
-    extra = {}
-    if all_positions:
-        extra = dict(resid_in_all=torch.cat([resid, final[None]]), attn_out_all=attn, mlp_out_all=mlp,
-                     visual_added_all=_visual_added(store["visual"][0], attn.shape, kept))
-        resid, attn, mlp, final = resid[:, -1], attn[:, -1], mlp[:, -1], final[-1]
-    mid = stack("mid")
-    mid = mid[:, -1] if all_positions else mid
-    values = stack("values")
-    values = values.reshape(*values.shape[:2], anatomy.n_kv_heads, anatomy.head_dim)
-    ids = inputs["input_ids"][0].cpu()
-    if anatomy.sandwich:
-        extra.update(attn_raw=stack("attn_raw"), mlp_raw=stack("mlp_raw"))
+        def kept(x):
+            return x.detach().to(device, torch.float32)
+
+        def stacked(name):   # [L, 1, S, ...] -> [L, S, ...] on the readout device (layers may sit on other devices)
+            xs = store.pop(name)
+            return torch.stack([x.to(device) for x in xs] if len({x.device for x in xs}) > 1 else xs)[:, 0]
+
+        def at_t(name):      # [L, ...] at T, float32; every position as well with all_positions
+            x = stacked(name)
+            return kept(x if all_positions else x[:, -1])
+
+        resid, attn, mlp, mid = at_t("resid"), at_t("attn"), at_t("mlp"), kept(stacked("mid")[:, -1])
+        final = kept(store["final"][0][0] if all_positions else store["final"][0][0, -1])
+        extra = {}
+        if all_positions:
+            extra = dict(resid_in_all=torch.cat([resid, final[None]]), attn_out_all=attn, mlp_out_all=mlp,
+                         visual_added_all=_visual_added(store["visual"][0], attn.shape, kept))
+            resid, attn, mlp, final = resid[:, -1], attn[:, -1], mlp[:, -1], final[-1]
+        if anatomy.sandwich:
+            extra.update(attn_raw=kept(stacked("attn_raw")[:, -1]), mlp_raw=kept(stacked("mlp_raw")[:, -1]))
+        weights = scored_attention_all(anatomy, stacked("query")[:, -1], stacked("keys"), store["kwargs"])
+        values = kept(stacked("values"))
+        values = values.reshape(*values.shape[:2], anatomy.n_kv_heads, anatomy.head_dim)
+        acts = kept(stacked("acts"))
     if store["unembedded"] and not torch.equal(store["unembedded"][0], out.logits[0, -1]):
         extra.update(soft_cap=anatomy.soft_cap)
-    return Trace(anatomy=anatomy, positions=positions_of(model, inputs, tokenizer), input_ids=ids,
-                 logits=kept(out.logits[0, -1]), resid_in=resid, attn_out=attn, mid=mid, mlp_out=mlp,
-                 final_resid=final, attn_weights=stack("weights"), values=values, neuron_acts=stack("acts"),
-                 **extra)
+    return Trace(anatomy=anatomy, positions=positions_of(model, inputs, tokenizer),
+                 input_ids=inputs["input_ids"][0].cpu(), logits=kept(out.logits[0, -1]), resid_in=resid, attn_out=attn, mid=mid, mlp_out=mlp,
+                 final_resid=final, attn_weights=weights, values=values, neuron_acts=acts, **extra)
 
 
 def _visual_added(visual: dict, shape: torch.Size, kept) -> torch.Tensor | None:
@@ -233,41 +251,49 @@ def _visual_added(visual: dict, shape: torch.Size, kept) -> torch.Tensor | None:
 
 
 # ---- the attention weights from the scored position, whatever attention implementation runs ----
-def _capture_scored_attention(hooks, attention: torch.nn.Module, deliver) -> None:
-    """Hooks on one attention module that call `deliver(alpha)` with alpha_{T,j} [H, S] once it has run: the query
-    at T and the keys at every position are read off q_proj / k_proj, their mask and rotary angles off the
-    module's own arguments."""
-    seen = {}
-    hooks.before(attention, lambda m, args, kwargs: seen.update(kwargs=kwargs), with_kwargs=True)
-    hooks.after(attention.q_proj, lambda m, a, o: seen.update(query=o[0, -1:]))
-    hooks.after(attention.k_proj, lambda m, a, o: seen.update(keys=o[0]))
+def scored_attention_all(anatomy: Anatomy, queries: torch.Tensor, keys: torch.Tensor, kwargs: list[dict]) -> torch.Tensor:
+    """alpha_{T,j} of every layer, [L, H, S] in float32: `queries` [L, H * head_dim] at T and `keys`
+    [L, S, H_kv * head_dim] as the projections returned them, `kwargs` what each attention module received (its
+    rotary angles and mask). Layers that share their class, angles, mask and scaling (all of a Llama's; Gemma 3's
+    local and global layers apart) are computed in one batch."""
+    groups: dict[tuple, list[int]] = {}
+    for l, (layer, received) in enumerate(zip(anatomy.layers, kwargs)):
+        module, mask = layer.self_attn, received.get("attention_mask")
+        cos, sin = received["position_embeddings"]
+        groups.setdefault((type(module), id(cos), id(sin), id(mask), module.scaling, module.head_dim), []).append(l)
+    weights = [None] * len(kwargs)
+    for layers in groups.values():
+        index = torch.tensor(layers, device=keys.device) if len(layers) < len(kwargs) else slice(None)
+        received = kwargs[layers[0]]
+        alpha = scored_attention([anatomy.layers[l].self_attn for l in layers], queries[index], keys[index],
+                                 received["position_embeddings"], received.get("attention_mask"))
+        for l, row in zip(layers, alpha):
+            weights[l] = row
+    return torch.stack(weights)
 
-    def done(module, args, output):
-        kwargs = seen.pop("kwargs")
-        deliver(scored_attention(module, seen.pop("query"), seen.pop("keys"), kwargs["position_embeddings"],
-                                 kwargs.get("attention_mask")))
 
-    hooks.after(attention, done)
-
-
-def scored_attention(module: torch.nn.Module, query: torch.Tensor, keys: torch.Tensor, rotary: tuple,
+def scored_attention(modules: list[torch.nn.Module], queries: torch.Tensor, keys: torch.Tensor, rotary: tuple,
                      mask: torch.Tensor | None) -> torch.Tensor:
-    """alpha_{T,j} = softmax_j(q_T . k_j * scaling + mask_{T,j}) for every head, as eager attention computes its
-    last row: query [1, H * head_dim] and keys [S, H_kv * head_dim] as the projections return them (the q/k norms,
-    where a family has them, and RoPE are applied here with the module's own norms, function and angles), `mask` as
-    the module received it ([B, 1, S, S], additive floats or booleans = attend; None when fused attention needs
-    none, which for the last position means every position is visible). Scores and softmax in float32: [H, S]."""
+    """alpha_{T,j} = softmax_j(q_T . k_j * scaling + mask_{T,j}) for every head of G attention modules of one class
+    that received the same rotary angles and mask, as eager attention computes its last row: queries [G, H * head_dim]
+    at T and keys [G, S, H_kv * head_dim] as the projections return them (the q/k norms, where a family has them, and
+    RoPE are applied here with the modules' own norms, function and angles), `mask` as the modules received it
+    ([B, 1, S, S], additive floats or booleans = attend; None when fused attention needs none, which for the last
+    position means every position is visible). Scores and softmax in float32: [G, H, S]."""
+    module = modules[0]
     rope = sys.modules[type(module).__module__].apply_rotary_pos_emb
-    head_dim = module.head_dim
+    head_dim, n, s = module.head_dim, len(modules), keys.shape[1]
     cos, sin = rotary
-    q = query.view(1, 1, -1, head_dim).transpose(1, 2)                  # [1, H, 1, hd]
-    k = keys.view(1, len(keys), -1, head_dim).transpose(1, 2)            # [1, H_kv, S, hd]
+    q = queries.view(n, 1, -1, head_dim).transpose(1, 2)                # [G, H, 1, hd]
+    k = keys.view(n, s, -1, head_dim).transpose(1, 2)                   # [G, H_kv, S, hd]
     if hasattr(module, "q_norm"):   # Gemma 3, Qwen3: each head's query and key RMS-normed over head_dim, before RoPE
-        q, k = module.q_norm(q), module.k_norm(k)                        # (per vector: the layout does not matter)
-    q = rope(q, q, cos[:, -1:], sin[:, -1:])[0][0, :, 0].float()        # [H, hd]
-    k = rope(k, k, cos, sin)[0][0].float()                              # [H_kv, S, hd]
-    kv_heads = k.shape[0]
-    scores = torch.einsum("kgd,ksd->kgs", q.view(kv_heads, -1, head_dim), k).reshape(len(q), -1) * module.scaling
+        q = torch.stack([m.q_norm(x) for m, x in zip(modules, q)])      # (per vector: the layout does not matter;
+        k = torch.stack([m.k_norm(x) for m, x in zip(modules, k)])      # each layer's own norm)
+    q = rope(q, q, cos[:, -1:], sin[:, -1:])[0][:, :, 0].float()        # [G, H, hd]
+    k = rope(k, k, cos, sin)[0].float()                                 # [G, H_kv, S, hd]
+    kv_heads = k.shape[1]
+    scores = torch.einsum("nkgd,nksd->nkgs", q.view(n, kv_heads, -1, head_dim), k).reshape(n, q.shape[1], s)
+    scores = scores * module.scaling
     if mask is not None:
         row = mask[0, :, -1] if mask.dim() == 4 else mask[0][None]       # [1, S]
         scores = scores + row if row.is_floating_point() else scores.masked_fill(~row.bool(), float("-inf"))

@@ -204,6 +204,7 @@ class _CudaAnswers:
                        mem_get_info=lambda *a: (CARD_BYTES, CARD_BYTES), synchronize=lambda *a: None,
                        empty_cache=lambda: None, reset_peak_memory_stats=lambda *a: None,
                        max_memory_allocated=lambda *a: 0, memory_allocated=lambda *a: 0,
+                       memory_reserved=lambda *a: 0, get_per_process_memory_fraction=lambda *a: 1.0,
                        is_bf16_supported=lambda *a: True, manual_seed=lambda *a: None,
                        manual_seed_all=lambda *a: None)
         for name, answer in answers.items():

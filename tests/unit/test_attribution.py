@@ -146,6 +146,20 @@ def test_imp_of_a_small_vector_keeps_its_own_precision():
     assert torch.allclose((large[:, 7] - A._log_partition_increase(z0, large)).double(), exact, atol=1e-5)
 
 
+def test_small_and_large_rows_mix_and_broadcast():
+    """Rows of a batch take the small-dz form or the log-sums each by its own size (the log-sums computed for the
+    large rows only), and base and vectors broadcast against each other either way round."""
+    torch.manual_seed(1)
+    z0 = torch.randn(3, 1, 500) * 4
+    dz = torch.randn(3, 4, 500) * torch.tensor([1e-6, 0.5, 3.0, 1e-3])[:, None]      # small and large rows mixed
+    exact = torch.logsumexp(z0.double() + dz.double(), -1) - torch.logsumexp(z0.double(), -1)
+    assert torch.allclose(A._log_partition_increase(z0, dz).double(), exact, rtol=1e-4, atol=1e-7)
+    one = dz[:1, :1]                                                                 # [1, 1, V] against [3, 1, V]
+    exact = torch.logsumexp(z0.double() + one.double(), -1) - torch.logsumexp(z0.double(), -1)
+    assert A._log_partition_increase(z0, one).shape == (3, 1)
+    assert torch.allclose(A._log_partition_increase(z0, one).double(), exact, rtol=1e-4, atol=1e-7)
+
+
 def test_layer_logit_contributions_sum_to_the_final_logit(model, example):
     """z is linear: the embedding's, every attention layer's and every FFN layer's z(v)_w add up to the final
     logit of w under the frozen-norm readout (the final residual is their sum)."""
@@ -154,3 +168,17 @@ def test_layer_logit_contributions_sum_to_the_final_logit(model, example):
     total = float(z["attn"].sum() + z["ffn"].sum()) + float(A.logit_contribution(trace, trace.resid_in[0]))
     assert abs(total - float(A.logit_contribution(trace, trace.final_resid))) < 1e-3
     assert torch.allclose(A.head_logit_contributions(trace).sum(1), z["attn"], atol=1e-4)
+
+
+def test_the_float32_unembedding_is_converted_again_once_the_weight_changes():
+    """Anatomy.unembed converts a half-precision W_U once; a weight modified in place, cast or moved is read anew."""
+    import llavamech
+    model = llavamech.load("tiny-random-llava", dtype="bfloat16")
+    a = model.anatomy
+    first = a.unembed()
+    assert first.dtype == torch.float32 and a.unembed() is first
+    with torch.no_grad():
+        a.lm_head.weight.mul_(2)
+    assert torch.equal(a.unembed(), a.lm_head.weight.float()) and not torch.equal(a.unembed(), first)
+    model.hf.to(torch.float32)
+    assert a.unembed().data_ptr() == a.lm_head.weight.data_ptr()      # a float32 W_U is used as it is, not copied

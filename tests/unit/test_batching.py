@@ -79,3 +79,25 @@ def test_the_cpu_runs_at_most_cpu_rows_a_batch_with_the_same_values(llava, scene
     with memory_for(llava, CPU_ROWS):   # a larger batch would fail: the default keeps to CPU_ROWS
         default = P.answer_logprob(llava, emb, 5, rows)
     np.testing.assert_allclose(default, P.answer_logprob(llava, emb, 5, rows, batch=CPU_ROWS // 2), atol=1e-6)
+
+
+def test_usable_memory_counts_the_allocators_cache_and_keeps_to_the_process_share(monkeypatch):
+    """Free memory plus what the allocator holds unused; under set_per_process_memory_fraction (how the bench
+    emulates a 24 GB card on a larger one) no more than that share of the card minus what is allocated."""
+    from llavamech import batching
+    GB = 2 ** 30
+    for name, value in dict(mem_get_info=(10 * GB, 140 * GB), memory_allocated=20 * GB, memory_reserved=26 * GB,
+                            current_device=0).items():
+        monkeypatch.setattr(torch.cuda, name, lambda *a, value=value: value)
+
+    def fraction(share):   # as torch's: a device index, not a bare torch.device("cuda")
+        def answer(index):
+            assert isinstance(index, int), f"get_per_process_memory_fraction({index!r}) would raise on a GPU"
+            return share
+        return answer
+
+    monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", fraction(1.0))
+    assert batching.usable_bytes(torch.device("cuda")) == 16 * GB
+    monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", fraction(24 / 140))
+    assert batching.usable_bytes(torch.device("cuda")) == 4 * GB
+    assert batching.usable_bytes(torch.device("cuda", 0)) == 4 * GB
