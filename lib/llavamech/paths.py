@@ -24,6 +24,7 @@ SPRITES_DIR = DATA_DIR / "sprites"
 WORLD_JSON = DATA_DIR / "world.json"
 REFERENCE_DIR = DATA_DIR / "reference"
 SEEDS_DIR = DATA_DIR / "seeds"
+GPU_RUNS_DIR = DATA_DIR / "gpu"   # what tests/gpu/run.sh wrote on a GPU machine, read by appendix C
 
 
 def check_data() -> None:

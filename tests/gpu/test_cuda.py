@@ -30,6 +30,18 @@ CHAPTER_PARAMETERS = {"device": "cuda", "n_examples": 16, "draws": 3, "ig_steps"
                       "n_pointing": 3, "n_existence": 24, "n_diagnosis": 12}
 
 
+# First in the file, so that pytest-xdist hands these out first: they are the tier's longest (about 20 s each on an
+# H200), and started last they outlast a time limit (TIER_SECONDS) the rest of the tier fits in.
+@pytest.mark.parametrize("chapter", sorted(p.name for p in BOOK.glob("*.py")))
+def test_every_chapter_runs_on_cuda(chapter):
+    from llavamech import chapters
+    names = chapters.parameter_names(next(c for c in chapters.read_cells(BOOK / chapter) if "parameters" in c.tags))
+    args = [a for name, value in CHAPTER_PARAMETERS.items() if name in names for a in ("-p", name, str(value))]
+    done = subprocess.run([sys.executable, "-m", "llavamech.chapters", str(BOOK / chapter), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=1800, env={**os.environ, "TQDM_DISABLE": "1"})
+    assert done.returncode == 0, done.stderr[-5000:]
+
+
 def on_cuda(model):
     model.hf.to("cuda")
     model.device = "cuda"
@@ -113,13 +125,3 @@ def test_a_run_on_cuda(toy_set, tmp_path, dtype):
     summary = cli("run", str(toy_set), "--device", "cuda", "--dtype", dtype, "--out", str(tmp_path / "run"))
     rows = (tmp_path / "run" / "results.jsonl").read_text().splitlines()
     assert len(rows) == 20, summary
-
-
-@pytest.mark.parametrize("chapter", sorted(p.name for p in BOOK.glob("*.py")))
-def test_every_chapter_runs_on_cuda(chapter):
-    from llavamech import chapters
-    names = chapters.parameter_names(next(c for c in chapters.read_cells(BOOK / chapter) if "parameters" in c.tags))
-    args = [a for name, value in CHAPTER_PARAMETERS.items() if name in names for a in ("-p", name, str(value))]
-    done = subprocess.run([sys.executable, "-m", "llavamech.chapters", str(BOOK / chapter), *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=1800, env={**os.environ, "TQDM_DISABLE": "1"})
-    assert done.returncode == 0, done.stderr[-5000:]

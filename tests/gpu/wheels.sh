@@ -16,8 +16,9 @@ for PY in $PYTHONS; do
             --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
             --platform any -d "$OUT")
     pip download -q "${TARGET[@]}" -r "$REQS"
-    # captum depends on torch: fetched alone (its other dependencies are in the scientific stack).
-    pip download -q "${TARGET[@]}" --no-deps captum==0.9.0
+    # captum depends on torch: fetched alone (its other dependencies are in the scientific stack). num2words
+    # (SmolVLM's processor needs it) depends on docopt, for its command line only, which has no wheel.
+    pip download -q "${TARGET[@]}" --no-deps captum==0.9.0 num2words==0.5.14
 done
 if [ "$REQS" = tests/gpu/requirements-device.txt ]; then
     # transformers' heavy needs that such a machine has in versions that satisfy it stay behind (numpy >= 1.17,

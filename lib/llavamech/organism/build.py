@@ -81,10 +81,10 @@ FAMILIES = {"llama": (LlamaConfig, LlamaForCausalLM), "mistral": (MistralConfig,
 
 
 def llama_config(vocab_size: int, hidden=64, layers=2, heads=4, kv_heads=None, mlp=128, eps=1e-5,
-                 family: str = "llama"):
+                 family: str = "llama", positions: int = 512):
     return FAMILIES[family][0](vocab_size=vocab_size, hidden_size=hidden, intermediate_size=mlp, num_hidden_layers=layers,
                        num_attention_heads=heads, num_key_value_heads=kv_heads or heads, rms_norm_eps=eps,
-                       max_position_embeddings=512, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
+                       max_position_embeddings=positions, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
                        pad_token_id=3, attn_implementation="eager")
 
 
@@ -137,7 +137,9 @@ def tiny_llava(seed: int = 0, kv_heads: int | None = None, image_size: int = 32,
     with any-resolution tiles) over a `family` language model, its tokenizer and processor."""
     tok = build_tokenizer()
     vision = clip_vision_config(image_size=image_size, patch=patch)
-    text = llama_config(len(tok), kv_heads=kv_heads, family=family, **sizes)
+    # room for every patch and a prompt: Llava-1.5's 24x24 grid alone is 576 positions
+    positions = max(512, (image_size // patch) ** 2 + 256)
+    text = llama_config(len(tok), kv_heads=kv_heads, family=family, positions=positions, **sizes)
     config = llava_config(vision, text, tok.convert_tokens_to_ids("<image>"))
     if next:
         config = next_config(config, image_size)
