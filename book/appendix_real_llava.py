@@ -159,9 +159,18 @@ glue("gpu_head_scores", f"{phases['head scores (readout of L*H)']:.1f}")
 glue("gpu_map", f"{phases['the map (readout of P positions)']:.1f}")
 glue("gpu_head_outputs", f"{phases['head outputs [L, H, d]']:.1f}")
 glue("gpu_preprocessing", f"{phases['preprocessing (model.inputs)']:.1f}")
-table(measured.unstack("dtype").swaplevel(axis=1).sort_index(axis=1, level=0, sort_remaining=False)
-      .reindex(measured.loc["bfloat16"].index), "bench 7b", "{:.1f}")
-table(phases.to_frame("ms, bfloat16"), "explain phases", "{:.1f}")
+# the arithmetic of one pass, 2 FLOP per parameter per token, at the H200's datasheet rate for dense bfloat16
+flop = 2 * mem.loc["bfloat16", "parameters (B)"] * 1e9 * summary.loc["bfloat16", "sequence length"]
+glue("gpu_arithmetic_ms", f"{flop / 989e12 * 1e3:.0f}")
+measured = measured.unstack("dtype").swaplevel(axis=1).sort_index(axis=1, level=0, sort_remaining=False)
+measured.attrs["note"] = ("H200, random weights at llava-1.5-7b's shape (595 tokens): speed and memory only. bfloat16 "
+                          "capped at 24 GB; — : not run in float32, whose weights overfill a 24 GB card.")
+table(measured.reindex(half.index), "bench 7b", "{:.1f}")
+
+# %% tags=["hide-input"]
+phases = phases.to_frame("ms, bfloat16")
+phases.attrs["note"] = "bench/profile_explain.py on the same H200: each phase alone, medians of five."
+table(phases, "explain phases", "{:.1f}")
 
 # %% [markdown]
 # In bfloat16 `explain` took {glue:text}`gpu_explain_bf16` ms, {glue:text}`gpu_ratio_bf16` times a plain SDPA forward
@@ -173,9 +182,13 @@ table(phases.to_frame("ms, bfloat16"), "explain phases", "{:.1f}")
 # differ a little from the first table's): the hooked forward costs {glue:text}`gpu_trace_extra` ms more than a plain
 # one, the head scores {glue:text}`gpu_head_scores` ms (of which the head outputs, [L, H, d], take
 # {glue:text}`gpu_head_outputs`) and the map {glue:text}`gpu_map` ms; preprocessing, {glue:text}`gpu_preprocessing` ms,
-# is paid by both. A 7B forward pass in bfloat16 on this card is
-# bound by launching its kernels, not by arithmetic, so each operation explain adds costs about as much as one of the
-# pass's own. Explain runs at {glue:text}`gpu_items` images per second in a row.
+# is paid by both. The pass's arithmetic would take about {glue:text}`gpu_arithmetic_ms` ms at the card's datasheet
+# rate for dense bfloat16 (989 TFLOP/s); the rest is mostly the host launching kernels one by one, so each operation
+# explain adds costs about as much as one of the pass's own. Explain runs at {glue:text}`gpu_items` images per second
+# in a row. One flaw of that run's bench: it read its model with eager attention, so each timed forward pass and each
+# explain switched the model to SDPA and back, which walks every module, inside its timing. `llavamech.load` reads
+# models with SDPA, and switches nothing; the bench now does the same, and its next run will say how far the ratios
+# move.
 #
 # Every method fit the 24 GB cap: the largest peak was {glue:text}`gpu_peak_bf16` GB ({glue:text}`gpu_peak_method`),
 # against {glue:text}`gpu_need_bf16` GB that the memory table above gives as explain's least. Uncapped in the first
