@@ -15,7 +15,9 @@
 #
 # Every chapter runs on the toy organism so that it executes anywhere in a couple of minutes. The same calls are
 # written to run on `llava-hf/llava-1.5-7b-hf` and `lmsys/vicuna-7b-v1.5`, on newer Llava-family models, and over
-# thousands of your own images (checked on CPU and on tiny random models of each class, and once on a GPU: see below).
+# thousands of your own images: checked on CPU and on tiny random models of each class, and on one GPU with the toy
+# models and a random-weight model of llava-1.5-7b's shape (see below); the real checkpoint, several GPUs and
+# `--device-map auto` have not yet run on a GPU here.
 # This page gives the commands, what ran on a GPU and what it cost there, what each needs in GPU memory, which model
 # classes llavamech reads (each checked below on a tiny random model of that class), what half precision changes, and
 # what the organism can and cannot stand in for.
@@ -69,7 +71,7 @@ check_parameters(model=model, device=device, n_examples=n_examples, seed=seed, s
 # GPU (`tests/gpu/emulated.py`: tensors that report a GPU device while their data stays on the CPU), where every
 # chapter, method and command above runs at `device="cuda"`, and a NumPy conversion of a GPU tensor, a GPU tensor
 # meeting a CPU one, or a result returned on the GPU fails as on CUDA. CUDA's kernels, numerics, speed and memory it
-# cannot check: those need `bash tests/gpu/run.sh` on a GPU machine, which ran once, as follows.
+# cannot check: those need `bash tests/gpu/run.sh` on a GPU machine, which ran in one session, as follows.
 
 # %% [markdown]
 # ## What it needs in memory
@@ -94,10 +96,11 @@ table(mem, "memory", "{:.3f}")
 # %% [markdown]
 # ## What ran on a GPU
 #
-# `bash tests/gpu/run.sh` on one GPU machine; what it wrote is shipped in `data/gpu/h200-2026-11-29/` and read back
-# here. The tier: the identities of every supported class on CUDA, every `explain --method` and `llavamech run`
-# in float32 and bfloat16, CPU against GPU on toy-llava (same answers, head scores within 1e-5), every chapter
-# executed at `device="cuda"` with small sizes, and every result checked to come back on the CPU.
+# `bash tests/gpu/run.sh` on one GPU machine, in one session; what it wrote is shipped in `data/gpu/h200-2026-11-29/`
+# (its README gives each run's code and command) and read back here. The tier is meant to cover the identities of
+# every supported class on CUDA, every `explain --method` and `llavamech run` in float32 and bfloat16, CPU against GPU
+# on toy-llava (same answers, head scores within 1e-5), every chapter executed at `device="cuda"` with small sizes,
+# and results coming back on the CPU (checked on one Llava and one Llama: the other classes share their code).
 
 # %% tags=["hide-input"]
 from llavamech import bench_results, paths  # noqa: E402
@@ -105,6 +108,7 @@ from llavamech import bench_results, paths  # noqa: E402
 run = paths.GPU_RUNS_DIR / "h200-2026-11-29"
 tier = bench_results.read_tier(run / "gpu-tier.xml")
 ran = tier[tier[["passed", "failed", "stopped"]].sum(axis=1) > 0]
+ran = pd.concat([ran[ran["stopped"] == 0], ran[ran["stopped"] > 0]])   # the unnamed, stopped cases last
 last = bench_results.tier_cases(run / "gpu-tier.xml", "test_every_chapter_runs_on_cuda")
 first = bench_results.tier_cases(run / "gpu-tier-first-run.xml", "test_every_chapter_runs_on_cuda")
 stopped = sorted(set(first) - set(last))
@@ -114,29 +118,35 @@ glue("gpu_date", bench_results.tier_when(run / "gpu-tier.xml"))
 glue("gpu_passed", int(tier["passed"].sum()))
 glue("gpu_failed", int(tier["failed"].sum()))
 glue("gpu_skipped", int(tier["skipped"].sum()))
+glue("gpu_stopped_n", int(tier["stopped"].sum()))
+first_tier = bench_results.read_tier(run / "gpu-tier-first-run.xml")
+glue("gpu_first_failed", int(first_tier["failed"].sum()))
 glue("gpu_chapters_passed", f"{sum(v == 'passed' for v in last.values())} of {len(first)}")
 glue("gpu_stopped", " and ".join(c.removesuffix(".py") for c in stopped) or "none")
 glue("gpu_stopped_first", ", ".join(f"{c.removesuffix('.py')} {first[c]}" for c in stopped) or "—")
 table(ran, "gpu tier")
 
 # %% [markdown]
-# On {glue:text}`gpu_card` ({glue:text}`gpu_versions`), {glue:text}`gpu_date`: {glue:text}`gpu_passed` passed,
-# {glue:text}`gpu_failed` failed; {glue:text}`gpu_skipped` were skipped (the emulation's own checks, which run only
+# On {glue:text}`gpu_card` ({glue:text}`gpu_versions`), {glue:text}`gpu_date`, the last run: {glue:text}`gpu_passed`
+# passed, {glue:text}`gpu_failed` failed, {glue:text}`gpu_stopped_n` were stopped by the run's time limit before they
+# reported (the file names neither; by elimination, the chapters below); {glue:text}`gpu_skipped` were skipped (the emulation's own checks, which run only
 # without a GPU, the results-on-the-CPU check on classes that another class already covers, and the paper's worked
 # example, which needs COCO image 219578 and llava-1.5-7b's weights, neither on that machine: that test has still
-# not run). {glue:text}`gpu_chapters_passed` chapters executed at `device="cuda"` in the last run; the time limit of
-# that run stopped {glue:text}`gpu_stopped` before they reported. In the session's first run, on the code before this
-# version's batched trace and readouts, they passed ({glue:text}`gpu_stopped_first`; its file,
-# `gpu-tier-first-run.xml`, is shipped beside). Rerun the tier after any change to the device path.
+# not run). {glue:text}`gpu_chapters_passed` chapters executed at `device="cuda"` in the last run; the time limit
+# stopped {glue:text}`gpu_stopped`, so **they have not run on this version's code on a GPU**. In the session's first
+# run, on the code before this version's batched trace and readouts, they passed ({glue:text}`gpu_stopped_first`);
+# that run's {glue:text}`gpu_first_failed` failures all came from one missing package (num2words, which SmolVLM's
+# processor needs, now carried to the machine). Rerun the tier after any change to the device path.
 
 # %% [markdown]
 # ## What explain and each method cost at llava-1.5-7b's shape
 #
 # `bench/bench_7b.py` builds a model of llava-1.5-7b's exact shape with **random weights: speed and memory only**
-# (neither depends on trained values), on the same machine. In bfloat16 PyTorch was capped at 24 GB
-# (`torch.cuda.set_per_process_memory_fraction`), so the methods that batch sized their batches as on a 24 GB card;
-# in float32 the weights alone (28 GB) overfill such a card and nothing was capped. Milliseconds are medians of three
-# after a warm-up (ablation, gradient and integrated gradients: one run each); peak GB is PyTorch's peak allocation.
+# (neither depends on trained values), on the same machine. In bfloat16 PyTorch's allocator was capped at 24 × 10⁹
+# bytes (`torch.cuda.set_per_process_memory_fraction`), so the methods that batch sized their batches to that; in
+# float32 the weights alone (28 GB) overfill a 24 GB card and nothing was capped. Milliseconds are medians of three
+# after a warm-up (ablation, gradient and integrated gradients with 32 steps: one run each); peak GB (10⁹ bytes) is
+# PyTorch's peak allocation.
 
 # %% tags=["hide-input"]
 measured, summary = bench_results.read_bench(run / "bench_7b.txt")
@@ -154,6 +164,10 @@ glue("gpu_peak_method", half['peak GB'].idxmax())
 glue("gpu_ig_before", f"{before.loc[('bfloat16', 'ig'), 'peak GB']:.1f}")
 glue("gpu_ablation_s", f"{half.loc['ablation', 'ms'] / 1e3:.1f}")
 glue("gpu_need_bf16", f"{mem.loc['bfloat16', 'explain needs at least']:.1f}")
+glue("gpu_explain_peak", f"{half.loc['explain (tool)', 'peak GB']:.1f}")
+glue("gpu_explain_over", f"{half.loc['explain (tool)', 'peak GB'] - mem.loc['bfloat16', 'explain needs at least']:.1f}")
+sdpa_runs = [before.loc[("bfloat16", "forward, SDPA"), "ms"], half.loc["forward, SDPA", "ms"], phases["forward, SDPA"]]
+glue("gpu_sdpa_spread", f"{min(sdpa_runs):.1f} to {max(sdpa_runs):.1f}")
 glue("gpu_trace_extra", f"{phases['hooked forward (run_trace)'] - phases['forward, SDPA']:.1f}")
 glue("gpu_head_scores", f"{phases['head scores (readout of L*H)']:.1f}")
 glue("gpu_map", f"{phases['the map (readout of P positions)']:.1f}")
@@ -162,12 +176,32 @@ glue("gpu_preprocessing", f"{phases['preprocessing (model.inputs)']:.1f}")
 # the arithmetic of one pass, 2 FLOP per parameter per token, at the H200's datasheet rate for dense bfloat16
 flop = 2 * mem.loc["bfloat16", "parameters (B)"] * 1e9 * summary.loc["bfloat16", "sequence length"]
 glue("gpu_arithmetic_ms", f"{flop / 989e12 * 1e3:.0f}")
-measured = measured.unstack("dtype").swaplevel(axis=1).sort_index(axis=1, level=0, sort_remaining=False)
-measured.attrs["note"] = ("H200, random weights at llava-1.5-7b's shape (595 tokens): speed and memory only. bfloat16 "
-                          "capped at 24 GB; — : not run in float32, whose weights overfill a 24 GB card.")
-table(measured.reindex(half.index), "bench 7b", "{:.1f}")
+shown = {}
+for dtype in ("bfloat16", "float32"):
+    rows = measured.loc[dtype]
+    from_image = rows["ms"] / rows.loc["SDPA, from image", "ms"]   # from the printed milliseconds; explain's own ratio
+    from_image["explain (tool)"] = summary.loc[dtype, "explain / SDPA forward from the image"]   # as the bench printed
+    shown[(dtype, "ms")] = rows["ms"]
+    shown[(dtype, "× SDPA from image")] = from_image
+    shown[(dtype, "× SDPA, ready inputs")] = rows["x SDPA forward"]
+    shown[(dtype, "peak GB")] = rows["peak GB"]
+shown = pd.DataFrame(shown).reindex(half.index)
+for column in shown:
+    shown[column] = shown[column].map(lambda x, d=1 if column[1] in ("ms", "peak GB") else 2:
+                                      "—" if pd.isna(x) else f"{x:.{d}f}")
+shown = shown.rename(
+    index=lambda what: what if what.startswith(("forward", "SDPA", "explain")) else f"method: {what}")
+shown.attrs["note"] = ("H200, random weights at llava-1.5-7b's shape (595 tokens): speed and memory only. bfloat16 "
+                       "capped at 24 × 10⁹ bytes. — : not run (the bench runs ablation, gradient and integrated "
+                       "gradients in bfloat16 only by default, --slow-dtypes): their float32 cost is not measured.")
+table(shown, "bench 7b")
 
 # %% tags=["hide-input"]
+part = "… of which head outputs [L, H, d]"   # computed inside the head scores: listed under them
+phases = phases.rename(index={"head outputs [L, H, d]": part})
+order = list(phases.index.drop(part))
+order.insert(order.index("head scores (readout of L*H)") + 1, part)
+phases = phases.reindex(order)
 phases = phases.to_frame("ms, bfloat16")
 phases.attrs["note"] = "bench/profile_explain.py on the same H200: each phase alone, medians of five."
 table(phases, "explain phases", "{:.1f}")
@@ -183,15 +217,21 @@ table(phases, "explain phases", "{:.1f}")
 # one, the head scores {glue:text}`gpu_head_scores` ms (of which the head outputs, [L, H, d], take
 # {glue:text}`gpu_head_outputs`) and the map {glue:text}`gpu_map` ms; preprocessing, {glue:text}`gpu_preprocessing` ms,
 # is paid by both. The pass's arithmetic would take about {glue:text}`gpu_arithmetic_ms` ms at the card's datasheet
-# rate for dense bfloat16 (989 TFLOP/s); the rest is mostly the host launching kernels one by one, so each operation
-# explain adds costs about as much as one of the pass's own. Explain runs at {glue:text}`gpu_items` images per second
-# in a row. One flaw of that run's bench: it read its model with eager attention, so each timed forward pass and each
+# rate for dense bfloat16 (989 TFLOP/s). Our hypothesis for the rest, not measured by itself: the host launching
+# kernels one by one, so that each operation explain adds costs about as much as one of the pass's own. The same SDPA
+# pass took {glue:text}`gpu_sdpa_spread` ms in the session's three measurements (machines of one kind, started
+# afresh): compare ratios within one run, not milliseconds across runs. Explain runs at {glue:text}`gpu_items` images
+# per second in a row. One flaw of that run's bench: it read its model with eager attention, so each timed forward pass and each
 # explain switched the model to SDPA and back, which walks every module, inside its timing. `llavamech.load` reads
 # models with SDPA, and switches nothing; the bench now does the same, and its next run will say how far the ratios
 # move.
 #
-# Every method fit the 24 GB cap: the largest peak was {glue:text}`gpu_peak_bf16` GB ({glue:text}`gpu_peak_method`),
-# against {glue:text}`gpu_need_bf16` GB that the memory table above gives as explain's least. Uncapped in the first
+# Under the cap every method's peak allocation stayed below 24 GB, the largest {glue:text}`gpu_peak_bf16` GB
+# ({glue:text}`gpu_peak_method`); the methods that batch size their batches to the room left, so that holds by
+# design, at this prompt length. The CUDA context and the allocator's unallocated reserve come on top, and no real
+# 24 GB card was used. Explain itself peaked at {glue:text}`gpu_explain_peak` GB, {glue:text}`gpu_explain_over` GB
+# above the {glue:text}`gpu_need_bf16` GB that the memory table gives as its least (the table leaves out what the
+# trace's hooks hold during the pass, about 1 GB here, and the readouts' temporaries). Uncapped in the first
 # run, integrated gradients sized its batches from the H200's free memory and peaked at {glue:text}`gpu_ig_before` GB:
 # the batch sizes follow whatever card they run on. Causal ablation, 577 forward passes, took
 # {glue:text}`gpu_ablation_s` s per image.
