@@ -73,6 +73,16 @@ def measure(f, repeats: int, warm_up: bool = True) -> tuple[float, float]:
     return statistics.median(times), torch.cuda.max_memory_allocated() / 1e9 if GPU else float("nan")
 
 
+def eager_measure(model: Model, run, repeats: int) -> tuple[float, float]:
+    """`measure` with the model switched to eager attention, the switch itself (it walks every module: milliseconds at
+    7B) outside the timing; the model is back on SDPA after."""
+    model.hf.set_attn_implementation("eager")
+    try:
+        return measure(run, repeats)
+    finally:
+        model.hf.set_attn_implementation("sdpa")
+
+
 def bench(dtype: torch.dtype, repeats: int, ig_steps: int, slow: bool, card_gb: float | None) -> None:
     device = "cuda" if GPU else "cpu"
     model = model_at_shape(dtype, device)
@@ -91,16 +101,9 @@ def bench(dtype: torch.dtype, repeats: int, ig_steps: int, slow: bool, card_gb: 
                 model.hf(**(model.inputs(image, QUESTION) if preprocess else inputs))
         return run
 
-    def eager(run):   # the switch itself (it walks every module: milliseconds at 7B) stays out of the timing
-        model.hf.set_attn_implementation("eager")
-        try:
-            return measure(run, repeats)
-        finally:
-            model.hf.set_attn_implementation("sdpa")
-
     # explain starts from the image; so does the like-for-like forward pass (the processor's resizing and
     # normalising, then the pass): the goal's ratio is taken against it, and the ratio to the pass alone is printed too
-    rows = {"forward, eager": eager(forward()), "forward, SDPA": measure(forward(), repeats),
+    rows = {"forward, eager": eager_measure(model, forward(), repeats), "forward, SDPA": measure(forward(), repeats),
             "SDPA, from image": measure(forward(preprocess=True), repeats),
             "explain (tool)": measure(lambda: model.explain(image, question=QUESTION), repeats)}
     for method in list(patches.METHODS)[1:]:
@@ -114,8 +117,8 @@ def bench(dtype: torch.dtype, repeats: int, ig_steps: int, slow: bool, card_gb: 
           f"memory table: weights {table['weights']:.1f} GB, explain needs at least "
           f"{table['explain needs at least']:.1f} GB")
     if GPU and card_gb is not None:
-        print(f"  memory capped at {card_gb:g} GB (torch.cuda.set_per_process_memory_fraction), as on a {card_gb:g} GB card"
-              if capped else f"  not capped at {card_gb:g} GB: the weights alone do not fit such a card")
+        print(f"  memory capped at {card_gb:g} GB (torch.cuda.set_per_process_memory_fraction), as on a "
+              f"{card_gb:g} GB card" if capped else f"  not capped at {card_gb:g} GB: the weights alone do not fit such a card")
     print(f"  {'':18s} {'ms':>10s} {'x SDPA fwd':>11s} {'x explain':>10s} {'peak GB':>8s}")
     for label, (seconds, peak) in rows.items():
         print(f"  {label:18s} {seconds * 1e3:10.1f} {seconds / sdpa:11.2f} {seconds / tool:10.1f} {peak:8.1f}")

@@ -7,9 +7,6 @@ Prints; asserts nothing.
 """
 import argparse
 import random
-import statistics
-import time
-
 import torch
 
 import bench_7b
@@ -21,19 +18,9 @@ from llavamech.trace import run_trace
 GPU = torch.cuda.is_available()
 
 
-def timed(f, repeats=5):
-    """Median milliseconds of `f` after one warm-up, synchronised with the GPU."""
-    f()
-    times = []
-    for _ in range(repeats):
-        if GPU:
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        f()
-        if GPU:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1e3
+def timed(f, repeats: int = 5) -> float:
+    """Median milliseconds of `f` after one warm-up (bench_7b.measure's)."""
+    return bench_7b.measure(f, repeats)[0] * 1e3
 
 
 def profile(dtype: torch.dtype, profiler: bool) -> None:
@@ -44,13 +31,6 @@ def profile(dtype: torch.dtype, profiler: bool) -> None:
     def forward():
         with torch.no_grad():
             model.hf(**inputs, use_cache=False, logits_to_keep=1)
-
-    def eager():   # the switch itself stays out of the timing (llavamech.load reads models with SDPA)
-        model.hf.set_attn_implementation("eager")
-        try:
-            return timed(forward)
-        finally:
-            model.hf.set_attn_implementation("sdpa")
 
     trace = run_trace(model.hf, model.anatomy, inputs, model.tokenizer)
     heads = attribution.top_heads(attribution.head_scores(trace), 1)
@@ -65,7 +45,7 @@ def profile(dtype: torch.dtype, profiler: bool) -> None:
     }
     print(f"\n{str(dtype).removeprefix('torch.')}, sequence length {inputs['input_ids'].shape[1]}, "
           f"{'GPU ' + torch.cuda.get_device_name() if GPU else 'CPU, scaled-down shape'}")
-    print(f"  {'forward, eager':34s} {eager():9.2f} ms")
+    print(f"  {'forward, eager':34s} {bench_7b.eager_measure(model, forward, 5)[0] * 1e3:9.2f} ms")
     for label, f in phases.items():
         print(f"  {label:34s} {timed(f):9.2f} ms")
     if profiler:

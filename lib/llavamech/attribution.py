@@ -25,7 +25,7 @@ import torch
 
 from . import validate
 from .errors import LlavamechError
-from .trace import Trace
+from .trace import Trace, stacked_on
 
 
 def readout(trace: Trace, x: torch.Tensor, unembed: torch.Tensor | None = None) -> torch.Tensor:
@@ -126,11 +126,8 @@ def _scaled(trace: Trace, layer: int, part: str, x: torch.Tensor) -> torch.Tenso
 def head_outputs(trace: Trace, layer: int) -> torch.Tensor:
     """a^{l,h} = (sum_j alpha_{T,j} v_j) W_O^{l,h} for every head (times the frozen output norm where there is one):
     [H, d]. Sums to A^l_T."""
-    a = trace.anatomy
     layer = _layer(trace, layer)
-    v = trace.values[layer][:, [a.kv_head(h) for h in range(a.n_heads)]]    # [S, H, hd]
-    mixed = torch.einsum("hs,shk->hk", trace.attn_weights[layer], v)        # [H, hd]
-    return _scaled(trace, layer, "attn", torch.einsum("hk,hkd->hd", mixed, a.o_slices(layer)))
+    return _head_outputs(trace, range(layer, layer + 1))[0]
 
 
 def position_contributions(trace: Trace, layer: int, head: int | None = None,
@@ -174,27 +171,33 @@ def layer_logit_contributions(trace: Trace, token: int | None = None) -> dict[st
             "ffn": logit_contribution(trace, trace.mlp_out, token)}
 
 
-def all_head_outputs(trace: Trace, chunk_bytes: int = 2 ** 29) -> torch.Tensor:
-    """a^{l,h} for every layer and head: [L, H, d]. Batched over the layers (on a GPU, a few operations per layer
-    cost more than the arithmetic). W_O is read in its own dtype and multiplied by the float32 mixed values
-    elementwise, then summed over each head's dimensions: the products and sums in float32, as a float32 W_O would
-    give, without a float32 copy of W_O (for llava-1.5-7b in bfloat16 that copy, and the einsum's reordering of it,
-    took 7 ms of a GPU per explain). At most `chunk_bytes` of float32 products at once."""
+def all_head_outputs(trace: Trace) -> torch.Tensor:
+    """a^{l,h} for every layer and head: [L, H, d]."""
+    return _head_outputs(trace, range(trace.anatomy.n_layers))
+
+
+def _head_outputs(trace: Trace, layers: range, chunk_bytes: int = 2 ** 29) -> torch.Tensor:
+    """a^{l,h} for the heads of consecutive `layers`: [len(layers), H, d]. Batched over the layers (on a GPU, a few
+    operations per layer cost more than the arithmetic). W_O is read in its own dtype and multiplied by the float32
+    mixed values elementwise, then summed over each head's dimensions: the products and sums in float32, as a float32
+    W_O would give, without a float32 copy of W_O (for llava-1.5-7b in bfloat16 that copy, and the einsum's
+    reordering of it, took 7 ms of a GPU per explain). At most `chunk_bytes` of float32 products at once."""
     a = trace.anatomy
-    n_layers, group = a.n_layers, a.n_heads // a.n_kv_heads
-    weights = trace.attn_weights.view(n_layers, a.n_kv_heads, group, -1)        # query head h reads kv head h // group
-    mixed = torch.einsum("lkgs,lskd->lkgd", weights, trace.values).reshape(n_layers, 1, a.n_heads * a.head_dim)
-    per_layer = max(1, chunk_bytes // (4 * a.d_model * a.n_heads * a.head_dim))
+    n, group = len(layers), a.n_heads // a.n_kv_heads
+    # query head h reads kv head h // group
+    weights = trace.attn_weights[layers.start:layers.stop].view(n, a.n_kv_heads, group, -1)
+    values = trace.values[layers.start:layers.stop]
+    mixed = torch.einsum("lkgs,lskd->lkgd", weights, values).reshape(n, 1, a.n_heads * a.head_dim)
+    per_chunk = max(1, chunk_bytes // (4 * a.d_model * a.n_heads * a.head_dim))
     out = []
-    for start in range(0, n_layers, per_layer):
-        layers = range(start, min(start + per_layer, n_layers))
-        w_o = [a.layers[l].self_attn.o_proj.weight.detach() for l in layers]     # [d, H * hd] each
-        w_o = torch.stack([w.to(a.readout_device) for w in w_o] if len({w.device for w in w_o}) > 1 else w_o)
-        products = w_o.to(a.readout_device) * mixed[start:start + len(layers)]   # [l, d, H * hd] in float32
-        out.append(products.view(len(layers), a.d_model, a.n_heads, a.head_dim).sum(-1).transpose(1, 2))
+    for start in range(0, n, per_chunk):
+        chunk = layers[start:start + per_chunk]
+        w_o = stacked_on(a.readout_device, [a.layers[l].self_attn.o_proj.weight.detach() for l in chunk])
+        products = w_o * mixed[start:start + len(chunk)]                        # [l, d, H * hd] in float32
+        out.append(products.view(len(chunk), a.d_model, a.n_heads, a.head_dim).sum(-1).transpose(1, 2))
     out = torch.cat(out)
     if a.attn_out_norm(0) is not None:
-        out = out * torch.stack([out_scale(trace, l, "attn") for l in range(n_layers)])[:, None]
+        out = out * torch.stack([out_scale(trace, l, "attn") for l in layers])[:, None]
     return out
 
 

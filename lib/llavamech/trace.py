@@ -210,9 +210,8 @@ def run_trace(model: torch.nn.Module, anatomy: Anatomy, inputs: dict, tokenizer,
         def kept(x):
             return x.detach().to(device, torch.float32)
 
-        def stacked(name):   # [L, 1, S, ...] -> [L, S, ...] on the readout device (layers may sit on other devices)
-            xs = store.pop(name)
-            return torch.stack([x.to(device) for x in xs] if len({x.device for x in xs}) > 1 else xs)[:, 0]
+        def stacked(name):   # [L, 1, S, ...] -> [L, S, ...] on the readout device
+            return stacked_on(device, store.pop(name))[:, 0]
 
         def at_t(name):      # [L, ...] at T, float32; every position as well with all_positions
             x = stacked(name)
@@ -234,8 +233,17 @@ def run_trace(model: torch.nn.Module, anatomy: Anatomy, inputs: dict, tokenizer,
     if store["unembedded"] and not torch.equal(store["unembedded"][0], out.logits[0, -1]):
         extra.update(soft_cap=anatomy.soft_cap)
     return Trace(anatomy=anatomy, positions=positions_of(model, inputs, tokenizer),
-                 input_ids=inputs["input_ids"][0].cpu(), logits=kept(out.logits[0, -1]), resid_in=resid, attn_out=attn, mid=mid, mlp_out=mlp,
-                 final_resid=final, attn_weights=weights, values=values, neuron_acts=acts, **extra)
+                 input_ids=inputs["input_ids"][0].cpu(), logits=kept(out.logits[0, -1]), resid_in=resid, attn_out=attn,
+                 mid=mid, mlp_out=mlp, final_resid=final, attn_weights=weights, values=values, neuron_acts=acts,
+                 **extra)
+
+
+def stacked_on(device: torch.device, tensors: list[torch.Tensor]) -> torch.Tensor:
+    """torch.stack of one tensor per layer, on `device`: layers spread over devices (a device map) are moved one by one
+    first, while layers on one device are stacked in one operation (on a GPU every operation per layer counts)."""
+    if len({x.device for x in tensors}) > 1:
+        tensors = [x.to(device) for x in tensors]
+    return torch.stack(tensors).to(device)
 
 
 def _visual_added(visual: dict, shape: torch.Size, kept) -> torch.Tensor | None:
@@ -251,7 +259,8 @@ def _visual_added(visual: dict, shape: torch.Size, kept) -> torch.Tensor | None:
 
 
 # ---- the attention weights from the scored position, whatever attention implementation runs ----
-def scored_attention_all(anatomy: Anatomy, queries: torch.Tensor, keys: torch.Tensor, kwargs: list[dict]) -> torch.Tensor:
+def scored_attention_all(anatomy: Anatomy, queries: torch.Tensor, keys: torch.Tensor,
+                         kwargs: list[dict]) -> torch.Tensor:
     """alpha_{T,j} of every layer, [L, H, S] in float32: `queries` [L, H * head_dim] at T and `keys`
     [L, S, H_kv * head_dim] as the projections returned them, `kwargs` what each attention module received (its
     rotary angles and mask). Layers that share their class, angles, mask and scaling (all of a Llama's; Gemma 3's
