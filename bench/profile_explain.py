@@ -32,12 +32,13 @@ def profile(dtype: torch.dtype, profiler: bool) -> None:
         with torch.no_grad():
             model.hf(**inputs, use_cache=False, logits_to_keep=1)
 
-    trace = run_trace(model.hf, model.anatomy, inputs, model.tokenizer)
+    trace = run_trace(model.hf, model.anatomy, inputs, model.tokenizer, lean=True)
     heads = attribution.top_heads(attribution.head_scores(trace), 1)
     phases = {
         "preprocessing (model.inputs)": lambda: model.inputs(image, bench_7b.QUESTION),
         "forward, SDPA": forward,
         "hooked forward (run_trace)": lambda: run_trace(model.hf, model.anatomy, inputs, model.tokenizer),
+        "lean trace (explain's)": lambda: run_trace(model.hf, model.anatomy, inputs, model.tokenizer, lean=True),
         "head outputs [L, H, d]": lambda: attribution.all_head_outputs(trace),
         "head scores (readout of L*H)": lambda: attribution.head_scores(trace),
         "the map (readout of P positions)": lambda: head_map(trace, heads),

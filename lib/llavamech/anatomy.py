@@ -126,10 +126,11 @@ class Anatomy:
             self._unembed = (w, version, self.weight(w))
         return self._unembed[2]
 
-    def o_slices(self, layer: int) -> torch.Tensor:
-        """W_O per head in float32: [heads, head_dim, d] so that a head's output is v_weighted @ W_O[h]."""
-        w = self.weight(self.layers[layer].self_attn.o_proj.weight)  # [d, heads * head_dim]
-        return w.T.reshape(self.n_heads, self.head_dim, self.d_model)
+    def o_heads(self, layer: int) -> torch.Tensor:
+        """W_O per head as a view of the weight, in the model's dtype on its layer's device (no copy): [heads, head_dim,
+        d], so that a head's output is v_weighted @ W_O[h] (llavamech.attribution.through_o multiplies in float32)."""
+        w = self.layers[layer].self_attn.o_proj.weight.detach()  # [d, heads * head_dim]
+        return w.view(self.d_model, self.n_heads, self.head_dim).permute(1, 2, 0)
 
     def rms(self, x: torch.Tensor) -> torch.Tensor:
         """RMS over the last dimension with the model's eps, as its RMSNorm computes it: [..., 1]."""

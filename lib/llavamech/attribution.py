@@ -102,6 +102,13 @@ def _token(trace: Trace, token) -> int:
     return trace.top_token if token is None else validate.token("token", token, trace.logits.shape[-1])
 
 
+def _full(trace: Trace, what: str) -> None:
+    """One clear error for a readout of what a lean trace (explain's) does not hold."""
+    if trace.lean:
+        raise LlavamechError(f"{what} needs a full trace: this one is explain's, which keeps only what head scores "
+                             "and patch maps read; take one with model.trace(image, question)")
+
+
 def _layer(trace: Trace, layer) -> int:
     return validate.layer("layer", layer, trace.anatomy.n_layers)
 
@@ -144,14 +151,14 @@ def position_contributions(trace: Trace, layer: int, head: int | None = None,
         raise LlavamechError(f"positions must be sequence indices from 0 to {trace.seq_len - 1}")
     v = trace.values[layer][where][:, [a.kv_head(h) for h in heads]]             # [S, h, hd]
     weighted = trace.attn_weights[layer][heads][:, where].T[..., None] * v    # [S, h, hd]
-    w_o = a.o_slices(layer)[heads]              # [h, hd, d]
-    u = _scaled(trace, layer, "attn", torch.einsum("shk,hkd->hsd", weighted, w_o))
+    u = _scaled(trace, layer, "attn", through_o(a, layer, weighted.transpose(0, 1), heads))   # [h, S, d]
     return u[0] if head is not None else u
 
 
 def neuron_contributions(trace: Trace, layer: int) -> torch.Tensor:
     """c^l_k W_down[:, k] for every FFN neuron k (times the frozen output norm where there is one): [I, d]. Sums to
     F^l_T."""
+    _full(trace, "neuron contributions")
     layer = _layer(trace, layer)
     w_down = trace.anatomy.weight(trace.anatomy.layers[layer].mlp.down_proj.weight)  # [d, I]
     return _scaled(trace, layer, "ffn", trace.neuron_acts[layer][:, None] * w_down.T)
@@ -160,6 +167,7 @@ def neuron_contributions(trace: Trace, layer: int) -> torch.Tensor:
 # ---- scores ----
 def layer_scores(trace: Trace, token: int | None = None) -> dict[str, torch.Tensor]:
     """Imp of every attention layer (base h^{l-1}_T, v = A^l_T) and FFN layer (base m^l_T, v = F^l_T): [L] each."""
+    _full(trace, "layer scores")
     return {"attn": log_prob_increase(trace, trace.resid_in, trace.attn_out, token),
             "ffn": log_prob_increase(trace, trace.mid, trace.mlp_out, token)}
 
@@ -167,6 +175,7 @@ def layer_scores(trace: Trace, token: int | None = None) -> dict[str, torch.Tens
 def layer_logit_contributions(trace: Trace, token: int | None = None) -> dict[str, torch.Tensor]:
     """Linear logit contribution z(v)_w of every attention layer (v = A^l_T) and FFN layer (v = F^l_T): [L] each.
     The additive companion of `layer_scores` (no base, no saturation)."""
+    _full(trace, "layer logit contributions")
     return {"attn": logit_contribution(trace, trace.attn_out, token),
             "ffn": logit_contribution(trace, trace.mlp_out, token)}
 
@@ -176,29 +185,64 @@ def all_head_outputs(trace: Trace) -> torch.Tensor:
     return _head_outputs(trace, range(trace.anatomy.n_layers))
 
 
-def _head_outputs(trace: Trace, layers: range, chunk_bytes: int = 2 ** 29) -> torch.Tensor:
-    """a^{l,h} for the heads of consecutive `layers`: [len(layers), H, d]. Batched over the layers (on a GPU, a few
-    operations per layer cost more than the arithmetic). W_O is read in its own dtype and multiplied by the float32
-    mixed values elementwise, then summed over each head's dimensions: the products and sums in float32, as a float32
-    W_O would give, without a float32 copy of W_O (for llava-1.5-7b in bfloat16 that copy, and the einsum's
-    reordering of it, took 7 ms of a GPU per explain). At most `chunk_bytes` of float32 products at once."""
+def _head_outputs(trace: Trace, layers: range) -> torch.Tensor:
+    """a^{l,h} for the heads of consecutive `layers`: [len(layers), H, d]. The mixed values of every layer at once, then
+    each layer's heads in one batched product with its W_O as it is (`through_o`; for llava-1.5-7b in bfloat16, a
+    float32 copy of W_O and per-head products as big as W_O took a GPU 4.5 ms per explain)."""
     a = trace.anatomy
     n, group = len(layers), a.n_heads // a.n_kv_heads
     # query head h reads kv head h // group
     weights = trace.attn_weights[layers.start:layers.stop].view(n, a.n_kv_heads, group, -1)
     values = trace.values[layers.start:layers.stop]
-    mixed = torch.einsum("lkgs,lskd->lkgd", weights, values).reshape(n, 1, a.n_heads * a.head_dim)
-    per_chunk = max(1, chunk_bytes // (4 * a.d_model * a.n_heads * a.head_dim))
-    out = []
-    for start in range(0, n, per_chunk):
-        chunk = layers[start:start + per_chunk]
-        w_o = stacked_on(a.readout_device, [a.layers[l].self_attn.o_proj.weight.detach() for l in chunk])
-        products = w_o * mixed[start:start + len(chunk)]                        # [l, d, H * hd] in float32
-        out.append(products.view(len(chunk), a.d_model, a.n_heads, a.head_dim).sum(-1).transpose(1, 2))
-    out = torch.cat(out)
+    mixed = torch.einsum("lkgs,lskd->lkgd", weights, values).reshape(n, a.n_heads, 1, a.head_dim)
+    w_o = [a.o_heads(l) for l in layers]
+    split = _split(w_o[0])
+    if split:   # once for every layer: on a GPU each operation per layer counts
+        mixed = split_float32(mixed, w_o[0].dtype)
+    out = stacked_on(a.readout_device, [_products(x.to(w.device), w, split) for x, w in zip(mixed, w_o)])[:, :, 0]
     if a.attn_out_norm(0) is not None:
         out = out * torch.stack([out_scale(trace, l, "attn") for l in layers])[:, None]
     return out
+
+
+def through_o(a, layer: int, x: torch.Tensor, heads: list[int] | None = None) -> torch.Tensor:
+    """x_h @ W_O^{l,h} for each head h of `layer`: x [h, m, head_dim] in float32 (h = every head, or the listed
+    `heads`) -> [h, m, d] in float32 on the readout device, W_O read as it is (`Anatomy.o_heads`, `_products`)."""
+    w = a.o_heads(layer)
+    w = w if heads is None else w[heads]
+    split = _split(w)
+    x = x.to(w.device)
+    return _products(split_float32(x, w.dtype) if split else x, w, split).to(a.readout_device)
+
+
+def _split(w: torch.Tensor) -> bool:
+    """Whether products with `w` take the float32 factor split into half-precision terms (`_products`)."""
+    return w.dtype in (torch.bfloat16, torch.float16) and w.device.type == "cuda"
+
+
+def split_float32(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """float32 `x` [..., m, k] as three terms in half-precision `dtype` that sum to it, stacked along m: [..., 3m, k].
+    Each term holds what the ones before it left over, so three bfloat16 terms (8 significant bits each) carry all of
+    float32's 24; with float16, whose exponents stop at 6e-8, a remainder smaller than that is lost."""
+    terms, rest = [], x
+    for _ in range(3):
+        terms.append(rest.to(dtype))
+        rest = rest - terms[-1].float()
+    return torch.cat(terms, -2)
+
+
+def _products(x: torch.Tensor, w: torch.Tensor, split: bool) -> torch.Tensor:
+    """x @ w in float32, [B, m, k] @ [B, k, n] -> [B, m, n], for a float32 `x` and a `w` in the model's dtype, without
+    a float32 copy of `w` where none is needed: a float32 `w` multiplies `x` as it is; with `split`, `x` comes as
+    `split_float32`'s three terms in w's half-precision dtype, multiplied with products accumulated in float32 on the
+    GPU (`torch.bmm`'s out_dtype) and summed, which gives float32's product to its rounding; otherwise (a CPU, which
+    has no such product) `w` is converted."""
+    if w.dtype == torch.float32:
+        return torch.bmm(x, w)
+    if split:
+        out = torch.bmm(x, w, out_dtype=torch.float32)
+        return out.view(len(out), 3, -1, out.shape[-1]).sum(1)
+    return torch.bmm(x, w.float())
 
 
 def head_scores(trace: Trace, token: int | None = None) -> torch.Tensor:

@@ -85,7 +85,7 @@ def ov_output(trace, layer: int, head: int, positions: torch.Tensor) -> torch.Te
     layer, head = _head(trace, layer, head)
     positions = _positions(trace, positions)
     v = trace.values[layer][positions, a.kv_head(head)]               # [k, hd]
-    out = v @ a.o_slices(layer)[head]
+    out = attribution.through_o(a, layer, v[None], [head])[0]
     scale = attribution.out_scale(trace, layer, "attn")
     return out if scale is None else out * scale
 

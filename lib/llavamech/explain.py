@@ -16,6 +16,7 @@ import torch
 from . import attribution, questions, validate
 from .errors import LlavamechError
 from .imaging import load_image, model_view
+from .trace import run_trace
 
 MAP_FORMATS = (".png", ".jpg", ".jpeg", ".pdf", ".svg")   # what `Explanation.save_map` writes
 
@@ -112,7 +113,7 @@ def explain(model, image=None, question: str = "", context: str | None = None, t
                              else f"{model.name} is a text-only model: give the facts as context")
     t0 = time.perf_counter()
     pil = load_image(image) if image is not None else None
-    trace = model.trace(pil, question, context)
+    trace = run_trace(model.hf, a, model.inputs(pil, question, context), model.tokenizer, lean=True)
     t1 = time.perf_counter()
     scores = attribution.head_scores(trace)
     heads = attribution.top_heads(scores, max(top_k, map_heads))

@@ -37,8 +37,8 @@ class Hooks:
     def before(self, module: nn.Module, fn, with_kwargs: bool = False) -> None:
         self.handles.append(module.register_forward_pre_hook(fn, with_kwargs=with_kwargs))
 
-    def after(self, module: nn.Module, fn) -> None:
-        self.handles.append(module.register_forward_hook(fn))
+    def after(self, module: nn.Module, fn, with_kwargs: bool = False) -> None:
+        self.handles.append(module.register_forward_hook(fn, with_kwargs=with_kwargs))
 
     def remove(self) -> None:
         for handle in self.handles:

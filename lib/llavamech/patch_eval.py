@@ -109,17 +109,26 @@ def curve_points(n_patches: int, steps: int) -> np.ndarray:
     return np.unique(np.linspace(0, n_patches, steps + 1).round().astype(int))
 
 
-def curves(model, emb: Embedded, token: int, scores: np.ndarray, means: Means | None, steps: int = 8,
-           seed: int = 0) -> dict[str, np.ndarray]:
-    """p(answer) along the deletion and insertion curves of one map ([points] each), and the points themselves.
-    Ties in the map (a flat region) are broken at random (`ranking`), so a constant map behaves as a random one."""
-    order = ranking(scores, seed)
-    points = curve_points(scores.size, steps)
-    removed = [tuple(sorted(order[:j])) for j in points] + [tuple(sorted(order[j:])) for j in points]
-    unique = list(dict.fromkeys(removed))   # both curves start or end with nothing / everything removed
+def curves(model, emb: Embedded, token: int, maps: dict[str, np.ndarray], means: Means | None, steps: int = 8,
+           seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
+    """p(answer) along the deletion and insertion curves of each map of one scene (`maps`: {method: scores}), and
+    the points themselves: {method: {"points", "deletion", "insertion"}}. Ties in a map (a flat region) are broken
+    at random (`ranking`), so a constant map behaves as a random one. Every method's points run in one set of
+    batched passes, each distinct set of removed patches once: every curve starts or ends with nothing or everything
+    removed, and two maps that rank their first or last patches alike share those points."""
+    points = curve_points(next(iter(maps.values())).size, steps)
+    removed = {}
+    for method, scores in maps.items():
+        order = ranking(scores, seed)
+        removed[method] = [tuple(sorted(order[:j])) for j in points] + [tuple(sorted(order[j:])) for j in points]
+    unique = list(dict.fromkeys(r for sets in removed.values() for r in sets))
+    index = {r: i for i, r in enumerate(unique)}
     p_unique = np.exp(answer_logprob(model, emb, token, [list(r) for r in unique], means))
-    p = p_unique[[unique.index(r) for r in removed]]
-    return {"points": points, "deletion": p[:len(points)], "insertion": p[len(points):]}
+    out = {}
+    for method, sets in removed.items():
+        p = p_unique[[index[r] for r in sets]]
+        out[method] = {"points": points, "deletion": p[:len(points)], "insertion": p[len(points):]}
+    return out
 
 
 def area(points: np.ndarray, values: np.ndarray) -> float:
@@ -165,9 +174,10 @@ def evaluate(model, examples: list[Example], methods=METHODS, means: Means | Non
         top = tool.top_heads[0]
         emb = maps["ablation"].embedded
         mask = example.box_mask(model.processor.image_processor, tool.grid_shape)
+        all_curves = curves(model, emb, tool.answer_token_id, {m: maps[m].scores for m in methods}, means, steps,
+                            seed=seed + i)
         for method in methods:
-            pm = maps[method]
-            curve = curves(model, emb, pm.answer_token_id, pm.scores, means, steps, seed=seed + i)
+            pm, curve = maps[method], all_curves[method]
             metrics = scene_metrics(pm.scores, mask, maps["ablation"].scores, curve, seed=seed + i)
             if method == "ablation":
                 metrics["agreement"] = metrics["top-1 agreement"] = np.nan   # the reference itself

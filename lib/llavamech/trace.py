@@ -13,7 +13,7 @@ inputs, attention outputs and FFN outputs at every position (the lens chapters n
 Until the pass ends, its hooks also hold what the modules returned at every position (each layer's input, attention
 output, mid-point, FFN output, queries, keys and values, in the model's dtype), which the pass would otherwise have
 freed layer by layer: for llava-1.5-7b in bfloat16 about 7 × 32 × 600 × 4096 × 2 B ≈ 1.1 GB (measured on an H200:
-explain peaked at 16.5 GB, the weights being 14.1).
+explain peaked at 16.5 GB, the weights being 14.1). explain's lean trace holds four of the seven.
 """
 from __future__ import annotations
 
@@ -127,13 +127,13 @@ class Trace:
     input_ids: torch.Tensor           # [S]
     logits: torch.Tensor              # [V] the model's own logits at T
     resid_in: torch.Tensor            # [L, d]    h^{l-1}_T, the input of layer l
-    attn_out: torch.Tensor            # [L, d]    A^l_T
-    mid: torch.Tensor                 # [L, d]    m^l_T = h^{l-1}_T + A^l_T
-    mlp_out: torch.Tensor             # [L, d]    F^l_T
+    attn_out: torch.Tensor | None     # [L, d]    A^l_T (None in a lean trace, as mid, mlp_out and neuron_acts)
+    mid: torch.Tensor | None          # [L, d]    m^l_T = h^{l-1}_T + A^l_T
+    mlp_out: torch.Tensor | None      # [L, d]    F^l_T
     final_resid: torch.Tensor         # [d]       h^L_T, the input of the final norm
     attn_weights: torch.Tensor        # [L, H, S] alpha^{l,h}_{T,j}
     values: torch.Tensor              # [L, S, H_kv, head_dim] v_j (no RoPE on values)
-    neuron_acts: torch.Tensor         # [L, I]    c^l = SiLU(W_gate x) * (W_up x)
+    neuron_acts: torch.Tensor | None  # [L, I]    c^l = SiLU(W_gate x) * (W_up x)
     resid_in_all: torch.Tensor | None = None   # [L+1, S, d] layer inputs at every position (last = h^L)
     attn_out_all: torch.Tensor | None = None   # [L, S, d]
     mlp_out_all: torch.Tensor | None = None    # [L, S, d]
@@ -146,6 +146,8 @@ class Trace:
     # all_positions, what it added after each layer, [L, S, d] (zero elsewhere), so that layer l + 1's input is
     # h^l = h^{l-1} + A^l + F^l + D^l at every position; None without such additions. At T, a text position, D^l = 0.
     visual_added_all: torch.Tensor | None = None
+    # explain's trace (run_trace's `lean`): attn_out, mid, mlp_out, neuron_acts (and mlp_raw) are None
+    lean: bool = False
 
     @property
     def top_token(self) -> int:
@@ -157,18 +159,28 @@ class Trace:
 
 
 def run_trace(model: torch.nn.Module, anatomy: Anatomy, inputs: dict, tokenizer,
-              all_positions: bool = False) -> Trace:
+              all_positions: bool = False, lean: bool = False) -> Trace:
     """Run `model(**inputs)` (batch of one) once with hooks and return the Trace at the last position. The pass runs
     with fused attention (SDPA): the attention weights from the last position are computed from the captured query
     and keys (`scored_attention`), so no [H, S, S] weights are ever materialised.
 
+    `lean` (explain's trace) keeps only what head scores and patch maps read: the layer inputs, queries, keys,
+    values and the final residual (and, with sandwich norms, the raw attention outputs whose RMS they freeze). Its
+    attention and FFN outputs, mid-points and neuron activations are None, and the readouts that need them say so.
+    It registers five hooks a layer instead of eight (a full trace merges what the attention receives and returns
+    into one hook; before, nine).
+
     The hooks only keep references to what the modules return; slicing, conversion to float32 and the scored
     attention happen once after the pass, batched over the layers. On a GPU the forward pass of a 7B model is bound
     by launching its kernels, so each operation a hook added in each of 32 layers cost as much as a kernel of the
-    pass itself (measured: a trace that worked inside its hooks cost 2.6 plain forward passes). Nothing the
-    hooks keep is modified in place by the pass (the identity tests of every supported class check that)."""
+    pass itself (measured: a trace that worked inside its hooks cost 2.6 plain forward passes), and each hooked
+    module call costs the host the time of a kernel launch or more (PyTorch's slow path for a module with hooks).
+    Nothing the hooks keep is modified in place by the pass (the identity tests of every supported class check
+    that)."""
     if inputs["input_ids"].shape[0] != 1:
         raise ValueError("run_trace takes one example at a time (batch size 1)")
+    if lean and all_positions:
+        raise ValueError("a lean trace keeps the scored position only: all_positions needs a full one")
     store: dict[str, list] = {k: [] for k in ("resid", "attn", "mid", "mlp", "query", "keys", "values", "acts",
                                               "kwargs", "final", "attn_raw", "mlp_raw", "unembedded", "visual")}
 
@@ -178,24 +190,32 @@ def run_trace(model: torch.nn.Module, anatomy: Anatomy, inputs: dict, tokenizer,
     def keep_out(name):
         return lambda m, a, o: store[name].append(o[0] if isinstance(o, tuple) else o)
 
+    def attention(output):   # what the attention received (its rotary angles and mask) and, unless None, its output
+        def hook(m, args, kwargs, out):
+            store["kwargs"].append(kwargs)
+            if output:
+                store[output].append(out[0] if isinstance(out, tuple) else out)
+        return hook
+
+    # the attention module's own output: with sandwich norms the raw one (what joins the stream is the normed one)
+    attention_output = "attn_raw" if anatomy.sandwich else None if lean else "attn"
     with sdpa_attention(model), hooked(model) as hooks, torch.no_grad():
         for l, layer in enumerate(anatomy.layers):
-            attention = layer.self_attn
-            hooks.before(attention, lambda m, a, k: store["kwargs"].append(k), with_kwargs=True)
-            hooks.after(attention.q_proj, keep_out("query"))
-            hooks.after(attention.k_proj, keep_out("keys"))
-            hooks.after(attention.v_proj, keep_out("values"))
+            hooks.after(layer.self_attn, attention(attention_output), with_kwargs=True)
+            hooks.after(layer.self_attn.q_proj, keep_out("query"))
+            hooks.after(layer.self_attn.k_proj, keep_out("keys"))
+            hooks.after(layer.self_attn.v_proj, keep_out("values"))
             hooks.before(layer.input_layernorm, keep("resid"))
+            if lean:
+                continue
             hooks.before(anatomy.pre_ffn_norm(l), keep("mid"))
             # the FFN's hidden activations at T only: [1, I] per layer, not the [1, S, I] the pass makes
             hooks.before(layer.mlp.down_proj, lambda m, a: store["acts"].append(a[0][:, -1]))
-            if anatomy.sandwich:   # what joins the residual stream is the normed output; keep the raw one at T too
-                hooks.after(attention, keep_out("attn_raw"))
+            if anatomy.sandwich:
                 hooks.after(anatomy.attn_out_norm(l), keep_out("attn"))
                 hooks.after(layer.mlp, keep_out("mlp_raw"))
                 hooks.after(anatomy.ffn_out_norm(l), keep_out("mlp"))
             else:
-                hooks.after(attention, keep_out("attn"))
                 hooks.after(layer.mlp, keep_out("mlp"))
         hooks.before(anatomy.final_norm, keep("final"))
         if all_positions:
@@ -217,25 +237,30 @@ def run_trace(model: torch.nn.Module, anatomy: Anatomy, inputs: dict, tokenizer,
             x = stacked(name)
             return kept(x if all_positions else x[:, -1])
 
-        resid, attn, mlp, mid = at_t("resid"), at_t("attn"), at_t("mlp"), kept(stacked("mid")[:, -1])
+        resid = at_t("resid")
         final = kept(store["final"][0][0] if all_positions else store["final"][0][0, -1])
         extra = {}
+        attn = mlp = mid = acts = None
+        if not lean:
+            attn, mlp, mid = at_t("attn"), at_t("mlp"), kept(stacked("mid")[:, -1])
+            acts = kept(stacked("acts"))
         if all_positions:
             extra = dict(resid_in_all=torch.cat([resid, final[None]]), attn_out_all=attn, mlp_out_all=mlp,
                          visual_added_all=_visual_added(store["visual"][0], attn.shape, kept))
             resid, attn, mlp, final = resid[:, -1], attn[:, -1], mlp[:, -1], final[-1]
         if anatomy.sandwich:
-            extra.update(attn_raw=kept(stacked("attn_raw")[:, -1]), mlp_raw=kept(stacked("mlp_raw")[:, -1]))
+            extra.update(attn_raw=kept(stacked("attn_raw")[:, -1]))
+            if not lean:
+                extra.update(mlp_raw=kept(stacked("mlp_raw")[:, -1]))
         weights = scored_attention_all(anatomy, stacked("query")[:, -1], stacked("keys"), store["kwargs"])
         values = kept(stacked("values"))
         values = values.reshape(*values.shape[:2], anatomy.n_kv_heads, anatomy.head_dim)
-        acts = kept(stacked("acts"))
     if store["unembedded"] and not torch.equal(store["unembedded"][0], out.logits[0, -1]):
         extra.update(soft_cap=anatomy.soft_cap)
     return Trace(anatomy=anatomy, positions=positions_of(model, inputs, tokenizer),
                  input_ids=inputs["input_ids"][0].cpu(), logits=kept(out.logits[0, -1]), resid_in=resid, attn_out=attn,
                  mid=mid, mlp_out=mlp, final_resid=final, attn_weights=weights, values=values, neuron_acts=acts,
-                 **extra)
+                 lean=lean, **extra)
 
 
 def stacked_on(device: torch.device, tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -298,8 +323,10 @@ def scored_attention(modules: list[torch.nn.Module], queries: torch.Tensor, keys
     if hasattr(module, "q_norm"):   # Gemma 3, Qwen3: each head's query and key RMS-normed over head_dim, before RoPE
         q = torch.stack([m.q_norm(x) for m, x in zip(modules, q)])      # (per vector: the layout does not matter;
         k = torch.stack([m.k_norm(x) for m, x in zip(modules, k)])      # each layer's own norm)
-    q = rope(q, q, cos[:, -1:], sin[:, -1:])[0][:, :, 0].float()        # [G, H, hd]
-    k = rope(k, k, cos, sin)[0].float()                                 # [G, H_kv, S, hd]
+    # the rotary function turns a query and a key at once; each call here wants one, so the other is a one-vector
+    # stand-in that broadcasts against the angles (turning the keys twice doubled the largest operation here)
+    q = rope(q, q[:1, :1], cos[:, -1:], sin[:, -1:])[0][:, :, 0].float()   # [G, H, hd]
+    k = rope(k, k[:1, :1], cos, sin)[0].float()                            # [G, H_kv, S, hd]
     kv_heads = k.shape[1]
     scores = torch.einsum("nkgd,nksd->nkgs", q.view(n, kv_heads, -1, head_dim), k).reshape(n, q.shape[1], s)
     scores = scores * module.scaling

@@ -14,6 +14,7 @@ import torch
 
 from llavamech import patches
 from tests.conftest import MODELS, tiny
+from tests.gpu import emulated
 from tests.unit import test_attribution, test_checks, test_devices, test_trace
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the GPU tier: "
@@ -78,6 +79,24 @@ def test_identities_hold_on_cuda(cuda_model, cuda_example, identity):
 
 def test_scored_attention_equals_eager_on_cuda(cuda_model, cuda_example):
     test_trace.test_scored_attention_equals_eager_attention_weights(cuda_model, cuda_example)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_head_products_are_float32_products_on_cuda(dtype):
+    """A half-precision model's head outputs on a GPU: the float32 mixed values split into three terms of W_O's dtype
+    (attribution.split_float32), multiplied by W_O read as a view, in place, with products accumulated in float32
+    (torch.bmm's out_dtype): float32's product to its rounding, against float64 on the CPU."""
+    from llavamech import attribution
+    if os.environ.get(emulated.ENV) == "1":
+        pytest.skip("a CUDA kernel (bmm with out_dtype): the emulated GPU has none")
+    g = torch.Generator().manual_seed(0)
+    w = (torch.randn(256, 4 * 64, generator=g) / 16).to(dtype)          # W_O: [d, heads * head_dim]
+    x = torch.randn(4, 1, 64, generator=g)                               # one mixed value vector per head
+    heads = w.view(256, 4, 64).permute(1, 2, 0)                          # [heads, head_dim, d], a view
+    exact = torch.bmm(x.double(), heads.double())
+    got = attribution._products(attribution.split_float32(x.cuda(), dtype), heads.cuda(), split=True).cpu()
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), exact, rtol=1e-6, atol=1e-6 * float(exact.abs().max()))
 
 
 def test_results_come_back_on_the_cpu(cuda_model, cuda_example):

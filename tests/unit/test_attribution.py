@@ -182,3 +182,20 @@ def test_the_float32_unembedding_is_converted_again_once_the_weight_changes():
     assert torch.equal(a.unembed(), a.lm_head.weight.float()) and not torch.equal(a.unembed(), first)
     model.hf.to(torch.float32)
     assert a.unembed().data_ptr() == a.lm_head.weight.data_ptr()      # a float32 W_U is used as it is, not copied
+
+
+def test_three_half_precision_terms_carry_a_float32_and_its_products():
+    """split_float32: three bfloat16 terms sum back to a float32 within 2^-24 of its size, so that products with
+    a bfloat16 W_O accumulated in float32 (what torch.bmm's out_dtype does on a GPU; here the same products
+    computed in float32) give float32's own product of the mixed values and W_O."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 2, 16, generator=g) * torch.logspace(-3, 3, 16)
+    terms = A.split_float32(x, torch.bfloat16)
+    assert terms.dtype == torch.bfloat16 and terms.shape == (4, 6, 16)
+    total = terms.double().view(4, 3, 2, 16).sum(1)
+    assert ((total - x.double()).abs() <= 2 ** -24 * x.double().abs()).all()
+    w = (torch.randn(4, 16, 32, generator=g) / 4).to(torch.bfloat16)
+    split = torch.bmm(terms.float(), w.float()).view(4, 3, 2, 32).sum(1)
+    exact = torch.bmm(x.double(), w.double())
+    assert torch.allclose(split.double(), exact, rtol=1e-6, atol=1e-6 * float(exact.abs().max()))
+    assert torch.equal(A._products(x, w, split=False), torch.bmm(x, w.float()))   # a CPU: W_O converted

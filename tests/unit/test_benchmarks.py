@@ -64,3 +64,8 @@ def test_bench_tool_times_every_method_at_both_grids():
 
 def test_bench_explain_prints_its_ratio():
     assert "ratio explain / plain forward" in bench("bench_explain.py", "--repeats", "2")
+
+
+def test_bench_host_times_explain_beside_a_forward_pass_at_the_7b_depth():
+    out = bench("bench_host.py", "--rounds", "2")
+    assert "explain / forward from the image:" in out and "trace (lean, explain's)" in out

@@ -3,6 +3,8 @@ import pytest
 import torch
 import transformers
 
+from llavamech import attribution as A
+from llavamech.errors import LlavamechError
 from llavamech.trace import run_trace
 
 
@@ -64,13 +66,36 @@ def test_image_positions_match_the_processor_expansion(model, example):
 
 
 def test_all_positions_agree_with_the_last_position(model, example):
-    lean = model.trace(**example)
+    last = model.trace(**example)
     full = model.trace(**example, all_positions=True)
-    assert torch.equal(full.resid_in_all[:-1, -1], lean.resid_in)
-    assert torch.equal(full.resid_in_all[-1, -1], lean.final_resid)
-    assert torch.equal(full.attn_out_all[:, -1], lean.attn_out)
-    assert torch.equal(full.mlp_out_all[:, -1], lean.mlp_out)
-    assert full.resid_in_all.shape == (model.anatomy.n_layers + 1, lean.seq_len, model.anatomy.d_model)
+    assert torch.equal(full.resid_in_all[:-1, -1], last.resid_in)
+    assert torch.equal(full.resid_in_all[-1, -1], last.final_resid)
+    assert torch.equal(full.attn_out_all[:, -1], last.attn_out)
+    assert torch.equal(full.mlp_out_all[:, -1], last.mlp_out)
+    assert full.resid_in_all.shape == (model.anatomy.n_layers + 1, last.seq_len, model.anatomy.d_model)
+
+
+def test_the_lean_trace_holds_what_head_scores_and_maps_read_and_says_what_it_does_not(model, example):
+    """explain's lean trace hooks five modules a layer instead of eight: what it keeps is the full trace's, bit for
+    bit, and so are the head scores and a head's position scores; the rest is None, and the readouts that need it
+    say so in one line."""
+    inputs = model.inputs(**example)
+    full = run_trace(model.hf, model.anatomy, inputs, model.tokenizer)
+    lean = run_trace(model.hf, model.anatomy, inputs, model.tokenizer, lean=True)
+    for name in ("logits", "resid_in", "final_resid", "attn_weights", "values", "attn_raw", "soft_cap"):
+        kept, full_one = getattr(lean, name), getattr(full, name)
+        assert (kept is None and full_one is None) if full_one is None else torch.equal(torch.as_tensor(kept),
+                                                                                      torch.as_tensor(full_one)), name
+    assert torch.equal(A.head_scores(lean), A.head_scores(full))
+    best = A.top_heads(A.head_scores(full), 1)[0]
+    assert torch.equal(A.position_scores(lean, best["layer"], best["head"]),
+                       A.position_scores(full, best["layer"], best["head"]))
+    assert lean.attn_out is None and lean.mid is None and lean.mlp_out is None and lean.neuron_acts is None
+    for readout in (A.layer_scores, A.layer_logit_contributions, lambda t: A.neuron_scores(t, 0)):
+        with pytest.raises(LlavamechError, match="needs a full trace"):
+            readout(lean)
+    with pytest.raises(ValueError, match="all_positions"):
+        run_trace(model.hf, model.anatomy, inputs, model.tokenizer, all_positions=True, lean=True)
 
 
 def test_next_layout_matches_the_embeddings_the_model_builds(model, example):
