@@ -227,7 +227,8 @@ table(phases, "explain phases", "{:.1f}")
 # move. The code has changed since, too, and not yet run on a GPU: explain's trace registers five hooks a layer instead
 # of nine (it keeps only what head scores and maps read), the head outputs multiply each layer's W_O where it lies, in
 # its own dtype, instead of a float32 copy of it (a half-precision W_O meets the float32 mixed values split into three
-# half-precision terms, with float32 accumulation), and the keys are rotated once instead of twice.
+# half-precision terms, with float32 accumulation), the readouts read W_U the same way (float32's products, where TF32
+# rounded them, and no float32 copy of W_U), and the keys are rotated once instead of twice.
 # `bench/bench_host.py` measures, without a GPU, the part of explain's cost that the host bounds.
 #
 # Under the cap every method's peak allocation stayed below 24 GB, the largest {glue:text}`gpu_peak_bf16` GB

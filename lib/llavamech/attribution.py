@@ -19,8 +19,6 @@ readouts, while scores (indexed by layer, head, position or neuron) come back on
 """
 from __future__ import annotations
 
-import contextlib
-
 import torch
 
 from . import validate
@@ -28,33 +26,19 @@ from .errors import LlavamechError
 from .trace import Trace, stacked_on
 
 
-def readout(trace: Trace, x: torch.Tensor, unembed: torch.Tensor | None = None) -> torch.Tensor:
-    """Frozen-norm logits of residual-space vectors: [..., d] -> [..., V]. `unembed` is W_U in float32 when the
-    caller already has it (for a half-precision model, each conversion is a copy of W_U)."""
+def readout(trace: Trace, x: torch.Tensor) -> torch.Tensor:
+    """Frozen-norm logits of residual-space vectors: [..., d] -> [..., V], in float32. W_U is read as the model holds
+    it: a float32 W_U multiplies the vectors directly; a half-precision one on a GPU meets them split into three
+    half-precision terms with float32 accumulation (`_products`): float32's product to its rounding, without a float32
+    copy of W_U (525 MB for llava-1.5-7b) or TF32's rounding; elsewhere W_U is converted once (`Anatomy.unembed`)."""
     a = trace.anatomy
     s = a.rms(trace.final_resid)  # frozen: the final residual's RMS, not x's own
-    unembed = a.unembed() if unembed is None else unembed
-    with _tf32_for_half_precision(a):
-        return (a.gain(a.final_norm) * x / s) @ unembed.T
-
-
-@contextlib.contextmanager
-def _tf32_for_half_precision(anatomy):
-    """TF32 products for a bfloat16 or float16 model on a GPU, plain float32 otherwise. The readouts of explain at 7B
-    are products of 1,024 head vectors (and hundreds of positions) with W_U: 0.4 TFLOP that take ~8 ms in float32,
-    the time of a sixth of the forward pass, against ~1 ms in TF32. TF32 keeps 10 of float32's 23 mantissa bits:
-    W_U of a half-precision model loses nothing (its weights have 7 or 10), the vectors ~5e-4 of their size, finer
-    than the model's own activations (bfloat16: 4e-3). A float32 model's readouts stay exact (the identities)."""
-    matmul = torch.backends.cuda.matmul
-    if anatomy.lm_head.weight.dtype not in (torch.bfloat16, torch.float16) or anatomy.readout_device.type != "cuda":
-        yield
-        return
-    before = matmul.fp32_precision
-    matmul.fp32_precision = "tf32"
-    try:
-        yield
-    finally:
-        matmul.fp32_precision = before
+    y = a.gain(a.final_norm) * x / s
+    w = a.lm_head.weight.detach()
+    if _split(w):
+        flat = y.reshape(1, -1, y.shape[-1])
+        return _products(split_float32(flat, w.dtype), w.T[None], True)[0].view(*y.shape[:-1], -1)
+    return y @ a.unembed().T
 
 
 def capped(trace: Trace, z: torch.Tensor) -> torch.Tensor:
@@ -68,8 +52,7 @@ def capped(trace: Trace, z: torch.Tensor) -> torch.Tensor:
 def log_prob_increase(trace: Trace, base: torch.Tensor, vectors: torch.Tensor, token: int | None = None) -> torch.Tensor:
     """Imp of each vector in `vectors` [..., d] added to `base` [..., d] (broadcast against each other): [...]."""
     token = _token(trace, token)
-    unembed = trace.anatomy.unembed()
-    z0, dz = readout(trace, base, unembed), readout(trace, vectors, unembed)
+    z0, dz = readout(trace, base), readout(trace, vectors)
     if trace.soft_cap is not None:   # the cap is not linear: the change in the capped logits
         z0, dz = capped(trace, z0), capped(trace, z0 + dz) - capped(trace, z0)
     return (dz[..., token] - _log_partition_increase(z0, dz)).cpu()
@@ -216,8 +199,9 @@ def through_o(a, layer: int, x: torch.Tensor, heads: list[int] | None = None) ->
 
 
 def _split(w: torch.Tensor) -> bool:
-    """Whether products with `w` take the float32 factor split into half-precision terms (`_products`)."""
-    return w.dtype in (torch.bfloat16, torch.float16) and w.device.type == "cuda"
+    """Whether products with `w` take the float32 factor split into half-precision terms (`_products`): for a
+    half-precision `w` on a GPU, where PyTorch (from 2.8) multiplies half-precision matrices into float32."""
+    return w.dtype in (torch.bfloat16, torch.float16) and w.device.type == "cuda" and torch.__version__ >= (2, 8)
 
 
 def split_float32(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -99,6 +99,25 @@ def test_half_precision_head_products_are_float32_products_on_cuda(dtype):
     torch.testing.assert_close(got.double(), exact, rtol=1e-6, atol=1e-6 * float(exact.abs().max()))
 
 
+def test_a_half_precision_readout_is_float32_products_on_cuda():
+    """A bfloat16 model's frozen-norm readout on a GPU reads W_U in place (the vectors split into three bfloat16
+    terms, float32 accumulation): float32's product to its rounding, against float64 on the CPU."""
+    import llavamech
+    from llavamech import attribution
+    if os.environ.get(emulated.ENV) == "1":
+        pytest.skip("a CUDA kernel (bmm with out_dtype): the emulated GPU has none")
+    from llavamech.organism.world import make_scene
+    model = llavamech.load("tiny-random-llava", device="cuda", dtype="bfloat16")
+    trace = model.trace(make_scene(random.Random(7), size=80).image, QUESTION)
+    a = trace.anatomy
+    x = trace.resid_in                                                   # [L, d] float32
+    y = (a.gain(a.final_norm) * x / a.rms(trace.final_resid)).double().cpu()
+    exact = y @ a.lm_head.weight.detach().double().cpu().T
+    got = attribution.readout(trace, x).cpu()
+    assert got.dtype == torch.float32 and got.shape == exact.shape
+    torch.testing.assert_close(got.double(), exact, rtol=1e-6, atol=1e-6 * float(exact.abs().max()))
+
+
 def test_results_come_back_on_the_cpu(cuda_model, cuda_example):
     if "next" in cuda_model.name or cuda_model.anatomy.n_kv_heads != cuda_model.anatomy.n_heads:
         pytest.skip("one Llava and one Llama are enough here; the identities cover the other classes")
