@@ -53,7 +53,7 @@ class Explanation:
     head_scores: torch.Tensor = field(repr=False, default=None)   # [L, H], not part of the JSON contract
     image: object = field(repr=False, default=None)               # the input as a PIL image, or None
     image_processor: object = field(repr=False, default=None)
-    trace: object = field(repr=False, default=None)
+    trace: object = field(repr=False, default=None)               # a lean trace (run_trace): heads and maps only
     source: Path | None = field(repr=False, default=None)         # the image file it explains, if given as one
 
     CONTRACT = ("answer", "answer_token_id", "answer_prob", "top_heads", "patch_grid", "grid_shape", "seconds",
