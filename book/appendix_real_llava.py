@@ -224,8 +224,10 @@ table(phases, "explain phases", "{:.1f}")
 # per second in a row. One flaw of that run's bench: it read its model with eager attention, so each timed forward pass and each
 # explain switched the model to SDPA and back, which walks every module, inside its timing. `llavamech.load` reads
 # models with SDPA, and switches nothing; the bench now does the same, and its next run will say how far the ratios
-# move. The code has changed since, too, and not yet run on a GPU: explain's trace registers five hooks a layer instead
-# of nine (it keeps only what head scores and maps read), the head outputs multiply each layer's W_O where it lies, in
+# move.
+#
+# **The code has changed since that run, and has not yet run on a GPU.** explain's trace registers five hooks a layer
+# instead of nine (it keeps only what head scores and maps read), the head outputs multiply each layer's W_O where it lies, in
 # its own dtype, instead of a float32 copy of it (a half-precision W_O meets the float32 mixed values split into three
 # half-precision terms, with float32 accumulation), the readouts read W_U the same way (float32's products, where TF32
 # rounded them, and no float32 copy of W_U), and the keys are rotated once instead of twice.
