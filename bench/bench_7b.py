@@ -20,6 +20,8 @@ import time
 import torch
 import transformers
 
+from args import count
+
 from llavamech import memory, patches
 from llavamech.models import Model
 from llavamech.organism import build
@@ -143,11 +145,11 @@ def bench(dtype: torch.dtype, repeats: int, ig_steps: int, slow: bool, card_gb: 
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--repeats", type=int, default=5 if GPU else 3)
+    p.add_argument("--repeats", type=count, default=5 if GPU else 3)
     p.add_argument("--dtypes", nargs="+", default=["bfloat16", "float32"] if GPU else ["float32"])
     p.add_argument("--slow-dtypes", nargs="+", default=["bfloat16"] if GPU else ["float32"],
                    help="the dtypes in which ablation, gradient and integrated gradients run")
-    p.add_argument("--ig-steps", type=int, default=32 if GPU else 8)
+    p.add_argument("--ig-steps", type=count, default=32 if GPU else 8)
     p.add_argument("--card-gb", type=float, default=24,
                    help="on a GPU, cap the memory PyTorch may take at this many GB, as on a card of that size, in each "
                         "dtype whose weights fit it (0: no cap)")

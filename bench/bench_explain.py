@@ -10,6 +10,8 @@ import time
 
 import torch
 
+from args import count
+
 import llavamech
 from llavamech.organism.world import make_scene
 
@@ -21,7 +23,7 @@ def tensor_bytes(obj) -> int:
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--model", default="tiny-random-llava")
-    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--repeats", type=count, default=20)
     args = p.parse_args()
     model = llavamech.load(args.model)
     image = make_scene(random.Random(0), size=128).image

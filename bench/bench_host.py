@@ -18,6 +18,8 @@ import time
 import torch
 import transformers
 
+from args import count
+
 from llavamech import attribution, memory
 from llavamech.explain import head_map
 from llavamech.models import Model
@@ -58,7 +60,7 @@ def interleaved(variants: dict, rounds: int) -> dict[str, float]:
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--rounds", type=int, default=60)
+    p.add_argument("--rounds", type=count, default=60)
     args = p.parse_args()
     torch.set_num_threads(1)   # one thread: tiny operations gain nothing from more, and timings steady
     model = model_at_depth()

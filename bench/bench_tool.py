@@ -11,6 +11,8 @@ import time
 
 import torch
 
+from args import count
+
 import llavamech
 from llavamech import interventions, patches
 from llavamech.examples import toy_examples
@@ -39,7 +41,7 @@ def median_seconds(f, repeats: int) -> float:
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=count, default=5)
     args = p.parse_args()
     image = make_scene(random.Random(0), size=128).image
     print(f"torch threads {torch.get_num_threads()}; median of {args.repeats} runs each; "

@@ -69,3 +69,9 @@ def test_bench_explain_prints_its_ratio():
 def test_bench_host_times_explain_beside_a_forward_pass_at_the_7b_depth():
     out = bench("bench_host.py", "--rounds", "2")
     assert "explain / forward from the image:" in out and "trace (lean, explain's)" in out
+
+
+def test_a_bench_refuses_a_count_below_one_in_one_line():
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_host.py"), "--rounds", "0"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "0 is too few: give 1 or more" in done.stderr and "Traceback" not in done.stderr
