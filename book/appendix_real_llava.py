@@ -228,9 +228,10 @@ table(phases, "explain phases", "{:.1f}")
 #
 # **The code has changed since that run, and has not yet run on a GPU.** explain's trace registers five hooks a layer
 # instead of nine (it keeps only what head scores and maps read), the head outputs multiply each layer's W_O where it lies, in
-# its own dtype, instead of a float32 copy of it (a half-precision W_O meets the float32 mixed values split into three
-# half-precision terms, with float32 accumulation), the readouts read W_U the same way (float32's products, where TF32
-# rounded them, and no float32 copy of W_U), and the keys are rotated once instead of twice.
+# its own dtype, instead of a float32 copy of it (a bfloat16 W_O meets the float32 mixed values split into three
+# bfloat16 terms, with float32 accumulation, on GPUs that multiply bfloat16 into float32), the readouts read W_U the
+# same way (float32's products, where TF32 rounded them, and no float32 copy of W_U), and the keys are rotated once
+# instead of twice.
 # `bench/bench_host.py` measures, without a GPU, the part of explain's cost that the host bounds.
 #
 # Under the cap every method's peak allocation stayed below 24 GB, the largest {glue:text}`gpu_peak_bf16` GB

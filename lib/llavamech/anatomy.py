@@ -119,7 +119,7 @@ class Anatomy:
     def unembed(self) -> torch.Tensor:
         """W_U as readouts use it (`weight`), converted once while the weight stays the same tensor, unmodified: each
         conversion of llava-1.5-7b's bfloat16 W_U is a 525 MB copy. A float32 model's W_U is not copied at all, and a
-        half-precision one on a GPU is read as it is (llavamech.attribution.readout)."""
+        bfloat16 one on a recent GPU is read as it is (llavamech.attribution.readout)."""
         w = self.lm_head.weight
         version = (w._version, w.dtype, w.device)   # moved, cast or modified in place: converted again
         if self._unembed[0] is not w or self._unembed[1] != version:

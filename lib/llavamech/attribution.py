@@ -28,16 +28,17 @@ from .trace import Trace, stacked_on
 
 def readout(trace: Trace, x: torch.Tensor) -> torch.Tensor:
     """Frozen-norm logits of residual-space vectors: [..., d] -> [..., V], in float32. W_U is read as the model holds
-    it: a float32 W_U multiplies the vectors directly; a half-precision one on a GPU meets them split into three
-    half-precision terms with float32 accumulation (`_products`): float32's product to its rounding, without a float32
-    copy of W_U (525 MB for llava-1.5-7b) or TF32's rounding; elsewhere W_U is converted once (`Anatomy.unembed`)."""
+    it: a float32 W_U multiplies the vectors directly; a bfloat16 one on a GPU that can (`_split`) meets them split
+    into three bfloat16 terms with float32 accumulation (`_products`): float32's product to its rounding, without a
+    float32 copy of W_U (525 MB for llava-1.5-7b) or TF32's rounding; otherwise W_U is converted once
+    (`Anatomy.unembed`)."""
     a = trace.anatomy
     s = a.rms(trace.final_resid)  # frozen: the final residual's RMS, not x's own
     y = a.gain(a.final_norm) * x / s
     w = a.lm_head.weight.detach()
     if _split(w):
         flat = y.reshape(1, -1, y.shape[-1])
-        return _products(split_float32(flat, w.dtype), w.T[None], True)[0].view(*y.shape[:-1], -1)
+        return _products(split_float32(flat), w.T[None], True)[0].view(*y.shape[:-1], w.shape[0])
     return y @ a.unembed().T
 
 
@@ -179,10 +180,10 @@ def _head_outputs(trace: Trace, layers: range) -> torch.Tensor:
     values = trace.values[layers.start:layers.stop]
     mixed = torch.einsum("lkgs,lskd->lkgd", weights, values).reshape(n, a.n_heads, 1, a.head_dim)
     w_o = [a.o_heads(l) for l in layers]
-    split = _split(w_o[0])
-    if split:   # once for every layer: on a GPU each operation per layer counts
-        mixed = split_float32(mixed, w_o[0].dtype)
-    out = stacked_on(a.readout_device, [_products(x.to(w.device), w, split) for x, w in zip(mixed, w_o)])[:, :, 0]
+    split = [_split(w) for w in w_o]   # per layer: a device map may put some layers on the CPU
+    terms = split_float32(mixed) if any(split) else None   # once for every layer: on a GPU each
+    out = stacked_on(a.readout_device, [                                 # operation per layer counts
+        _products((terms if s else mixed)[i].to(w.device), w, s) for i, (w, s) in enumerate(zip(w_o, split))])[:, :, 0]
     if a.attn_out_norm(0) is not None:
         out = out * torch.stack([out_scale(trace, l, "attn") for l in layers])[:, None]
     return out
@@ -195,38 +196,48 @@ def through_o(a, layer: int, x: torch.Tensor, heads: list[int] | None = None) ->
     w = w if heads is None else w[heads]
     split = _split(w)
     x = x.to(w.device)
-    return _products(split_float32(x, w.dtype) if split else x, w, split).to(a.readout_device)
+    return _products(split_float32(x) if split else x, w, split).to(a.readout_device)
 
 
 def _split(w: torch.Tensor) -> bool:
-    """Whether products with `w` take the float32 factor split into half-precision terms (`_products`): for a
-    half-precision `w` on a GPU, where PyTorch (from 2.8) multiplies half-precision matrices into float32."""
-    return w.dtype in (torch.bfloat16, torch.float16) and w.device.type == "cuda" and torch.__version__ >= (2, 8)
+    """Whether products with `w` take the float32 factor split into bfloat16 terms (`_products`): for a bfloat16 `w` on
+    an NVIDIA GPU that multiplies bfloat16 matrices into float32 (PyTorch 2.8 on, compute capability 8.0 on: not a
+    T4 or V100). float16 is left out: its exponents stop at 6e-8, so the small terms of small values would be lost;
+    a float16 W, as any other outside this case, is converted to float32 for the product."""
+    return (w.dtype == torch.bfloat16 and w.device.type == "cuda" and torch.__version__ >= (2, 8)
+            and torch.version.hip is None and torch.cuda.get_device_capability(w.device) >= (8, 0))
 
 
-def split_float32(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """float32 `x` [..., m, k] as three terms in half-precision `dtype` that sum to it, stacked along m: [..., 3m, k].
-    Each term holds what the ones before it left over, so three bfloat16 terms (8 significant bits each) carry all of
-    float32's 24; with float16, whose exponents stop at 6e-8, a remainder smaller than that is lost."""
+def split_float32(x: torch.Tensor) -> torch.Tensor:
+    """float32 `x` [..., m, k] as three bfloat16 terms that sum to it, stacked along m: [..., 3m, k]. Each term holds
+    what the ones before it left over, so three terms of 8 significant bits carry all of float32's 24 (bfloat16 has
+    float32's exponents: nothing a float32 holds overflows or underflows)."""
     terms, rest = [], x
     for _ in range(3):
-        terms.append(rest.to(dtype))
+        terms.append(rest.to(torch.bfloat16))
         rest = rest - terms[-1].float()
     return torch.cat(terms, -2)
 
 
 def _products(x: torch.Tensor, w: torch.Tensor, split: bool) -> torch.Tensor:
     """x @ w in float32, [B, m, k] @ [B, k, n] -> [B, m, n], for a float32 `x` and a `w` in the model's dtype, without
-    a float32 copy of `w` where none is needed: a float32 `w` multiplies `x` as it is; with `split`, `x` comes as
-    `split_float32`'s three terms in w's half-precision dtype, multiplied with products accumulated in float32 on the
-    GPU (`torch.bmm`'s out_dtype) and summed, which gives float32's product to its rounding; otherwise (a CPU, which
-    has no such product) `w` is converted."""
+    a float32 copy of `w` where none is needed: a float32 `w` multiplies `x` as it is (at PyTorch's float32 matmul
+    precision: IEEE unless the user has allowed TF32); with `split`, `x` comes as `split_float32`'s three terms,
+    multiplied with products accumulated in float32 on the GPU (`torch.bmm`'s out_dtype) and summed, which gives
+    float32's product to its rounding; otherwise `w` is converted. A large product (a readout over the vocabulary)
+    takes its three terms one at a time into one buffer, so that it holds two float32 outputs at most, not four."""
     if w.dtype == torch.float32:
         return torch.bmm(x, w)
-    if split:
+    if not split:
+        return torch.bmm(x, w.float())
+    m = x.shape[1] // 3
+    if m * w.shape[-1] <= 2 ** 20:   # small (a layer's head outputs): one product, as on a GPU each launch counts
         out = torch.bmm(x, w, out_dtype=torch.float32)
-        return out.view(len(out), 3, -1, out.shape[-1]).sum(1)
-    return torch.bmm(x, w.float())
+        return out.view(len(out), 3, m, out.shape[-1]).sum(1)
+    out = torch.bmm(x[:, :m], w, out_dtype=torch.float32)
+    for i in (1, 2):
+        out += torch.bmm(x[:, i * m:(i + 1) * m], w, out_dtype=torch.float32)
+    return out
 
 
 def head_scores(trace: Trace, token: int | None = None) -> torch.Tensor:

@@ -177,7 +177,7 @@ def trace_numbers(text_config, seq_len: int, all_positions: bool = False) -> int
 
 
 def memory_table(config=None, seq_len: int = 600) -> pd.DataFrame:
-    """GB per dtype: weights, the trace (float32 readouts) lean and at all positions, eager attention's largest
+    """GB per dtype: weights, the trace (float32 readouts) at the scored position and at all positions, eager attention's largest
     transient, and their sum (a lower bound of what one GPU needs for `explain`)."""
     config = config or llava_15_7b_config()
     text = getattr(config, "text_config", config)
@@ -185,11 +185,11 @@ def memory_table(config=None, seq_len: int = 600) -> pd.DataFrame:
     rows = []
     for dtype, size in DTYPES.items():
         weights = n * size / GB
-        lean, full = trace_numbers(text, seq_len) * 4 / GB, trace_numbers(text, seq_len, True) * 4 / GB
+        last, full = trace_numbers(text, seq_len) * 4 / GB, trace_numbers(text, seq_len, True) * 4 / GB
         attention = text.num_attention_heads * seq_len ** 2 * size / GB
-        rows.append({"dtype": dtype, "parameters (B)": n / 1e9, "weights": weights, "trace": lean,
+        rows.append({"dtype": dtype, "parameters (B)": n / 1e9, "weights": weights, "trace": last,
                      "trace, all positions": full, "attention probabilities (one layer)": attention,
-                     "explain needs at least": weights + lean + attention})
+                     "explain needs at least": weights + last + attention})
     return pd.DataFrame(rows).set_index("dtype")
 
 

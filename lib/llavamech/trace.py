@@ -13,7 +13,7 @@ inputs, attention outputs and FFN outputs at every position (the lens chapters n
 Until the pass ends, its hooks also hold what the modules returned at every position (each layer's input, attention
 output, mid-point, FFN output, queries, keys and values, in the model's dtype), which the pass would otherwise have
 freed layer by layer: for llava-1.5-7b in bfloat16 about 7 × 32 × 600 × 4096 × 2 B ≈ 1.1 GB (measured on an H200:
-explain peaked at 16.5 GB, the weights being 14.1). explain's lean trace holds four of the seven.
+explain peaked at 16.5 GB, the weights being 14.1). explain's lean trace holds four of the seven (five with sandwich norms).
 """
 from __future__ import annotations
 
@@ -167,8 +167,8 @@ def run_trace(model: torch.nn.Module, anatomy: Anatomy, inputs: dict, tokenizer,
     `lean` (explain's trace) keeps only what head scores and patch maps read: the layer inputs, queries, keys,
     values and the final residual (and, with sandwich norms, the raw attention outputs whose RMS they freeze). Its
     attention and FFN outputs, mid-points and neuron activations are None, and the readouts that need them say so.
-    It registers five hooks a layer instead of eight (a full trace merges what the attention receives and returns
-    into one hook; before, nine).
+    It registers five hooks a layer where a full trace registers eight (ten with sandwich norms; one hook takes what
+    the attention receives and what it returns).
 
     The hooks only keep references to what the modules return; slicing, conversion to float32 and the scored
     attention happen once after the pass, batched over the layers. On a GPU the forward pass of a 7B model is bound
@@ -323,7 +323,7 @@ def scored_attention(modules: list[torch.nn.Module], queries: torch.Tensor, keys
     if hasattr(module, "q_norm"):   # Gemma 3, Qwen3: each head's query and key RMS-normed over head_dim, before RoPE
         q = torch.stack([m.q_norm(x) for m, x in zip(modules, q)])      # (per vector: the layout does not matter;
         k = torch.stack([m.k_norm(x) for m, x in zip(modules, k)])      # each layer's own norm)
-    # the rotary function turns a query and a key at once; each call here wants one, so the other is a one-vector
+    # the rotary function turns a query and a key at once; each call here wants one, so the other is a one-head
     # stand-in that broadcasts against the angles (turning the keys twice doubled the largest operation here)
     q = rope(q, q[:1, :1], cos[:, -1:], sin[:, -1:])[0][:, :, 0].float()   # [G, H, hd]
     k = rope(k, k[:1, :1], cos, sin)[0].float()                            # [G, H_kv, S, hd]

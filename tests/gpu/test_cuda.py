@@ -81,25 +81,29 @@ def test_scored_attention_equals_eager_on_cuda(cuda_model, cuda_example):
     test_trace.test_scored_attention_equals_eager_attention_weights(cuda_model, cuda_example)
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_precision_head_products_are_float32_products_on_cuda(dtype):
-    """A half-precision model's head outputs on a GPU: the float32 mixed values split into three terms of W_O's dtype
-    (attribution.split_float32), multiplied by W_O read as a view, in place, with products accumulated in float32
-    (torch.bmm's out_dtype): float32's product to its rounding, against float64 on the CPU."""
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e5])
+@pytest.mark.parametrize("n", [256, 32768])   # a layer's head outputs (one product); a readout's width (three, summed)
+def test_bfloat16_products_are_float32_products_on_cuda(scale, n):
+    """A bfloat16 W (W_O as a per-head view, or W_U) on a GPU meets the float32 factor split into three bfloat16 terms
+    (attribution.split_float32), multiplied in place with float32 accumulation (torch.bmm's out_dtype): float32's
+    product to its rounding at any magnitude, against float64 on the CPU. float16 and older GPUs take the conversion."""
     from llavamech import attribution
     if os.environ.get(emulated.ENV) == "1":
         pytest.skip("a CUDA kernel (bmm with out_dtype): the emulated GPU has none")
+    if not attribution._split(torch.zeros(1, dtype=torch.bfloat16, device="cuda")):
+        pytest.skip(f"{torch.cuda.get_device_name()} does not multiply bfloat16 into float32: the conversion serves")
     g = torch.Generator().manual_seed(0)
-    w = (torch.randn(256, 4 * 64, generator=g) / 16).to(dtype)          # W_O: [d, heads * head_dim]
-    x = torch.randn(4, 1, 64, generator=g)                               # one mixed value vector per head
-    heads = w.view(256, 4, 64).permute(1, 2, 0)                          # [heads, head_dim, d], a view
+    w = (torch.randn(n, 4 * 64, generator=g) / 16).to(torch.bfloat16)    # [d, heads * head_dim]
+    x = torch.randn(4, 64, 64, generator=g) * scale                      # 64 rows per head
+    heads = w.view(n, 4, 64).permute(1, 2, 0)                            # [heads, head_dim, d], a view
     exact = torch.bmm(x.double(), heads.double())
-    got = attribution._products(attribution.split_float32(x.cuda(), dtype), heads.cuda(), split=True).cpu()
+    got = attribution._products(attribution.split_float32(x.cuda()), heads.cuda(), split=True).cpu()
     assert got.dtype == torch.float32
     torch.testing.assert_close(got.double(), exact, rtol=1e-6, atol=1e-6 * float(exact.abs().max()))
+    assert not attribution._split(w.to(torch.float16).cuda())   # float16 is converted, not split
 
 
-def test_a_half_precision_readout_is_float32_products_on_cuda():
+def test_a_bfloat16_readout_is_float32_products_on_cuda():
     """A bfloat16 model's frozen-norm readout on a GPU reads W_U in place (the vectors split into three bfloat16
     terms, float32 accumulation): float32's product to its rounding, against float64 on the CPU."""
     import llavamech

@@ -190,7 +190,7 @@ def test_three_half_precision_terms_carry_a_float32_and_its_products():
     computed in float32) give float32's own product of the mixed values and W_O."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(4, 2, 16, generator=g) * torch.logspace(-3, 3, 16)
-    terms = A.split_float32(x, torch.bfloat16)
+    terms = A.split_float32(x)
     assert terms.dtype == torch.bfloat16 and terms.shape == (4, 6, 16)
     total = terms.double().view(4, 3, 2, 16).sum(1)
     assert ((total - x.double()).abs() <= 2 ** -24 * x.double().abs()).all()

@@ -73,6 +73,27 @@ def test_evaluate_on_a_tiny_model(tmp_path):
     assert list(table.index) == ["tool", "random", "box's share of the patches"]
 
 
+def test_the_curves_of_several_maps_in_one_batch_are_each_maps_own():
+    """curves runs every map's points of a scene in one set of passes, each distinct set of removed patches once: each
+    map's curves are what they are alone (float32, to its rounding), and the shared start and end points agree."""
+    from llavamech.examples import toy_examples
+    from llavamech.patches import embed
+    from tests.conftest import tiny
+
+    model = tiny("llava")
+    item = toy_examples(1, seed=3)[0]
+    x = model.explain(item.image, question=item.question)
+    emb = embed(model, model.inputs(item.image, item.question), x.trace.positions.image_positions)
+    rng = np.random.default_rng(0)
+    maps = {"a": rng.random(x.grid_shape), "b": rng.random(x.grid_shape), "flat": np.zeros(x.grid_shape)}
+    together = E.curves(model, emb, x.answer_token_id, maps, None, steps=4)
+    for name, scores in maps.items():
+        alone = E.curves(model, emb, x.answer_token_id, {name: scores}, None, steps=4)[name]
+        for kind in ("deletion", "insertion"):
+            np.testing.assert_allclose(together[name][kind], alone[kind], rtol=1e-5, atol=1e-7)
+    assert together["a"]["deletion"][0] == together["b"]["deletion"][0] == together["a"]["insertion"][-1]
+
+
 def test_absent_animal_asks_both_questions_of_each_scene():
     from llavamech.examples import toy_examples
     from tests.conftest import tiny
