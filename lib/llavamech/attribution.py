@@ -181,9 +181,9 @@ def _head_outputs(trace: Trace, layers: range) -> torch.Tensor:
     mixed = torch.einsum("lkgs,lskd->lkgd", weights, values).reshape(n, a.n_heads, 1, a.head_dim)
     w_o = [a.o_heads(l) for l in layers]
     split = [_split(w) for w in w_o]   # per layer: a device map may put some layers on the CPU
-    terms = split_float32(mixed) if any(split) else None   # once for every layer: on a GPU each
-    out = stacked_on(a.readout_device, [                                 # operation per layer counts
-        _products((terms if s else mixed)[i].to(w.device), w, s) for i, (w, s) in enumerate(zip(w_o, split))])[:, :, 0]
+    terms = split_float32(mixed) if any(split) else None   # for every layer at once: on a GPU each operation counts
+    products = [_products((terms if s else mixed)[i].to(w.device), w, s) for i, (w, s) in enumerate(zip(w_o, split))]
+    out = stacked_on(a.readout_device, products)[:, :, 0]
     if a.attn_out_norm(0) is not None:
         out = out * torch.stack([out_scale(trace, l, "attn") for l in layers])[:, None]
     return out
