@@ -19,6 +19,8 @@ readouts, while scores (indexed by layer, head, position or neuron) come back on
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from . import validate
@@ -170,9 +172,10 @@ def all_head_outputs(trace: Trace) -> torch.Tensor:
 
 
 def _head_outputs(trace: Trace, layers: range) -> torch.Tensor:
-    """a^{l,h} for the heads of consecutive `layers`: [len(layers), H, d]. The mixed values of every layer at once, then
-    each layer's heads in one batched product with its W_O as it is (`through_o`; for llava-1.5-7b in bfloat16, a
-    float32 copy of W_O and per-head products as big as W_O took a GPU 4.5 ms per explain)."""
+    """a^{l,h} for the heads of consecutive `layers`: [len(layers), H, d]. The mixed values of every layer at once
+    (split into bfloat16 terms at once, where `_split` says), then each layer's heads in one batched product with its
+    W_O as it is (`_products`, as `through_o` for one layer; for llava-1.5-7b in bfloat16, a float32 copy of W_O and
+    per-head products as big as W_O took a GPU 4.5 ms per explain)."""
     a = trace.anatomy
     n, group = len(layers), a.n_heads // a.n_kv_heads
     # query head h reads kv head h // group
@@ -199,13 +202,24 @@ def through_o(a, layer: int, x: torch.Tensor, heads: list[int] | None = None) ->
     return _products(split_float32(x) if split else x, w, split).to(a.readout_device)
 
 
+# PyTorch multiplies bfloat16 matrices into float32 on NVIDIA GPUs from 2.8 on (decided once: comparing the version
+# string takes 20 us, and `_split` runs once per layer per explain)
+_BFLOAT16_INTO_FLOAT32 = torch.__version__ >= (2, 8) and torch.version.hip is None
+
+
 def _split(w: torch.Tensor) -> bool:
     """Whether products with `w` take the float32 factor split into bfloat16 terms (`_products`): for a bfloat16 `w` on
     an NVIDIA GPU that multiplies bfloat16 matrices into float32 (PyTorch 2.8 on, compute capability 8.0 on: not a
     T4 or V100). float16 is left out: its exponents stop at 6e-8, so the small terms of small values would be lost;
     a float16 W, as any other outside this case, is converted to float32 for the product."""
-    return (w.dtype == torch.bfloat16 and w.device.type == "cuda" and torch.__version__ >= (2, 8)
-            and torch.version.hip is None and torch.cuda.get_device_capability(w.device) >= (8, 0))
+    return (w.dtype == torch.bfloat16 and w.device.type == "cuda" and _BFLOAT16_INTO_FLOAT32
+            and _capability_8(w.device))
+
+
+@functools.cache
+def _capability_8(device: torch.device) -> bool:
+    """Whether the GPU has compute capability 8.0 or more (asked once per device)."""
+    return torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 def split_float32(x: torch.Tensor) -> torch.Tensor:

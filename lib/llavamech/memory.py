@@ -177,8 +177,8 @@ def trace_numbers(text_config, seq_len: int, all_positions: bool = False) -> int
 
 
 def memory_table(config=None, seq_len: int = 600) -> pd.DataFrame:
-    """GB per dtype: weights, the trace (float32 readouts) at the scored position and at all positions, eager attention's largest
-    transient, and their sum (a lower bound of what one GPU needs for `explain`)."""
+    """GB per dtype: weights, the trace (float32 readouts) at the scored position and at all positions, eager
+    attention's largest transient, and their sum (a lower bound of what one GPU needs for `explain`)."""
     config = config or llava_15_7b_config()
     text = getattr(config, "text_config", config)
     n = parameters(config)

@@ -13,8 +13,8 @@ inputs, attention outputs and FFN outputs at every position (the lens chapters n
 Until the pass ends, its hooks also hold what the modules returned at every position (each layer's input, attention
 output, mid-point, FFN output, queries, keys and values, in the model's dtype), which the pass would otherwise have
 freed layer by layer: for llava-1.5-7b in bfloat16 about 7 × 32 × 600 × 4096 × 2 B ≈ 1.1 GB (measured on an H200:
-explain peaked at 16.5 GB, the weights being 14.1). explain's lean trace holds four of the seven (five with sandwich norms).
-"""
+explain peaked at 16.5 GB, the weights being 14.1). explain's lean trace holds four of the seven (five with sandwich
+norms)."""
 from __future__ import annotations
 
 import sys
