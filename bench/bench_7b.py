@@ -48,11 +48,17 @@ def model_at_shape(dtype: torch.dtype, device: str) -> Model:
     """A random-weight model of the benchmark's shape with the organism's tokenizer and a 336 px processor."""
     _, tokenizer, processor = build.tiny_llava(image_size=336, patch=14)
     config = config_at_shape(tokenizer.convert_tokens_to_ids("<image>"))
+    return random_model("llava-1.5-7b shape (random weights)", config, tokenizer, processor, dtype, device)
+
+
+def random_model(name: str, config, tokenizer, processor, dtype: torch.dtype, device: str) -> Model:
+    """A Llava of `config` with random weights (seed 0), read with SDPA as llavamech.load reads a model from a folder
+    or the Hub."""
     torch.manual_seed(0)
     with torch.device(device):
-        hf = transformers.LlavaForConditionalGeneration(config).to(dtype)
-    hf.set_attn_implementation("sdpa")   # as llavamech.load reads a model from a folder or the Hub
-    return Model("llava-1.5-7b shape (random weights)", hf, tokenizer, processor, device)
+        hf = transformers.LlavaForConditionalGeneration(config).to(dtype).eval()
+    hf.set_attn_implementation("sdpa")
+    return Model(name, hf, tokenizer, processor, device)
 
 
 SLOW = ("ablation", "gradient", "ig")

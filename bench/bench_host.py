@@ -16,8 +16,8 @@ import statistics
 import time
 
 import torch
-import transformers
 
+import bench_7b
 from args import count
 
 from llavamech import attribution, memory
@@ -39,10 +39,8 @@ def model_at_depth() -> Model:
     vision.hidden_size, vision.intermediate_size, vision.num_attention_heads = 32, 64, 4
     vision.image_size, vision.patch_size = 56, 14
     config.image_token_id = tokenizer.convert_tokens_to_ids("<image>")
-    torch.manual_seed(0)
-    hf = transformers.LlavaForConditionalGeneration(config).eval()
-    hf.set_attn_implementation("sdpa")   # as llavamech.load reads a model
-    return Model("llava-1.5-7b depth, tiny widths (random weights)", hf, tokenizer, processor, "cpu")
+    return bench_7b.random_model("llava-1.5-7b depth, tiny widths (random weights)", config, tokenizer, processor,
+                                 torch.float32, "cpu")
 
 
 def interleaved(variants: dict, rounds: int) -> dict[str, float]:
